@@ -1,0 +1,44 @@
+# Two commands set everything up on a fresh machine: `make demo` and `make test`.
+# Everything slow (Go builds, images, wheels) is cached outside the repo in
+# $(R2D_CACHE) (default ~/.cache/repo2dockerspawner), so a warm run is quick.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+include testenv/versions.env
+
+.PHONY: help install testenv testenv-down test test-unit test-integration clean
+
+help:
+	@echo "make test          bring up the real test environment and run every test tier"
+	@echo "make test-unit     pure-logic tests only (no daemons)"
+	@echo "make testenv       start docker, kube-apiserver+etcd, git server; build images (idempotent)"
+	@echo "make testenv-down  stop what 'make testenv' started (images and caches stay)"
+
+# The project and its test dependencies in a virtualenv; reinstalled when pyproject.toml changes.
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || { echo "ERROR: '$(PYTHON) -m venv' failed: install python3-venv"; exit 1; }
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]' "jupyterhub==$(JUPYTERHUB_VERSION)"
+	@touch $@
+
+install: $(VENV)/.installed
+
+testenv:
+	@bash testenv/up.sh
+
+testenv-down:
+	@bash testenv/down.sh
+
+test: install testenv
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+test-unit: install
+	$(VENV)/bin/pytest -m unit $(PYTEST_ARGS)
+
+test-integration: install testenv
+	$(VENV)/bin/pytest -m integration $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info

@@ -1,0 +1,119 @@
+"""Smoke tests of the real test environment: each can fail if its daemon misbehaves."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import textwrap
+import uuid
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def test_singleuser_image_runs_jupyterhub_singleuser(testenv, docker_client):
+    out = docker_client.containers.run(
+        testenv["R2D_SINGLEUSER_IMAGE"], ["jupyterhub-singleuser", "--version"], remove=True
+    )
+    assert out.decode().strip() == testenv["R2D_JUPYTERHUB_VERSION"]
+
+
+def test_git_server_advertises_branches_and_tags(git_repos):
+    repo = git_repos.create({"README.md": "hi\n"})
+    first = repo.commits["main"] = subprocess.check_output(
+        ["git", "-C", str(repo.work), "rev-parse", "HEAD"], text=True
+    ).strip()
+    repo.tag("v1")
+    second = repo.commit({"README.md": "changed\n"})
+    refs = dict(
+        reversed(line.split("\t"))
+        for line in subprocess.check_output(["git", "ls-remote", repo.url], text=True).splitlines()
+    )
+    assert refs["refs/tags/v1"] == first
+    assert refs["refs/heads/main"] == second != first
+
+
+def test_repo2docker_image_builds_a_tag_cloned_over_http(testenv, git_repos, docker_client):
+    """The build image clones the repo by URL at a tag (not the branch head) and tags an image."""
+    base = testenv["R2D_SINGLEUSER_IMAGE"]
+    dockerfile = f"FROM {base}\nCOPY marker.txt /home/jovyan/marker.txt\n"
+    repo = git_repos.create({"Dockerfile": dockerfile, "marker.txt": "from-tag-v1\n"})
+    repo.tag("v1")
+    repo.commit({"marker.txt": "from-main\n"})
+    image = f"r2d-smoke/{repo.name}:v1"
+    try:
+        logs = docker_client.containers.run(
+            testenv["R2D_BUILD_IMAGE"],
+            ["--no-run", "--json-logs", "--user-id", "1000", "--user-name", "jovyan",
+             "--ref", "v1", "--image-name", image, repo.url],
+            volumes={"/var/run/docker.sock": {"bind": "/var/run/docker.sock", "mode": "rw"}},
+            remove=True, stdout=True, stderr=True,
+        ).decode()
+        messages = [json.loads(line)["message"] for line in logs.splitlines() if line.startswith("{")]
+        assert any("Cloning into" in m for m in messages), logs
+        marker = docker_client.containers.run(image, ["cat", "/home/jovyan/marker.txt"], remove=True)
+        assert marker.decode() == "from-tag-v1\n"
+    finally:
+        try:
+            docker_client.images.remove(image, force=True)
+        except Exception:
+            pass
+
+
+def test_apiserver_reports_its_real_version(testenv, kubectl):
+    version = json.loads(kubectl("get", "--raw", "/version"))
+    assert version["gitVersion"] == testenv["R2D_KUBE_VERSION"]
+
+
+def test_apiserver_serves_an_applied_crd(kubectl, namespace):
+    group = f"smoke{uuid.uuid4().hex[:6]}.testenv.example.org"
+    crd = textwrap.dedent(f"""
+        apiVersion: apiextensions.k8s.io/v1
+        kind: CustomResourceDefinition
+        metadata: {{name: widgets.{group}}}
+        spec:
+          group: {group}
+          scope: Namespaced
+          names: {{plural: widgets, singular: widget, kind: Widget, shortNames: [wdg]}}
+          versions:
+          - name: v1
+            served: true
+            storage: true
+            schema:
+              openAPIV3Schema:
+                type: object
+                properties:
+                  spec:
+                    type: object
+                    required: [size]
+                    properties: {{size: {{type: integer, minimum: 1}}}}
+    """)
+    kubectl.apply(crd)
+    try:
+        kubectl("wait", "--for=condition=Established", f"crd/widgets.{group}", "--timeout=30s")
+        kubectl.apply(f"apiVersion: {group}/v1\nkind: Widget\nmetadata: {{name: w1}}\nspec: {{size: 3}}\n", "-n", namespace)
+        assert kubectl("get", "wdg", "-n", namespace, "-o", "jsonpath={.items[*].spec.size}") == "3"
+        bad = kubectl.run("apply", "-n", namespace, "-f", "-", check=False,
+                          input=f"apiVersion: {group}/v1\nkind: Widget\nmetadata: {{name: w2}}\nspec: {{size: 0}}\n")
+        assert bad.returncode != 0 and "spec.size" in bad.stderr
+    finally:
+        kubectl("delete", "crd", f"widgets.{group}", "--wait=false", check=False)
+
+
+def test_serviceaccount_token_is_refused_without_rbac_and_allowed_with_it(kubectl, namespace):
+    kubectl("create", "serviceaccount", "nobody", "-n", namespace)
+    token = kubectl("create", "token", "nobody", "-n", namespace, "--duration=10m").strip()
+    as_sa = kubectl.as_token(token)
+
+    refused = as_sa.run("get", "configmaps", "-n", namespace, check=False)
+    assert refused.returncode != 0
+    assert "forbidden" in refused.stderr.lower()
+    assert f"system:serviceaccount:{namespace}:nobody" in refused.stderr
+
+    # The same token works once a Role allows it: the refusal above was RBAC, not a bad token.
+    kubectl("create", "role", "read-cm", "--verb=list", "--resource=configmaps", "-n", namespace)
+    kubectl("create", "rolebinding", "read-cm", "--role=read-cm", f"--serviceaccount={namespace}:nobody", "-n", namespace)
+    allowed = as_sa.run("get", "configmaps", "-n", namespace, check=False)
+    assert allowed.returncode == 0, allowed.stderr
+    assert as_sa.run("get", "secrets", "-n", namespace, check=False).returncode != 0
