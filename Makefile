@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 include testenv/versions.env
 
-.PHONY: help install testenv testenv-down test test-unit test-integration clean
+.PHONY: help install testenv testenv-down test test-unit test-integration bench clean
 
 help:
 	@echo "make test          bring up the real test environment and run every test tier"
@@ -42,3 +42,6 @@ test-integration: install testenv
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info
+
+bench: install testenv
+	$(PY) bench/build_overhead.py

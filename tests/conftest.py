@@ -56,3 +56,36 @@ def docker_client(testenv: TestEnv):
     client.ping()
     yield client
     client.close()
+
+
+@pytest.fixture(scope="session")
+def crd(kubectl: Kubectl) -> str:
+    """The project's CRD, applied from its single source in crds/."""
+    from repo2docker_operator import contract
+
+    kubectl("apply", "-f", str(REPO_ROOT / "crds" / "repo2dockerbuilds.yaml"))
+    kubectl("wait", "--for=condition=Established", f"crd/{contract.CRD_NAME}", "--timeout=60s")
+    return contract.CRD_NAME
+
+
+@pytest.fixture
+def operator_factory(testenv, namespace, crd, tmp_path_factory, docker_client):
+    """Start operator processes for this test's namespace; all are stopped and their
+    build containers removed afterwards, whatever the test did."""
+    from support.operator import OperatorProcess
+
+    log_dir = tmp_path_factory.mktemp("operator")
+    started: list[OperatorProcess] = []
+
+    def start(**options) -> OperatorProcess:
+        op = OperatorProcess(testenv, namespace, log_dir, **options)
+        started.append(op)
+        return op.start()
+
+    yield start
+    for op in started:
+        op.kill()
+        for c in docker_client.containers.list(
+            all=True, filters={"label": [f"repo2dockerspawner.jupyter.org/instance={op.instance}"]}
+        ):
+            c.remove(force=True)

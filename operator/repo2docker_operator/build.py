@@ -1,0 +1,185 @@
+"""One build from request to image: queue, container, logs, outcome.
+
+The same job runs in the operator (status goes to the resource) and in the hub's embedded
+backend (status goes to memory); only the ``StatusPublisher`` behind it differs. The rules
+live here once:
+
+* an image that already exists is a success without a build;
+* a build container found for the resource is re-attached, never started twice;
+* a success needs exit code 0 *and* the image in the daemon;
+* the timeout counts from the recorded start, so a restart does not reset it;
+* cancelling kills the container only when the build itself is cancelled (``kill=True``);
+  an operator that merely exits leaves it running for its successor to re-attach.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+from dataclasses import dataclass, field
+from typing import Callable
+
+from .contract import BuildSpec, Phase
+from .logtail import LogTail, parse_line
+from .queue import BuildQueue
+from .runner import BuildContainer, BuildRef, BuildRunner, RunnerError
+from .status import StatusPublisher, failure_message, now_iso, parse_iso
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BuildSettings:
+    timeout: float = 3600.0
+    tail_lines: int = 100
+    tail_bytes: int = 16 * 1024
+
+
+@dataclass
+class BuildOutcome:
+    phase: Phase
+    message: str
+    image: str | None = None
+    duration: float | None = None
+    cached: bool = False
+
+
+@dataclass
+class BuildJob:
+    runner: BuildRunner
+    queue: BuildQueue
+    ref: BuildRef
+    spec: BuildSpec
+    publisher: StatusPublisher
+    settings: BuildSettings = field(default_factory=BuildSettings)
+    order: tuple = ()
+    # From the resource's status when re-attaching after a restart.
+    recorded_start: str | None = None
+    on_phase: Callable[[Phase, str], None] | None = None
+
+    def __post_init__(self) -> None:
+        self.tail = LogTail(self.settings.tail_lines, self.settings.tail_bytes)
+        self.kill_on_cancel = False
+        self.container: BuildContainer | None = None
+
+    async def run(self) -> BuildOutcome:
+        try:
+            return await self._run()
+        except asyncio.CancelledError:
+            if self.kill_on_cancel:
+                await asyncio.shield(self._cancelled())
+            raise
+        finally:
+            self.queue.release(self.ref.uid)
+
+    async def _run(self) -> BuildOutcome:
+        try:
+            container = await self.runner.find(self.ref.uid)
+            if container is None:
+                if await self.runner.image_exists(self.spec.image):
+                    return await self._finish(Phase.SUCCEEDED, "The image already exists; no build was needed.", cached=True)
+                container = await self._queue_and_start()
+                if container is None:  # the image appeared while we queued (another build made it)
+                    return await self._finish(Phase.SUCCEEDED, "The image already exists; no build was needed.", cached=True)
+            else:
+                self.queue.adopt(self.ref.uid)
+                log.info("re-attaching to build container %s of %s/%s", container.id[:12], self.ref.namespace, self.ref.name)
+            self.container = container
+            return await self._follow(container)
+        except RunnerError as exc:
+            return await self._finish(Phase.FAILED, failure_message(str(exc), self.tail.lines()))
+
+    async def _queue_and_start(self) -> BuildContainer | None:
+        def on_position(position: int) -> None:
+            asyncio.ensure_future(self._publish_position(position))
+
+        await self.publisher.update({"phase": Phase.QUEUED.value, "queuePosition": self.queue.position(self.ref.uid),
+                                     "message": "Waiting for a free build slot."})
+        self._notify(Phase.QUEUED, "waiting for a free build slot")
+        await self.queue.acquire(self.ref.uid, self.order, on_position)
+        if await self.runner.image_exists(self.spec.image):
+            return None
+        container = await self.runner.start(self.ref, self.spec)
+        self.recorded_start = now_iso()
+        await self.publisher.update({
+            "phase": Phase.BUILDING.value, "queuePosition": None, "containerId": container.id,
+            "startTime": self.recorded_start, "message": f"Building {self.spec.repo_url} at {self.spec.commit[:12]}.",
+        })
+        self._notify(Phase.BUILDING, "build container started")
+        return container
+
+    async def _publish_position(self, position: int) -> None:
+        if self.publisher.phase == Phase.QUEUED:
+            ahead = position - 1
+            message = "Waiting for a free build slot." if ahead == 0 else f"{ahead} build{'s' * (ahead != 1)} ahead of this one."
+            await self.publisher.update({"queuePosition": position, "message": message})
+
+    def _remaining(self) -> float:
+        started = parse_iso(self.recorded_start) or datetime.datetime.now(datetime.timezone.utc)
+        elapsed = (datetime.datetime.now(datetime.timezone.utc) - started).total_seconds()
+        return self.settings.timeout - elapsed
+
+    async def _follow(self, container: BuildContainer) -> BuildOutcome:
+        if self.publisher.phase != Phase.BUILDING:
+            self.recorded_start = self.recorded_start or now_iso()
+            await self.publisher.update({"phase": Phase.BUILDING.value, "queuePosition": None,
+                                         "containerId": container.id, "startTime": self.recorded_start})
+        try:
+            await asyncio.wait_for(self._read_logs(container), timeout=max(self._remaining(), 0.001))
+        except asyncio.TimeoutError:
+            await self.runner.remove(container.id, kill=True)
+            reason = f"The build took longer than the {self._human(self.settings.timeout)} limit and was stopped."
+            return await self._finish(Phase.FAILED, failure_message(reason, self.tail.lines()))
+        code = await self.runner.exit_code(container.id)
+        if code is None:  # the log stream broke but the container runs on: wait for it
+            code = await asyncio.wait_for(self.runner.wait(container.id), timeout=max(self._remaining(), 0.001))
+        await self.runner.remove(container.id)
+        if code != 0:
+            return await self._finish(Phase.FAILED, failure_message(f"repo2docker exited with code {code}.", self.tail.lines()))
+        if not await self.runner.image_exists(self.spec.image):
+            reason = f"repo2docker exited successfully but the image {self.spec.image} does not exist."
+            return await self._finish(Phase.FAILED, failure_message(reason, self.tail.lines()))
+        return await self._finish(Phase.SUCCEEDED, f"Built {self.spec.image}.")
+
+    async def _read_logs(self, container: BuildContainer) -> None:
+        async for raw in self.runner.logs(container.id):
+            event = parse_line(raw)
+            if event.lines:
+                self.tail.add(event.lines)
+                await self.publisher.update({"logTail": self.tail.lines(), "logLineCount": self.tail.total})
+
+    async def _finish(self, phase: Phase, message: str, cached: bool = False) -> BuildOutcome:
+        fields = {
+            "phase": phase.value, "queuePosition": None, "message": message[:8000],
+            "completionTime": now_iso(), "logTail": self.tail.lines(), "logLineCount": self.tail.total,
+        }
+        if phase == Phase.SUCCEEDED:
+            fields["image"] = self.spec.image
+        if cached and not self.recorded_start:
+            fields["startTime"] = fields["completionTime"]
+        await self.publisher.update(fields, urgent=True)
+        await self.publisher.close()
+        self._notify(phase, message)
+        started = parse_iso(self.recorded_start)
+        duration = None
+        if started and not cached:
+            duration = (datetime.datetime.now(datetime.timezone.utc) - started).total_seconds()
+        return BuildOutcome(phase, message, self.spec.image if phase == Phase.SUCCEEDED else None, duration, cached)
+
+    async def _cancelled(self) -> None:
+        container = self.container or await self.runner.find(self.ref.uid)
+        if container is not None:
+            await self.runner.remove(container.id, kill=True)
+        try:
+            await self._finish(Phase.CANCELLED, "The build was cancelled.")
+        except Exception as exc:  # noqa: BLE001 - the resource may be gone already
+            log.debug("could not record cancellation of %s: %s", self.ref.name, exc)
+
+    def _notify(self, phase: Phase, message: str) -> None:
+        if self.on_phase:
+            self.on_phase(phase, message)
+
+    @staticmethod
+    def _human(seconds: float) -> str:
+        return f"{int(seconds // 60)} min" if seconds >= 120 else f"{int(seconds)} s"

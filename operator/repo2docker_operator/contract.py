@@ -1,0 +1,292 @@
+"""The Repo2DockerBuild contract: the one place that names the resource, its fields and phases.
+
+Both sides import this module: the spawner creates resources and reads their status, the
+operator reconciles them. Keeping names, the naming function and validation here means the two
+can never disagree about which resource a (repository, commit) pair maps to, and the CRD in
+``crds/`` is checked against these constants by a unit test.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import re
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+GROUP = "repo2dockerspawner.jupyter.org"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "Repo2DockerBuild"
+PLURAL = "repo2dockerbuilds"
+SINGULAR = "repo2dockerbuild"
+SHORT_NAMES = ("r2dbuilds", "r2dbuild", "r2db")
+CATEGORIES = ("repo2docker",)
+CRD_NAME = f"{PLURAL}.{GROUP}"
+
+# Labels on resources and build containers. The container labels are how a restarted
+# operator finds the builds it started: they are the only state that survives in Docker.
+LABEL_PREFIX = GROUP
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+LABEL_BUILD_NAME = f"{LABEL_PREFIX}/build-name"
+LABEL_BUILD_NAMESPACE = f"{LABEL_PREFIX}/build-namespace"
+LABEL_BUILD_UID = f"{LABEL_PREFIX}/build-uid"
+LABEL_INSTANCE = f"{LABEL_PREFIX}/instance"
+LABEL_REPO_HASH = f"{LABEL_PREFIX}/repo-hash"
+LABEL_COMMIT = f"{LABEL_PREFIX}/commit"
+MANAGED_BY = "repo2docker-operator"
+
+
+class Phase(str, enum.Enum):
+    PENDING = "Pending"
+    QUEUED = "Queued"
+    BUILDING = "Building"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    CANCELLED = "Cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_PHASES
+
+
+TERMINAL_PHASES = frozenset({Phase.SUCCEEDED, Phase.FAILED, Phase.CANCELLED})
+
+# Validation limits, mirrored by the CRD's OpenAPI schema (server side) and enforced again
+# here because the operator must never pass an unvalidated value to Docker.
+MAX_URL_LENGTH = 2048
+MAX_REF_LENGTH = 255
+MAX_IMAGE_LENGTH = 255
+ALLOWED_URL_SCHEMES = ("https", "http", "git", "ssh")
+URL_PATTERN = r"^(https?|git|ssh)://[A-Za-z0-9]([A-Za-z0-9._~:@\[\]-]*)(/[A-Za-z0-9._~%!$&'()*+,;=:@/-]*)?$"
+SHA_PATTERN = r"^[0-9a-f]{40}$"
+# Git ref names (git-check-ref-format, simplified and stricter): no spaces, no control chars,
+# no shell or option syntax; may not start with '-' or '/'.
+REF_PATTERN = r"^[A-Za-z0-9_.][A-Za-z0-9_./+-]*$"
+# A Docker image reference: [registry[:port]/]path[:tag], lower-case path components.
+IMAGE_PATTERN = (
+    r"^([a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?/)?[a-z0-9]+([._-]+[a-z0-9]+)*"
+    r"(/[a-z0-9]+([._-]+[a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?$"
+)
+IMAGE_PREFIX_PATTERN = r"^([a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?/)*([a-z0-9]+([._-]+[a-z0-9]+)*[._-]?)?$"
+QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?([KMGT]i?|[kmgt])?$"
+
+_URL_RE = re.compile(URL_PATTERN)
+_SHA_RE = re.compile(SHA_PATTERN)
+_REF_RE = re.compile(REF_PATTERN)
+_IMAGE_RE = re.compile(IMAGE_PATTERN)
+_IMAGE_PREFIX_RE = re.compile(IMAGE_PREFIX_PATTERN)
+_QUANTITY_RE = re.compile(QUANTITY_PATTERN)
+
+
+class InvalidBuildRequest(ValueError):
+    """A value a user supplied cannot be built; the message is meant for that user."""
+
+
+def validate_repo_url(url: str) -> str:
+    if not isinstance(url, str) or not url:
+        raise InvalidBuildRequest("a repository URL is required")
+    if len(url) > MAX_URL_LENGTH:
+        raise InvalidBuildRequest(f"the repository URL is longer than {MAX_URL_LENGTH} characters")
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    if scheme not in ALLOWED_URL_SCHEMES:
+        raise InvalidBuildRequest(
+            f"the repository URL must start with one of {', '.join(s + '://' for s in ALLOWED_URL_SCHEMES)}"
+        )
+    if not _URL_RE.match(url):
+        raise InvalidBuildRequest("the repository URL contains characters that are not allowed")
+    return url
+
+
+def validate_ref(ref: str) -> str:
+    if not isinstance(ref, str) or not ref:
+        raise InvalidBuildRequest("a git ref (branch, tag or commit) is required")
+    if len(ref) > MAX_REF_LENGTH:
+        raise InvalidBuildRequest(f"the git ref is longer than {MAX_REF_LENGTH} characters")
+    if not _REF_RE.match(ref) or ".." in ref or ref.endswith((".lock", "/", ".")) or "//" in ref:
+        raise InvalidBuildRequest(
+            "the git ref may contain only letters, digits and . _ / + - and may not start with - or /"
+        )
+    return ref
+
+
+def validate_commit(sha: str) -> str:
+    if not isinstance(sha, str) or not _SHA_RE.match(sha):
+        raise InvalidBuildRequest("the commit must be a full 40-character lower-case hex SHA")
+    return sha
+
+
+def validate_image(image: str, what: str = "image") -> str:
+    if not isinstance(image, str) or not image or len(image) > MAX_IMAGE_LENGTH or not _IMAGE_RE.match(image):
+        raise InvalidBuildRequest(f"{what} {image!r} is not a valid Docker image reference")
+    return image
+
+
+def validate_image_prefix(prefix: str) -> str:
+    if len(prefix) > 128 or not _IMAGE_PREFIX_RE.match(prefix):
+        raise InvalidBuildRequest(
+            f"image prefix {prefix!r} must be lower-case [registry/]path segments, e.g. 'r2d-' or 'registry:5000/binder/'"
+        )
+    return prefix
+
+
+def parse_quantity(value: str | int | float | None) -> int | None:
+    """Bytes from a Kubernetes-style quantity ('512Mi', '2G', '1000000'); None stays None."""
+    if value is None or value == "":
+        return None
+    text = str(value)
+    if not _QUANTITY_RE.match(text):
+        raise InvalidBuildRequest(f"{text!r} is not a memory quantity such as 512Mi or 2G")
+    number = re.match(r"^[0-9.]+", text).group(0)  # type: ignore[union-attr]
+    suffix = text[len(number):]
+    factors = {"": 1, "k": 10**3, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
+               "m": 10**6, "g": 10**9, "t": 10**12,
+               "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
+    return int(float(number) * factors[suffix])
+
+
+def normalize_repo_url(url: str) -> str:
+    """The form of a URL used for naming: same repo, same name.
+
+    Scheme and host are case-insensitive; a trailing slash or '.git' does not change the
+    repository on any forge we know of. The path keeps its case (not every host folds it).
+    """
+    parts = urlsplit(url.strip())
+    path = parts.path.rstrip("/")
+    if path.endswith(".git"):
+        path = path[: -len(".git")]
+    return urlunsplit((parts.scheme.lower(), parts.netloc.lower(), path, parts.query, ""))
+
+
+def repo_hash(url: str) -> str:
+    return hashlib.sha256(normalize_repo_url(url).encode()).hexdigest()[:10]
+
+
+def _slug(url: str, max_len: int) -> str:
+    """A readable, DNS-safe fragment from the repo's last path components ('org-repo')."""
+    path = urlsplit(normalize_repo_url(url)).path
+    words = [w for w in path.split("/") if w][-2:] or ["repo"]
+    slug = re.sub(r"[^a-z0-9]+", "-", "-".join(words).lower()).strip("-")
+    return (slug[:max_len].rstrip("-")) or "repo"
+
+
+def build_name(repo_url: str, commit: str) -> str:
+    """The resource name for (repository, commit): deterministic, DNS-1123, at most 63 chars.
+
+    Readable prefix for `kubectl get`, then the short commit, then a hash of both so that
+    two repositories with the same slug (github.com/a/b vs gitlab.com/a/b) never collide.
+    """
+    validate_commit(commit)
+    digest = hashlib.sha256(f"{normalize_repo_url(repo_url)}\n{commit}".encode()).hexdigest()[:10]
+    return f"{_slug(repo_url, 40)}-{commit[:7]}-{digest}"
+
+
+def image_name(prefix: str, repo_url: str, commit: str) -> str:
+    """The image for (repository, commit): one repository name per git repo, the commit as tag."""
+    validate_commit(commit)
+    validate_image_prefix(prefix)
+    budget = MAX_IMAGE_LENGTH - len(prefix) - len(commit) - 12
+    return validate_image(f"{prefix}{_slug(repo_url, min(60, budget))}-{repo_hash(repo_url)}:{commit}")
+
+
+@dataclass(frozen=True)
+class BuildSpec:
+    """A resource's spec, validated. Field names map 1:1 to the CRD's camelCase fields."""
+
+    repo_url: str
+    ref: str
+    commit: str
+    image: str
+    build_image: str | None = None
+    memory_limit: int | None = None
+    cpu_limit: float | None = None
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any]) -> "BuildSpec":
+        resources = spec.get("resources") or {}
+        cpu = resources.get("cpu")
+        if cpu is not None and (not isinstance(cpu, (int, float)) or cpu <= 0):
+            raise InvalidBuildRequest("resources.cpu must be a positive number of CPUs")
+        build_image = spec.get("buildImage")
+        return cls(
+            repo_url=validate_repo_url(spec.get("repoUrl", "")),
+            ref=validate_ref(spec.get("ref", "")),
+            commit=validate_commit(spec.get("commit", "")),
+            image=validate_image(spec.get("image", "")),
+            build_image=validate_image(build_image, "build image") if build_image else None,
+            memory_limit=parse_quantity(resources.get("memory")),
+            cpu_limit=float(cpu) if cpu is not None else None,
+        )
+
+    def to_spec(self) -> dict[str, Any]:
+        spec: dict[str, Any] = {"repoUrl": self.repo_url, "ref": self.ref, "commit": self.commit, "image": self.image}
+        if self.build_image:
+            spec["buildImage"] = self.build_image
+        resources: dict[str, Any] = {}
+        if self.memory_limit is not None:
+            resources["memory"] = str(self.memory_limit)
+        if self.cpu_limit is not None:
+            resources["cpu"] = self.cpu_limit
+        if resources:
+            spec["resources"] = resources
+        return spec
+
+
+def build_manifest(
+    spec: BuildSpec, namespace: str, labels: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """The full resource for a build request, named by `build_name` so identical requests meet."""
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "metadata": {
+            "name": build_name(spec.repo_url, spec.commit),
+            "namespace": namespace,
+            "labels": {
+                LABEL_REPO_HASH: repo_hash(spec.repo_url),
+                LABEL_COMMIT: spec.commit,
+                **(labels or {}),
+            },
+        },
+        "spec": spec.to_spec(),
+    }
+
+
+@dataclass
+class BuildStatus:
+    """A resource's status as read by watchers. Unknown or missing fields get safe defaults."""
+
+    phase: Phase = Phase.PENDING
+    queue_position: int | None = None
+    image: str | None = None
+    message: str = ""
+    log_tail: list[str] = field(default_factory=list)
+    log_line_count: int = 0
+
+    @classmethod
+    def from_status(cls, status: dict[str, Any] | None) -> "BuildStatus":
+        status = status or {}
+        try:
+            phase = Phase(status.get("phase") or Phase.PENDING)
+        except ValueError:
+            phase = Phase.PENDING
+        return cls(
+            phase=phase,
+            queue_position=status.get("queuePosition"),
+            image=status.get("image"),
+            message=status.get("message") or "",
+            log_tail=list(status.get("logTail") or []),
+            log_line_count=int(status.get("logLineCount") or 0),
+        )
+
+    def new_lines(self, seen: int) -> list[str]:
+        """The log lines after the first `seen` ones that are still in the tail.
+
+        `logLineCount` counts every line the build printed; the tail holds the last of them.
+        A watcher that remembers how many it has seen gets each line once, and skips lines
+        that fell out of the tail between two updates rather than repeating old ones.
+        """
+        first_in_tail = self.log_line_count - len(self.log_tail)
+        start = max(seen - first_in_tail, 0)
+        return self.log_tail[start:]

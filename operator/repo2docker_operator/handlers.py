@@ -1,0 +1,215 @@
+"""kopf handlers: one daemon per Repo2DockerBuild, plus start-up bookkeeping.
+
+Why a daemon rather than an on-create handler: a build runs for minutes. A handler would hold
+one of kopf's workers for that long and could only publish status when it returned; a daemon
+is a task of its own, writes status while it runs (through ``resources.BuildResources``), and
+kopf spawns it again for every resource when the operator restarts, which is exactly when a
+running build must be re-attached. The global cap lives in ``BuildQueue``, not in kopf.
+
+Run with ``repo2docker-operator`` (see ``cli.py``) or ``kopf run -m repo2docker_operator.handlers``
+(configuration then comes from the environment only).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+from typing import Any
+
+import kopf
+
+from . import contract
+from .build import BuildJob, BuildSettings
+from .config import OperatorConfig, from_environ
+from .contract import BuildSpec, InvalidBuildRequest, Phase
+from .metrics import OperatorMetrics
+from .queue import BuildQueue
+from .resources import BuildResources, api_client
+from .runner import BuildRef, BuildRunner, RunnerConfig, RunnerError
+from .status import StatusPublisher, now_iso, parse_iso
+
+EVENT_REASONS = {
+    Phase.QUEUED: ("Normal", "Queued"),
+    Phase.BUILDING: ("Normal", "Building"),
+    Phase.SUCCEEDED: ("Normal", "Succeeded"),
+    Phase.FAILED: ("Warning", "Failed"),
+    Phase.CANCELLED: ("Normal", "Cancelled"),
+}
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
+    config: OperatorConfig = memo.get("config") or from_environ()
+    memo.config = config
+    # kopf's bookkeeping goes into annotations under our group, so `status` is ours alone.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=contract.GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=contract.GROUP, key="last-handled-configuration"
+    )
+    settings.persistence.finalizer = f"{contract.GROUP}/finalizer"
+    settings.posting.level = logging.WARNING  # our own events say what happened; keep kopf's chatter out
+    settings.watching.server_timeout = 300
+    settings.networking.error_backoffs = [1, 2, 5, 10]
+
+    memo.api = await api_client()
+    memo.resources = BuildResources(memo.api)
+    memo.queue = BuildQueue(config.concurrency)
+    memo.metrics = OperatorMetrics(memo.queue)
+    if config.metrics_port:
+        memo.metrics.serve(config.metrics_port)
+    memo.runner = BuildRunner(RunnerConfig(
+        build_image=config.build_image, docker_socket=config.docker_socket, user_id=config.user_id,
+        user_name=config.user_name, push=config.push, docker_config=config.docker_config, instance=config.instance,
+    ))
+    try:
+        await memo.runner.ping()
+        await _adopt_running_builds(memo, logger)
+    except RunnerError as exc:
+        logger.error("Docker is not reachable now (%s); builds will fail until it is", exc)
+
+
+async def _adopt_running_builds(memo: kopf.Memo, logger: logging.Logger) -> None:
+    """Count build containers that survived a restart before any new build may start.
+
+    Daemons start only after start-up handlers finish, so no new container can slip in
+    before these are counted. A container whose resource is gone (or was replaced by one
+    with a new uid) is an orphan: nobody will ever read its result, so it is removed.
+    """
+    for container in await memo.runner.list_builds(running_only=True):
+        ref = container.ref
+        try:
+            obj = await memo.resources.get(ref.namespace, ref.name)
+            alive = obj["metadata"]["uid"] == ref.uid
+        except Exception as exc:  # noqa: BLE001
+            alive = getattr(exc, "status", None) != 404
+        if alive:
+            memo.queue.adopt(ref.uid)
+            logger.info("build container %s of %s/%s is still running", container.id[:12], ref.namespace, ref.name)
+        else:
+            logger.warning("removing orphaned build container %s (%s/%s is gone)", container.id[:12], ref.namespace, ref.name)
+            await memo.runner.remove(container.id, kill=True)
+
+
+@kopf.on.cleanup()
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    if memo.get("runner"):
+        memo.runner.close()
+    if memo.get("api"):
+        await memo.api.close()
+
+
+# On deletion kopf first only sets `stopped` (for cancellation_backoff seconds), and cancels
+# the task after that; the finalizer stays until the daemon has exited. Our daemon reacts to
+# `stopped` at once, so the backoff is just head-room for killing a container.
+@kopf.daemon(contract.GROUP, contract.VERSION, contract.PLURAL, cancellation_backoff=20, cancellation_timeout=10)
+async def build_daemon(
+    body: kopf.Body, spec: kopf.Spec, status: kopf.Status, meta: kopf.Meta,
+    name: str, namespace: str, uid: str,
+    memo: kopf.Memo, stopped: kopf.DaemonStopped, logger: logging.Logger, **_: Any,
+) -> None:
+    config: OperatorConfig = memo.config
+    phase = _phase(status)
+    publisher = StatusPublisher(
+        lambda fields: memo.resources.patch_status(namespace, name, fields), interval=config.status_interval
+    )
+    publisher.current.update(dict(status))
+    if phase is not None and phase.terminal:
+        await _expire(memo, namespace, name, status, stopped, logger)
+        return
+
+    try:
+        build_spec = _build_spec(spec, config)
+    except InvalidBuildRequest as exc:
+        await publisher.update({"phase": Phase.FAILED.value, "message": f"Invalid build request: {exc}",
+                                "completionTime": now_iso(), "observedGeneration": meta.get("generation")})
+        _event(body, Phase.FAILED, f"Invalid build request: {exc}")
+        memo.metrics.finished(Phase.FAILED, None, cached=False)
+        await _expire(memo, namespace, name, {"completionTime": now_iso()}, stopped, logger)
+        return
+
+    if phase is None:
+        await publisher.update({"phase": Phase.PENDING.value, "observedGeneration": meta.get("generation"),
+                                "shortCommit": build_spec.commit[:7]})
+    job = BuildJob(
+        runner=memo.runner, queue=memo.queue, ref=BuildRef(namespace, name, uid), spec=build_spec,
+        publisher=publisher, order=(meta.get("creationTimestamp") or "", namespace, name),
+        settings=BuildSettings(config.build_timeout, config.tail_lines, config.tail_bytes),
+        recorded_start=(status or {}).get("startTime") if phase == Phase.BUILDING else None,
+        on_phase=lambda p, message: _event(body, p, message),
+    )
+    job_task = asyncio.create_task(job.run(), name=f"build {namespace}/{name}")
+    stop_task = asyncio.create_task(_until_stopped(stopped))
+    try:
+        done, _pending = await asyncio.wait({job_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not job_task.done():
+            # Stopped (or cancelled by kopf): the shielded wind-down runs to its end either way.
+            await asyncio.shield(_stop_job(job, job_task, stopped, memo, logger))
+    if not job_task.done() or job_task.cancelled():
+        return
+
+    stop_task.cancel()
+    outcome = job_task.result()
+    memo.metrics.finished(outcome.phase, outcome.duration, outcome.cached)
+    logger.info("build finished: %s (%s)", outcome.phase.value, outcome.message.splitlines()[0])
+    await _expire(memo, namespace, name, {"completionTime": now_iso()}, stopped, logger)
+
+
+async def _stop_job(job: BuildJob, job_task: asyncio.Task, stopped: kopf.DaemonStopped,
+                    memo: kopf.Memo, logger: logging.Logger) -> None:
+    """Deleted: cancel the build and remove its container. Operator exiting: leave the
+    container running; the next operator re-attaches to it by its labels."""
+    job.kill_on_cancel = bool(stopped.reason and stopped.reason & kopf.DaemonStoppingReason.RESOURCE_DELETED)
+    job_task.cancel()
+    await asyncio.gather(job_task, return_exceptions=True)
+    if job.kill_on_cancel:
+        memo.metrics.finished(Phase.CANCELLED, None, cached=False)
+        logger.info("build cancelled: the resource was deleted")
+
+
+async def _until_stopped(stopped: kopf.DaemonStopped) -> None:
+    await stopped.wait()  # an awaitable promise, not a coroutine: tasks need one
+
+
+def _phase(status: Any) -> Phase | None:
+    try:
+        return Phase((status or {}).get("phase")) if (status or {}).get("phase") else None
+    except ValueError:
+        return None
+
+
+def _build_spec(spec: Any, config: OperatorConfig) -> BuildSpec:
+    """Validate the spec (again: the CRD schema may be older than this code) and apply defaults."""
+    build_spec = BuildSpec.from_spec(dict(spec))
+    if not build_spec.image.startswith(config.image_prefix):
+        raise InvalidBuildRequest(f"the image must start with the prefix {config.image_prefix!r} this operator builds under")
+    memory = build_spec.memory_limit or contract.parse_quantity(config.memory_limit)
+    cpu = build_spec.cpu_limit or config.cpu_limit
+    return BuildSpec(build_spec.repo_url, build_spec.ref, build_spec.commit, build_spec.image,
+                     build_spec.build_image, memory, cpu)
+
+
+async def _expire(memo: kopf.Memo, namespace: str, name: str, status: Any,
+                  stopped: kopf.DaemonStopped, logger: logging.Logger) -> None:
+    """Delete a finished resource once its TTL has passed (its image stays)."""
+    ttl = memo.config.finished_ttl
+    if not ttl:
+        return
+    finished = parse_iso((status or {}).get("completionTime")) or datetime.datetime.now(datetime.timezone.utc)
+    remaining = ttl - (datetime.datetime.now(datetime.timezone.utc) - finished).total_seconds()
+    if remaining > 0:
+        await stopped.wait(remaining)
+        if stopped:
+            return
+    logger.info("deleting finished build resource after its TTL of %ss", ttl)
+    await memo.resources.delete(namespace, name)
+
+
+def _event(body: kopf.Body, phase: Phase, message: str) -> None:
+    kind, reason = EVENT_REASONS[phase]
+    first_line = message.splitlines()[0] if message else phase.value
+    try:
+        kopf.event(body, type=kind, reason=reason, message=first_line[:1000])
+    except Exception:  # noqa: BLE001 - an event is nice to have, never worth a failed build
+        logging.getLogger(__name__).debug("could not post event", exc_info=True)

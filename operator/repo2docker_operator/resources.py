@@ -1,0 +1,79 @@
+"""Reading and writing Repo2DockerBuild resources through the Kubernetes API.
+
+Both sides use this: the spawner to create and watch builds, the operator to write status
+while a build runs (kopf applies a handler's patch only when the handler returns, and a
+build's daemon runs for minutes). The client is kubernetes_asyncio, so no call blocks a loop.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from kubernetes_asyncio import client, config
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from . import contract
+
+MERGE_PATCH = "application/merge-patch+json"
+
+
+async def api_client(kubeconfig: str | None = None, context: str | None = None) -> client.ApiClient:
+    """An API client from the pod's service account in a cluster, else from a kubeconfig."""
+    if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST") and os.path.exists(
+        "/var/run/secrets/kubernetes.io/serviceaccount/token"
+    ):
+        config.load_incluster_config()
+        return client.ApiClient()
+    configuration = client.Configuration()
+    await config.load_kube_config(config_file=kubeconfig, context=context, client_configuration=configuration)
+    return client.ApiClient(configuration)
+
+
+class BuildResources:
+    """CRUD on build resources; `api` is shared and owned by the caller."""
+
+    def __init__(self, api: client.ApiClient) -> None:
+        self.api = api
+        self.custom = client.CustomObjectsApi(api)
+
+    async def create(self, manifest: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        """Create the resource; if it exists already, return that one. (obj, created)."""
+        namespace = manifest["metadata"]["namespace"]
+        try:
+            obj = await self.custom.create_namespaced_custom_object(
+                contract.GROUP, contract.VERSION, namespace, contract.PLURAL, manifest
+            )
+            return obj, True
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+        return await self.get(namespace, manifest["metadata"]["name"]), False
+
+    async def get(self, namespace: str, name: str) -> dict[str, Any]:
+        return await self.custom.get_namespaced_custom_object(
+            contract.GROUP, contract.VERSION, namespace, contract.PLURAL, name
+        )
+
+    async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
+        # A merge patch: None values remove fields (e.g. queuePosition once building).
+        return await self.custom.patch_namespaced_custom_object_status(
+            contract.GROUP, contract.VERSION, namespace, contract.PLURAL, name,
+            {"status": status}, _content_type=MERGE_PATCH,
+        )
+
+    async def delete(self, namespace: str, name: str) -> None:
+        try:
+            await self.custom.delete_namespaced_custom_object(
+                contract.GROUP, contract.VERSION, namespace, contract.PLURAL, name
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    async def list(self, namespace: str | None = None, **kwargs: Any) -> dict[str, Any]:
+        if namespace:
+            return await self.custom.list_namespaced_custom_object(
+                contract.GROUP, contract.VERSION, namespace, contract.PLURAL, **kwargs
+            )
+        return await self.custom.list_cluster_custom_object(contract.GROUP, contract.VERSION, contract.PLURAL, **kwargs)

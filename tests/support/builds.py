@@ -1,0 +1,56 @@
+"""Build resources and test repositories for operator and spawner tests."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import uuid
+
+from repo2docker_operator import contract
+
+from .gitrepos import GitRepo, GitRepoFactory
+from .kube import Kubectl
+from .waiting import wait_until
+
+IMAGE_PREFIX = "r2d-test-"
+
+
+def dockerfile_repo(git_repos: GitRepoFactory, base_image: str, sleep: float = 0, fail: bool = False,
+                    marker: str | None = None) -> GitRepo:
+    """A repo whose Dockerfile builds from the local base. A random token busts Docker's layer
+    cache, so every repo really builds; `sleep` makes a build last long enough to observe."""
+    token = uuid.uuid4().hex
+    lines = [f"FROM {base_image}", f"RUN echo build-{token}" + (f" && sleep {sleep}" if sleep else "")]
+    if fail:
+        lines.append("RUN echo 'this build is meant to fail' && exit 3")
+    lines.append("COPY marker.txt /home/jovyan/marker.txt")
+    return git_repos.create({"Dockerfile": "\n".join(lines) + "\n", "marker.txt": (marker or token) + "\n"})
+
+
+def head(repo: GitRepo) -> str:
+    return subprocess.check_output(["git", "-C", str(repo.work), "rev-parse", "HEAD"], text=True).strip()
+
+
+def create_build(kubectl: Kubectl, namespace: str, repo_url: str, commit: str, ref: str = "main",
+                 prefix: str = IMAGE_PREFIX, **spec_extra) -> str:
+    spec = contract.BuildSpec(repo_url, ref, commit, contract.image_name(prefix, repo_url, commit))
+    manifest = contract.build_manifest(spec, namespace)
+    manifest["spec"].update(spec_extra)
+    kubectl("create", "-f", "-", input=json.dumps(manifest))
+    return manifest["metadata"]["name"]
+
+
+def get_build(kubectl: Kubectl, namespace: str, name: str) -> dict:
+    return kubectl.json("get", contract.PLURAL, name, "-n", namespace)
+
+
+def wait_phase(kubectl: Kubectl, namespace: str, name: str, *phases: str, timeout: float = 120) -> dict:
+    def reached():
+        obj = get_build(kubectl, namespace, name)
+        return obj if obj.get("status", {}).get("phase") in phases else None
+
+    try:
+        return wait_until(reached, timeout=timeout, interval=0.3, what=f"{name} to reach {'/'.join(phases)}")
+    except AssertionError as exc:
+        status = get_build(kubectl, namespace, name).get("status")
+        raise AssertionError(f"{exc}; status now: {json.dumps(status, indent=1)[-3000:]}") from None

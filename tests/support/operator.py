@@ -1,0 +1,146 @@
+"""The operator as a real process against the test environment's API server and dockerd."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import requests
+
+from .env import TestEnv
+from .waiting import wait_until
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class OperatorProcess:
+    """`repo2docker-operator` watching one namespace, with its own instance label so that
+    builds of concurrently running tests are never counted together."""
+
+    def __init__(self, env: TestEnv, namespace: str, log_dir: Path, instance: str | None = None,
+                 token: str | None = None, **options: object) -> None:
+        self.env = env
+        self.namespace = namespace
+        self.instance = instance or f"t{uuid.uuid4().hex[:8]}"
+        self.liveness_port = free_port()
+        self.metrics_port = free_port()
+        self.options = {"concurrency": 2, "status-interval": 0.5, "finished-ttl": 0, **options}
+        self.token = token
+        self.log_path = log_dir / f"operator-{self.instance}.log"
+        self.proc: subprocess.Popen | None = None
+        self.starts = 0
+
+    def command(self) -> list[str]:
+        cmd = [sys.executable, "-m", "repo2docker_operator", "--namespace", self.namespace,
+               "--build-image", self.env["R2D_BUILD_IMAGE"], "--instance", self.instance,
+               "--liveness", f"http://127.0.0.1:{self.liveness_port}/healthz",
+               "--metrics-port", str(self.metrics_port)]
+        for key, value in self.options.items():
+            key = key.replace("_", "-")
+            if value is True:
+                cmd.append(f"--{key}")
+            elif value is not None and value is not False:
+                cmd += [f"--{key}", str(value)]
+        return cmd
+
+    def start(self) -> "OperatorProcess":
+        env = {**os.environ, "KUBECONFIG": self.env["KUBECONFIG"], "PYTHONUNBUFFERED": "1"}
+        if self.token:
+            env["KUBECONFIG"] = self._token_kubeconfig()
+        self.starts += 1
+        log = open(self.log_path, "a")
+        log.write(f"\n===== start {self.starts}: {' '.join(self.command())}\n")
+        log.flush()
+        self.proc = subprocess.Popen(self.command(), env=env, stdout=log, stderr=subprocess.STDOUT)
+        wait_until(self._alive, timeout=60, what=f"operator liveness (log: {self.log_path})")
+        return self
+
+    def _alive(self) -> bool:
+        if self.proc and self.proc.poll() is not None:
+            raise AssertionError(f"operator exited with {self.proc.returncode}; log:\n{self.log()[-3000:]}")
+        try:
+            return requests.get(f"http://127.0.0.1:{self.liveness_port}/healthz", timeout=1).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def _token_kubeconfig(self) -> str:
+        import yaml
+
+        config = yaml.safe_load(Path(self.env["KUBECONFIG"]).read_text())
+        config["users"] = [{"name": "token", "user": {"token": self.token}}]
+        for ctx in config["contexts"]:
+            ctx["context"]["user"] = "token"
+        path = self.log_path.with_suffix(".kubeconfig")
+        path.write_text(yaml.safe_dump(config))
+        return str(path)
+
+    def kill(self) -> None:
+        """SIGKILL: no clean-up handlers run, exactly like a crashed pod."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def metrics(self) -> str:
+        return requests.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).text
+
+    def log(self) -> str:
+        return self.log_path.read_text() if self.log_path.exists() else ""
+
+
+class ContainerWatcher:
+    """Samples Docker (not the operator) for this instance's running build containers."""
+
+    def __init__(self, docker_client, instance: str, interval: float = 0.1) -> None:
+        self.client = docker_client
+        self.filters = {"label": [f"repo2dockerspawner.jupyter.org/instance={instance}"]}
+        self.interval = interval
+        self.max_running = 0
+        self.seen_ids: dict[str, set[str]] = {}  # build uid -> container ids ever seen
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> "ContainerWatcher":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                containers = self.client.containers.list(all=True, sparse=True, filters=self.filters)
+            except Exception:  # noqa: BLE001 - the next sample will do
+                time.sleep(self.interval)
+                continue
+            running = 0
+            for c in containers:
+                # Sparse listings (one API call per sample) carry labels and state as raw attrs.
+                uid = (c.attrs.get("Labels") or {}).get("repo2dockerspawner.jupyter.org/build-uid", "")
+                self.seen_ids.setdefault(uid, set()).add(c.id)
+                if c.attrs.get("State") in ("running", "created", "restarting"):
+                    running += 1
+            self.max_running = max(self.max_running, running)
+            self.samples += 1
+            time.sleep(self.interval)

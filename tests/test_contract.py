@@ -1,0 +1,110 @@
+"""Naming and validation in the shared contract (pure logic)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from repo2docker_operator import contract
+from repo2docker_operator.contract import BuildSpec, BuildStatus, InvalidBuildRequest, Phase
+
+pytestmark = pytest.mark.unit
+
+SHA = "0123456789abcdef0123456789abcdef01234567"
+DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+def test_build_name_is_deterministic_dns_safe_and_short():
+    name = contract.build_name("https://github.com/binder-examples/requirements", SHA)
+    assert name == contract.build_name("https://github.com/binder-examples/requirements", SHA)
+    assert name.startswith("binder-examples-requirements-0123456-")
+    assert DNS1123.match(name) and len(name) <= 63
+
+
+@pytest.mark.parametrize("url", [
+    "https://example.org/" + "x" * 300,
+    "https://example.org/UPPER/Case_Repo.git",
+    "git://host:9418/---/___",
+    "ssh://git@example.org/a/b",
+    "https://example.org/",
+])
+def test_build_name_stays_valid_for_awkward_urls(url):
+    name = contract.build_name(url, SHA)
+    assert DNS1123.match(name) and len(name) <= 63, name
+
+
+def test_equivalent_urls_meet_and_different_ones_do_not():
+    same = {contract.build_name(u, SHA) for u in (
+        "https://github.com/a/b", "https://github.com/a/b/", "https://github.com/a/b.git", "HTTPS://GitHub.com/a/b")}
+    assert len(same) == 1
+    # Same slug on two hosts, or another commit: different resources.
+    assert contract.build_name("https://gitlab.com/a/b", SHA) not in same
+    assert contract.build_name("https://github.com/a/b", "f" * 40) not in same
+
+
+def test_image_name_is_valid_and_tagged_with_the_commit():
+    image = contract.image_name("registry.example.org:5000/binder/r2d-", "https://github.com/a/Some.Repo", SHA)
+    assert image.endswith(":" + SHA)
+    assert image.startswith("registry.example.org:5000/binder/r2d-a-some-repo-")
+    assert contract.validate_image(image) == image
+    assert contract.image_name("r2d-", "https://github.com/a/b.git", SHA) == contract.image_name("r2d-", "https://github.com/a/b", SHA)
+
+
+@pytest.mark.parametrize("prefix", ["UPPER-", "a b", "-x", "x//y"])
+def test_bad_image_prefixes_are_refused(prefix):
+    with pytest.raises(InvalidBuildRequest):
+        contract.image_name(prefix, "https://github.com/a/b", SHA)
+
+
+@pytest.mark.parametrize("url", [
+    "", "file:///etc/passwd", "github.com/a/b", "https://", "https://host/a b", "https://host/a;$(touch x)`",
+    "-uhttps://x/y", "https://host/a?x=1", "ext::sh -c touch% /tmp/pwned", "https://" + "a" * 3000,
+])
+def test_bad_repo_urls_are_refused(url):
+    with pytest.raises(InvalidBuildRequest):
+        contract.validate_repo_url(url)
+
+
+@pytest.mark.parametrize("url", ["https://github.com/a/b", "http://172.17.0.1:18080/r.git", "git://h/r", "ssh://git@h:22/r.git"])
+def test_good_repo_urls_pass(url):
+    assert contract.validate_repo_url(url) == url
+
+
+@pytest.mark.parametrize("ref", ["", "-n", "--upload-pack=x", "/abs", "a..b", "a b", "x;rm", "a.lock", "ref/", "$(x)", "x" * 300])
+def test_bad_refs_are_refused(ref):
+    with pytest.raises(InvalidBuildRequest):
+        contract.validate_ref(ref)
+
+
+@pytest.mark.parametrize("ref", ["main", "v1.2.3", "feature/x-y_z", SHA, "HEAD", "release+1"])
+def test_good_refs_pass(ref):
+    assert contract.validate_ref(ref) == ref
+
+
+def test_spec_round_trip_and_quantities():
+    spec = BuildSpec.from_spec({"repoUrl": "https://h/a/b", "ref": "main", "commit": SHA, "image": "r2d-x:1",
+                                "resources": {"memory": "2Gi", "cpu": 1.5}})
+    assert spec.memory_limit == 2 * 2**30 and spec.cpu_limit == 1.5
+    assert BuildSpec.from_spec(spec.to_spec()) == spec
+    assert contract.parse_quantity("512M") == 512 * 10**6
+    with pytest.raises(InvalidBuildRequest):
+        contract.parse_quantity("lots")
+    with pytest.raises(InvalidBuildRequest):
+        BuildSpec.from_spec({**spec.to_spec(), "resources": {"cpu": -1}})
+
+
+def test_manifest_is_named_by_the_naming_function():
+    spec = BuildSpec("https://h/a/b", "main", SHA, "r2d-x:1")
+    manifest = contract.build_manifest(spec, "ns")
+    assert manifest["metadata"]["name"] == contract.build_name(spec.repo_url, SHA)
+    assert manifest["apiVersion"] == contract.API_VERSION and manifest["kind"] == contract.KIND
+
+
+def test_status_new_lines_gives_each_line_once():
+    status = BuildStatus.from_status({"phase": "Building", "logTail": ["c", "d", "e"], "logLineCount": 5})
+    assert status.new_lines(0) == ["c", "d", "e"]  # a and b fell out of the tail
+    assert status.new_lines(3) == ["d", "e"]
+    assert status.new_lines(5) == []
+    assert BuildStatus.from_status({"phase": "Bogus"}).phase == Phase.PENDING
+    assert Phase.FAILED.terminal and not Phase.QUEUED.terminal

@@ -1,0 +1,51 @@
+"""The CRD in crds/ and the Python contract must agree (pure logic: the YAML is read, not applied)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from repo2docker_operator import contract
+
+pytestmark = pytest.mark.unit
+
+CRD = yaml.safe_load((Path(__file__).resolve().parent.parent / "crds" / "repo2dockerbuilds.yaml").read_text())
+VERSION = CRD["spec"]["versions"][0]
+SPEC = VERSION["schema"]["openAPIV3Schema"]["properties"]["spec"]
+STATUS = VERSION["schema"]["openAPIV3Schema"]["properties"]["status"]
+
+
+def test_names_match_the_contract():
+    assert CRD["metadata"]["name"] == contract.CRD_NAME
+    assert CRD["spec"]["group"] == contract.GROUP
+    names = CRD["spec"]["names"]
+    assert (names["kind"], names["plural"], names["singular"]) == (contract.KIND, contract.PLURAL, contract.SINGULAR)
+    assert tuple(names["shortNames"]) == contract.SHORT_NAMES
+    assert tuple(names["categories"]) == contract.CATEGORIES
+    assert VERSION["name"] == contract.VERSION and VERSION["subresources"] == {"status": {}}
+
+
+def test_phases_and_patterns_match_the_contract():
+    assert STATUS["properties"]["phase"]["enum"] == [p.value for p in contract.Phase]
+    props = SPEC["properties"]
+    assert props["repoUrl"]["pattern"] == contract.URL_PATTERN
+    assert props["ref"]["pattern"] == contract.REF_PATTERN
+    assert props["commit"]["pattern"] == contract.SHA_PATTERN
+    assert props["image"]["pattern"] == contract.IMAGE_PATTERN == props["buildImage"]["pattern"]
+    assert props["resources"]["properties"]["memory"]["pattern"] == contract.QUANTITY_PATTERN
+    assert props["repoUrl"]["maxLength"] == contract.MAX_URL_LENGTH
+    assert props["ref"]["maxLength"] == contract.MAX_REF_LENGTH
+
+
+def test_spec_fields_are_the_ones_buildspec_writes():
+    spec = contract.BuildSpec("https://h/a/b", "main", "a" * 40, "r2d-x:1", "b/c:1", 10, 1.0).to_spec()
+    assert set(spec) <= set(SPEC["properties"])
+    assert set(SPEC["required"]) <= set(spec)
+
+
+def test_printer_columns():
+    columns = {c["name"]: c for c in VERSION["additionalPrinterColumns"]}
+    default = [name for name, c in columns.items() if not c.get("priority")]
+    assert default == ["Repo", "Commit", "Phase", "Image", "Age"]

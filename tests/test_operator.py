@@ -1,0 +1,278 @@
+"""The operator as a process against the real kube-apiserver and dockerd.
+
+Build containers are observed from Docker (``ContainerWatcher``), never from the operator's
+own counters, so the cap and the no-second-build guarantees are checked where they matter.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import docker.errors
+import pytest
+
+from repo2docker_operator import contract
+from support.builds import IMAGE_PREFIX, create_build, dockerfile_repo, get_build, head, wait_phase
+from support.operator import ContainerWatcher
+from support.waiting import wait_until
+
+pytestmark = pytest.mark.integration
+
+
+def image_exists(docker_client, image: str) -> bool:
+    try:
+        docker_client.images.get(image)
+        return True
+    except docker.errors.ImageNotFound:
+        return False
+
+
+@pytest.fixture
+def base(testenv) -> str:
+    return testenv["R2D_SINGLEUSER_IMAGE"]
+
+
+def test_build_reaches_succeeded_with_an_existing_image(kubectl, namespace, operator_factory, git_repos, base, docker_client):
+    op = operator_factory()
+    repo = dockerfile_repo(git_repos, base, marker="hello from the repo")
+    name = create_build(kubectl, namespace, repo.url, head(repo))
+
+    obj = wait_phase(kubectl, namespace, name, "Succeeded", "Failed")
+    status = obj["status"]
+    assert status["phase"] == "Succeeded", status
+    assert status["image"] == obj["spec"]["image"]
+    assert status["shortCommit"] == head(repo)[:7]
+    assert any("Successfully tagged" in line for line in status["logTail"])
+    assert status["logLineCount"] >= len(status["logTail"]) > 0
+    assert status["startTime"] and status["completionTime"] and status["containerId"]
+    marker = docker_client.containers.run(status["image"], ["cat", "/home/jovyan/marker.txt"], remove=True)
+    assert marker.decode() == "hello from the repo\n"
+    # The finished build container is removed; the image stays.
+    assert not docker_client.containers.list(all=True, filters={"label": [f"{contract.LABEL_INSTANCE}={op.instance}"]})
+
+    events = kubectl.json("get", "events", "-n", namespace, "--field-selector", f"involvedObject.name={name}")
+    reasons = {e["reason"] for e in events["items"]}
+    assert {"Queued", "Building", "Succeeded"} <= reasons
+    assert 'repo2docker_builds_total{outcome="succeeded"} 1.0' in op.metrics()
+
+
+def test_existing_image_succeeds_without_running_repo2docker(kubectl, namespace, operator_factory, git_repos, base, docker_client):
+    op = operator_factory()
+    repo = dockerfile_repo(git_repos, base)
+    commit = head(repo)
+    image = contract.image_name(IMAGE_PREFIX, repo.url, commit)
+    repository, tag = image.rsplit(":", 1)
+    docker_client.images.get(base).tag(repository, tag)
+    try:
+        with ContainerWatcher(docker_client, op.instance) as watcher:
+            name = create_build(kubectl, namespace, repo.url, commit)
+            status = wait_phase(kubectl, namespace, name, "Succeeded", "Failed")["status"]
+        assert status["phase"] == "Succeeded"
+        assert "already exists" in status["message"]
+        assert status["image"] == image
+        assert "containerId" not in status
+        assert watcher.seen_ids == {}
+        assert 'repo2docker_builds_total{outcome="cached"} 1.0' in op.metrics()
+    finally:
+        docker_client.images.remove(image, force=True)
+
+
+def test_concurrency_cap_holds_across_six_builds(kubectl, namespace, operator_factory, git_repos, base, docker_client):
+    op = operator_factory(concurrency=2)
+    repos = [dockerfile_repo(git_repos, base, sleep=3) for _ in range(6)]
+    positions: dict[str, set[int]] = {}
+    with ContainerWatcher(docker_client, op.instance) as watcher:
+        names = [create_build(kubectl, namespace, r.url, head(r)) for r in repos]
+
+        def all_done() -> bool:
+            items = kubectl.json("get", contract.PLURAL, "-n", namespace)["items"]
+            for item in items:
+                pos = item.get("status", {}).get("queuePosition")
+                if pos:
+                    positions.setdefault(item["metadata"]["name"], set()).add(pos)
+            return len(items) == 6 and all(i.get("status", {}).get("phase") in ("Succeeded", "Failed") for i in items)
+
+        wait_until(all_done, timeout=240, interval=0.3, what="six builds to finish")
+    phases = [get_build(kubectl, namespace, n)["status"]["phase"] for n in names]
+    assert phases == ["Succeeded"] * 6
+    assert watcher.max_running == 2, f"at most 2 build containers at once, Docker showed {watcher.max_running}"
+    assert len(watcher.seen_ids) == 6 and all(len(ids) == 1 for ids in watcher.seen_ids.values())
+    # Builds waited in a FIFO queue and said where they stood.
+    assert max(p for ps in positions.values() for p in ps) >= 2, positions
+
+
+def test_deleting_a_building_resource_removes_its_container(kubectl, namespace, operator_factory, git_repos, base, docker_client):
+    op = operator_factory()
+    repo = dockerfile_repo(git_repos, base, sleep=120)
+    name = create_build(kubectl, namespace, repo.url, head(repo))
+    container_id = wait_phase(kubectl, namespace, name, "Building")["status"]["containerId"]
+    assert docker_client.containers.get(container_id).status == "running"
+
+    started = time.monotonic()
+    kubectl("delete", contract.PLURAL, name, "-n", namespace, "--wait=false")
+
+    def container_gone() -> bool:
+        try:
+            docker_client.containers.get(container_id)
+            return False
+        except docker.errors.NotFound:
+            return True
+
+    wait_until(container_gone, timeout=10, interval=0.1, what="the build container to be removed")
+    assert time.monotonic() - started < 10
+    wait_until(lambda: kubectl.run("get", contract.PLURAL, name, "-n", namespace, check=False).returncode != 0,
+               timeout=15, what="the resource to be deleted (finalizer released)")
+    assert 'repo2docker_builds_total{outcome="cancelled"} 1.0' in op.metrics()
+
+
+def test_sigkill_mid_build_then_restart_reattaches_without_a_second_build(
+        kubectl, namespace, operator_factory, git_repos, base, docker_client):
+    op = operator_factory()
+    repo = dockerfile_repo(git_repos, base, sleep=8)
+    with ContainerWatcher(docker_client, op.instance) as watcher:
+        name = create_build(kubectl, namespace, repo.url, head(repo))
+        first = wait_phase(kubectl, namespace, name, "Building")["status"]
+        op.kill()
+        assert docker_client.containers.get(first["containerId"]).status == "running"  # the build lives on
+        op.start()
+        status = wait_phase(kubectl, namespace, name, "Succeeded", "Failed", timeout=120)["status"]
+    assert status["phase"] == "Succeeded", status
+    assert status["containerId"] == first["containerId"]
+    assert status["startTime"] == first["startTime"]
+    uid = get_build(kubectl, namespace, name)["metadata"]["uid"]
+    assert watcher.seen_ids[uid] == {first["containerId"]}, "a second build container was started"
+    assert any("Successfully tagged" in line for line in status["logTail"])
+
+
+def test_build_that_finished_while_the_operator_was_down_is_completed(
+        kubectl, namespace, operator_factory, git_repos, base, docker_client):
+    op = operator_factory()
+    repo = dockerfile_repo(git_repos, base, sleep=2)
+    name = create_build(kubectl, namespace, repo.url, head(repo))
+    container_id = wait_phase(kubectl, namespace, name, "Building")["status"]["containerId"]
+    op.kill()
+    wait_until(lambda: docker_client.containers.get(container_id).status == "exited", timeout=60,
+               what="the build to finish while no operator runs")
+    op.start()
+    status = wait_phase(kubectl, namespace, name, "Succeeded", "Failed")["status"]
+    assert status["phase"] == "Succeeded"
+    assert image_exists(docker_client, status["image"])
+    with pytest.raises(docker.errors.NotFound):
+        docker_client.containers.get(container_id)
+
+
+def test_build_past_its_timeout_is_killed_and_failed(kubectl, namespace, operator_factory, git_repos, base, docker_client):
+    operator_factory(build_timeout=4)
+    repo = dockerfile_repo(git_repos, base, sleep=60)
+    name = create_build(kubectl, namespace, repo.url, head(repo))
+    building = wait_phase(kubectl, namespace, name, "Building")["status"]
+    status = wait_phase(kubectl, namespace, name, "Succeeded", "Failed", timeout=60)["status"]
+    assert status["phase"] == "Failed"
+    assert "longer than the 4 s limit" in status["message"]
+    with pytest.raises(docker.errors.NotFound):
+        docker_client.containers.get(building["containerId"])
+    assert "image" not in status
+
+
+def test_failing_dockerfile_fails_with_its_log(kubectl, namespace, operator_factory, git_repos, base, docker_client):
+    operator_factory()
+    repo = dockerfile_repo(git_repos, base, fail=True)
+    name = create_build(kubectl, namespace, repo.url, head(repo))
+    obj = wait_phase(kubectl, namespace, name, "Succeeded", "Failed")
+    status = obj["status"]
+    assert status["phase"] == "Failed"
+    assert "repo2docker exited with code" in status["message"]
+    assert "Last log lines" in status["message"]
+    assert any("this build is meant to fail" in line for line in status["logTail"])
+    assert not image_exists(docker_client, obj["spec"]["image"])
+    events = kubectl.json("get", "events", "-n", namespace, "--field-selector", f"involvedObject.name={name}")
+    assert any(e["reason"] == "Failed" and e["type"] == "Warning" for e in events["items"])
+
+
+def test_repository_that_does_not_exist_fails_with_the_clone_error(kubectl, namespace, operator_factory, testenv):
+    operator_factory()
+    url = f"{testenv['R2D_GIT_URL']}/no-such-repo.git"
+    name = create_build(kubectl, namespace, url, "0" * 40)
+    status = wait_phase(kubectl, namespace, name, "Succeeded", "Failed")["status"]
+    assert status["phase"] == "Failed"
+    text = status["message"] + "\n".join(status["logTail"])
+    assert "not found" in text.lower() or "failed" in text.lower(), text
+
+
+def test_image_outside_the_prefix_is_refused(kubectl, namespace, operator_factory, git_repos, base):
+    operator_factory(image_prefix="r2d-test-")
+    repo = dockerfile_repo(git_repos, base)
+    commit = head(repo)
+    manifest = contract.build_manifest(contract.BuildSpec(repo.url, "main", commit, "python:3"), namespace)
+    kubectl("create", "-f", "-", input=json.dumps(manifest))
+    status = wait_phase(kubectl, namespace, manifest["metadata"]["name"], "Failed")["status"]
+    assert "must start with the prefix 'r2d-test-'" in status["message"]
+
+
+def test_api_server_rejects_invalid_specs(kubectl, namespace, crd):
+    manifest = {
+        "apiVersion": contract.API_VERSION, "kind": contract.KIND,
+        "metadata": {"name": "bad", "namespace": namespace},
+        "spec": {"repoUrl": "file:///etc", "ref": "--upload-pack=touch /tmp/x", "commit": "abc", "image": "r2d-x:1"},
+    }
+    proc = kubectl.run("create", "-f", "-", input=json.dumps(manifest), check=False)
+    assert proc.returncode != 0
+    for field in ("spec.repoUrl", "spec.ref", "spec.commit"):
+        assert field in proc.stderr, proc.stderr
+
+
+def test_spec_is_immutable(kubectl, namespace, crd):
+    commit = "a" * 40
+    name = create_build(kubectl, namespace, "https://example.org/a/b", commit)
+    proc = kubectl.run("patch", contract.PLURAL, name, "-n", namespace, "--type=merge",
+                       "-p", json.dumps({"spec": {"commit": "b" * 40}}), check=False)
+    assert proc.returncode != 0 and "immutable" in proc.stderr
+
+
+def test_kubectl_get_shows_the_printer_columns(kubectl, namespace, operator_factory, git_repos, base):
+    operator_factory()
+    repo = dockerfile_repo(git_repos, base)
+    name = create_build(kubectl, namespace, repo.url, head(repo))
+    wait_phase(kubectl, namespace, name, "Succeeded")
+    for kind in ("r2dbuilds", "r2dbuild", "r2db", "repo2dockerbuilds"):
+        out = kubectl("get", kind, "-n", namespace).splitlines()
+        assert out[0].split() == ["NAME", "REPO", "COMMIT", "PHASE", "IMAGE", "AGE"]
+        row = out[1].split()
+        assert row[:4] == [name, repo.url, head(repo)[:7], "Succeeded"]
+        assert row[4].startswith(IMAGE_PREFIX)
+    wide = kubectl("get", "r2dbuilds", "-n", namespace, "-o", "wide").splitlines()[0].split()
+    assert "REF" in wide and "QUEUE" in wide
+    assert name in kubectl("get", "repo2docker", "-n", namespace)  # the category
+
+
+def test_finished_resources_are_deleted_after_their_ttl_and_images_stay(
+        kubectl, namespace, operator_factory, git_repos, base, docker_client):
+    operator_factory(finished_ttl=2)
+    repo = dockerfile_repo(git_repos, base)
+    name = create_build(kubectl, namespace, repo.url, head(repo))
+    image = wait_phase(kubectl, namespace, name, "Succeeded")["status"]["image"]
+    wait_until(lambda: kubectl.run("get", contract.PLURAL, name, "-n", namespace, check=False).returncode != 0,
+               timeout=30, what="the finished resource to expire")
+    assert image_exists(docker_client, image)
+
+
+def test_cap_holds_across_a_restart(kubectl, namespace, operator_factory, git_repos, base, docker_client):
+    """Two builds run and one waits when the operator dies; its successor must count the two
+    running containers before starting the third, and must not start them again."""
+    op = operator_factory(concurrency=2)
+    repos = [dockerfile_repo(git_repos, base, sleep=6) for _ in range(3)]
+    with ContainerWatcher(docker_client, op.instance) as watcher:
+        names = [create_build(kubectl, namespace, r.url, head(r)) for r in repos]
+
+        def two_building_one_queued() -> bool:
+            phases = sorted(get_build(kubectl, namespace, n).get("status", {}).get("phase", "") for n in names)
+            return phases == ["Building", "Building", "Queued"]
+
+        wait_until(two_building_one_queued, timeout=60, what="two builds running and one queued")
+        op.kill()
+        op.start()
+        for n in names:
+            assert wait_phase(kubectl, namespace, n, "Succeeded", "Failed", timeout=120)["status"]["phase"] == "Succeeded"
+    assert watcher.max_running == 2
+    assert len(watcher.seen_ids) == 3 and all(len(ids) == 1 for ids in watcher.seen_ids.values())
