@@ -8,9 +8,10 @@ PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 include testenv/versions.env
 
-.PHONY: help install testenv testenv-down test test-unit test-integration bench clean
+.PHONY: help install demo demo-kubernetes testenv testenv-down test test-unit test-integration bench clean
 
 help:
+	@echo "make demo          a working hub on http://127.0.0.1:8000 (local builds; DEMO_BACKEND=kubernetes for the operator)"
 	@echo "make test          bring up the real test environment and run every test tier"
 	@echo "make test-unit     pure-logic tests only (no daemons)"
 	@echo "make testenv       start docker, kube-apiserver+etcd, git server; build images (idempotent)"
@@ -24,6 +25,12 @@ $(VENV)/.installed: pyproject.toml
 	@touch $@
 
 install: $(VENV)/.installed
+
+demo: install
+	@bash demo/run.sh
+
+demo-kubernetes: install
+	@DEMO_BACKEND=kubernetes bash demo/run.sh
 
 testenv:
 	@bash testenv/up.sh

@@ -50,6 +50,10 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
     settings.persistence.finalizer = f"{contract.GROUP}/finalizer"
     settings.posting.level = logging.WARNING  # our own events say what happened; keep kopf's chatter out
     settings.watching.server_timeout = 300
+    # Cancelling a build (kill + remove its container, record Cancelled) takes a second or
+    # two. Without this kopf re-checks an exiting daemon only after cancellation_backoff,
+    # and the deleted resource would linger that long behind its finalizer.
+    settings.background.instant_exit_timeout = 10
     settings.networking.error_backoffs = [1, 2, 5, 10]
 
     memo.api = await api_client()

@@ -22,7 +22,7 @@ def dockerfile_repo(git_repos: GitRepoFactory, base_image: str, sleep: float = 0
     token = uuid.uuid4().hex
     lines = [f"FROM {base_image}", f"RUN echo build-{token}" + (f" && sleep {sleep}" if sleep else "")]
     if fail:
-        lines.append("RUN echo 'this build is meant to fail' && exit 3")
+        lines.append("RUN echo 'this build is meant to fail' && sleep 4 && exit 3")
     lines.append("COPY marker.txt /home/jovyan/marker.txt")
     return git_repos.create({"Dockerfile": "\n".join(lines) + "\n", "marker.txt": (marker or token) + "\n"})
 

@@ -1,0 +1,37 @@
+"""JupyterHub configuration for `make demo`: Repo2DockerSpawner with the local test environment.
+
+Everything comes from the environment that demo/run.sh sets (and .testenv/env), so the same
+file serves both backends. Not a production configuration: the authenticator accepts any
+user name with the demo password.
+"""
+
+import os
+
+env = os.environ
+c = get_config()  # noqa: F821 - provided by JupyterHub
+
+c.JupyterHub.spawner_class = "repo2docker"
+c.JupyterHub.ip = env.get("DEMO_IP", "127.0.0.1")
+c.JupyterHub.port = int(env.get("DEMO_PORT", "8000"))
+# Servers in containers reach the hub on the docker bridge.
+c.JupyterHub.hub_ip = env["R2D_BRIDGE_IP"]
+c.JupyterHub.hub_connect_ip = env["R2D_BRIDGE_IP"]
+c.JupyterHub.hub_port = int(env.get("DEMO_HUB_PORT", "8081"))
+c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{env.get('DEMO_PROXY_API_PORT', '8001')}"
+c.JupyterHub.authenticator_class = "shared-password"
+c.SharedPasswordAuthenticator.user_password = env.get("DEMO_PASSWORD", "repo2docker")
+c.Authenticator.allow_all = True
+c.Authenticator.admin_users = {"admin"}
+
+c.Repo2DockerSpawner.backend = env.get("DEMO_BACKEND", "local")
+c.Repo2DockerSpawner.image = env["R2D_SINGLEUSER_IMAGE"]  # no repository: this image
+c.Repo2DockerSpawner.build_image = env["R2D_BUILD_IMAGE"]
+c.Repo2DockerSpawner.concurrent_builds_limit = 2
+c.Repo2DockerSpawner.image_prefix = "r2d-demo-"
+# The demo's git server speaks plain http on the docker bridge; real hubs keep https only.
+c.Repo2DockerSpawner.allowed_repo_schemes = ["https", "http"]
+c.Repo2DockerSpawner.allowed_repo_hosts = [env["R2D_BRIDGE_IP"], "*"]
+c.DockerSpawner.name_template = "r2d-demo-{username}--{servername}"
+if c.Repo2DockerSpawner.backend == "kubernetes":
+    c.Repo2DockerSpawner.namespace = env.get("DEMO_NAMESPACE", "r2d-demo")
+    c.Repo2DockerSpawner.kubeconfig = env["KUBECONFIG"]

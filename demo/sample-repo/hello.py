@@ -1,0 +1,1 @@
+print("Hello from an image built by repo2docker!")

@@ -1,0 +1,91 @@
+"""What a user may ask for: one repository URL and one ref, validated in one place.
+
+All three ways JupyterHub hands us options (the HTML form, ``/hub/spawn?repo=…&ref=…`` and
+REST ``user_options``) end in ``parse_options``. Anything it returns has passed the contract's
+validation plus this hub's allow-lists, so it is safe to pass to ``git`` or Docker as a
+separate argument; anything else is an ``HTTPError(400)`` with a message for the user.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping
+from urllib.parse import urlsplit
+
+from tornado import web
+
+from repo2docker_operator import contract
+from repo2docker_operator.contract import InvalidBuildRequest
+
+OPTION_KEYS = ("repo", "ref")
+
+
+@dataclass(frozen=True)
+class RepoRequest:
+    repo: str
+    ref: str
+
+    def as_user_options(self) -> dict[str, str]:
+        return {"repo": self.repo, "ref": self.ref}
+
+
+@dataclass(frozen=True)
+class RepoPolicy:
+    """This hub's allow-lists. Host patterns are fnmatch-style ('github.com', '*.example.org')."""
+
+    schemes: tuple[str, ...] = ("https",)
+    hosts: tuple[str, ...] = ("*",)
+    default_ref: str = "HEAD"
+
+    def check(self, url: str) -> None:
+        parts = urlsplit(url)
+        if parts.scheme.lower() not in self.schemes:
+            raise InvalidBuildRequest(
+                f"repositories must be given as {' or '.join(s + '://' for s in self.schemes)} URLs on this hub"
+            )
+        host = (parts.hostname or "").lower()
+        if not any(fnmatch.fnmatchcase(host, pattern.lower()) for pattern in self.hosts):
+            raise InvalidBuildRequest(f"repositories from {host or 'that host'} are not allowed on this hub")
+
+
+def bad_request(message: str) -> web.HTTPError:
+    """A 400 whose message JupyterHub shows as is: on the form, in the REST answer, on the
+    pending page. ('%s' keeps tornado from %-formatting a URL that contains '%'.)"""
+    exc = web.HTTPError(400, "%s", message)
+    exc.jupyterhub_message = message  # type: ignore[attr-defined]
+    return exc
+
+
+def _first(value: Any) -> Any:
+    """Form and query data arrive as lists of strings; REST as plain values."""
+    if isinstance(value, (list, tuple)):
+        return value[0] if value else ""
+    return value
+
+
+def parse_options(raw: Mapping[str, Any] | None, policy: RepoPolicy) -> RepoRequest | None:
+    """The validated request, or None for 'no repository: start the default image'."""
+    raw = raw or {}
+    repo = _first(raw.get("repo", ""))
+    ref = _first(raw.get("ref", ""))
+    if repo is None:
+        repo = ""
+    if not isinstance(repo, str) or not isinstance(ref, (str, type(None))):
+        raise bad_request("repo and ref must be strings")
+    repo, ref = repo.strip(), (ref or "").strip()
+    if not repo:
+        if ref:
+            raise bad_request("A ref was given without a repository URL.")
+        return None
+    try:
+        contract.validate_repo_url(repo)
+        policy.check(repo)
+        contract.validate_ref(ref or policy.default_ref)
+    except InvalidBuildRequest as exc:
+        raise bad_request(str(exc)[:1].upper() + str(exc)[1:] + ".") from None
+    return RepoRequest(repo=repo, ref=ref or policy.default_ref)
+
+
+def unknown_keys(raw: Mapping[str, Any] | None, allowed: Iterable[str]) -> list[str]:
+    return sorted(set(raw or {}) - set(allowed))

@@ -1,0 +1,191 @@
+"""One list+watch of build resources per hub process, shared by every spawner.
+
+A watch per pending spawn would open as many long-lived connections to the API server as
+there are users waiting, which is exactly when a hub is busiest. Instead one task keeps a
+local copy of every build resource in the namespace, and spawners wait on that copy.
+
+The loop is the usual reflector: list (which gives a resourceVersion), watch from that
+version, resume from the last version seen when a watch ends, relist when the server says
+the version is too old (410 Gone), and back off (capped) on errors so an API outage does
+not turn into a request storm.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, AsyncIterator, Callable
+
+from kubernetes_asyncio import watch
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from repo2docker_operator import contract
+from repo2docker_operator.contract import BuildStatus
+from repo2docker_operator.resources import BuildResources
+
+log = logging.getLogger(__name__)
+
+
+class Gone(Exception):
+    """The resourceVersion we watch from has been compacted away: relist."""
+
+
+class BuildWatcher:
+    def __init__(self, resources: BuildResources, namespace: str, watch_timeout: int = 300,
+                 max_backoff: float = 30.0) -> None:
+        self.resources = resources
+        self.namespace = namespace
+        self.watch_timeout = watch_timeout
+        self.max_backoff = max_backoff
+        self.objects: dict[str, dict[str, Any]] = {}
+        self.watches_opened = 0
+        self._version = 0
+        self._changed = asyncio.Condition()
+        self._synced = asyncio.Event()
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name=f"r2dbuild watcher {self.namespace}")
+
+    async def ready(self, timeout: float = 30.0) -> None:
+        self.start()
+        await asyncio.wait_for(self._synced.wait(), timeout)
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._version += 1
+            self._changed.notify_all()
+
+    async def _run(self) -> None:
+        backoff = 1.0
+        while True:
+            try:
+                resource_version = await self._list()
+                backoff = 1.0
+                while True:
+                    resource_version = await self._watch(resource_version)
+            except asyncio.CancelledError:
+                raise
+            except Gone:
+                log.info("build watch expired (410); relisting")
+            except Exception as exc:  # noqa: BLE001 - keep the hub's view alive whatever happens
+                log.warning("build watch failed (%s); retrying in %.0fs", exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self.max_backoff)
+
+    async def _list(self) -> str:
+        listing = await self.resources.list(self.namespace)
+        self.objects = {item["metadata"]["name"]: item for item in listing.get("items", [])}
+        self._synced.set()
+        await self._notify()
+        return listing["metadata"]["resourceVersion"]
+
+    async def _watch(self, resource_version: str) -> str:
+        """Watch until the server ends the stream; return the version to resume from."""
+        self.watches_opened += 1
+        stream = watch.Watch()
+        try:
+            async with stream:
+                async for event in stream.stream(
+                    self.resources.custom.list_namespaced_custom_object,
+                    contract.GROUP, contract.VERSION, self.namespace, contract.PLURAL,
+                    resource_version=resource_version, allow_watch_bookmarks=True,
+                    timeout_seconds=self.watch_timeout,
+                ):
+                    resource_version = await self._apply(event, resource_version)
+        except ApiException as exc:
+            if exc.status == 410:
+                raise Gone() from exc
+            raise
+        return resource_version
+
+    async def _apply(self, event: dict[str, Any], resource_version: str) -> str:
+        kind, obj = event.get("type"), event.get("object")
+        if kind == "ERROR":
+            if isinstance(obj, dict) and obj.get("code") == 410:
+                raise Gone()
+            raise RuntimeError(f"watch error: {obj}")
+        if not isinstance(obj, dict):
+            return resource_version
+        resource_version = obj.get("metadata", {}).get("resourceVersion") or resource_version
+        if kind == "BOOKMARK":
+            return resource_version
+        name = obj["metadata"]["name"]
+        if kind == "DELETED":
+            self.objects.pop(name, None)
+        else:
+            self.objects[name] = obj
+        await self._notify()
+        return resource_version
+
+    def get(self, name: str) -> dict[str, Any] | None:
+        return self.objects.get(name)
+
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float | None = None) -> None:
+        async def waiter() -> None:
+            async with self._changed:
+                await self._changed.wait_for(predicate)
+
+        await asyncio.wait_for(waiter(), timeout)
+
+    async def follow(self, name: str, uid: str | None = None) -> AsyncIterator[dict[str, Any] | None]:
+        """The object as soon as the watch has it, then after each change; None once it is
+        gone (or replaced by a namesake). A resource just created may not have reached the
+        watch yet, so absence only means deletion after the object has been seen."""
+        seen_version = -1
+        seen_rv = None
+        while True:
+            async with self._changed:
+                await self._changed.wait_for(lambda: self._version != seen_version)
+                seen_version = self._version
+            obj = self.objects.get(name)
+            if obj is not None and uid and obj["metadata"]["uid"] != uid:
+                obj = None
+            rv = obj["metadata"].get("resourceVersion") if obj else None
+            if obj is None:
+                if seen_rv is None:
+                    continue
+                yield None
+                return
+            if rv != seen_rv:
+                seen_rv = rv
+                yield obj
+
+
+class KubernetesBuild:
+    """A handle on one build resource, read from the shared watcher."""
+
+    def __init__(self, watcher: BuildWatcher, obj: dict[str, Any]) -> None:
+        self.watcher = watcher
+        self.name = obj["metadata"]["name"]
+        self.namespace = obj["metadata"]["namespace"]
+        self.uid = obj["metadata"]["uid"]
+        self._last = obj
+
+    def current(self) -> BuildStatus:
+        obj = self.watcher.get(self.name)
+        if obj is not None and obj["metadata"]["uid"] == self.uid:
+            self._last = obj
+        return BuildStatus.from_status(self._last.get("status"))
+
+    async def statuses(self) -> AsyncIterator[BuildStatus]:
+        async for obj in self.watcher.follow(self.name, self.uid):
+            if obj is None:
+                status = BuildStatus.from_status(self._last.get("status"))
+                if not status.phase.terminal:
+                    status.phase = contract.Phase.CANCELLED
+                    status.message = "The build resource was deleted before the build finished."
+                yield status
+                return
+            self._last = obj
+            status = BuildStatus.from_status(obj.get("status"))
+            yield status
+            if status.phase.terminal:
+                return
+

@@ -1,0 +1,159 @@
+"""A real JupyterHub process (with configurable-http-proxy from npm) using Repo2DockerSpawner."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import requests
+
+from .env import TestEnv
+from .operator import free_port
+from .waiting import wait_until
+
+
+class Hub:
+    def __init__(self, env: TestEnv, workdir: Path, **spawner_config: Any) -> None:
+        self.env = env
+        self.workdir = workdir
+        self.token = secrets.token_hex(16)
+        self.password = "r2d-test-password"
+        self.port = free_port()
+        self.api_port = free_port()
+        self.hub_port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.instance = f"hub{secrets.token_hex(4)}"
+        self.spawner_config = {
+            "image": env["R2D_SINGLEUSER_IMAGE"],
+            "build_image": env["R2D_BUILD_IMAGE"],
+            "allowed_repo_schemes": ["http"],
+            "allowed_repo_hosts": [env["R2D_BRIDGE_IP"]],
+            "image_prefix": "r2d-e2e-",
+            "build_instance": self.instance,
+            **spawner_config,
+        }
+        self.proc: subprocess.Popen | None = None
+        self.log_path = workdir / "jupyterhub.log"
+
+    def config(self) -> str:
+        bridge = self.env["R2D_BRIDGE_IP"]
+        lines = [
+            'c.JupyterHub.spawner_class = "repo2docker"',
+            f'c.JupyterHub.ip = "127.0.0.1"',
+            f"c.JupyterHub.port = {self.port}",
+            f'c.JupyterHub.hub_ip = "{bridge}"',
+            f"c.JupyterHub.hub_port = {self.hub_port}",
+            f'c.JupyterHub.hub_connect_ip = "{bridge}"',
+            f'c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{self.api_port}"',
+            f'c.JupyterHub.db_url = "sqlite:///{self.workdir}/jupyterhub.sqlite"',
+            f'c.JupyterHub.cookie_secret_file = "{self.workdir}/cookie_secret"',
+            'c.JupyterHub.authenticator_class = "dummy"',
+            f'c.DummyAuthenticator.password = "{self.password}"',
+            "c.Authenticator.allow_all = True",
+            f'c.JupyterHub.services = [{{"name": "tester", "api_token": "{self.token}"}}]',
+            'c.JupyterHub.load_roles = [{"name": "tester", "services": ["tester"], '
+            '"scopes": ["admin:users", "admin:servers", "access:servers", "read:users", "read:hub", "admin:server_state"]}]',
+            "c.Spawner.http_timeout = 120",
+            # A spawn that fails within this answers the REST request itself (bad options: 400);
+            # a longer one answers 202 and the progress stream follows it.
+            'c.JupyterHub.tornado_settings = {"slow_spawn_timeout": 3}',
+            'c.DockerSpawner.name_template = "r2d-e2e-{username}--{servername}"',
+        ]
+        for key, value in self.spawner_config.items():
+            lines.append(f"c.Repo2DockerSpawner.{key} = {value!r}")
+        return "\n".join(lines) + "\n"
+
+    def start(self) -> "Hub":
+        (self.workdir / "jupyterhub_config.py").write_text(self.config())
+        env = {**os.environ, "PATH": f"{self.env['R2D_CHP_BIN']}:{Path(sys.executable).parent}:{os.environ['PATH']}"}
+        log = open(self.log_path, "a")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "jupyterhub", "-f", str(self.workdir / "jupyterhub_config.py")],
+            cwd=self.workdir, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )
+        wait_until(self._up, timeout=60, what=f"JupyterHub to answer (log: {self.log_path})")
+        return self
+
+    def _up(self) -> bool:
+        if self.proc and self.proc.poll() is not None:
+            raise AssertionError(f"jupyterhub exited with {self.proc.returncode}:\n{self.log()[-4000:]}")
+        try:
+            return self.api("GET", "/info").status_code == 200
+        except requests.RequestException:
+            return False
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+    def log(self) -> str:
+        return self.log_path.read_text() if self.log_path.exists() else ""
+
+    # ---- REST -----------------------------------------------------------------------------
+
+    def api(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        headers = {"Authorization": f"token {self.token}", **kwargs.pop("headers", {})}
+        return requests.request(method, f"{self.url}/hub/api{path}", headers=headers, timeout=kwargs.pop("timeout", 30), **kwargs)
+
+    def create_user(self, name: str) -> None:
+        r = self.api("POST", f"/users/{name}")
+        assert r.status_code in (201, 409), r.text
+
+    def spawn(self, name: str, options: dict | None) -> requests.Response:
+        return self.api("POST", f"/users/{name}/server", json={"user_options": options} if options is not None else {})
+
+    def progress(self, name: str, timeout: float = 300) -> Iterator[dict]:
+        """Server-sent progress events until the spawn is ready or failed."""
+        with self.api("GET", f"/users/{name}/server/progress", stream=True, timeout=timeout) as r:
+            assert r.status_code == 200, r.text
+            for line in r.iter_lines(decode_unicode=True):
+                if line and line.startswith("data:"):
+                    event = json.loads(line[5:])
+                    yield event
+                    if event.get("ready") or event.get("failed"):
+                        return
+
+    def server_ready(self, name: str) -> bool:
+        user = self.api("GET", f"/users/{name}").json()
+        server = user.get("servers", {}).get("", {})
+        return bool(server.get("ready"))
+
+    def wait_ready(self, name: str, timeout: float = 300) -> None:
+        wait_until(lambda: self.server_ready(name), timeout=timeout, interval=0.5, what=f"{name}'s server to be ready")
+
+    def user_file(self, name: str, path: str) -> str:
+        """A file's content, served by the user's server through the proxy."""
+        r = requests.get(f"{self.url}/user/{name}/api/contents/{path}", params={"content": "1", "type": "file"},
+                         headers={"Authorization": f"token {self.token}"}, timeout=30)
+        assert r.status_code == 200, f"{r.status_code}: {r.text[:500]}"
+        return r.json()["content"]
+
+    def stop_server(self, name: str) -> None:
+        r = self.api("DELETE", f"/users/{name}/server")
+        assert r.status_code in (202, 204), r.text
+        wait_until(lambda: not self.api("GET", f"/users/{name}").json().get("servers"), timeout=60,
+                   what=f"{name}'s server to stop")
+
+    def spawn_and_follow(self, name: str, options: dict | None) -> tuple[requests.Response, list[dict]]:
+        self.create_user(name)
+        response = self.spawn(name, options)
+        events: list[dict] = []
+        if response.status_code in (201, 202):
+            events = list(self.progress(name))
+        return response, events
+
+
+def timed(fn, *args, **kwargs) -> tuple[Any, float]:
+    start = time.monotonic()
+    return fn(*args, **kwargs), time.monotonic() - start

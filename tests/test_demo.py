@@ -1,0 +1,61 @@
+"""`make demo`, followed exactly as it prints: log in, open the Binder link, get a server
+running the image built from the sample repository."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from support.operator import free_port
+from support.waiting import wait_until
+
+pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("backend", ["local", "kubernetes"])
+def test_make_demo_spawns_a_server_from_the_sample_repository(backend, testenv, tmp_path, docker_client):
+    ports = {name: str(free_port()) for name in ("DEMO_PORT", "DEMO_HUB_PORT", "DEMO_PROXY_API_PORT", "DEMO_OPERATOR_PORT")}
+    env = {**os.environ, **ports, "DEMO_BACKEND": backend, "DEMO_NAMESPACE": f"demo-{ports['DEMO_PORT']}"}
+    log = tmp_path / "demo.log"
+    proc = subprocess.Popen(["make", "-s", "demo"], cwd=ROOT, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    user = f"demo{ports['DEMO_PORT']}"
+    try:
+        link = wait_until(lambda: re.search(r"Binder link: (\S+)", log.read_text()), timeout=600, what="the demo's banner")
+        password = re.search(r"password '([^']+)'", log.read_text()).group(1)
+        base = link.group(1).split("/hub/")[0]
+        session = requests.Session()
+        wait_until(lambda: session.get(f"{base}/hub/login", timeout=5).status_code == 200, timeout=60, what="the hub")
+        page = session.get(f"{base}/hub/login")
+        xsrf = re.search(r'name="_xsrf" value="([^"]+)"', page.text).group(1)
+        assert session.post(f"{base}/hub/login", data={"username": user, "password": password, "_xsrf": xsrf}).ok
+
+        session.get(link.group(1), timeout=30)  # the Binder link from the banner starts the build
+        headers = {"X-XSRFToken": session.cookies.get("_xsrf")}
+
+        def ready():
+            model = session.get(f"{base}/hub/api/user", headers=headers, timeout=10).json()
+            return model["servers"].get("", {}).get("ready")
+
+        wait_until(ready, timeout=300, interval=1, what="the demo server")
+        readme = session.get(f"{base}/user/{user}/files/README.md", timeout=30)
+        assert readme.status_code == 200 and "built from this repository" in readme.text
+        container = docker_client.containers.get(f"r2d-demo-{user}--")
+        assert container.image.tags[0].startswith("r2d-demo-")
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        for c in docker_client.containers.list(all=True, filters={"name": f"r2d-demo-{user}"}):
+            c.remove(force=True)
+        time.sleep(0.5)

@@ -1,0 +1,248 @@
+"""End to end: JupyterHub + configurable-http-proxy + Repo2DockerSpawner + real builds.
+
+Both backends run the same scenarios: a REST spawn of a tagged repo on the git server
+becomes ready, the user's server (reached through the proxy) serves the repo's marker file,
+the progress stream carried build log lines, a second user with the same repo and ref causes
+no second build, and a failing repo fails the spawn with its message.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import time
+import uuid
+
+import pytest
+import requests
+
+from repo2docker_operator import contract
+from support.builds import dockerfile_repo
+from support.hub import Hub
+from support.operator import ContainerWatcher
+from support.waiting import wait_until
+
+pytestmark = pytest.mark.e2e
+
+
+def start_hub(request, backend: str, testenv, tmp_path, docker_client):
+    config = {"backend": backend, "concurrent_builds_limit": 2}
+    instance = None
+    if backend == "kubernetes":
+        namespace = request.getfixturevalue("namespace")
+        operator = request.getfixturevalue("operator_factory")(image_prefix="r2d-e2e-")
+        instance = operator.instance
+        config.update(namespace=namespace, kubeconfig=testenv["KUBECONFIG"])
+    hub = Hub(testenv, tmp_path, **config).start()
+    hub.build_instance = instance or hub.instance  # whose containers are builds
+    hub.backend = backend
+    return hub
+
+
+def stop_hub(hub, docker_client) -> None:
+    hub.stop()
+    for c in docker_client.containers.list(all=True, filters={"name": "r2d-e2e-"}):
+        c.remove(force=True)
+
+
+@pytest.fixture(params=["local", "kubernetes"])
+def hub(request, testenv, tmp_path, docker_client):
+    hub = start_hub(request, request.param, testenv, tmp_path, docker_client)
+    yield hub
+    stop_hub(hub, docker_client)
+
+
+@pytest.fixture
+def local_hub(request, testenv, tmp_path, docker_client):
+    hub = start_hub(request, "local", testenv, tmp_path, docker_client)
+    yield hub
+    stop_hub(hub, docker_client)
+
+
+@pytest.fixture
+def kubernetes_hub(request, testenv, tmp_path, docker_client):
+    hub = start_hub(request, "kubernetes", testenv, tmp_path, docker_client)
+    yield hub
+    stop_hub(hub, docker_client)
+
+
+def user() -> str:
+    return f"u{uuid.uuid4().hex[:8]}"
+
+
+def test_rest_spawn_builds_the_tag_and_serves_the_repo(hub, git_repos, testenv, docker_client):
+    # Long enough that the REST answer (after slow_spawn_timeout) comes before the build ends.
+    repo = dockerfile_repo(git_repos, testenv["R2D_SINGLEUSER_IMAGE"], marker="built from v1", sleep=5)
+    repo.tag("v1")
+    repo.commit({"marker.txt": "main moved on\n"})  # the tag, not the branch, must be built
+    alice, bob = user(), user()
+
+    with ContainerWatcher(docker_client, hub.build_instance) as watcher:
+        response, events = hub.spawn_and_follow(alice, {"repo": repo.url, "ref": "v1"})
+        assert response.status_code == 202, response.text
+        # The stream started late (after the 202) yet caught up from the shared status.
+        assert events[-1].get("ready"), events
+        hub.wait_ready(alice)
+        assert hub.user_file(alice, "marker.txt") == "built from v1\n"
+        messages = [e["message"] for e in events]
+        assert any("Successfully tagged" in m for m in messages), messages
+        assert any(m.startswith("Step 1/") for m in messages), messages
+        percents = [e["progress"] for e in events if "progress" in e]
+        assert percents == sorted(percents) and percents[0] < percents[-1]
+
+        response, events = hub.spawn_and_follow(bob, {"repo": repo.url, "ref": "v1"})
+        hub.wait_ready(bob)
+        assert hub.user_file(bob, "marker.txt") == "built from v1\n"
+    builds = {uid: ids for uid, ids in watcher.seen_ids.items()}
+    assert len(builds) == 1, f"one build for two users, Docker saw {builds}"
+    assert not any(m.startswith("Step 1/") and "Building" in m for m in (e["message"] for e in events))
+    hub.stop_server(alice)
+    hub.stop_server(bob)
+
+
+def test_failing_repo_fails_the_spawn_with_its_message(hub, git_repos, testenv):
+    repo = dockerfile_repo(git_repos, testenv["R2D_SINGLEUSER_IMAGE"], fail=True)
+    name = user()
+    response, events = hub.spawn_and_follow(name, {"repo": repo.url, "ref": "main"})
+    assert response.status_code == 202, response.text
+    assert events[-1].get("failed"), events
+    text = events[-1]["message"]
+    assert "build failed" in text.lower() and "this build is meant to fail" in text, text
+    assert not hub.server_ready(name)
+
+
+def test_bad_options_are_a_400_with_a_message(hub):
+    name = user()
+    hub.create_user(name)
+    for options, expected in [
+        ({"repo": "file:///etc/passwd"}, "must start with"),
+        ({"repo": "https://github.com/a/b"}, "http:// URLs on this hub"),
+        ({"repo": f"http://evil.example.org/a/b"}, "not allowed on this hub"),
+        ({"repo": f"http://{hub.env['R2D_BRIDGE_IP']}:1/a", "ref": "--upload-pack=touch /tmp/x"}, "git ref may contain"),
+    ]:
+        r = hub.spawn(name, options)
+        assert r.status_code == 400, (options, r.status_code, r.text)
+        assert expected in r.json()["message"], r.json()
+
+
+def test_unknown_ref_is_a_400(hub, git_repos, testenv):
+    repo = dockerfile_repo(git_repos, testenv["R2D_SINGLEUSER_IMAGE"])
+    name = user()
+    hub.create_user(name)
+    r = hub.spawn(name, {"repo": repo.url, "ref": "no-such-branch"})
+    assert r.status_code == 400 and "was not found" in r.json()["message"], r.text
+
+
+def test_no_repo_starts_the_default_image(hub, docker_client):
+    name = user()
+    response, events = hub.spawn_and_follow(name, None)
+    assert response.status_code in (201, 202)
+    hub.wait_ready(name)
+    container = docker_client.containers.get(f"r2d-e2e-{name}--")
+    assert container.image.tags == [hub.env["R2D_SINGLEUSER_IMAGE"]]
+    hub.stop_server(name)
+
+
+def test_stopping_a_pending_spawn_keeps_the_shared_build(hub, git_repos, testenv, docker_client):
+    """Alice gives up while her image builds. The build is not hers alone: it goes on, and
+    Bob, asking for the same repo and ref, joins it rather than starting another."""
+    repo = dockerfile_repo(git_repos, testenv["R2D_SINGLEUSER_IMAGE"], sleep=8, marker="shared")
+    alice, bob = user(), user()
+    with ContainerWatcher(docker_client, hub.build_instance) as watcher:
+        hub.create_user(alice)
+        assert hub.spawn(alice, {"repo": repo.url, "ref": "main"}).status_code == 202
+        wait_until(lambda: any(len(ids) for ids in watcher.seen_ids.values()), timeout=60, what="the build to start")
+        r = hub.api("DELETE", f"/users/{alice}/server")
+        assert r.status_code in (202, 204), r.text
+        wait_until(lambda: not hub.api("GET", f"/users/{alice}").json().get("servers"), timeout=60,
+                   what="alice's pending spawn to stop")
+        build_uid, ids = next(iter(watcher.seen_ids.items()))
+        running = docker_client.containers.get(next(iter(ids)))
+        assert running.status == "running", "stopping a pending spawn must not kill the shared build"
+
+        response, events = hub.spawn_and_follow(bob, {"repo": repo.url, "ref": "main"})
+        assert events[-1].get("ready"), events
+        assert hub.user_file(bob, "marker.txt") == "shared\n"
+    assert list(watcher.seen_ids) == [build_uid] and len(watcher.seen_ids[build_uid]) == 1
+    hub.stop_server(bob)
+
+
+def test_hub_restart_loses_nothing(hub, git_repos, testenv, docker_client):
+    """A hub restart mid-build: the next spawn of the same repo and commit joins the build
+    that is still running instead of starting another; state keeps the build's name."""
+    repo = dockerfile_repo(git_repos, testenv["R2D_SINGLEUSER_IMAGE"], sleep=8, marker="survived")
+    alice = user()
+    with ContainerWatcher(docker_client, hub.build_instance) as watcher:
+        hub.create_user(alice)
+        assert hub.spawn(alice, {"repo": repo.url, "ref": "main"}).status_code == 202
+        wait_until(lambda: watcher.seen_ids, timeout=60, what="the build to start")
+        hub.stop()
+        hub.start()
+        response, events = hub.spawn_and_follow(alice, {"repo": repo.url, "ref": "main"})
+        assert events[-1].get("ready"), events
+        assert hub.user_file(alice, "marker.txt") == "survived\n"
+    assert len(watcher.seen_ids) == 1 and all(len(ids) == 1 for ids in watcher.seen_ids.values()), watcher.seen_ids
+    server = hub.api("GET", f"/users/{alice}").json()["servers"][""]
+    build = server["state"]["repo2docker"]
+    assert build["repo"] == repo.url and build["ref"] == "main" and len(build["commit"]) == 40
+    assert build["image"].startswith("r2d-e2e-") and build["build"]
+    hub.stop_server(alice)
+
+
+def build_watches(kubectl) -> int:
+    """Open WATCH requests on build resources, as the API server itself counts them."""
+    total = 0
+    for line in kubectl("get", "--raw", "/metrics").splitlines():
+        if (line.startswith("apiserver_longrunning_requests{") and 'verb="WATCH"' in line
+                and f'group="{contract.GROUP}"' in line and f'resource="{contract.PLURAL}"' in line):
+            total += int(float(line.rsplit(" ", 1)[1]))
+    return total
+
+
+def test_watch_connections_do_not_grow_with_pending_spawns(kubernetes_hub, kubectl, git_repos, testenv):
+    hub = kubernetes_hub
+    repos = [dockerfile_repo(git_repos, testenv["R2D_SINGLEUSER_IMAGE"], sleep=15) for _ in range(6)]
+    users = [user() for _ in repos]
+    baseline = build_watches(kubectl)  # the operator's own watch
+
+    hub.create_user(users[0])
+    assert hub.spawn(users[0], {"repo": repos[0].url, "ref": "main"}).status_code == 202
+    one = wait_until(lambda: (n := build_watches(kubectl)) > baseline and n, timeout=30, what="the hub's watch")
+    for name, repo in zip(users[1:], repos[1:]):
+        hub.create_user(name)
+        assert hub.spawn(name, {"repo": repo.url, "ref": "main"}).status_code == 202
+    pending = [n for n in users if hub.api("GET", f"/users/{n}").json()["servers"].get("", {}).get("pending") == "spawn"]
+    assert len(pending) == 6
+    time.sleep(2)  # time enough for any per-spawn watch to show up
+    assert build_watches(kubectl) == one == baseline + 1
+    for name in users:
+        hub.api("DELETE", f"/users/{name}/server")
+
+
+def test_form_and_query_paths(local_hub, git_repos, testenv):
+    """The HTML form and Binder-style /hub/spawn?repo=&ref= links, with a logged-in browser session."""
+    hub = local_hub
+    repo = dockerfile_repo(git_repos, testenv["R2D_SINGLEUSER_IMAGE"], marker="via query")
+    name = user()
+    session = requests.Session()
+    login = session.get(f"{hub.url}/hub/login")
+    xsrf = re.search(r'name="_xsrf" value="([^"]+)"', login.text).group(1)
+    r = session.post(f"{hub.url}/hub/login", data={"username": name, "password": hub.password, "_xsrf": xsrf})
+    assert r.status_code == 200, r.text[:500]
+
+    form = session.get(f"{hub.url}/hub/spawn/{name}")
+    assert 'name="repo"' in form.text and 'name="ref"' in form.text
+    assert html.escape(testenv["R2D_SINGLEUSER_IMAGE"]) in form.text
+    xsrf = session.cookies.get("_xsrf")  # the spawn form has no field: the page's script sends the cookie's token
+
+    bad = session.post(f"{hub.url}/hub/spawn/{name}", data={"repo": "file:///etc/passwd", "ref": "", "_xsrf": xsrf})
+    assert "must start with" in html.unescape(bad.text) and 'name="repo"' in bad.text
+
+    bad = session.get(f"{hub.url}/hub/spawn/{name}", params={"repo": "https://github.com/a/b"})
+    assert bad.status_code == 400 and "http:// URLs on this hub" in html.unescape(bad.text)
+
+    ok = session.get(f"{hub.url}/hub/spawn/{name}", params={"repo": repo.url, "ref": "main"})
+    assert ok.status_code == 200 and "/spawn-pending/" in ok.url or f"/user/{name}/" in ok.url, ok.url
+    hub.wait_ready(name)
+    assert hub.user_file(name, "marker.txt") == "via query\n"
+    hub.stop_server(name)
