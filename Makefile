@@ -6,9 +6,10 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
+OPERATOR_IMAGE ?= repo2docker-operator:dev
 include testenv/versions.env
 
-.PHONY: help install demo demo-kubernetes testenv testenv-down test test-unit test-integration bench clean
+.PHONY: help install demo demo-kubernetes testenv testenv-down test test-unit test-integration operator-image bench clean
 
 help:
 	@echo "make demo          a working hub on http://127.0.0.1:8000 (local builds; DEMO_BACKEND=kubernetes for the operator)"
@@ -49,6 +50,9 @@ test-integration: install testenv
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info
+
+operator-image: install
+	tools/operator-image.sh $(OPERATOR_IMAGE)
 
 bench: install testenv
 	$(PY) bench/build_overhead.py

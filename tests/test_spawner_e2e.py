@@ -8,6 +8,7 @@ no second build, and a failing repo fails the spawn with its message.
 
 from __future__ import annotations
 
+import concurrent.futures
 import html
 import re
 import time
@@ -25,8 +26,9 @@ from support.waiting import wait_until
 pytestmark = pytest.mark.e2e
 
 
-def start_hub(request, backend: str, testenv, tmp_path, docker_client):
-    config = {"backend": backend, "concurrent_builds_limit": 2}
+def start_hub(request, backend: str, testenv, tmp_path, docker_client, **extra):
+    # allowed_images is set: built images must start anyway (they are not user-chosen images).
+    config = {"backend": backend, "concurrent_builds_limit": 2, "allowed_images": [testenv["R2D_SINGLEUSER_IMAGE"]], **extra}
     instance = None
     if backend == "kubernetes":
         namespace = request.getfixturevalue("namespace")
@@ -246,3 +248,29 @@ def test_form_and_query_paths(local_hub, git_repos, testenv):
     hub.wait_ready(name)
     assert hub.user_file(name, "marker.txt") == "via query\n"
     hub.stop_server(name)
+
+
+def test_local_backend_caps_builds_and_queues_users(request, testenv, tmp_path, docker_client, git_repos):
+    hub = start_hub(request, "local", testenv, tmp_path, docker_client, concurrent_builds_limit=1)
+    try:
+        repos = [dockerfile_repo(git_repos, testenv["R2D_SINGLEUSER_IMAGE"], sleep=4, marker=f"repo {i}") for i in range(3)]
+        users = [user() for _ in repos]
+        with ContainerWatcher(docker_client, hub.instance) as watcher:
+            def spawn_and_watch(name: str, repo) -> list[dict]:  # one user: start, then watch the pending page
+                hub.create_user(name)
+                assert hub.spawn(name, {"repo": repo.url, "ref": "main"}).status_code == 202
+                return list(hub.progress(name))
+
+            with concurrent.futures.ThreadPoolExecutor(len(users)) as pool:  # three users at once
+                futures = {name: pool.submit(spawn_and_watch, name, repo) for name, repo in zip(users, repos)}
+                streams = {name: future.result() for name, future in futures.items()}
+        for i, name in enumerate(users):
+            assert streams[name][-1].get("ready"), streams[name]
+            assert hub.user_file(name, "marker.txt") == f"repo {i}\n"
+        assert watcher.max_running == 1 and len(watcher.seen_ids) == 3
+        queued = [e["message"] for events in streams.values() for e in events if "ahead of yours" in e["message"]]
+        assert queued, ("a waiting user is told how many builds are ahead", streams)
+        for name in users:
+            hub.stop_server(name)
+    finally:
+        stop_hub(hub, docker_client)

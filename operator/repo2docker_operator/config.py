@@ -82,7 +82,7 @@ _OPTIONS: dict[str, tuple[str, type, str]] = {
     "tail_bytes": ("R2D_LOG_TAIL_BYTES", int, "bytes of log kept in a resource's status"),
     "image_prefix": ("R2D_IMAGE_PREFIX", str, "images may only be built under this prefix"),
     "push": ("R2D_PUSH", bool, "push built images to their registry (repo2docker --push)"),
-    "docker_config": ("R2D_DOCKER_CONFIG", str, "node path of a docker config.json with push credentials"),
+    "docker_config": ("R2D_DOCKER_CONFIG", str, "docker config.json with push credentials (e.g. a mounted Secret), copied into build containers"),
     "docker_socket": ("R2D_DOCKER_SOCKET", str, "node path of the Docker socket mounted into build containers"),
     "finished_ttl": ("R2D_FINISHED_TTL", float, "seconds to keep finished resources (0: forever); images stay"),
     "status_interval": ("R2D_STATUS_INTERVAL", float, "minimum seconds between log updates in status"),

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import io
 import logging
+import tarfile
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import AsyncIterator, Callable
 
 import docker
@@ -46,7 +49,9 @@ class RunnerConfig:
     user_id: int = 1000
     user_name: str = "jovyan"
     push: bool = False
-    # A docker config.json on the node with registry credentials, mounted for --push.
+    # A docker config.json (as the operator sees it, e.g. a mounted Secret) with registry
+    # credentials for --push. It is copied into each build container before it starts,
+    # so it needs no path on the node and no Secret access through the API.
     docker_config: str | None = None
     # Separates operators (or hubs) that share one daemon, so each counts only its builds.
     instance: str = "default"
@@ -63,6 +68,20 @@ class BuildContainer:
     @property
     def running(self) -> bool:
         return self.status in ("created", "running", "restarting")
+
+
+def docker_config_tar(data: bytes) -> bytes:
+    """A tar of .docker/config.json for put_archive into /root (the build runs as root there;
+    .docker itself may not exist, so the archive carries the directory too)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        directory = tarfile.TarInfo(".docker")
+        directory.type, directory.mode = tarfile.DIRTYPE, 0o700
+        tar.addfile(directory)
+        info = tarfile.TarInfo(".docker/config.json")
+        info.size, info.mode = len(data), 0o600
+        tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
 
 
 def container_name(ref: BuildRef) -> str:
@@ -142,8 +161,18 @@ class BuildRunner:
     @property
     def client(self) -> docker.DockerClient:
         if self._client is None:
-            self._client = self._client_factory()
+            try:
+                self._client = self._client_factory()
+            except (docker.errors.DockerException, OSError) as exc:
+                raise RunnerError(f"the Docker daemon did not answer as expected: {exc}") from exc
         return self._client
+
+    async def _docker(self) -> docker.DockerClient:
+        """The client, created in a thread: creating it negotiates the API version over the wire."""
+        if self._client is None:
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self._pool, lambda: self.client)
+        return self.client
 
     async def _call(self, fn: Callable, *args, **kwargs):
         loop = asyncio.get_running_loop()
@@ -160,11 +189,11 @@ class BuildRunner:
         return {"label": labels}
 
     async def ping(self) -> None:
-        await self._call(self.client.ping)
+        await self._call((await self._docker()).ping)
 
     async def image_exists(self, image: str) -> bool:
         try:
-            await self._call(self.client.images.get, image)
+            await self._call((await self._docker()).images.get, image)
             return True
         except docker.errors.ImageNotFound:
             return False
@@ -172,7 +201,7 @@ class BuildRunner:
     async def find(self, uid: str) -> BuildContainer | None:
         """The build container of the resource with this uid, running or not."""
         found = await self._call(
-            self.client.containers.list, all=True, filters=self._selector(**{contract.LABEL_BUILD_UID: uid})
+            (await self._docker()).containers.list, all=True, filters=self._selector(**{contract.LABEL_BUILD_UID: uid})
         )
         return _describe(found[0]) if found else None
 
@@ -180,7 +209,7 @@ class BuildRunner:
         filters = self._selector()
         if running_only:
             filters["status"] = ["created", "running", "restarting"]
-        found = await self._call(self.client.containers.list, all=not running_only, filters=filters)
+        found = await self._call((await self._docker()).containers.list, all=not running_only, filters=filters)
         return [_describe(c) for c in found]
 
     async def start(self, ref: BuildRef, spec: BuildSpec) -> BuildContainer:
@@ -189,22 +218,23 @@ class BuildRunner:
         if existing:
             return existing
         volumes = {self.config.docker_socket: {"bind": "/var/run/docker.sock", "mode": "rw"}}
-        if self.config.push and self.config.docker_config:
-            volumes[self.config.docker_config] = {"bind": "/root/.docker/config.json", "mode": "ro"}
         kwargs = dict(
             image=spec.build_image or self.config.build_image,
             command=build_args(self.config, spec),
             name=container_name(ref),
             labels=container_labels(self.config, ref, spec),
             volumes=volumes,
-            detach=True,
         )
         if spec.memory_limit:
             kwargs["mem_limit"] = spec.memory_limit
         if spec.cpu_limit:
             kwargs["nano_cpus"] = int(spec.cpu_limit * 1e9)
         try:
-            container = await self._call(self.client.containers.run, **kwargs)
+            container = await self._call((await self._docker()).containers.create, **kwargs)
+            if self.config.push and self.config.docker_config:
+                archive = docker_config_tar(Path(self.config.docker_config).read_bytes())
+                await self._call(container.put_archive, "/root", archive)
+            await self._call(container.start)
         except docker.errors.ImageNotFound as exc:
             raise RunnerError(f"the build image {kwargs['image']} is not available on the Docker daemon") from exc
         except docker.errors.APIError as exc:
@@ -224,7 +254,7 @@ class BuildRunner:
         """
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
-        container = await self._call(self.client.containers.get, container_id)
+        container = await self._call((await self._docker()).containers.get, container_id)
         stream = await self._call(container.logs, stream=True, follow=True, stdout=True, stderr=True)
         done = object()
 
@@ -256,12 +286,12 @@ class BuildRunner:
 
     async def wait(self, container_id: str) -> int:
         """Block (in a thread) until the container exits; return its exit code."""
-        container = await self._call(self.client.containers.get, container_id)
+        container = await self._call((await self._docker()).containers.get, container_id)
         result = await _in_own_thread(container.wait)
         return int(result.get("StatusCode", -1))
 
     async def exit_code(self, container_id: str) -> int | None:
-        container = await self._call(self.client.containers.get, container_id)
+        container = await self._call((await self._docker()).containers.get, container_id)
         if container.status in ("exited", "dead"):
             return int(container.attrs.get("State", {}).get("ExitCode", -1))
         return None
@@ -269,7 +299,7 @@ class BuildRunner:
     async def remove(self, container_id: str, kill: bool = False) -> None:
         """Remove the container (killing it first if asked); a missing one is already gone."""
         try:
-            container = await self._call(self.client.containers.get, container_id)
+            container = await self._call((await self._docker()).containers.get, container_id)
             if kill and container.status in ("created", "running", "restarting"):
                 await self._call(container.kill)
             await self._call(container.remove, force=True)

@@ -1,0 +1,196 @@
+"""The Helm chart against the real API server, with helm and kubectl built from Go modules.
+
+No kubelet runs here, so the Deployment never gets a Pod: the operator is run as a process
+with *only* the chart's ServiceAccount token instead, which proves the chart's RBAC is enough
+(a build succeeds) and no more (Secrets, Pods and other namespaces are refused).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+
+from repo2docker_operator import contract
+from support.builds import create_build, dockerfile_repo, head, wait_phase
+from support.kube import Kubectl
+
+ROOT = Path(__file__).resolve().parent.parent
+CHART = ROOT / "charts" / "repo2docker-operator"
+FULL_VALUES = ROOT / "tests" / "data" / "chart-values-full.yaml"
+
+
+def helm(testenv, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([testenv["HELM"], *args], capture_output=True, text=True, timeout=120,
+                          env={"KUBECONFIG": testenv["KUBECONFIG"], "HOME": "/tmp", "PATH": "/usr/bin:/bin"})
+    if check and proc.returncode != 0:
+        raise AssertionError(f"helm {' '.join(args)} failed: {proc.stderr}")
+    return proc
+
+
+def template(testenv, *args: str) -> str:
+    return helm(testenv, "template", "r2d", str(CHART), "--kube-version", testenv["R2D_KUBE_VERSION"], *args).stdout
+
+
+@pytest.mark.unit
+def test_chart_crd_is_the_single_source():
+    assert (CHART / "crds" / "repo2dockerbuilds.yaml").read_bytes() == (ROOT / "crds" / "repo2dockerbuilds.yaml").read_bytes(), \
+        "charts/repo2docker-operator/crds/ differs from crds/: copy crds/repo2dockerbuilds.yaml into the chart"
+
+
+@pytest.mark.unit
+def test_full_values_file_sets_every_default_key():
+    """The all-options file must exercise every option the chart has."""
+    def keys(tree, prefix=""):
+        for key, value in tree.items():
+            path = f"{prefix}{key}"
+            yield path
+            if isinstance(value, dict) and value and key not in ("resources", "affinity", "nodeSelector",
+                                                                   "podAnnotations", "podLabels", "annotations"):
+                yield from keys(value, path + ".")
+    defaults = set(keys(yaml.safe_load((CHART / "values.yaml").read_text())))
+    full = set(keys(yaml.safe_load(FULL_VALUES.read_text())))
+    assert defaults <= full, sorted(defaults - full)
+
+
+pytestmark = pytest.mark.integration
+
+
+def test_helm_lint_strict(testenv):
+    out = helm(testenv, "lint", "--strict", str(CHART)).stdout
+    assert "0 chart(s) failed" in out
+
+
+@pytest.mark.parametrize("values", ["default", "full"])
+def test_rendered_manifests_pass_server_side_dry_run(testenv, kubectl, namespace, crd, values):
+    other = f"{namespace}-b"
+    kubectl("create", "namespace", other)
+    args = ["-n", namespace, "--include-crds"]
+    if values == "full":
+        args += ["-f", str(FULL_VALUES), "--set", f"watch.namespaces={{{namespace},{other}}}",
+                 "--set", f"hub.rbac.namespace={namespace}"]
+    manifests = template(testenv, *args)
+    kinds = sorted(doc["kind"] for doc in yaml.safe_load_all(manifests) if doc)
+    assert {"CustomResourceDefinition", "Deployment", "ServiceAccount", "Role", "RoleBinding", "Service"} <= set(kinds)
+    out = kubectl("apply", "--dry-run=server", "-f", "-", input=manifests)  # every object names its namespace
+    assert "deployment.apps/r2d-repo2docker-operator created (server dry run)" in out
+    if values == "full":
+        assert kinds.count("Role") == 3  # operator in two namespaces + the hub's
+        deployment = next(d for d in yaml.safe_load_all(manifests) if d and d["kind"] == "Deployment")
+        pod = deployment["spec"]["template"]["spec"]
+        env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+        assert env["R2D_NAMESPACES"] == f"{namespace},{other}" and env["R2D_CONCURRENT_BUILDS"] == "5"
+        assert env["R2D_PUSH"] == "true" and env["R2D_DOCKER_CONFIG"].endswith("config.json")
+        assert pod["securityContext"]["runAsNonRoot"] and pod["securityContext"]["supplementalGroups"] == [998]
+        assert pod["volumes"][0]["hostPath"]["path"] == "/run/docker.sock"
+
+
+def test_all_namespaces_uses_cluster_rbac(testenv):
+    kinds = [d["kind"] for d in yaml.safe_load_all(template(testenv, "--set", "watch.allNamespaces=true")) if d]
+    assert "ClusterRole" in kinds and "Role" not in kinds
+
+
+@pytest.mark.parametrize("bad", [
+    "build.concurrency=two", "build.concurrency=-1", "bogus=1", "build.bogus=1", "build.imagePrefix=UPPER",
+    "build.memoryLimit=lots", "metrics.port=70000", "docker.socketPath=relative", "watch.namespaces={Bad_NS}",
+])
+def test_schema_rejects_bad_values(testenv, bad):
+    proc = helm(testenv, "template", "r2d", str(CHART), "--kube-version", testenv["R2D_KUBE_VERSION"],
+                "--set", bad, check=False)
+    assert proc.returncode != 0 and "schema" in proc.stderr, (bad, proc.stderr)
+
+
+@pytest.fixture
+def release(testenv, kubectl, namespace):
+    other = f"{namespace}-other"
+    kubectl("create", "namespace", other)
+    helm(testenv, "install", "r2d", str(CHART), "-n", namespace, "--set", "hub.rbac.create=true",
+         "--set", "image.repository=r2d-test/operator", "--set", "image.tag=dev",
+         "--set", f"build.image={testenv['R2D_BUILD_IMAGE']}", "--set", "build.imagePrefix=r2d-test-")
+    yield {"namespace": namespace, "other": other}
+    helm(testenv, "uninstall", "r2d", "-n", namespace, "--wait=false", check=False)
+
+
+def token_for(kubectl: Kubectl, namespace: str, account: str) -> Kubectl:
+    return kubectl.as_token(kubectl("create", "token", account, "-n", namespace, "--duration=1h").strip())
+
+
+def refused(result: subprocess.CompletedProcess) -> bool:
+    return result.returncode != 0 and "forbidden" in result.stderr.lower()
+
+
+def test_helm_install_creates_everything(testenv, kubectl, release):
+    ns = release["namespace"]
+    assert kubectl.json("get", "crd", contract.CRD_NAME)["spec"]["group"] == contract.GROUP
+    for kind, name in [("deployment", "r2d-repo2docker-operator"), ("serviceaccount", "r2d-repo2docker-operator"),
+                       ("role", "r2d-repo2docker-operator"), ("rolebinding", "r2d-repo2docker-operator"),
+                       ("service", "r2d-repo2docker-operator-metrics"), ("serviceaccount", "jupyterhub"),
+                       ("role", "r2d-repo2docker-operator-hub")]:
+        assert kubectl.json("get", kind, name, "-n", ns)["metadata"]["name"] == name
+    status = json.loads(helm(testenv, "status", "r2d", "-n", ns, "-o", "json").stdout)
+    assert status["info"]["status"] == "deployed"
+    assert "kubectl get r2dbuilds" in status["info"]["notes"]
+
+
+def test_operator_identity_is_enough_and_no_more(testenv, kubectl, release, operator_factory, git_repos):
+    ns, other = release["namespace"], release["other"]
+    operator = token_for(kubectl, ns, "r2d-repo2docker-operator")
+
+    # Enough: the operator, authenticated only by the chart's ServiceAccount, builds.
+    operator_factory(token=operator.token, image_prefix="r2d-test-")
+    repo = dockerfile_repo(git_repos, testenv["R2D_SINGLEUSER_IMAGE"])
+    name = create_build(kubectl, ns, repo.url, head(repo))
+    status = wait_phase(kubectl, ns, name, "Succeeded", "Failed")["status"]
+    assert status["phase"] == "Succeeded", status
+    events = kubectl.json("get", "events", "-n", ns, "--field-selector", f"involvedObject.name={name}")
+    assert {"Building", "Succeeded"} <= {e["reason"] for e in events["items"]}
+
+    # No more.
+    assert refused(operator.run("get", "secrets", "-n", ns, check=False))
+    assert refused(operator.run("delete", "pod", "anything", "-n", ns, check=False))
+    assert refused(operator.run("get", "pods", "-n", ns, check=False))
+    assert refused(operator.run("get", contract.PLURAL, "-n", other, check=False))
+    manifest = contract.build_manifest(contract.BuildSpec(repo.url, "main", head(repo), "r2d-test-x:1"), other)
+    assert refused(operator.run("create", "-f", "-", input=json.dumps(manifest), check=False))
+    assert refused(operator.run("create", "configmap", "x", "-n", ns, check=False))
+
+
+def test_hub_identity_may_only_create_and_watch_builds(testenv, kubectl, release):
+    ns, other = release["namespace"], release["other"]
+    hub = token_for(kubectl, ns, "jupyterhub")
+    commit = uuid.uuid4().hex + uuid.uuid4().hex[:8]
+    spec = contract.BuildSpec("https://example.org/a/b", "main", commit, f"r2d-test-b:{commit}")
+    manifest = json.dumps(contract.build_manifest(spec, ns))
+    name = contract.build_name(spec.repo_url, commit)
+
+    assert hub.run("create", "-f", "-", input=manifest, check=False).returncode == 0
+    assert name in hub("get", contract.PLURAL, "-n", ns)
+    assert hub.json("get", contract.PLURAL, name, "-n", ns)["spec"]["commit"] == commit
+    watch = hub.run("get", contract.PLURAL, "-n", ns, "--watch", "--request-timeout=2s", check=False)
+    assert "forbidden" not in watch.stderr.lower() and name in watch.stdout
+    status_patch = hub.run("patch", contract.PLURAL, name, "-n", ns, "--subresource=status", "--type=merge",
+                           "-p", json.dumps({"status": {"phase": "Succeeded", "image": "evil:1"}}), check=False)
+    assert refused(status_patch), "the hub must not be able to forge a build's result"
+    assert refused(hub.run("get", "secrets", "-n", ns, check=False))
+    assert refused(hub.run("get", "pods", "-n", ns, check=False))
+    assert refused(hub.run("get", contract.PLURAL, "-n", other, check=False))
+    assert refused(hub.run("create", "-f", "-", input=json.dumps(contract.build_manifest(spec, other)), check=False))
+    assert hub.run("delete", contract.PLURAL, name, "-n", ns, "--wait=false", check=False).returncode == 0
+
+
+def test_operator_image_builds_from_the_dockerfile_and_answers_help(testenv, docker_client):
+    tag = f"r2d-test/operator:{uuid.uuid4().hex[:8]}"
+    out = subprocess.run([str(ROOT / "tools" / "operator-image.sh"), tag, testenv["R2D_SINGLEUSER_IMAGE"]],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    try:
+        help_text = docker_client.containers.run(tag, ["--help"], remove=True).decode()
+        assert "repo2docker-operator" in help_text and "--concurrency" in help_text
+        user = docker_client.containers.run(tag, [], entrypoint=["id", "-u"], remove=True).decode().strip()
+        assert user == "10001"
+    finally:
+        docker_client.images.remove(tag, force=True)
