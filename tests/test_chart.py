@@ -85,6 +85,7 @@ def test_rendered_manifests_pass_server_side_dry_run(testenv, kubectl, namespace
         env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
         assert env["R2D_NAMESPACES"] == f"{namespace},{other}" and env["R2D_CONCURRENT_BUILDS"] == "5"
         assert env["R2D_PUSH"] == "true" and env["R2D_DOCKER_CONFIG"].endswith("config.json")
+        assert env["R2D_ALLOWED_BUILD_IMAGES"] == "registry.example.org/r2d/repo2docker:2025.12.0"
         assert pod["securityContext"]["runAsNonRoot"] and pod["securityContext"]["supplementalGroups"] == [998]
         assert pod["volumes"][0]["hostPath"]["path"] == "/run/docker.sock"
 

@@ -59,7 +59,7 @@ def test_bad_image_prefixes_are_refused(prefix):
 
 @pytest.mark.parametrize("url", [
     "", "file:///etc/passwd", "github.com/a/b", "https://", "https://host/a b", "https://host/a;$(touch x)`",
-    "-uhttps://x/y", "https://host/a?x=1", "ext::sh -c touch% /tmp/pwned", "https://" + "a" * 3000,
+    "-uhttps://x/y", "https://host/a?x=1", "https://user:token@github.com/a/b", "ext::sh -c touch% /tmp/pwned", "https://" + "a" * 3000,
 ])
 def test_bad_repo_urls_are_refused(url):
     with pytest.raises(InvalidBuildRequest):

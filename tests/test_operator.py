@@ -210,6 +210,18 @@ def test_image_outside_the_prefix_is_refused(kubectl, namespace, operator_factor
     assert "must start with the prefix 'r2d-test-'" in status["message"]
 
 
+def test_build_image_outside_the_allow_list_is_refused(kubectl, namespace, operator_factory, git_repos, base, docker_client):
+    """Build containers hold the node's Docker socket: whoever may create a resource must not
+    choose what runs with it."""
+    op = operator_factory()
+    repo = dockerfile_repo(git_repos, base)
+    with ContainerWatcher(docker_client, op.instance) as watcher:
+        name = create_build(kubectl, namespace, repo.url, head(repo), buildImage=base)
+        status = wait_phase(kubectl, namespace, name, "Failed", "Succeeded")["status"]
+    assert status["phase"] == "Failed" and "is not one this operator allows" in status["message"]
+    assert watcher.seen_ids == {}
+
+
 def test_api_server_rejects_invalid_specs(kubectl, namespace, crd):
     manifest = {
         "apiVersion": contract.API_VERSION, "kind": contract.KIND,

@@ -18,6 +18,9 @@ def test_environment_then_flags():
                            "R2D_BUILD_MEMORY_LIMIT": "2Gi"}, args)
     assert config.namespaces == ("a", "b") and config.concurrency == 5 and config.memory_limit == "2Gi"
     assert from_sources({"R2D_ALL_NAMESPACES": "true"}).all_namespaces
+    args = cli.parser().parse_args(["--all-namespaces", "--allow-build-image", "a/b:1", "--allow-build-image", "c:2"])
+    assert from_sources({}, args).allowed_build_images == ("a/b:1", "c:2")
+    assert from_sources({"R2D_NAMESPACES": "a", "R2D_ALLOWED_BUILD_IMAGES": "x:1,y:2"}).allowed_build_images == ("x:1", "y:2")
 
 
 @pytest.mark.parametrize("env, message", [
@@ -28,6 +31,7 @@ def test_environment_then_flags():
     ({"R2D_NAMESPACES": "a", "R2D_PUSH": "maybe"}, "not a boolean"),
     ({"R2D_NAMESPACES": "a", "R2D_BUILD_MEMORY_LIMIT": "lots"}, "memory quantity"),
     ({"R2D_NAMESPACES": "a", "R2D_DOCKER_CONFIG": "/x"}, "only makes sense with --push"),
+    ({"R2D_NAMESPACES": "a", "R2D_ALLOWED_BUILD_IMAGES": "Not An Image"}, "allowed build image"),
 ])
 def test_bad_configuration_is_one_clear_error(env, message):
     with pytest.raises(ConfigError, match=message):

@@ -26,6 +26,9 @@ class OperatorConfig:
     namespaces: tuple[str, ...] = ()
     all_namespaces: bool = False
     build_image: str = DEFAULT_BUILD_IMAGE
+    # Images a resource may name in spec.buildImage. A build container gets the node's Docker
+    # socket, i.e. root on the node, so whoever may create resources must not pick its image.
+    allowed_build_images: tuple[str, ...] = ()
     concurrency: int = 2
     build_timeout: float = 3600.0
     memory_limit: str | None = None
@@ -50,6 +53,8 @@ class OperatorConfig:
             raise ConfigError("name the namespaces to watch (--namespace / R2D_NAMESPACES) or pass --all-namespaces")
         try:
             contract.validate_image(self.build_image, "build image")
+            for image in self.allowed_build_images:
+                contract.validate_image(image, "allowed build image")
             contract.validate_image_prefix(self.image_prefix)
             contract.parse_quantity(self.memory_limit)
         except contract.InvalidBuildRequest as exc:
@@ -74,6 +79,8 @@ _OPTIONS: dict[str, tuple[str, type, str]] = {
     "namespaces": ("R2D_NAMESPACES", str, "namespace to watch (repeatable; env: comma-separated)"),
     "all_namespaces": ("R2D_ALL_NAMESPACES", bool, "watch build resources in every namespace"),
     "build_image": ("R2D_BUILD_IMAGE", str, "repo2docker image that runs the builds"),
+    "allowed_build_images": ("R2D_ALLOWED_BUILD_IMAGES", str,
+                             "other images spec.buildImage may name (repeatable; env: comma-separated)"),
     "concurrency": ("R2D_CONCURRENT_BUILDS", int, "builds running at once on this node (0: no limit)"),
     "build_timeout": ("R2D_BUILD_TIMEOUT", float, "seconds before a build is stopped and failed"),
     "memory_limit": ("R2D_BUILD_MEMORY_LIMIT", str, "memory limit of build containers (e.g. 4Gi)"),
@@ -96,7 +103,7 @@ _OPTIONS: dict[str, tuple[str, type, str]] = {
 
 
 def _convert(name: str, kind: type, raw: Any) -> Any:
-    if name == "namespaces":
+    if name in ("namespaces", "allowed_build_images"):
         items = raw if isinstance(raw, (list, tuple)) else str(raw).split(",")
         return tuple(n.strip() for n in items if n and n.strip())
     if kind is bool:
@@ -133,7 +140,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         text = f"{help_text} [env {env}; default {defaults[name]!r}]"
         if kind is bool:
             parser.add_argument(flag, dest=name, action="store_true", default=None, help=text)
-        elif name == "namespaces":
+        elif name in ("namespaces", "allowed_build_images"):
+            flag = "--namespace" if name == "namespaces" else "--allow-build-image"
             parser.add_argument(flag, dest=name, action="append", help=text)
         else:
             parser.add_argument(flag, dest=name, default=None, help=text)

@@ -96,6 +96,10 @@ def validate_repo_url(url: str) -> str:
         )
     if not _URL_RE.match(url):
         raise InvalidBuildRequest("the repository URL contains characters that are not allowed")
+    netloc = url.split("://", 1)[1].split("/", 1)[0]
+    if "@" in netloc and scheme != "ssh":
+        # Credentials in a URL would end up in resources, image labels and logs for all to read.
+        raise InvalidBuildRequest("the repository URL must not contain credentials")
     return url
 
 

@@ -188,6 +188,8 @@ def _build_spec(spec: Any, config: OperatorConfig) -> BuildSpec:
     build_spec = BuildSpec.from_spec(dict(spec))
     if not build_spec.image.startswith(config.image_prefix):
         raise InvalidBuildRequest(f"the image must start with the prefix {config.image_prefix!r} this operator builds under")
+    if build_spec.build_image and build_spec.build_image not in (config.build_image, *config.allowed_build_images):
+        raise InvalidBuildRequest(f"the build image {build_spec.build_image!r} is not one this operator allows")
     memory = build_spec.memory_limit or contract.parse_quantity(config.memory_limit)
     cpu = build_spec.cpu_limit or config.cpu_limit
     return BuildSpec(build_spec.repo_url, build_spec.ref, build_spec.commit, build_spec.image,
