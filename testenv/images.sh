@@ -51,7 +51,7 @@ download_wheels() {
   python3 -m pip download -q --only-binary=:all: --python-version 3.11 --implementation cp --abi cp311 \
       --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 \
       --platform linux_x86_64 -d "$dir" "$@" \
-    || die "pip download $* failed: is PyPI reachable from this host?"
+    || die "pip download $* failed (see pip's message above: PyPI unreachable, or versions that do not fit together)."
   touch "$dir/.complete"
 }
 
@@ -77,7 +77,7 @@ build_python_image() {
 here="$(cd "$(dirname "$0")" && pwd)"
 build_base
 build_python_image "$SINGLEUSER_IMAGE" "$here/images/singleuser" \
-  "jupyterhub==$JUPYTERHUB_VERSION" "jupyter_server==$JUPYTER_SERVER_VERSION"
+  "jupyterhub==$JUPYTERHUB_VERSION" "jupyter_server==$JUPYTER_SERVER_VERSION" "jupyterlab==$JUPYTERLAB_VERSION"
 build_python_image "$BUILD_IMAGE" "$here/images/repo2docker" "jupyter-repo2docker==$REPO2DOCKER_VERSION"
 
 cat >"$TESTENV_DIR/images.env" <<ENV

@@ -19,32 +19,11 @@ import requests
 
 from repo2docker_operator import contract
 from support.builds import dockerfile_repo
-from support.hub import Hub
+from support.hub import start_hub, stop_hub
 from support.operator import ContainerWatcher
 from support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
-
-
-def start_hub(request, backend: str, testenv, tmp_path, docker_client, **extra):
-    # allowed_images is set: built images must start anyway (they are not user-chosen images).
-    config = {"backend": backend, "concurrent_builds_limit": 2, "allowed_images": [testenv["R2D_SINGLEUSER_IMAGE"]], **extra}
-    instance = None
-    if backend == "kubernetes":
-        namespace = request.getfixturevalue("namespace")
-        operator = request.getfixturevalue("operator_factory")(image_prefix="r2d-e2e-")
-        instance = operator.instance
-        config.update(namespace=namespace, kubeconfig=testenv["KUBECONFIG"])
-    hub = Hub(testenv, tmp_path, **config).start()
-    hub.build_instance = instance or hub.instance  # whose containers are builds
-    hub.backend = backend
-    return hub
-
-
-def stop_hub(hub, docker_client) -> None:
-    hub.stop()
-    for c in docker_client.containers.list(all=True, filters={"name": "r2d-e2e-"}):
-        c.remove(force=True)
 
 
 @pytest.fixture(params=["local", "kubernetes"])

@@ -137,3 +137,14 @@ async def test_progress_events_give_queue_phase_and_each_line_once():
                         "Image ready; starting your server."]
     progress = [e["progress"] for e in events]
     assert progress == sorted(progress) and progress[-1] == 90
+
+
+def test_api_errors_are_described_in_one_line():
+    from kubernetes_asyncio.client.exceptions import ApiException
+
+    from repo2dockerspawner.spawner import describe_error
+
+    exc = ApiException(status=403, reason="Forbidden")
+    exc.body = '{"kind":"Status","message":"repo2dockerbuilds is forbidden: User \\"x\\" cannot create"}'
+    assert describe_error(exc) == 'repo2dockerbuilds is forbidden: User "x" cannot create'
+    assert describe_error(RuntimeError("boom\ntrace")) == "boom"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import html
+import json
 import os
 from typing import Any, AsyncIterator
 
@@ -195,20 +196,26 @@ class Repo2DockerSpawner(DockerSpawner):
         self._build = None
         self._build_ready = asyncio.Event()
         self._stop_waiting = asyncio.Event()
-        request = self.repo_request()
-        if request is None:
-            self.image = self._configured_image
-            self._build_state = {}
-            self._build_ready.set()
-            return await super().start()
-        self.image = await self.build_for(request)
+        try:
+            request = self.repo_request()
+            if request is None:
+                self.image = self._configured_image
+                self._build_state = {}
+            else:
+                self.image = await self.build_for(request)
+        finally:
+            self._build_ready.set()  # progress() must never wait for a start that failed early
         return await super().start()
 
     async def build_for(self, request: RepoRequest) -> str:
         """Resolve, build (or join, or reuse) and return the image for `request`."""
         commit = await resolve_ref(request.repo, request.ref, self.ref_resolve_timeout)
         spec = self.build_spec(request, commit)
-        handle = await self.get_backend().ensure(spec, requested_by=self.user.name)
+        try:
+            handle = await self.get_backend().ensure(spec, requested_by=self.user.name)
+        except Exception as exc:
+            self.log.exception("%s: could not start a build of %s", self._log_name, request.repo)
+            raise BuildFailed(f"Could not start the image build: {describe_error(exc)}") from exc
         self._build = handle
         self._build_state = {"build": handle.name, "namespace": handle.namespace, "repo": request.repo,
                              "ref": request.ref, "commit": commit, "image": spec.image}
@@ -268,6 +275,18 @@ class Repo2DockerSpawner(DockerSpawner):
     def clear_state(self) -> None:
         super().clear_state()
         self._build_state = {}
+
+
+def describe_error(exc: Exception) -> str:
+    """One line for a user: the API server's message rather than a dump of its response."""
+    body = getattr(exc, "body", None)
+    if body:
+        try:
+            return json.loads(body).get("message") or str(exc)
+        except (TypeError, ValueError):
+            pass
+    reason = getattr(exc, "reason", None)
+    return f"{reason}" if reason else str(exc).splitlines()[0]
 
 
 async def progress_events(handle: BuildHandle) -> AsyncIterator[dict[str, Any]]:

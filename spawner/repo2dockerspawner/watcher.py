@@ -63,11 +63,12 @@ class BuildWatcher:
             self._changed.notify_all()
 
     async def _run(self) -> None:
-        backoff = 1.0
+        first_backoff = min(1.0, self.max_backoff)
+        backoff = first_backoff
         while True:
             try:
                 resource_version = await self._list()
-                backoff = 1.0
+                backoff = first_backoff
                 while True:
                     resource_version = await self._watch(resource_version)
             except asyncio.CancelledError:

@@ -78,7 +78,11 @@ class Hub:
             [sys.executable, "-m", "jupyterhub", "-f", str(self.workdir / "jupyterhub_config.py")],
             cwd=self.workdir, env=env, stdout=log, stderr=subprocess.STDOUT,
         )
-        wait_until(self._up, timeout=60, what=f"JupyterHub to answer (log: {self.log_path})")
+        try:
+            wait_until(self._up, timeout=60, what=f"JupyterHub to answer (log: {self.log_path})")
+        except BaseException:
+            self.stop()  # never leave a half-started hub behind
+            raise
         return self
 
     def _up(self) -> bool:
@@ -157,3 +161,25 @@ class Hub:
 def timed(fn, *args, **kwargs) -> tuple[Any, float]:
     start = time.monotonic()
     return fn(*args, **kwargs), time.monotonic() - start
+
+
+def start_hub(request, backend: str, testenv, tmp_path, docker_client, **extra) -> Hub:
+    """A hub for a test; with the Kubernetes backend also an operator in the test's namespace."""
+    # allowed_images is set: built images must start anyway (they are not user-chosen images).
+    config = {"backend": backend, "concurrent_builds_limit": 2, "allowed_images": [testenv["R2D_SINGLEUSER_IMAGE"]], **extra}
+    instance = None
+    if backend == "kubernetes":
+        namespace = request.getfixturevalue("namespace")
+        operator = request.getfixturevalue("operator_factory")(image_prefix="r2d-e2e-")
+        instance = operator.instance
+        config.update(namespace=namespace, kubeconfig=testenv["KUBECONFIG"])
+    hub = Hub(testenv, tmp_path, **config).start()
+    hub.build_instance = instance or hub.instance  # whose containers are builds
+    hub.backend = backend
+    return hub
+
+
+def stop_hub(hub: Hub, docker_client) -> None:
+    hub.stop()
+    for c in docker_client.containers.list(all=True, filters={"name": "r2d-e2e-"}):
+        c.remove(force=True)
