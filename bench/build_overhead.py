@@ -76,6 +76,9 @@ def main(rounds: int) -> None:
     finally:
         op.stop()
         kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+        for image in client.images.list():
+            if any(tag.startswith(("r2d-bench/", "r2d-bench-")) for tag in image.tags):
+                client.images.remove(image.id, force=True)
 
 
 if __name__ == "__main__":

@@ -48,6 +48,9 @@ def git_repos(testenv: TestEnv) -> GitRepoFactory:
     return GitRepoFactory(Path(testenv["R2D_GIT_ROOT"]), testenv["R2D_GIT_URL"])
 
 
+TEST_IMAGE_PREFIXES = ("r2d-test-", "r2d-e2e-", "r2d-smoke/", "r2d-bench")
+
+
 @pytest.fixture(scope="session")
 def docker_client(testenv: TestEnv):
     import docker
@@ -55,6 +58,13 @@ def docker_client(testenv: TestEnv):
     client = docker.from_env()
     client.ping()
     yield client
+    # Images built by tests would pile up run after run on a reused machine.
+    for image in client.images.list():
+        if any(tag.startswith(TEST_IMAGE_PREFIXES) for tag in image.tags):
+            try:
+                client.images.remove(image.id, force=True)
+            except docker.errors.APIError:
+                pass  # still used by a container another test left; the next run retries
     client.close()
 
 

@@ -288,3 +288,11 @@ def test_cap_holds_across_a_restart(kubectl, namespace, operator_factory, git_re
             assert wait_phase(kubectl, namespace, n, "Succeeded", "Failed", timeout=120)["status"]["phase"] == "Succeeded"
     assert watcher.max_running == 2
     assert len(watcher.seen_ids) == 3 and all(len(ids) == 1 for ids in watcher.seen_ids.values())
+
+
+def test_unreachable_docker_daemon_fails_the_build_with_a_message(kubectl, namespace, operator_factory):
+    operator_factory(docker_host="unix:///nonexistent/docker.sock")
+    name = create_build(kubectl, namespace, "https://example.org/a/b", "c" * 40)
+    status = wait_phase(kubectl, namespace, name, "Failed", "Succeeded")["status"]
+    assert status["phase"] == "Failed"
+    assert "Docker daemon did not answer" in status["message"]
