@@ -21,7 +21,7 @@ import kopf
 
 from . import contract
 from .build import BuildJob, BuildSettings
-from .config import OperatorConfig, from_environ
+from .config import ConfigError, OperatorConfig, from_environ
 from .contract import BuildSpec, InvalidBuildRequest, Phase
 from .metrics import OperatorMetrics
 from .queue import BuildQueue
@@ -40,7 +40,10 @@ EVENT_REASONS = {
 
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
-    config: OperatorConfig = memo.get("config") or from_environ()
+    try:
+        config: OperatorConfig = memo.get("config") or from_environ()
+    except ConfigError as exc:  # under `kopf run`: stop with the message, do not retry forever
+        raise kopf.PermanentError(f"invalid configuration: {exc}") from None
     memo.config = config
     # kopf's bookkeeping goes into annotations under our group, so `status` is ours alone.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=contract.GROUP)
