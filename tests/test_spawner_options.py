@@ -148,3 +148,15 @@ def test_api_errors_are_described_in_one_line():
     exc.body = '{"kind":"Status","message":"repo2dockerbuilds is forbidden: User \\"x\\" cannot create"}'
     assert describe_error(exc) == 'repo2dockerbuilds is forbidden: User "x" cannot create'
     assert describe_error(RuntimeError("boom\ntrace")) == "boom"
+
+
+@pytest.mark.parametrize("config, message", [
+    ({"build_memory_limit": "lots"}, "memory quantity"),
+    ({"allowed_repo_schemes": ["file"]}, "not among"),
+    ({"image_prefix": "UPPER/"}, "image prefix"),
+])
+def test_bad_configuration_is_refused_at_load_time(config, message):
+    from traitlets import TraitError
+
+    with pytest.raises(TraitError, match=message):
+        make_spawner(**config)

@@ -14,7 +14,7 @@ import os
 from typing import Any, AsyncIterator
 
 from dockerspawner import DockerSpawner
-from traitlets import CaselessStrEnum, Float, Int, List, Unicode, default
+from traitlets import CaselessStrEnum, Float, Int, List, TraitError, Unicode, default, validate
 
 from repo2docker_operator import contract
 from repo2docker_operator.build import BuildSettings
@@ -105,6 +105,29 @@ class Repo2DockerSpawner(DockerSpawner):
         "/var/run/docker.sock", config=True,
         help="Host path of the Docker socket mounted into local build containers.",
     )
+
+    @validate("build_memory_limit")
+    def _validate_memory(self, proposal: Any) -> Any:
+        try:
+            contract.parse_quantity(proposal["value"])
+        except contract.InvalidBuildRequest as exc:
+            raise TraitError(f"Repo2DockerSpawner.build_memory_limit: {exc}") from None
+        return proposal["value"]
+
+    @validate("allowed_repo_schemes")
+    def _validate_schemes(self, proposal: Any) -> Any:
+        schemes = [s.lower() for s in proposal["value"]]
+        unknown = sorted(set(schemes) - set(contract.ALLOWED_URL_SCHEMES))
+        if unknown:
+            raise TraitError(f"Repo2DockerSpawner.allowed_repo_schemes: {unknown} not among {list(contract.ALLOWED_URL_SCHEMES)}")
+        return schemes
+
+    @validate("image_prefix")
+    def _validate_prefix(self, proposal: Any) -> Any:
+        try:
+            return contract.validate_image_prefix(proposal["value"])
+        except contract.InvalidBuildRequest as exc:
+            raise TraitError(f"Repo2DockerSpawner.image_prefix: {exc}") from None
 
     @default("namespace")
     def _default_namespace(self) -> str:
