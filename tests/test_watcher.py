@@ -104,3 +104,22 @@ async def test_a_namesake_with_another_uid_is_not_our_build():
     await watcher._apply({"type": "MODIFIED", "object": obj("c", "3", "Building", uid="new")}, "0")
     assert build.current().phase.value == "Building"
     await watcher.stop()
+
+
+async def test_a_build_deleted_before_the_watch_saw_it_is_not_waited_for_forever():
+    from kubernetes_asyncio.client.exceptions import ApiException
+
+    class Gone404:
+        async def get(self, namespace, name):
+            raise ApiException(status=404, reason="Not Found")
+
+    watcher = ScriptedWatcher(listings=[[]], scripts=[None])
+    watcher.resources = Gone404()
+    await watcher.ready()
+    build = KubernetesBuild(watcher, obj("d", "1"))
+    original = watcher.follow
+    watcher.follow = lambda name, uid=None: original(name, uid, probe_after=0.05)
+    statuses = [s async for s in build.statuses()]
+    assert [s.phase.value for s in statuses] == ["Cancelled"]
+    assert "deleted" in statuses[0].message
+    await watcher.stop()

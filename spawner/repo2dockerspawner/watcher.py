@@ -135,15 +135,23 @@ class BuildWatcher:
 
         await asyncio.wait_for(waiter(), timeout)
 
-    async def follow(self, name: str, uid: str | None = None) -> AsyncIterator[dict[str, Any] | None]:
+    async def follow(self, name: str, uid: str | None = None,
+                     probe_after: float = 10.0) -> AsyncIterator[dict[str, Any] | None | object]:
         """The object as soon as the watch has it, then after each change; None once it is
         gone (or replaced by a namesake). A resource just created may not have reached the
-        watch yet, so absence only means deletion after the object has been seen."""
+        watch yet, so absence only means deletion after the object has been seen; while it
+        has not been seen, NOT_SEEN is yielded every `probe_after` seconds so the caller can
+        ask the API server whether it still exists."""
         seen_version = -1
         seen_rv = None
         while True:
+            timed_out = False
             async with self._changed:
-                await self._changed.wait_for(lambda: self._version != seen_version)
+                try:
+                    await asyncio.wait_for(self._changed.wait_for(lambda: self._version != seen_version),
+                                           timeout=probe_after if seen_rv is None else None)
+                except asyncio.TimeoutError:
+                    timed_out = True
                 seen_version = self._version
             obj = self.objects.get(name)
             if obj is not None and uid and obj["metadata"]["uid"] != uid:
@@ -151,12 +159,17 @@ class BuildWatcher:
             rv = obj["metadata"].get("resourceVersion") if obj else None
             if obj is None:
                 if seen_rv is None:
+                    if timed_out:
+                        yield NOT_SEEN
                     continue
                 yield None
                 return
             if rv != seen_rv:
                 seen_rv = rv
                 yield obj
+
+
+NOT_SEEN = object()
 
 
 class KubernetesBuild:
@@ -175,8 +188,21 @@ class KubernetesBuild:
             self._last = obj
         return BuildStatus.from_status(self._last.get("status"))
 
+    async def _exists(self) -> bool:
+        try:
+            obj = await self.watcher.resources.get(self.namespace, self.name)
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return obj["metadata"]["uid"] == self.uid
+
     async def statuses(self) -> AsyncIterator[BuildStatus]:
         async for obj in self.watcher.follow(self.name, self.uid):
+            if obj is NOT_SEEN:
+                if await self._exists():
+                    continue  # the watch is only slow
+                obj = None  # deleted before the watch ever showed it to us
             if obj is None:
                 status = BuildStatus.from_status(self._last.get("status"))
                 if not status.phase.terminal:
