@@ -21,9 +21,8 @@ set -a
 source "$TESTENV_DIR/images.env"; source "$TESTENV_DIR/git.env"; source "$TESTENV_DIR/chp.env"
 set +a
 if [[ "$backend" == kubernetes ]]; then
-  source "$root/testenv/versions.env"
   export KUBECONFIG="$TESTENV_DIR/kube/kubeconfig"
-  KUBECTL="$R2D_CACHE/bin/kube-$KUBE_VERSION-helm-$HELM_VERSION/kubectl"
+  KUBECTL="$CONTROL_PLANE_BIN/kubectl"
 fi
 
 # The sample repository, committed and served by the git server (rebuilt when its files change).

@@ -10,9 +10,7 @@
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
-KUBE_VERSION="${KUBE_VERSION:-v1.34.2}"
-HELM_VERSION="${HELM_VERSION:-v3.22.0}"
-BIN_DIR="$R2D_CACHE/bin/kube-$KUBE_VERSION-helm-$HELM_VERSION"
+BIN_DIR="$CONTROL_PLANE_BIN"
 WRAPPER="$R2D_CACHE/go-wrapper-$KUBE_VERSION"
 
 need_cmd go "Install Go (https://go.dev/dl) or Debian's golang package; the Go module proxy must be reachable."

@@ -2,7 +2,6 @@
 # configurable-http-proxy, which JupyterHub needs, from npm into the cache (not global).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
-source "$(dirname "$0")/versions.env"
 
 prefix="$R2D_CACHE/npm/chp-$CHP_VERSION"
 if [[ ! -x "$prefix/bin/configurable-http-proxy" ]]; then

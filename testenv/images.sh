@@ -6,7 +6,6 @@
 # Each image carries a label with the hash of its inputs and is rebuilt only when they change.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
-source "$(dirname "$0")/versions.env"
 export DOCKER_BUILDKIT=0   # dockerd 20.10 without the buildx plugin: classic builder
 
 LABEL=org.r2dspawner.testenv.inputs
@@ -58,16 +57,17 @@ download_wheels() {
 # build_python_image NAME DIR REQUIREMENT...
 build_python_image() {
   local name="$1" dir="$2"; shift 2
-  local base_id inputs ctx
+  local base_id inputs ctx wheels
   base_id=$(docker image inspect -f '{{.Id}}' "$BASE_IMAGE")
   inputs=$( { cat "$dir/Dockerfile"; echo "$base_id"; echo "$*"; } | hash_of)
   [[ "$(image_inputs "$name")" == "$inputs" ]] && { log "$name up to date"; return; }
   step "docker build $name"
   ctx="$R2D_CACHE/context/$(basename "$dir")"
-  download_wheels "$R2D_CACHE/wheels/$(basename "$dir")-$(echo "$*" | hash_of)" "$@"
+  wheels="$R2D_CACHE/wheels/$(basename "$dir")-$(echo "$*" | hash_of)"
+  download_wheels "$wheels" "$@"
   rm -rf "$ctx"; mkdir -p "$ctx"
   cp "$dir/Dockerfile" "$ctx/"
-  cp -r "$R2D_CACHE/wheels/$(basename "$dir")-$(echo "$*" | hash_of)" "$ctx/wheels"
+  cp -r "$wheels" "$ctx/wheels"
   docker build -q --build-arg "BASE_IMAGE=$BASE_IMAGE" --label "$LABEL=$inputs" -t "$name" "$ctx" \
       >"$TESTENV_DIR/build-$(basename "$dir").log" 2>&1 \
     || die "docker build $name failed; see $TESTENV_DIR/build-$(basename "$dir").log"

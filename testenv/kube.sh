@@ -5,9 +5,8 @@
 # Deployments never get Pods (expected). Idempotent: a running, healthy pair is reused.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
-source "$(dirname "$0")/versions.env"
 
-BIN_DIR="$R2D_CACHE/bin/kube-$KUBE_VERSION-helm-$HELM_VERSION"
+BIN_DIR="$CONTROL_PLANE_BIN"
 KDIR="$TESTENV_DIR/kube"
 ETCD_PORT="${R2D_ETCD_PORT:-23790}"
 ETCD_PEER_PORT="${R2D_ETCD_PEER_PORT:-23800}"

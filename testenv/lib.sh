@@ -5,6 +5,9 @@ R2D_CACHE="${R2D_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/repo2dockerspawner}"
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TESTENV_DIR="${TESTENV_DIR:-$REPO_ROOT/.testenv}"
 mkdir -p "$R2D_CACHE" "$TESTENV_DIR"
+source "$REPO_ROOT/testenv/versions.env"
+# Built binaries, keyed by the versions they were built from.
+CONTROL_PLANE_BIN="$R2D_CACHE/bin/kube-$KUBE_VERSION-helm-$HELM_VERSION"
 
 _step_name=""
 _step_start=0

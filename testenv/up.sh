@@ -4,7 +4,6 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 source "$here/lib.sh"
-source "$here/versions.env"
 
 start=$(date +%s%N)
 : >"$TESTENV_DIR/timings.tsv"
@@ -16,7 +15,7 @@ bash "$here/gitserver.sh"
 bash "$here/chp.sh"
 bash "$here/browser.sh"
 
-BIN_DIR="$R2D_CACHE/bin/kube-$KUBE_VERSION-helm-$HELM_VERSION"
+BIN_DIR="$CONTROL_PLANE_BIN"
 {
   echo "# Written by testenv/up.sh ($(date -u +%FT%TZ)). Source it: set -a; . .testenv/env; set +a"
   echo "KUBECONFIG=$TESTENV_DIR/kube/kubeconfig"

@@ -27,6 +27,7 @@ from .runner import BuildContainer, BuildRef, BuildRunner, RunnerError
 from .status import StatusPublisher, failure_message, now_iso, parse_iso
 
 log = logging.getLogger(__name__)
+ALREADY_BUILT = "The image already exists; no build was needed."
 
 
 @dataclass(frozen=True)
@@ -78,10 +79,10 @@ class BuildJob:
             container = await self.runner.find(self.ref.uid)
             if container is None:
                 if await self.runner.image_exists(self.spec.image):
-                    return await self._finish(Phase.SUCCEEDED, "The image already exists; no build was needed.", cached=True)
+                    return await self._finish(Phase.SUCCEEDED, ALREADY_BUILT, cached=True)
                 container = await self._queue_and_start()
                 if container is None:  # the image appeared while we queued (another build made it)
-                    return await self._finish(Phase.SUCCEEDED, "The image already exists; no build was needed.", cached=True)
+                    return await self._finish(Phase.SUCCEEDED, ALREADY_BUILT, cached=True)
             else:
                 self.queue.adopt(self.ref.uid)
                 log.info("re-attaching to build container %s of %s/%s", container.id[:12], self.ref.namespace, self.ref.name)
@@ -147,7 +148,7 @@ class BuildJob:
             event = parse_line(raw)
             if event.lines:
                 self.tail.add(event.lines)
-                await self.publisher.update({"logTail": self.tail.lines(), "logLineCount": self.tail.total})
+                await self.publisher.update({"logTail": self.tail.lines, "logLineCount": self.tail.total})
 
     async def _finish(self, phase: Phase, message: str, cached: bool = False) -> BuildOutcome:
         fields = {

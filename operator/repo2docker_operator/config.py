@@ -74,6 +74,9 @@ class OperatorConfig:
                 raise ConfigError(message)
 
 
+# Options that take several values: their flag (repeatable) and a comma-separated variable.
+_LIST_FLAGS = {"namespaces": "--namespace", "allowed_build_images": "--allow-build-image"}
+
 # name → (environment variable, type, help)
 _OPTIONS: dict[str, tuple[str, type, str]] = {
     "namespaces": ("R2D_NAMESPACES", str, "namespace to watch (repeatable; env: comma-separated)"),
@@ -103,7 +106,7 @@ _OPTIONS: dict[str, tuple[str, type, str]] = {
 
 
 def _convert(name: str, kind: type, raw: Any) -> Any:
-    if name in ("namespaces", "allowed_build_images"):
+    if name in _LIST_FLAGS:
         items = raw if isinstance(raw, (list, tuple)) else str(raw).split(",")
         return tuple(n.strip() for n in items if n and n.strip())
     if kind is bool:
@@ -136,12 +139,11 @@ def from_sources(environ: Mapping[str, str], args: argparse.Namespace | None = N
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = {f.name: f.default for f in fields(OperatorConfig)}
     for name, (env, kind, help_text) in _OPTIONS.items():
-        flag = "--namespace" if name == "namespaces" else "--" + name.replace("_", "-")
+        flag = _LIST_FLAGS.get(name, "--" + name.replace("_", "-"))
         text = f"{help_text} [env {env}; default {defaults[name]!r}]"
         if kind is bool:
             parser.add_argument(flag, dest=name, action="store_true", default=None, help=text)
-        elif name in ("namespaces", "allowed_build_images"):
-            flag = "--namespace" if name == "namespaces" else "--allow-build-image"
+        elif name in _LIST_FLAGS:
             parser.add_argument(flag, dest=name, action="append", help=text)
         else:
             parser.add_argument(flag, dest=name, default=None, help=text)

@@ -13,6 +13,7 @@ Run with ``repo2docker-operator`` (see ``cli.py``) or ``kopf run -m repo2docker_
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime
 import logging
 from typing import Any
@@ -22,7 +23,7 @@ import kopf
 from . import contract
 from .build import BuildJob, BuildSettings
 from .config import ConfigError, OperatorConfig, from_environ
-from .contract import BuildSpec, InvalidBuildRequest, Phase
+from .contract import BuildSpec, BuildStatus, InvalidBuildRequest, Phase
 from .metrics import OperatorMetrics
 from .queue import BuildQueue
 from .resources import BuildResources, api_client
@@ -116,12 +117,13 @@ async def build_daemon(
     memo: kopf.Memo, stopped: kopf.DaemonStopped, logger: logging.Logger, **_: Any,
 ) -> None:
     config: OperatorConfig = memo.config
-    phase = _phase(status)
+    seen = bool((status or {}).get("phase"))  # has this operator written a phase yet?
+    phase = BuildStatus.from_status(status).phase
     publisher = StatusPublisher(
         lambda fields: memo.resources.patch_status(namespace, name, fields), interval=config.status_interval
     )
     publisher.current.update(dict(status))
-    if phase is not None and phase.terminal:
+    if phase.terminal:
         await _expire(memo, namespace, name, status, stopped, logger)
         return
 
@@ -135,7 +137,7 @@ async def build_daemon(
         await _expire(memo, namespace, name, {"completionTime": now_iso()}, stopped, logger)
         return
 
-    if phase is None:
+    if not seen:
         await publisher.update({"phase": Phase.PENDING.value, "observedGeneration": meta.get("generation"),
                                 "shortCommit": build_spec.commit[:7]})
     job = BuildJob(
@@ -179,13 +181,6 @@ async def _until_stopped(stopped: kopf.DaemonStopped) -> None:
     await stopped.wait()  # an awaitable promise, not a coroutine: tasks need one
 
 
-def _phase(status: Any) -> Phase | None:
-    try:
-        return Phase((status or {}).get("phase")) if (status or {}).get("phase") else None
-    except ValueError:
-        return None
-
-
 def _build_spec(spec: Any, config: OperatorConfig) -> BuildSpec:
     """Validate the spec (again: the CRD schema may be older than this code) and apply defaults."""
     build_spec = BuildSpec.from_spec(dict(spec))
@@ -193,10 +188,11 @@ def _build_spec(spec: Any, config: OperatorConfig) -> BuildSpec:
         raise InvalidBuildRequest(f"the image must start with the prefix {config.image_prefix!r} this operator builds under")
     if build_spec.build_image and build_spec.build_image not in (config.build_image, *config.allowed_build_images):
         raise InvalidBuildRequest(f"the build image {build_spec.build_image!r} is not one this operator allows")
-    memory = build_spec.memory_limit or contract.parse_quantity(config.memory_limit)
-    cpu = build_spec.cpu_limit or config.cpu_limit
-    return BuildSpec(build_spec.repo_url, build_spec.ref, build_spec.commit, build_spec.image,
-                     build_spec.build_image, memory, cpu)
+    return dataclasses.replace(
+        build_spec,
+        memory_limit=build_spec.memory_limit or contract.parse_quantity(config.memory_limit),
+        cpu_limit=build_spec.cpu_limit or config.cpu_limit,
+    )
 
 
 async def _expire(memo: kopf.Memo, namespace: str, name: str, status: Any,

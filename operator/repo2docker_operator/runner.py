@@ -213,10 +213,10 @@ class BuildRunner:
         return [_describe(c) for c in found]
 
     async def start(self, ref: BuildRef, spec: BuildSpec) -> BuildContainer:
-        """Start the build container; if one for this resource exists already, return it."""
-        existing = await self.find(ref.uid)
-        if existing:
-            return existing
+        """Start the build container; if one for this resource exists already, return it.
+
+        The container's name is derived from the resource, so Docker itself refuses a
+        second one (409) and that answer, not an extra lookup first, is the dedup."""
         volumes = {self.config.docker_socket: {"bind": "/var/run/docker.sock", "mode": "rw"}}
         kwargs = dict(
             image=spec.build_image or self.config.build_image,

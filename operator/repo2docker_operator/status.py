@@ -57,7 +57,10 @@ class StatusPublisher:
         return Phase(value) if value else None
 
     async def update(self, fields: dict[str, Any], urgent: bool = False) -> None:
-        """Merge `fields` into the next write. A phase change is always urgent."""
+        """Merge `fields` into the next write. A phase change is always urgent.
+
+        A value may be a callable: it is called when the write goes out, so a field that
+        changes with every log line (the tail) is copied once per write, not once per line."""
         if "phase" in fields and fields["phase"] != self.current.get("phase"):
             urgent = True
         self._pending.update(fields)
@@ -79,7 +82,8 @@ class StatusPublisher:
                 self._timer = None
             if not self._pending:
                 return
-            fields, self._pending = self._pending, {}
+            fields = {key: value() if callable(value) else value for key, value in self._pending.items()}
+            self._pending = {}
             try:
                 await self._send(fields)
             except Exception as exc:  # noqa: BLE001 - a lost log update must not kill a build

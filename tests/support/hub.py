@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import signal
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ import requests
 
 from .env import TestEnv
 from .operator import free_port
+from .process import stop_process
 from .waiting import wait_until
 
 
@@ -94,12 +94,7 @@ class Hub:
             return False
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        stop_process(self.proc, timeout=60)
 
     def log(self) -> str:
         return self.log_path.read_text() if self.log_path.exists() else ""

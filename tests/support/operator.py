@@ -15,6 +15,7 @@ from pathlib import Path
 import requests
 
 from .env import TestEnv
+from .process import stop_process
 from .waiting import wait_until
 
 
@@ -92,12 +93,7 @@ class OperatorProcess:
             self.proc.wait(timeout=10)
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=40)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        stop_process(self.proc, timeout=40)
 
     def metrics(self) -> str:
         return requests.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).text
