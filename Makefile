@@ -56,3 +56,4 @@ operator-image: install
 
 bench: install testenv
 	$(PY) bench/build_overhead.py
+	$(PY) bench/push_pull.py

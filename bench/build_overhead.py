@@ -27,7 +27,7 @@ from support.builds import create_build, dockerfile_repo, head, wait_phase  # no
 from support.env import load_env  # noqa: E402
 from support.gitrepos import GitRepoFactory  # noqa: E402
 from support.kube import Kubectl  # noqa: E402
-from support.operator import OperatorProcess  # noqa: E402
+from support.operator import OperatorProcess, offline_build_env  # noqa: E402
 
 
 def by_hand(client, env, repo) -> float:
@@ -35,9 +35,10 @@ def by_hand(client, env, repo) -> float:
     start = time.monotonic()
     client.containers.run(
         env["R2D_BUILD_IMAGE"],
-        ["--no-run", "--json-logs", "--user-id", "1000", "--user-name", "jovyan", "--ref", head(repo),
+        ["repo2docker", "--no-run", "--json-logs", "--user-id", "1000", "--user-name", "jovyan", "--ref", head(repo),
          "--image-name", image, "--", repo.url],
         volumes={"/var/run/docker.sock": {"bind": "/var/run/docker.sock", "mode": "rw"}}, remove=True,
+        environment=offline_build_env(env),
     )
     elapsed = time.monotonic() - start
     client.images.get(image)  # it really exists

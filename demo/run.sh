@@ -50,6 +50,7 @@ if [[ "$backend" == kubernetes ]]; then
   stop_pid "$TESTENV_DIR/demo-operator"
   start_bg "$TESTENV_DIR/demo-operator" "$root/.venv/bin/repo2docker-operator" --namespace "$ns" \
     --build-image "$R2D_BUILD_IMAGE" --image-prefix r2d-demo- --concurrency 2 --metrics-port 0 \
+    --build-env "R2D_DATAVERSE_INSTALLATIONS_URL=$R2D_DATAVERSE_INSTALLATIONS_URL" \
     --liveness "http://127.0.0.1:${DEMO_OPERATOR_PORT:-8082}/healthz" --instance demo
 fi
 

@@ -5,6 +5,8 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
 stop_pid "$TESTENV_DIR/gitserver"
+stop_pid "$TESTENV_DIR/registry/auth"
+stop_pid "$TESTENV_DIR/registry/anon"
 stop_pid "$TESTENV_DIR/kube/kube-apiserver"
 stop_pid "$TESTENV_DIR/kube/etcd"
 # dockerd last: only if this environment started it (a pid file exists).

@@ -29,11 +29,26 @@ def read_body(handler: BaseHTTPRequestHandler) -> bytes:
     return handler.rfile.read(int(handler.headers.get("Content-Length") or 0))
 
 
+# Files the test environment serves besides repositories. repo2docker 2025.08 and later
+# download the list of Dataverse installations before every build (its Dataverse content
+# provider runs first); a hub without internet access points R2D_DATAVERSE_INSTALLATIONS_URL
+# at a copy it can reach, and this is the test environment's (with no installations).
+STATIC = {"/dataverse-installations.json": b'{"installations": []}\n'}
+
+
 class GitHandler(BaseHTTPRequestHandler):
     root: str = "."
     protocol_version = "HTTP/1.0"
 
     def do_GET(self) -> None:
+        path = urlsplit(self.path).path
+        if path in STATIC:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(STATIC[path])))
+            self.end_headers()
+            self.wfile.write(STATIC[path])
+            return
         self.run_backend(b"")
 
     def do_POST(self) -> None:

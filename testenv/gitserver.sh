@@ -10,7 +10,8 @@ mkdir -p "$GIT_ROOT"
 bridge_ip=$(bridge_gateway) || die "cannot read the docker bridge's address (docker network inspect bridge)."
 url="http://$bridge_ip:$GIT_PORT"
 
-answers() { [[ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "$url/")" != 000 ]]; }
+# A server from before a change of STATIC would answer without it: check a served file.
+answers() { [[ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "$url/dataverse-installations.json")" == 200 ]]; }
 if pid_alive "$TESTENV_DIR/gitserver.pid" && answers; then
   log "git server answers on $url"
 else
@@ -23,4 +24,5 @@ else
     || die "git server did not start; log: $TESTENV_DIR/gitserver.log"
   end_step
 fi
-printf 'R2D_GIT_ROOT=%s\nR2D_GIT_URL=%s\nR2D_BRIDGE_IP=%s\n' "$GIT_ROOT" "$url" "$bridge_ip" >"$TESTENV_DIR/git.env"
+printf 'R2D_GIT_ROOT=%s\nR2D_GIT_URL=%s\nR2D_BRIDGE_IP=%s\nR2D_DATAVERSE_INSTALLATIONS_URL=%s\n' \
+  "$GIT_ROOT" "$url" "$bridge_ip" "$url/dataverse-installations.json" >"$TESTENV_DIR/git.env"

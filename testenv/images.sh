@@ -2,7 +2,8 @@
 # Build the test environment's images locally: nothing can be pulled from a registry here.
 #   base        Debian rootfs from debootstrap, `docker import`ed
 #   singleuser  base + Python + jupyterhub-singleuser (default server image, FROM of test repos)
-#   repo2docker base + git + jupyter-repo2docker (the build image the operator runs)
+#   repo2docker base + git + jupyter-repo2docker + docker CLI + buildx (the build images the
+#               operator runs: the newest repo2docker, and 2024.7.0, the last without buildx)
 # Each image carries a label with the hash of its inputs and is rebuilt only when they change.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -12,6 +13,7 @@ LABEL=org.r2dspawner.testenv.inputs
 BASE_IMAGE="r2d-testenv/base:$DEBIAN_SUITE"
 SINGLEUSER_IMAGE="r2d-testenv/singleuser:jupyterhub-$JUPYTERHUB_VERSION"
 BUILD_IMAGE="r2d-testenv/repo2docker:$REPO2DOCKER_VERSION"
+BUILD_IMAGE_2024="r2d-testenv/repo2docker:$REPO2DOCKER_2024_VERSION"
 
 image_inputs() { docker image inspect -f "{{index .Config.Labels \"$LABEL\"}}" "$1" 2>/dev/null || true; }
 hash_of() { sha256sum | cut -c1-16; }
@@ -55,18 +57,21 @@ download_wheels() {
 }
 
 # build_python_image NAME DIR REQUIREMENT...
+# Every file in DIR is part of the build context (and of the inputs hash); so are the files
+# named in EXTRA_CONTEXT (built binaries).
 build_python_image() {
   local name="$1" dir="$2"; shift 2
   local base_id inputs ctx wheels
   base_id=$(docker image inspect -f '{{.Id}}' "$BASE_IMAGE")
-  inputs=$( { cat "$dir/Dockerfile"; echo "$base_id"; echo "$*"; } | hash_of)
+  inputs=$( { cat "$dir"/*; echo "$base_id"; echo "$*"; for f in ${EXTRA_CONTEXT:-}; do sha256sum <"$f"; done; } | hash_of)
   [[ "$(image_inputs "$name")" == "$inputs" ]] && { log "$name up to date"; return; }
   step "docker build $name"
   ctx="$R2D_CACHE/context/$(basename "$dir")"
   wheels="$R2D_CACHE/wheels/$(basename "$dir")-$(echo "$*" | hash_of)"
   download_wheels "$wheels" "$@"
   rm -rf "$ctx"; mkdir -p "$ctx"
-  cp "$dir/Dockerfile" "$ctx/"
+  cp -p "$dir"/* "$ctx/"
+  for f in ${EXTRA_CONTEXT:-}; do cp -p "$f" "$ctx/"; done
   cp -r "$wheels" "$ctx/wheels"
   docker build -q --build-arg "BASE_IMAGE=$BASE_IMAGE" --label "$LABEL=$inputs" -t "$name" "$ctx" \
       >"$TESTENV_DIR/build-$(basename "$dir").log" 2>&1 \
@@ -78,10 +83,14 @@ here="$(cd "$(dirname "$0")" && pwd)"
 build_base
 build_python_image "$SINGLEUSER_IMAGE" "$here/images/singleuser" \
   "jupyterhub==$JUPYTERHUB_VERSION" "jupyter_server==$JUPYTER_SERVER_VERSION" "jupyterlab==$JUPYTERLAB_VERSION"
-build_python_image "$BUILD_IMAGE" "$here/images/repo2docker" "jupyter-repo2docker==$REPO2DOCKER_VERSION"
+EXTRA_CONTEXT="$(tool_dir docker-buildx)/docker-buildx"
+[[ -x "$EXTRA_CONTEXT" ]] || die "$EXTRA_CONTEXT is missing: run testenv/build-go-tools.sh first."
+EXTRA_CONTEXT="$EXTRA_CONTEXT" build_python_image "$BUILD_IMAGE" "$here/images/repo2docker" "jupyter-repo2docker==$REPO2DOCKER_VERSION"
+EXTRA_CONTEXT="$EXTRA_CONTEXT" build_python_image "$BUILD_IMAGE_2024" "$here/images/repo2docker" "jupyter-repo2docker==$REPO2DOCKER_2024_VERSION"
 
 cat >"$TESTENV_DIR/images.env" <<ENV
 R2D_BASE_IMAGE=$BASE_IMAGE
 R2D_SINGLEUSER_IMAGE=$SINGLEUSER_IMAGE
 R2D_BUILD_IMAGE=$BUILD_IMAGE
+R2D_BUILD_IMAGE_2024=$BUILD_IMAGE_2024
 ENV

@@ -9,6 +9,15 @@ source "$REPO_ROOT/testenv/versions.env"
 # Built binaries, keyed by the versions they were built from.
 CONTROL_PLANE_BIN="$R2D_CACHE/bin/kube-$KUBE_VERSION-helm-$HELM_VERSION"
 
+# tool_dir NAME: where a Go tool of the pinned version lives (see build-go-tools.sh).
+tool_dir() {
+  case "$1" in
+    docker-buildx) echo "$R2D_CACHE/bin/buildx-$BUILDX_VERSION" ;;
+    registry) echo "$R2D_CACHE/bin/registry-$REGISTRY_VERSION" ;;
+    *) return 1 ;;
+  esac
+}
+
 _step_name=""
 _step_start=0
 

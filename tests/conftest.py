@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from support.env import TestEnv, load_env
+from support.env import REPO2DOCKER_VERSIONS, TestEnv, load_env
 from support.gitrepos import GitRepoFactory
 from support.kube import Kubectl
 
@@ -49,6 +49,9 @@ def git_repos(testenv: TestEnv) -> GitRepoFactory:
 
 
 TEST_IMAGE_PREFIXES = ("r2d-test-", "r2d-e2e-", "r2d-smoke/", "r2d-bench")
+@pytest.fixture
+def build_image(request, testenv) -> str:
+    return testenv[REPO2DOCKER_VERSIONS[getattr(request, "param", "r2d-newest")]]
 
 
 @pytest.fixture(scope="session")
@@ -59,8 +62,9 @@ def docker_client(testenv: TestEnv):
     client.ping()
     yield client
     # Images built by tests would pile up run after run on a reused machine.
+    registries = tuple(f"{testenv[k]}/" for k in ("R2D_REGISTRY", "R2D_REGISTRY_ANON") if k in testenv)
     for image in client.images.list():
-        if any(tag.startswith(TEST_IMAGE_PREFIXES) for tag in image.tags):
+        if any(tag.startswith(TEST_IMAGE_PREFIXES + registries) for tag in image.tags):
             try:
                 client.images.remove(image.id, force=True)
             except docker.errors.APIError:
@@ -79,7 +83,7 @@ def crd(kubectl: Kubectl) -> str:
 
 
 @pytest.fixture
-def operator_factory(testenv, namespace, crd, tmp_path_factory, docker_client):
+def operator_factory(testenv, namespace, crd, tmp_path_factory, docker_client, build_image):
     """Start operator processes for this test's namespace; all are stopped and their
     build containers removed afterwards, whatever the test did."""
     from support.operator import OperatorProcess
@@ -88,7 +92,7 @@ def operator_factory(testenv, namespace, crd, tmp_path_factory, docker_client):
     started: list[OperatorProcess] = []
 
     def start(**options) -> OperatorProcess:
-        op = OperatorProcess(testenv, namespace, log_dir, **options)
+        op = OperatorProcess(testenv, namespace, log_dir, **{"build_image": build_image, **options})
         started.append(op)
         return op.start()
 

@@ -86,6 +86,8 @@ def test_rendered_manifests_pass_server_side_dry_run(testenv, kubectl, namespace
         assert env["R2D_NAMESPACES"] == f"{namespace},{other}" and env["R2D_CONCURRENT_BUILDS"] == "5"
         assert env["R2D_PUSH"] == "true" and env["R2D_DOCKER_CONFIG"].endswith("config.json")
         assert env["R2D_ALLOWED_BUILD_IMAGES"] == "registry.example.org/r2d/repo2docker:2025.12.0"
+        assert json.loads(env["R2D_BUILD_ENV"]) == {"HTTPS_PROXY": "http://proxy.example.org:3128",
+                                                    "NO_PROXY": "localhost,10.0.0.0/8"}
         assert pod["securityContext"]["runAsNonRoot"] and pod["securityContext"]["supplementalGroups"] == [998]
         assert pod["volumes"][0]["hostPath"]["path"] == "/run/docker.sock"
 
@@ -98,6 +100,7 @@ def test_all_namespaces_uses_cluster_rbac(testenv):
 @pytest.mark.parametrize("bad", [
     "build.concurrency=two", "build.concurrency=-1", "bogus=1", "build.bogus=1", "build.imagePrefix=UPPER",
     "build.memoryLimit=lots", "metrics.port=70000", "docker.socketPath=relative", "watch.namespaces={Bad_NS}",
+    "build.env.1BAD=x",
 ])
 def test_schema_rejects_bad_values(testenv, bad):
     proc = helm(testenv, "template", "r2d", str(CHART), "--kube-version", testenv["R2D_KUBE_VERSION"],

@@ -6,7 +6,9 @@ import json
 
 import pytest
 
-from repo2docker_operator.logtail import MAX_LINE_CHARS, LogTail, parse_line
+from pathlib import Path
+
+from repo2docker_operator.logtail import MAX_LINE_CHARS, BuildOutput, LogTail, parse_line
 
 pytestmark = pytest.mark.unit
 
@@ -46,3 +48,69 @@ def test_tail_is_bounded_by_lines_and_bytes_and_counts_everything():
 def test_tail_rejects_zero_bounds():
     with pytest.raises(ValueError):
         LogTail(max_lines=0)
+
+
+OUTPUT = Path(__file__).parent / "data" / "repo2docker-output"
+
+
+def readable(name: str) -> tuple[list[str], BuildOutput]:
+    """A real repo2docker 2026.4.0 --json-logs capture, through parse_line and BuildOutput."""
+    output = BuildOutput()
+    lines: list[str] = []
+    for raw in (OUTPUT / name).read_text().splitlines():
+        lines += output.feed(parse_line(raw).lines)
+    return lines, output
+
+
+def test_buildkit_progress_becomes_the_lines_a_person_reads():
+    lines, output = readable("buildx-failing-step.jsonl")
+    assert lines[:10] == [
+        "Picked Local content provider.",
+        "Using local repo /repo.",
+        "Using DockerBuildPack builder",
+        'building with "default" instance using docker driver',
+        "[1/3] FROM docker.io/r2d-testenv/singleuser:jupyterhub-6.1.1",
+        "[2/3] RUN echo hello-build && echo second line",
+        "hello-build",
+        "second line",
+        "[3/3] RUN echo about to fail && exit 3",
+        "about to fail",
+    ]
+    # Bookkeeping vertices, end markers and vertex numbers never reach the reader.
+    assert not any(line.startswith("#") or "[internal]" in line or line.startswith("DONE") for line in lines)
+
+
+def test_a_failing_step_is_what_the_failure_message_shows():
+    lines, output = readable("buildx-failing-step.jsonl")
+    assert output.failure_lines(lines) == [
+        "[3/3] RUN echo about to fail && exit 3",
+        "about to fail",
+        "ERROR: executor failed running [/bin/sh -c echo about to fail && exit 3]: exit code: 3",
+    ]
+
+
+def test_push_progress_keeps_only_finished_layers():
+    lines, output = readable("buildx-push.jsonl")
+    assert "pushing 127.0.0.1:5000/binder/r2d-exp:1 with docker" in lines
+    assert not [line for line in lines if " / " in line and "MB" in line]
+    assert sum(line.startswith("pushing layer") and line.endswith("done") for line in lines) == 6
+    assert output.failed_step == []
+    # Without a failing BuildKit step, the failure message falls back to the last lines.
+    assert output.failure_lines(["a", "", "b", "c"], lines=2) == ["b", "c"]
+
+
+def test_a_failing_classic_builder_step_is_what_the_failure_message_shows():
+    lines, output = readable("classic-failing-step.jsonl")
+    assert "Step 2/6 : RUN echo hello-build && echo second line" in lines
+    assert output.failure_lines(lines) == [
+        "Step 3/6 : RUN echo about to fail && exit 3",
+        "about to fail",
+        "The command '/bin/sh -c echo about to fail && exit 3' returned a non-zero code: 3",
+    ]
+
+
+def test_classic_builder_output_passes_through_unchanged():
+    output = BuildOutput()
+    classic = ["Step 2/3 : RUN echo hi", " ---> Running in 0a1b2c", "hi", "Successfully tagged r2d-x:1"]
+    assert output.feed(classic) == classic
+    assert output.failure_lines(classic, lines=1) == ["Successfully tagged r2d-x:1"]

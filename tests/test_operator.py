@@ -13,7 +13,8 @@ import docker.errors
 import pytest
 
 from repo2docker_operator import contract
-from support.builds import IMAGE_PREFIX, create_build, dockerfile_repo, get_build, head, wait_phase
+from support.env import both_repo2docker_versions
+from support.builds import IMAGE_PREFIX, create_build, dockerfile_repo, get_build, head, tagged, wait_phase
 from support.operator import ContainerWatcher
 from support.waiting import wait_until
 
@@ -33,6 +34,7 @@ def base(testenv) -> str:
     return testenv["R2D_SINGLEUSER_IMAGE"]
 
 
+@both_repo2docker_versions
 def test_build_reaches_succeeded_with_an_existing_image(kubectl, namespace, operator_factory, git_repos, base, docker_client):
     op = operator_factory()
     repo = dockerfile_repo(git_repos, base, marker="hello from the repo")
@@ -43,7 +45,7 @@ def test_build_reaches_succeeded_with_an_existing_image(kubectl, namespace, oper
     assert status["phase"] == "Succeeded", status
     assert status["image"] == obj["spec"]["image"]
     assert status["shortCommit"] == head(repo)[:7]
-    assert any("Successfully tagged" in line for line in status["logTail"])
+    assert tagged(status["logTail"])
     assert status["logLineCount"] >= len(status["logTail"]) > 0
     assert status["startTime"] and status["completionTime"] and status["containerId"]
     marker = docker_client.containers.run(status["image"], ["cat", "/home/jovyan/marker.txt"], remove=True)
@@ -78,6 +80,7 @@ def test_existing_image_succeeds_without_running_repo2docker(kubectl, namespace,
         docker_client.images.remove(image, force=True)
 
 
+@both_repo2docker_versions
 def test_concurrency_cap_holds_across_six_builds(kubectl, namespace, operator_factory, git_repos, base, docker_client):
     op = operator_factory(concurrency=2)
     repos = [dockerfile_repo(git_repos, base, sleep=3) for _ in range(6)]
@@ -102,6 +105,30 @@ def test_concurrency_cap_holds_across_six_builds(kubectl, namespace, operator_fa
     assert max(p for ps in positions.values() for p in ps) >= 2, positions
 
 
+@both_repo2docker_versions
+async def test_tag_branch_and_sha_resolved_as_the_spawner_does_build_their_own_commits(
+        kubectl, namespace, operator_factory, git_repos, base, docker_client):
+    from repo2dockerspawner.refs import resolve_ref
+
+    operator_factory()
+    repo = dockerfile_repo(git_repos, base, marker="at the tag")
+    repo.tag("v1")
+    repo.commit({"marker.txt": "on the branch\n"})
+    repo.branch("feature")
+    sha = repo.commit({"marker.txt": "at the sha\n"})
+    repo.commit({"marker.txt": "main moved on\n"})
+    expected = {"v1": "at the tag\n", "feature": "on the branch\n", sha: "at the sha\n"}
+    names = {}
+    for ref in expected:
+        commit = await resolve_ref(repo.url, ref)
+        names[ref] = create_build(kubectl, namespace, repo.url, commit, ref=ref)
+    for ref, marker in expected.items():
+        status = wait_phase(kubectl, namespace, names[ref], "Succeeded", "Failed")["status"]
+        assert status["phase"] == "Succeeded", status
+        assert docker_client.containers.run(status["image"], ["cat", "/home/jovyan/marker.txt"], remove=True).decode() == marker
+
+
+@both_repo2docker_versions
 def test_deleting_a_building_resource_removes_its_container(kubectl, namespace, operator_factory, git_repos, base, docker_client):
     op = operator_factory()
     repo = dockerfile_repo(git_repos, base, sleep=120)
@@ -142,7 +169,7 @@ def test_sigkill_mid_build_then_restart_reattaches_without_a_second_build(
     assert status["startTime"] == first["startTime"]
     uid = get_build(kubectl, namespace, name)["metadata"]["uid"]
     assert watcher.seen_ids[uid] == {first["containerId"]}, "a second build container was started"
-    assert any("Successfully tagged" in line for line in status["logTail"])
+    assert tagged(status["logTail"])
 
 
 def test_build_that_finished_while_the_operator_was_down_is_completed(
@@ -175,6 +202,7 @@ def test_build_past_its_timeout_is_killed_and_failed(kubectl, namespace, operato
     assert "image" not in status
 
 
+@both_repo2docker_versions
 def test_failing_dockerfile_fails_with_its_log(kubectl, namespace, operator_factory, git_repos, base, docker_client):
     operator_factory()
     repo = dockerfile_repo(git_repos, base, fail=True)
@@ -183,7 +211,10 @@ def test_failing_dockerfile_fails_with_its_log(kubectl, namespace, operator_fact
     status = obj["status"]
     assert status["phase"] == "Failed"
     assert "repo2docker exited with code" in status["message"]
-    assert "Last log lines" in status["message"]
+    # The message carries the failing step: its instruction and its own output.
+    failing = status["message"].split("Last log lines:\n", 1)[1].splitlines()
+    assert "RUN echo 'this build is meant to fail'" in failing[0], status["message"]
+    assert "this build is meant to fail" in failing[1:], status["message"]
     assert any("this build is meant to fail" in line for line in status["logTail"])
     assert not image_exists(docker_client, obj["spec"]["image"])
     events = kubectl.json("get", "events", "-n", namespace, "--field-selector", f"involvedObject.name={name}")
@@ -296,3 +327,28 @@ def test_unreachable_docker_daemon_fails_the_build_with_a_message(kubectl, names
     status = wait_phase(kubectl, namespace, name, "Failed", "Succeeded")["status"]
     assert status["phase"] == "Failed"
     assert "Docker daemon did not answer" in status["message"]
+
+
+def test_memory_limit_is_refused_for_buildx_releases_and_applied_for_older_ones(
+        kubectl, namespace, operator_factory, git_repos, base, testenv, docker_client):
+    # Configured for every build, with the default (buildx) image: refused at start, in words.
+    with pytest.raises(AssertionError, match="cannot limit a build's memory"):
+        operator_factory(memory_limit="1Gi")
+    op = operator_factory(allow_build_image=testenv["R2D_BUILD_IMAGE_2024"])
+    repo = dockerfile_repo(git_repos, base)
+    new = create_build(kubectl, namespace, repo.url, head(repo), resources={"memory": "1Gi"})
+    status = wait_phase(kubectl, namespace, new, "Succeeded", "Failed")["status"]
+    assert status["phase"] == "Failed" and "cannot limit a build's memory" in status["message"], status
+    assert "containerId" not in status  # refused before any container ran
+
+    old_repo = dockerfile_repo(git_repos, base)
+    with ContainerWatcher(docker_client, op.instance) as watcher:
+        old = create_build(kubectl, namespace, old_repo.url, head(old_repo), resources={"memory": "1Gi"},
+                           buildImage=testenv["R2D_BUILD_IMAGE_2024"])
+        building = wait_phase(kubectl, namespace, old, "Building")["status"]
+        config = docker_client.containers.get(building["containerId"]).attrs
+        status = wait_phase(kubectl, namespace, old, "Succeeded", "Failed")["status"]
+    assert status["phase"] == "Succeeded", status
+    assert config["HostConfig"]["Memory"] == 2**30
+    assert config["Config"]["Cmd"][config["Config"]["Cmd"].index("--build-memory-limit") + 1] == str(2**30)
+    assert len(watcher.seen_ids) == 1

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from repo2docker_operator import cli
 from repo2docker_operator.config import ConfigError, OperatorConfig, from_sources
 from repo2docker_operator.contract import BuildSpec
-from repo2docker_operator.runner import RunnerConfig, build_args
+from repo2docker_operator.runner import RunnerConfig, build_args, registry_of
+from repo2docker_operator.versions import Repo2DockerVersion, UnsupportedSetting
 
 pytestmark = pytest.mark.unit
 
@@ -31,6 +34,7 @@ def test_environment_then_flags():
     ({"R2D_NAMESPACES": "a", "R2D_PUSH": "maybe"}, "not a boolean"),
     ({"R2D_NAMESPACES": "a", "R2D_BUILD_MEMORY_LIMIT": "lots"}, "memory quantity"),
     ({"R2D_NAMESPACES": "a", "R2D_DOCKER_CONFIG": "/x"}, "only makes sense with --push"),
+    ({"R2D_NAMESPACES": "a", "R2D_PUSH": "true", "R2D_IMAGE_PREFIX": "binder/r2d-"}, "names a registry"),
     ({"R2D_NAMESPACES": "a", "R2D_ALLOWED_BUILD_IMAGES": "Not An Image"}, "allowed build image"),
 ])
 def test_bad_configuration_is_one_clear_error(env, message):
@@ -47,9 +51,58 @@ def test_zero_concurrency_means_unlimited_not_a_crash():
     assert OperatorConfig(namespaces=("a",), concurrency=0).concurrency == 0
 
 
-def test_build_args_put_the_url_after_double_dash():
+OLD = Repo2DockerVersion.parse("2024.07.0")
+NEW = Repo2DockerVersion.parse("2026.4.0")
+
+
+def test_build_command_names_repo2docker_and_puts_the_url_after_double_dash():
+    spec = BuildSpec("https://h/a/b", "main", "a" * 40, "r2d-x:" + "a" * 40)
+    # The whole command: the program first (official images' entrypoint runs "$@"), the
+    # resolved commit (never the user's ref), the URL after "--".
+    assert build_args(RunnerConfig(build_image="b:1", push=True), spec, NEW) == [
+        "repo2docker", "--no-run", "--json-logs", "--user-id", "1000", "--user-name", "jovyan",
+        "--ref", "a" * 40, "--image-name", "r2d-x:" + "a" * 40, "--push", "--", "https://h/a/b",
+    ]
+    assert build_args(RunnerConfig(build_image="b:1"), spec, OLD) == [
+        "repo2docker", "--no-run", "--json-logs", "--user-id", "1000", "--user-name", "jovyan",
+        "--ref", "a" * 40, "--image-name", "r2d-x:" + "a" * 40, "--", "https://h/a/b",
+    ]
+
+
+def test_memory_limit_is_passed_to_old_repo2docker_and_refused_for_buildx_releases():
     spec = BuildSpec("https://h/a/b", "main", "a" * 40, "r2d-x:" + "a" * 40, memory_limit=1024)
-    args = build_args(RunnerConfig(build_image="b:1", push=True), spec)
-    assert args[-2:] == ["--", "https://h/a/b"]
-    assert args[args.index("--ref") + 1] == "a" * 40  # the resolved commit, never the user's ref
-    assert "--push" in args and args[args.index("--build-memory-limit") + 1] == "1024"
+    args = build_args(RunnerConfig(build_image="b:1"), spec, OLD)
+    assert args[-4:] == ["--build-memory-limit", "1024", "--", "https://h/a/b"]
+    with pytest.raises(UnsupportedSetting, match=r"b:1 has repo2docker 2026\.4\.0.*cannot limit a build's memory"):
+        build_args(RunnerConfig(build_image="b:1"), spec, NEW)
+    # Without a memory limit every version builds.
+    assert "--build-memory-limit" not in build_args(RunnerConfig(build_image="b:1"), dataclasses.replace(spec, memory_limit=None), NEW)
+
+
+@pytest.mark.parametrize("text, expected, buildx", [
+    ("2024.07.0\n", (2024, 7, 0), False),
+    ("2025.08.0", (2025, 8, 0), True),
+    ("2025.7.3", (2025, 7, 3), False),
+    ("2026.4.0", (2026, 4, 0), True),
+    ("some warning\n2026.4.1.dev3+gd3893dba2\n", (2026, 4, 1), True),
+])
+def test_repo2docker_versions_parse_and_say_whether_they_build_with_buildx(text, expected, buildx):
+    version = Repo2DockerVersion.parse(text)
+    assert (version.year, version.month, version.patch) == expected
+    assert version.uses_buildx is buildx
+
+
+def test_output_without_a_version_is_refused():
+    with pytest.raises(ValueError, match="not a repo2docker version"):
+        Repo2DockerVersion.parse("exec: --version: not found")
+
+
+@pytest.mark.parametrize("image, registry", [
+    ("127.0.0.1:5000/binder/r2d-x:1", "127.0.0.1:5000"),
+    ("registry.example.org/binder/r2d-x:1", "registry.example.org"),
+    ("localhost/x:1", "localhost"),
+    ("r2d-x:1", "docker.io"),
+    ("binder/r2d-x:1", "docker.io"),
+])
+def test_registry_of_an_image_is_decided_as_docker_decides(image, registry):
+    assert registry_of(image) == registry

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import tarfile
@@ -11,8 +12,12 @@ import pytest
 
 from repo2docker_operator import contract
 from repo2docker_operator.contract import BuildSpec
-from repo2docker_operator.runner import BuildRef, BuildRunner, RunnerConfig
+from repo2docker_operator.runner import (BuildRef, BuildRunner, RegistryError, RegistryUnavailable, RunnerConfig,
+                                         RunnerError)
 from support.builds import dockerfile_repo, head
+from support.env import both_repo2docker_versions
+from support.operator import free_port
+from support.registry import login_config, registry_tags
 
 pytestmark = pytest.mark.integration
 
@@ -38,6 +43,7 @@ async def test_start_labels_the_container_copies_push_credentials_and_never_star
         container = docker_client.containers.get(first.id)
         labels = container.labels
         assert labels[contract.LABEL_BUILD_UID] == ref.uid and labels[contract.LABEL_INSTANCE] == runner_config.instance
+        assert container.attrs["Config"]["Cmd"][0] == "repo2docker"
         assert container.attrs["Config"]["Cmd"][-2:] == ["--", repo.url]
         assert "--push" in container.attrs["Config"]["Cmd"]
         stream, _ = container.get_archive("/root/.docker/config.json")
@@ -62,3 +68,58 @@ async def test_unreachable_daemon_is_a_clear_error(testenv):
     with pytest.raises(RunnerError, match="Docker daemon did not answer"):
         await runner.ping()
     runner.close()
+
+
+@both_repo2docker_versions
+async def test_repo2docker_version_is_read_from_the_build_image_once(build_image, testenv, docker_client):
+    runner = BuildRunner(RunnerConfig(build_image=build_image))
+    try:
+        version = await runner.repo2docker_version(build_image)
+        expected = testenv["R2D_REPO2DOCKER_VERSION" if build_image == testenv["R2D_BUILD_IMAGE"] else "R2D_REPO2DOCKER_2024_VERSION"]
+        assert str(version) == expected
+        assert version.uses_buildx == (build_image == testenv["R2D_BUILD_IMAGE"])
+        before = {c.id for c in docker_client.containers.list(all=True)}
+        assert await runner.repo2docker_version(build_image) == version  # cached by image id: no container
+        assert {c.id for c in docker_client.containers.list(all=True)} == before
+    finally:
+        runner.close()
+
+
+async def test_memory_limit_with_a_buildx_release_is_refused_in_words(testenv):
+    runner = BuildRunner(RunnerConfig(build_image=testenv["R2D_BUILD_IMAGE"]))
+    spec = BuildSpec("http://h/a/b", "main", "a" * 40, "r2d-test-x:" + "a" * 40, memory_limit=2**30)
+    try:
+        with pytest.raises(RunnerError, match="cannot limit a build's memory"):
+            await runner.command(spec)
+        old = await runner.command(dataclasses.replace(spec, build_image=testenv["R2D_BUILD_IMAGE_2024"]))
+        assert old[0] == "repo2docker" and old[old.index("--build-memory-limit") + 1] == str(2**30)
+    finally:
+        runner.close()
+
+
+async def test_registry_checks_and_push_through_the_daemon(testenv, tmp_path, docker_client):
+    registry = testenv["R2D_REGISTRY"]
+    good = login_config(testenv, tmp_path / "good")
+    bad = login_config(testenv, tmp_path / "bad", password="not-the-password")
+    name = f"runner-{uuid.uuid4().hex[:8]}/r2d-x"
+    image = f"{registry}/{name}:1"
+    docker_client.images.get(testenv["R2D_BASE_IMAGE"]).tag(f"{registry}/{name}", "1")
+    runner = BuildRunner(RunnerConfig(build_image=testenv["R2D_BUILD_IMAGE"], push=True, docker_config=good))
+    refused = BuildRunner(RunnerConfig(build_image=testenv["R2D_BUILD_IMAGE"], push=True, docker_config=bad))
+    down = BuildRunner(RunnerConfig(build_image=testenv["R2D_BUILD_IMAGE"], push=True))
+    try:
+        assert await runner.registry_has(image) is False
+        with pytest.raises(RegistryError, match=f"registry {registry} refused the push") as exc:
+            await refused.push(image)
+        assert "not-the-password" not in str(exc.value)
+        with pytest.raises(RegistryError, match="refused"):
+            await refused.registry_has(image)
+        await runner.push(image)
+        assert registry_tags(testenv, name) == ["1"]
+        assert await runner.registry_has(image) is True
+        with pytest.raises(RegistryUnavailable, match="could not be reached"):
+            await down.registry_has(f"127.0.0.1:{free_port()}/x/r2d-y:1")
+    finally:
+        docker_client.images.remove(image, force=True)
+        for r in (runner, refused, down):
+            r.close()

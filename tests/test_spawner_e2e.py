@@ -11,14 +11,18 @@ from __future__ import annotations
 import concurrent.futures
 import html
 import re
+import subprocess
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 import requests
 
 from repo2docker_operator import contract
-from support.builds import dockerfile_repo
+from support.builds import dockerfile_repo, shows_first_step, tagged
+from support.env import both_repo2docker_versions
+from support.registry import login_config, registry_tags
 from support.hub import start_hub, stop_hub
 from support.operator import ContainerWatcher
 from support.waiting import wait_until
@@ -27,7 +31,7 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(params=["local", "kubernetes"])
-def hub(request, testenv, tmp_path, docker_client):
+def hub(request, testenv, tmp_path, docker_client, build_image):
     hub = start_hub(request, request.param, testenv, tmp_path, docker_client)
     yield hub
     stop_hub(hub, docker_client)
@@ -51,6 +55,7 @@ def user() -> str:
     return f"u{uuid.uuid4().hex[:8]}"
 
 
+@both_repo2docker_versions
 def test_rest_spawn_builds_the_tag_and_serves_the_repo(hub, git_repos, testenv, docker_client):
     # Long enough that the REST answer (after slow_spawn_timeout) comes before the build ends.
     repo = dockerfile_repo(git_repos, testenv["R2D_SINGLEUSER_IMAGE"], marker="built from v1", sleep=5)
@@ -66,8 +71,8 @@ def test_rest_spawn_builds_the_tag_and_serves_the_repo(hub, git_repos, testenv, 
         hub.wait_ready(alice)
         assert hub.user_file(alice, "marker.txt") == "built from v1\n"
         messages = [e["message"] for e in events]
-        assert any("Successfully tagged" in m for m in messages), messages
-        assert any(m.startswith("Step 1/") for m in messages), messages
+        assert tagged(messages), messages
+        assert shows_first_step(messages), messages
         percents = [e["progress"] for e in events if "progress" in e]
         assert percents == sorted(percents) and percents[0] < percents[-1]
 
@@ -81,6 +86,7 @@ def test_rest_spawn_builds_the_tag_and_serves_the_repo(hub, git_repos, testenv, 
     hub.stop_server(bob)
 
 
+@both_repo2docker_versions
 def test_failing_repo_fails_the_spawn_with_its_message(hub, git_repos, testenv):
     repo = dockerfile_repo(git_repos, testenv["R2D_SINGLEUSER_IMAGE"], fail=True)
     name = user()
@@ -251,5 +257,43 @@ def test_local_backend_caps_builds_and_queues_users(request, testenv, tmp_path, 
         assert queued, ("a waiting user is told how many builds are ahead", streams)
         for name in users:
             hub.stop_server(name)
+    finally:
+        stop_hub(hub, docker_client)
+
+
+@pytest.mark.parametrize("backend", ["local", "kubernetes"])
+def test_pushed_image_is_pulled_from_the_registry_by_the_next_spawn(
+        request, backend, testenv, tmp_path, docker_client, git_repos):
+    """Builds push; a server whose image is gone from this daemon (as on another Docker node)
+    is started from the registry, with the pull credentials DockerSpawner users configure: the
+    hub's own Docker client configuration. No second build runs."""
+    registry = testenv["R2D_REGISTRY"]
+    prefix = f"{registry}/e2e-{uuid.uuid4().hex[:8]}/r2d-e2e-"
+    push_config = login_config(testenv, tmp_path / "push")           # what builds push with
+    hub_docker = Path(login_config(testenv, tmp_path / "hub-docker")).parent  # what the hub pulls with
+    options = {"push": True, "docker_config": push_config}
+    spawner = {"build_push": True, "build_docker_config": push_config} if backend == "local" else {}
+    hub = start_hub(request, backend, testenv, tmp_path, docker_client, image_prefix=prefix,
+                    operator_options=options, process_env={"DOCKER_CONFIG": str(hub_docker)}, **spawner)
+    try:
+        repo = dockerfile_repo(git_repos, testenv["R2D_SINGLEUSER_IMAGE"], marker="from the registry")
+        commit = subprocess.check_output(["git", "-C", str(repo.work), "rev-parse", "HEAD"], text=True).strip()
+        image = contract.image_name(prefix, repo.url, commit)
+        alice = user()
+        with ContainerWatcher(docker_client, hub.build_instance) as watcher:
+            response, events = hub.spawn_and_follow(alice, {"repo": repo.url, "ref": "main"})
+            assert events[-1].get("ready"), events
+            assert hub.user_file(alice, "marker.txt") == "from the registry\n"
+            hub.stop_server(alice)
+            assert registry_tags(testenv, image.split("/", 1)[1].rsplit(":", 1)[0]) == [commit]
+
+            docker_client.images.remove(image, force=True)
+            response, events = hub.spawn_and_follow(alice, {"repo": repo.url, "ref": "main"})
+            assert events[-1].get("ready"), events
+            assert hub.user_file(alice, "marker.txt") == "from the registry\n"
+        assert docker_client.images.get(image)  # pulled back into this daemon
+        assert len(watcher.seen_ids) == 1 and all(len(ids) == 1 for ids in watcher.seen_ids.values()), watcher.seen_ids
+        assert testenv["R2D_REGISTRY_PASSWORD"] not in hub.log()
+        hub.stop_server(alice)
     finally:
         stop_hub(hub, docker_client)

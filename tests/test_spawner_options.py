@@ -154,9 +154,16 @@ def test_api_errors_are_described_in_one_line():
     ({"build_memory_limit": "lots"}, "memory quantity"),
     ({"allowed_repo_schemes": ["file"]}, "not among"),
     ({"image_prefix": "UPPER/"}, "image prefix"),
+    ({"build_push": True, "image_prefix": "binder/r2d-"}, "needs an image_prefix that names a registry"),
+    ({"build_docker_config": "/nonexistent/config.json"}, "is not a file"),
 ])
 def test_bad_configuration_is_refused_at_load_time(config, message):
     from traitlets import TraitError
 
     with pytest.raises(TraitError, match=message):
         make_spawner(**config)
+
+
+def test_push_with_a_registry_prefix_is_accepted():
+    spawner = make_spawner(build_push=True, image_prefix="127.0.0.1:5000/binder/r2d-")
+    assert spawner.build_push and spawner.image_prefix == "127.0.0.1:5000/binder/r2d-"

@@ -7,7 +7,11 @@ import subprocess
 import textwrap
 import uuid
 
+import docker.errors
 import pytest
+import requests
+
+from support.env import both_repo2docker_versions
 
 pytestmark = pytest.mark.integration
 
@@ -34,7 +38,8 @@ def test_git_server_advertises_branches_and_tags(git_repos):
     assert refs["refs/heads/main"] == second != first
 
 
-def test_repo2docker_image_builds_a_tag_cloned_over_http(testenv, git_repos, docker_client):
+@both_repo2docker_versions
+def test_repo2docker_image_builds_a_tag_cloned_over_http(build_image, git_repos, testenv, docker_client):
     """The build image clones the repo by URL at a tag (not the branch head) and tags an image."""
     base = testenv["R2D_SINGLEUSER_IMAGE"]
     dockerfile = f"FROM {base}\nCOPY marker.txt /home/jovyan/marker.txt\n"
@@ -44,10 +49,11 @@ def test_repo2docker_image_builds_a_tag_cloned_over_http(testenv, git_repos, doc
     image = f"r2d-smoke/{repo.name}:v1"
     try:
         logs = docker_client.containers.run(
-            testenv["R2D_BUILD_IMAGE"],
-            ["--no-run", "--json-logs", "--user-id", "1000", "--user-name", "jovyan",
+            build_image,
+            ["repo2docker", "--no-run", "--json-logs", "--user-id", "1000", "--user-name", "jovyan",
              "--ref", "v1", "--image-name", image, repo.url],
             volumes={"/var/run/docker.sock": {"bind": "/var/run/docker.sock", "mode": "rw"}},
+            environment={"R2D_DATAVERSE_INSTALLATIONS_URL": testenv["R2D_DATAVERSE_INSTALLATIONS_URL"]},
             remove=True, stdout=True, stderr=True,
         ).decode()
         messages = [json.loads(line)["message"] for line in logs.splitlines() if line.startswith("{")]
@@ -59,6 +65,28 @@ def test_repo2docker_image_builds_a_tag_cloned_over_http(testenv, git_repos, doc
             docker_client.images.remove(image, force=True)
         except Exception:
             pass
+
+
+@both_repo2docker_versions
+def test_build_images_are_shaped_like_the_official_one(build_image, docker_client):
+    """ENTRYPOINT is a script ending in `exec "$@"`, as in quay.io/jupyterhub/repo2docker: a
+    command of flags alone fails exactly as it does with the official image."""
+    attrs = docker_client.images.get(build_image).attrs["Config"]
+    assert attrs["Entrypoint"] == ["/usr/local/bin/entrypoint"]
+    with pytest.raises(docker.errors.ContainerError) as failed:
+        docker_client.containers.run(build_image, ["--no-run"], remove=True, stderr=True)
+    assert failed.value.exit_status == 127 and b"--no-run" in failed.value.stderr
+    # buildx is the CLI plugin repo2docker >= 2025.08 checks for at start.
+    out = docker_client.containers.run(build_image, ["docker", "buildx", "version"], remove=True)
+    assert out.decode().startswith("github.com/docker/buildx v0.38.2")
+
+
+def test_registry_requires_credentials_and_accepts_the_written_ones(testenv):
+    url = f"http://{testenv['R2D_REGISTRY']}/v2/"
+    assert requests.get(url, timeout=5).status_code == 401
+    assert requests.get(url, auth=(testenv["R2D_REGISTRY_USER"], "wrong"), timeout=5).status_code == 401
+    assert requests.get(url, auth=(testenv["R2D_REGISTRY_USER"], testenv["R2D_REGISTRY_PASSWORD"]), timeout=5).status_code == 200
+    assert requests.get(f"http://{testenv['R2D_REGISTRY_ANON']}/v2/", timeout=5).status_code == 200
 
 
 def test_apiserver_reports_its_real_version(testenv, kubectl):

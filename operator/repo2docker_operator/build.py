@@ -4,9 +4,12 @@ The same job runs in the operator (status goes to the resource) and in the hub's
 backend (status goes to memory); only the ``StatusPublisher`` behind it differs. The rules
 live here once:
 
-* an image that already exists is a success without a build;
+* an image that already exists is a success without a build; with push on, "exists" means
+  in the registry: a local image that is missing there is pushed, not rebuilt, and one in the
+  registry needs no local copy (servers pull it);
 * a build container found for the resource is re-attached, never started twice;
-* a success needs exit code 0 *and* the image in the daemon;
+* a success needs exit code 0 *and* the image in the daemon (with push: in the registry);
+* a setting the build image's repo2docker cannot honour fails the build before it queues;
 * the timeout counts from the recorded start, so a restart does not reset it;
 * cancelling kills the container only when the build itself is cancelled (``kill=True``);
   an operator that merely exits leaves it running for its successor to re-attach.
@@ -21,13 +24,18 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from .contract import BuildSpec, Phase
-from .logtail import LogTail, parse_line
+from .logtail import BuildOutput, LogTail, parse_line
 from .queue import BuildQueue
-from .runner import BuildContainer, BuildRef, BuildRunner, RunnerError
+from .runner import BuildContainer, BuildRef, BuildRunner, RegistryUnavailable, RunnerError, registry_of
 from .status import StatusPublisher, failure_message, now_iso, parse_iso
 
 log = logging.getLogger(__name__)
 ALREADY_BUILT = "The image already exists; no build was needed."
+ALREADY_PUSHED = "The image is already in the registry; no build was needed."
+PUSHED_EXISTING = "The image existed locally and was pushed to the registry; no build was needed."
+# Seconds between checks of a registry that cannot be reached (the last one repeats).
+REGISTRY_BACKOFF = (2.0, 4.0, 8.0, 15.0, 30.0, 60.0)
+_PUSH_REFUSED_WORDS = ("unauthorized", "authentication required", "denied", "forbidden")
 
 
 @dataclass(frozen=True)
@@ -61,6 +69,7 @@ class BuildJob:
 
     def __post_init__(self) -> None:
         self.tail = LogTail(self.settings.tail_lines, self.settings.tail_bytes)
+        self.output = BuildOutput()
         self.kill_on_cancel = False
         self.container: BuildContainer | None = None
 
@@ -78,20 +87,54 @@ class BuildJob:
         try:
             container = await self.runner.find(self.ref.uid)
             if container is None:
-                if await self.runner.image_exists(self.spec.image):
-                    return await self._finish(Phase.SUCCEEDED, ALREADY_BUILT, cached=True)
+                if done := await self._already_built(retry=True):
+                    return await self._finish(Phase.SUCCEEDED, done, cached=True)
+                await self.runner.command(self.spec)  # refuses unsupported settings before queueing
                 container = await self._queue_and_start()
-                if container is None:  # the image appeared while we queued (another build made it)
-                    return await self._finish(Phase.SUCCEEDED, ALREADY_BUILT, cached=True)
+                if isinstance(container, str):  # the image appeared while we queued (another build made it)
+                    return await self._finish(Phase.SUCCEEDED, container, cached=True)
             else:
                 self.queue.adopt(self.ref.uid)
                 log.info("re-attaching to build container %s of %s/%s", container.id[:12], self.ref.namespace, self.ref.name)
             self.container = container
             return await self._follow(container)
         except RunnerError as exc:
-            return await self._finish(Phase.FAILED, failure_message(str(exc), self.tail.lines()))
+            return await self._finish(Phase.FAILED, failure_message(str(exc), self._failure_lines()))
 
-    async def _queue_and_start(self) -> BuildContainer | None:
+    async def _already_built(self, retry: bool) -> str | None:
+        """Why no build is needed, or None. With push on, the registry decides; an
+        unreachable registry is retried with back-off (within the build timeout) when
+        `retry`, otherwise taken as "not there" and left to the build's own push."""
+        if not self.runner.config.push:
+            return ALREADY_BUILT if await self.runner.image_exists(self.spec.image) else None
+        delays = iter(REGISTRY_BACKOFF)
+        delay, waited = 0.0, 0.0
+        while True:
+            try:
+                in_registry = await self.runner.registry_has(self.spec.image)
+                break
+            except RegistryUnavailable as exc:
+                delay = next(delays, delay)
+                waited += delay
+                if not retry or waited > self.settings.timeout:
+                    if retry:
+                        raise
+                    return None
+                log.warning("%s; retrying in %.0f s", exc, delay)
+                await self.publisher.update({"message": f"{exc} Retrying in {delay:.0f} s."})
+                await asyncio.sleep(delay)
+        if in_registry:
+            return ALREADY_PUSHED
+        if await self.runner.image_exists(self.spec.image):
+            await self.publisher.update({"message": f"Pushing the existing image {self.spec.image}."})
+            await self.runner.push(self.spec.image)
+            return PUSHED_EXISTING
+        return None
+
+    def _failure_lines(self) -> list[str]:
+        return self.output.failure_lines(self.tail.lines())
+
+    async def _queue_and_start(self) -> BuildContainer | str:
         def on_position(position: int) -> None:
             asyncio.ensure_future(self._publish_position(position))
 
@@ -99,8 +142,8 @@ class BuildJob:
                                      "message": "Waiting for a free build slot."})
         self._notify(Phase.QUEUED, "waiting for a free build slot")
         await self.queue.acquire(self.ref.uid, self.order, on_position)
-        if await self.runner.image_exists(self.spec.image):
-            return None
+        if done := await self._already_built(retry=False):
+            return done
         container = await self.runner.start(self.ref, self.spec)
         self.recorded_start = now_iso()
         await self.publisher.update({
@@ -131,23 +174,41 @@ class BuildJob:
         except asyncio.TimeoutError:
             await self.runner.remove(container.id, kill=True)
             reason = f"The build took longer than the {self._human(self.settings.timeout)} limit and was stopped."
-            return await self._finish(Phase.FAILED, failure_message(reason, self.tail.lines()))
+            return await self._finish(Phase.FAILED, failure_message(reason, self._failure_lines()))
         code = await self.runner.exit_code(container.id)
         if code is None:  # the log stream broke but the container runs on: wait for it
             code = await asyncio.wait_for(self.runner.wait(container.id), timeout=max(self._remaining(), 0.001))
         await self.runner.remove(container.id)
         if code != 0:
-            return await self._finish(Phase.FAILED, failure_message(f"repo2docker exited with code {code}.", self.tail.lines()))
+            return await self._finish(Phase.FAILED, failure_message(await self._exit_reason(code), self._failure_lines()))
+        if self.runner.config.push:
+            if not await self.runner.registry_has(self.spec.image):
+                reason = f"repo2docker exited successfully but the image {self.spec.image} is not in the registry."
+                return await self._finish(Phase.FAILED, failure_message(reason, self._failure_lines()))
+            return await self._finish(Phase.SUCCEEDED, f"Built and pushed {self.spec.image}.")
         if not await self.runner.image_exists(self.spec.image):
             reason = f"repo2docker exited successfully but the image {self.spec.image} does not exist."
-            return await self._finish(Phase.FAILED, failure_message(reason, self.tail.lines()))
+            return await self._finish(Phase.FAILED, failure_message(reason, self._failure_lines()))
         return await self._finish(Phase.SUCCEEDED, f"Built {self.spec.image}.")
+
+    async def _exit_reason(self, code: int) -> str:
+        """Why repo2docker failed, in the user's terms where that can be told: with push on, a
+        tagged image in the daemon means the build worked and the push did not, which is a
+        registry or credentials problem, not a broken repository."""
+        if self.runner.config.push and await self.runner.image_exists(self.spec.image):
+            registry = registry_of(self.spec.image)
+            lines = [*self.output.failed_step, *self.tail.lines()[-10:]]
+            if any(word in line.lower() for line in lines for word in _PUSH_REFUSED_WORDS):
+                return (f"The registry {registry} refused the push: authentication failed or access was "
+                        f"denied (check the registry credentials the builds are given).")
+            return f"The image was built, but pushing it to the registry {registry} failed."
+        return f"repo2docker exited with code {code}."
 
     async def _read_logs(self, container: BuildContainer) -> None:
         async for raw in self.runner.logs(container.id):
-            event = parse_line(raw)
-            if event.lines:
-                self.tail.add(event.lines)
+            lines = self.output.feed(parse_line(raw).lines)
+            if lines:
+                self.tail.add(lines)
                 await self.publisher.update({"logTail": self.tail.lines, "logLineCount": self.tail.total})
 
     async def _finish(self, phase: Phase, message: str, cached: bool = False) -> BuildOutcome:

@@ -8,13 +8,17 @@ bad value is one clear line on stderr, not a traceback from the first build.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from dataclasses import dataclass, fields
 from typing import Any, Mapping
 
 from . import contract
+from .runner import build_environment
 
-DEFAULT_BUILD_IMAGE = "quay.io/jupyterhub/repo2docker:2024.07.0"
+# The newest release. Its image tag is the PEP 440 form of the version (setuptools-scm in
+# repo2docker's release workflow): 2026.4.0, where releases up to 2024 were tagged 2024.07.0.
+DEFAULT_BUILD_IMAGE = "quay.io/jupyterhub/repo2docker:2026.4.0"
 
 
 class ConfigError(ValueError):
@@ -46,11 +50,16 @@ class OperatorConfig:
     instance: str = "default"
     user_id: int = 1000
     user_name: str = "jovyan"
+    build_env: tuple[str, ...] = ()
     verbose: bool = False
 
     def __post_init__(self) -> None:
         if not self.all_namespaces and not self.namespaces:
             raise ConfigError("name the namespaces to watch (--namespace / R2D_NAMESPACES) or pass --all-namespaces")
+        try:
+            build_environment(self.build_env)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         try:
             contract.validate_image(self.build_image, "build image")
             for image in self.allowed_build_images:
@@ -68,6 +77,8 @@ class OperatorConfig:
             (self.cpu_limit is None or self.cpu_limit > 0, "the CPU limit must be positive"),
             (0 <= self.metrics_port < 65536, "the metrics port must be 0 (off) to 65535"),
             (self.push or not self.docker_config, "a registry credentials file only makes sense with --push"),
+            (not self.push or contract.prefix_names_registry(self.image_prefix),
+             "--push needs an image prefix that names a registry (e.g. registry.example.org/binder/r2d-)"),
         ]
         for ok, message in checks:
             if not ok:
@@ -75,7 +86,7 @@ class OperatorConfig:
 
 
 # Options that take several values: their flag (repeatable) and a comma-separated variable.
-_LIST_FLAGS = {"namespaces": "--namespace", "allowed_build_images": "--allow-build-image"}
+_LIST_FLAGS = {"namespaces": "--namespace", "allowed_build_images": "--allow-build-image", "build_env": "--build-env"}
 
 # name → (environment variable, type, help)
 _OPTIONS: dict[str, tuple[str, type, str]] = {
@@ -86,12 +97,14 @@ _OPTIONS: dict[str, tuple[str, type, str]] = {
                              "other images spec.buildImage may name (repeatable; env: comma-separated)"),
     "concurrency": ("R2D_CONCURRENT_BUILDS", int, "builds running at once on this node (0: no limit)"),
     "build_timeout": ("R2D_BUILD_TIMEOUT", float, "seconds before a build is stopped and failed"),
-    "memory_limit": ("R2D_BUILD_MEMORY_LIMIT", str, "memory limit of build containers (e.g. 4Gi)"),
-    "cpu_limit": ("R2D_BUILD_CPU_LIMIT", float, "CPUs of build containers (e.g. 2)"),
+    "memory_limit": ("R2D_BUILD_MEMORY_LIMIT", str,
+                     "memory limit of builds (e.g. 4Gi); only build images with repo2docker before 2025.08 can honour it"),
+    "cpu_limit": ("R2D_BUILD_CPU_LIMIT", float,
+                  "CPUs of the repo2docker container (clone, build preparation); build steps run in the daemon"),
     "tail_lines": ("R2D_LOG_TAIL_LINES", int, "log lines kept in a resource's status"),
     "tail_bytes": ("R2D_LOG_TAIL_BYTES", int, "bytes of log kept in a resource's status"),
     "image_prefix": ("R2D_IMAGE_PREFIX", str, "images may only be built under this prefix"),
-    "push": ("R2D_PUSH", bool, "push built images to their registry (repo2docker --push)"),
+    "push": ("R2D_PUSH", bool, "push built images to the registry in their prefix; 'built' then means 'in the registry'"),
     "docker_config": ("R2D_DOCKER_CONFIG", str, "docker config.json with push credentials (e.g. a mounted Secret), copied into build containers"),
     "docker_socket": ("R2D_DOCKER_SOCKET", str, "node path of the Docker socket mounted into build containers"),
     "finished_ttl": ("R2D_FINISHED_TTL", float, "seconds to keep finished resources (0: forever); images stay"),
@@ -101,11 +114,21 @@ _OPTIONS: dict[str, tuple[str, type, str]] = {
     "instance": ("R2D_INSTANCE", str, "label value separating operators that share one Docker daemon"),
     "user_id": ("R2D_USER_ID", int, "user id inside built images"),
     "user_name": ("R2D_USER_NAME", str, "user name inside built images"),
+    "build_env": ("R2D_BUILD_ENV", str, "NAME=VALUE in build containers' environment, e.g. HTTPS_PROXY or "
+                  "R2D_DATAVERSE_INSTALLATIONS_URL (repeatable; env: a JSON object)"),
     "verbose": ("R2D_VERBOSE", bool, "debug logging"),
 }
 
 
 def _convert(name: str, kind: type, raw: Any) -> Any:
+    if name == "build_env" and isinstance(raw, str):  # the variable: a JSON object (values may hold commas)
+        try:
+            mapping = json.loads(raw) if raw.strip() else {}
+        except ValueError:
+            mapping = None
+        if not isinstance(mapping, dict):
+            raise ConfigError(f"R2D_BUILD_ENV={raw[:80]!r} is not a JSON object of names to values")
+        return tuple(f"{k}={v}" for k, v in mapping.items())
     if name in _LIST_FLAGS:
         items = raw if isinstance(raw, (list, tuple)) else str(raw).split(",")
         return tuple(n.strip() for n in items if n and n.strip())

@@ -135,6 +135,14 @@ def validate_image_prefix(prefix: str) -> str:
     return prefix
 
 
+def prefix_names_registry(prefix: str) -> bool:
+    """Whether an image prefix starts with a registry host ('registry:5000/binder/r2d-'), as
+    Docker decides: a first path component with a dot or a port, or 'localhost'. Without one,
+    a push would go to Docker Hub."""
+    first, slash, _rest = prefix.partition("/")
+    return bool(slash) and ("." in first or ":" in first or first == "localhost")
+
+
 def parse_quantity(value: str | int | float | None) -> int | None:
     """Bytes from a Kubernetes-style quantity ('512Mi', '2G', '1000000'); None stays None."""
     if value is None or value == "":

@@ -27,8 +27,9 @@ from .contract import BuildSpec, BuildStatus, InvalidBuildRequest, Phase
 from .metrics import OperatorMetrics
 from .queue import BuildQueue
 from .resources import BuildResources, api_client
-from .runner import BuildRef, BuildRunner, RunnerConfig, RunnerError
+from .runner import BuildRef, BuildRunner, RunnerConfig, RunnerError, build_environment
 from .status import StatusPublisher, now_iso, parse_iso
+from .versions import UnsupportedSetting, check_supported
 
 EVENT_REASONS = {
     Phase.QUEUED: ("Normal", "Queued"),
@@ -69,12 +70,29 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
     memo.runner = BuildRunner(RunnerConfig(
         build_image=config.build_image, docker_socket=config.docker_socket, user_id=config.user_id,
         user_name=config.user_name, push=config.push, docker_config=config.docker_config, instance=config.instance,
+        environment=build_environment(config.build_env),
     ))
     try:
         await memo.runner.ping()
         await _adopt_running_builds(memo, logger)
     except RunnerError as exc:
         logger.error("Docker is not reachable now (%s); builds will fail until it is", exc)
+        return
+    await _check_build_image(memo, config, logger)
+
+
+async def _check_build_image(memo: kopf.Memo, config: OperatorConfig, logger: logging.Logger) -> None:
+    """Refuse at start a configuration the default build image cannot honour, rather than
+    failing every build. An image that is not there yet is only a warning: builds will say it."""
+    try:
+        version = await memo.runner.repo2docker_version(config.build_image)
+    except RunnerError as exc:
+        logger.warning("cannot check the build image now: %s", exc)
+        return
+    try:
+        check_supported(version, config.build_image, contract.parse_quantity(config.memory_limit))
+    except UnsupportedSetting as exc:
+        raise kopf.PermanentError(f"invalid configuration: {exc}") from None
 
 
 async def _adopt_running_builds(memo: kopf.Memo, logger: logging.Logger) -> None:

@@ -12,23 +12,35 @@ import asyncio
 import concurrent.futures
 import io
 import logging
+import re
 import tarfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import AsyncIterator, Callable
+from typing import AsyncIterator, Callable, Iterable, Mapping
 
 import docker
+import docker.auth
 import docker.errors
 
 from . import contract
 from .contract import BuildSpec
+from .versions import Repo2DockerVersion, UnsupportedSetting, check_supported
 
 log = logging.getLogger(__name__)
 
 
 class RunnerError(RuntimeError):
     """Docker could not do what a build needs; the message is meant for the user."""
+
+
+class RegistryError(RunnerError):
+    """The image registry answered, but not with what a build needs (refused credentials, a
+    refused push). Retrying will not help until someone changes the configuration."""
+
+
+class RegistryUnavailable(RunnerError):
+    """The image registry could not be reached; retrying later may help."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +67,10 @@ class RunnerConfig:
     docker_config: str | None = None
     # Separates operators (or hubs) that share one daemon, so each counts only its builds.
     instance: str = "default"
+    # Environment of build containers as (name, value) pairs: proxies (the official image's
+    # entrypoint writes them into Docker's client config), R2D_DATAVERSE_INSTALLATIONS_URL
+    # for hubs without internet access, and the like. Validated by `build_environment`.
+    environment: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -68,6 +84,25 @@ class BuildContainer:
     @property
     def running(self) -> bool:
         return self.status in ("created", "running", "restarting")
+
+
+_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+
+
+def build_environment(values: Mapping[str, str] | Iterable[str]) -> tuple[tuple[str, str], ...]:
+    """Validated environment for build containers, from a mapping or 'NAME=VALUE' strings.
+
+    Values go to Docker as environment entries, never through a shell, so only what Docker
+    itself cannot carry (NUL) and what would bloat every container (huge values) is refused."""
+    items = values.items() if isinstance(values, Mapping) else (str(v).partition("=")[::2] for v in values)
+    pairs = []
+    for name, value in items:
+        if not _ENV_NAME_RE.match(str(name)):
+            raise ValueError(f"build environment name {str(name)[:60]!r} must be letters, digits and _ (not first a digit)")
+        if not isinstance(value, str) or "\0" in value or len(value) > 8192:
+            raise ValueError(f"build environment value of {name} must be text without NUL, at most 8192 characters")
+        pairs.append((str(name), value))
+    return tuple(sorted(pairs))
 
 
 def docker_config_tar(data: bytes) -> bytes:
@@ -88,10 +123,14 @@ def container_name(ref: BuildRef) -> str:
     return f"r2dbuild-{ref.name}-{ref.uid[:8]}"
 
 
-def build_args(config: RunnerConfig, spec: BuildSpec) -> list[str]:
-    """repo2docker's own flags. Every value comes from a validated BuildSpec."""
+def build_args(config: RunnerConfig, spec: BuildSpec, version: Repo2DockerVersion) -> list[str]:
+    """The build container's command. Every value comes from a validated BuildSpec.
+
+    It names the program: build images shaped like the official one have an entrypoint
+    script that ends in `exec "$@"`, so flags alone would be run as a program."""
+    check_supported(version, spec.build_image or config.build_image, spec.memory_limit)
     args = [
-        "--no-run", "--json-logs",
+        "repo2docker", "--no-run", "--json-logs",
         "--user-id", str(int(config.user_id)),
         "--user-name", config.user_name,
         "--ref", spec.commit,
@@ -99,10 +138,30 @@ def build_args(config: RunnerConfig, spec: BuildSpec) -> list[str]:
     ]
     if config.push:
         args.append("--push")
-    if spec.memory_limit:
+    if spec.memory_limit:  # only reached for versions before buildx (check_supported)
         args += ["--build-memory-limit", str(spec.memory_limit)]
     # '--' so that nothing in the URL can ever be read as an option.
     return args + ["--", spec.repo_url]
+
+
+def registry_of(image: str) -> str:
+    """The registry host of an image reference ('127.0.0.1:5000/binder/x:t' → '127.0.0.1:5000');
+    Docker Hub's for a name without one, as Docker itself decides."""
+    first, _, rest = image.partition("/")
+    if rest and ("." in first or ":" in first or first == "localhost"):
+        return first
+    return "docker.io"
+
+
+def _registry_error(image: str, text: str, doing: str) -> RunnerError:
+    """A daemon's registry error, classified for the user. Never includes credentials: the
+    daemon's messages name the registry and the repository, not the auth it was given."""
+    registry = registry_of(image)
+    lowered = text.lower()
+    if any(word in lowered for word in ("unauthorized", "authentication required", "denied", "forbidden", "no basic auth")):
+        return RegistryError(f"The registry {registry} refused the push: {text.strip()[:300]} "
+                             f"(check the registry credentials the builds are given)")
+    return RegistryUnavailable(f"The registry {registry} could not be reached while {doing} it: {text.strip()[:300]}")
 
 
 def container_labels(config: RunnerConfig, ref: BuildRef, spec: BuildSpec) -> dict[str, str]:
@@ -125,7 +184,8 @@ async def _in_own_thread(fn: Callable):
         try:
             result = fn()
         except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
-            loop.call_soon_threadsafe(lambda: future.done() or future.set_exception(exc))
+            # Bound now: Python unbinds `exc` when the except block ends, before the loop runs this.
+            loop.call_soon_threadsafe(lambda error=exc: future.done() or future.set_exception(error))
         else:
             loop.call_soon_threadsafe(lambda: future.done() or future.set_result(result))
 
@@ -155,6 +215,8 @@ class BuildRunner:
         self.config = config
         self._client_factory = client_factory or (lambda: docker.from_env(max_pool_size=32))
         self._client: docker.DockerClient | None = None
+        # repo2docker version per build image *id*: a tag can move to another release.
+        self._versions: dict[str, Repo2DockerVersion] = {}
         # Short calls only; log streams get threads of their own (they last a whole build).
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="docker")
 
@@ -198,6 +260,71 @@ class BuildRunner:
         except docker.errors.ImageNotFound:
             return False
 
+    async def repo2docker_version(self, image: str) -> Repo2DockerVersion:
+        """The repo2docker release inside a build image, read once per image id.
+
+        Asked of the program itself (`repo2docker --version`, through the image's own
+        entrypoint) rather than of a label: labels are optional and tags are reused."""
+        client = await self._docker()
+        try:
+            image_id = (await self._call(client.images.get, image)).id
+        except docker.errors.ImageNotFound as exc:
+            raise RunnerError(f"the build image {image} is not available on the Docker daemon") from exc
+        if image_id not in self._versions:
+            try:  # auto_remove: the daemon removes it even if this process dies meanwhile
+                output = await self._call(client.containers.run, image, ["repo2docker", "--version"],
+                                          remove=True, network_disabled=True, stdout=True, stderr=True)
+                self._versions[image_id] = Repo2DockerVersion.parse(output.decode(errors="replace"))
+            except (docker.errors.ContainerError, ValueError) as exc:
+                raise RunnerError(f"the build image {image} did not report a repo2docker version: {exc}") from exc
+            log.info("build image %s has repo2docker %s", image, self._versions[image_id])
+        return self._versions[image_id]
+
+    async def command(self, spec: BuildSpec) -> list[str]:
+        """The build container's command for this spec; refuses what its repo2docker cannot do."""
+        version = await self.repo2docker_version(spec.build_image or self.config.build_image)
+        try:
+            return build_args(self.config, spec, version)
+        except UnsupportedSetting as exc:
+            raise RunnerError(f"This build cannot run as configured: {exc}") from None
+
+    # ---- the registry, through the daemon ---------------------------------------------------
+    # The daemon already reaches the registry (it pushes and pulls), with the same network,
+    # proxies and TLS trust as the servers that will pull, so it is asked rather than the
+    # registry's HTTP API: the operator pod needs no route to the registry of its own.
+
+    def _auth(self, image: str) -> dict | None:
+        """Credentials for the image's registry from the configured docker config.json, or None
+        (docker-py then uses this process's own Docker client configuration)."""
+        if not self.config.docker_config:
+            return None
+        registry = registry_of(image)
+        auths = docker.auth.load_config(config_path=self.config.docker_config)
+        found = auths.resolve_authconfig(registry)
+        return dict(found) if found else None
+
+    async def registry_has(self, image: str) -> bool:
+        """Whether the registry holds this tag (Docker's distribution inspect)."""
+        client = await self._docker()
+        try:
+            await self._call(client.api.inspect_distribution, image, auth_config=self._auth(image))
+            return True
+        except docker.errors.APIError as exc:
+            text = str(exc.explanation or exc)
+            if exc.status_code == 404 or "manifest unknown" in text or "not found" in text.lower():
+                return False
+            raise _registry_error(image, text, "reading from") from None
+
+    async def push(self, image: str) -> None:
+        """Push a local image (e.g. one built before push was switched on)."""
+        repository, _, tag = image.rpartition(":")
+        client = await self._docker()
+        stream = await self._call(client.api.push, repository, tag, stream=True, decode=True,
+                                  auth_config=self._auth(image))
+        for item in await self._call(list, stream):
+            if isinstance(item, dict) and item.get("error"):
+                raise _registry_error(image, str(item["error"]), "pushing to")
+
     async def find(self, uid: str) -> BuildContainer | None:
         """The build container of the resource with this uid, running or not."""
         found = await self._call(
@@ -220,10 +347,11 @@ class BuildRunner:
         volumes = {self.config.docker_socket: {"bind": "/var/run/docker.sock", "mode": "rw"}}
         kwargs = dict(
             image=spec.build_image or self.config.build_image,
-            command=build_args(self.config, spec),
+            command=await self.command(spec),
             name=container_name(ref),
             labels=container_labels(self.config, ref, spec),
             volumes=volumes,
+            environment=dict(self.config.environment),
         )
         if spec.memory_limit:
             kwargs["mem_limit"] = spec.memory_limit

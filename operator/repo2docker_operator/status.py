@@ -33,10 +33,9 @@ def parse_iso(value: str | None) -> datetime.datetime | None:
         return None
 
 
-def failure_message(reason: str, tail: list[str], lines: int = 5) -> str:
-    """A message that says what failed and shows the last lines, so nobody has to dig."""
-    last = [line for line in tail if line.strip()][-lines:]
-    return reason if not last else reason + "\nLast log lines:\n" + "\n".join(last)
+def failure_message(reason: str, lines: list[str]) -> str:
+    """A message that says what failed and shows the lines that explain it, so nobody has to dig."""
+    return reason if not lines else reason + "\nLast log lines:\n" + "\n".join(lines)
 
 
 class StatusPublisher:

@@ -14,13 +14,13 @@ import os
 from typing import Any, AsyncIterator
 
 from dockerspawner import DockerSpawner
-from traitlets import CaselessStrEnum, Float, Int, List, TraitError, Unicode, default, validate
+from traitlets import Bool, CaselessStrEnum, Dict, Float, Int, List, TraitError, Unicode, default, validate
 
 from repo2docker_operator import contract
 from repo2docker_operator.build import BuildSettings
 from repo2docker_operator.config import DEFAULT_BUILD_IMAGE
 from repo2docker_operator.contract import BuildSpec, BuildStatus, Phase
-from repo2docker_operator.runner import RunnerConfig
+from repo2docker_operator.runner import RunnerConfig, build_environment
 
 from .backends import BuildBackend, BuildHandle, registry
 from .options import RepoPolicy, RepoRequest, bad_request, parse_options
@@ -100,7 +100,30 @@ class Repo2DockerSpawner(DockerSpawner):
     build_memory_limit = Unicode(
         None, allow_none=True, config=True, help="Memory limit of build containers, e.g. '4Gi' (local backend).",
     )
-    build_cpu_limit = Float(None, allow_none=True, config=True, help="CPUs of build containers (local backend).")
+    build_cpu_limit = Float(
+        None, allow_none=True, config=True,
+        help="""CPUs of the repo2docker container (local backend). It bounds cloning and build
+        preparation; the build steps run in the Docker daemon and are not bounded by it.""",
+    )
+    build_push = Bool(
+        False, config=True,
+        help="""Push built images to the registry named in image_prefix (local backend; the
+        operator has --push). An image counts as built only once it is in the registry, and
+        servers pull it from there, so several Docker hosts can share builds. DockerSpawner
+        pulls with the hub's Docker client configuration ($DOCKER_CONFIG or ~/.docker).""",
+    )
+    build_env = Dict(
+        Unicode(), config=True,
+        help="""Environment of local build containers: proxies (HTTP_PROXY, HTTPS_PROXY,
+        NO_PROXY, which the official build image also writes into Docker's client config), or
+        R2D_DATAVERSE_INSTALLATIONS_URL for hubs without internet access (repo2docker 2025.08
+        and later download that list before every build).""",
+    )
+    build_docker_config = Unicode(
+        None, allow_none=True, config=True,
+        help="""A docker config.json with the credentials that builds push with (local backend).
+        It is copied into each build container; nothing else reads it.""",
+    )
     docker_socket = Unicode(
         "/var/run/docker.sock", config=True,
         help="Host path of the Docker socket mounted into local build containers.",
@@ -129,6 +152,21 @@ class Repo2DockerSpawner(DockerSpawner):
         except contract.InvalidBuildRequest as exc:
             raise TraitError(f"Repo2DockerSpawner.image_prefix: {exc}") from None
 
+    @validate("build_env")
+    def _validate_build_env(self, proposal: Any) -> Any:
+        try:
+            build_environment(proposal["value"])
+        except ValueError as exc:
+            raise TraitError(f"Repo2DockerSpawner.build_env: {exc}") from None
+        return proposal["value"]
+
+    @validate("build_docker_config")
+    def _validate_docker_config(self, proposal: Any) -> Any:
+        path = proposal["value"]
+        if path and not os.path.isfile(path):
+            raise TraitError(f"Repo2DockerSpawner.build_docker_config: {path} is not a file")
+        return path
+
     @default("namespace")
     def _default_namespace(self) -> str:
         return os.environ.get("POD_NAMESPACE", "default")
@@ -145,6 +183,9 @@ class Repo2DockerSpawner(DockerSpawner):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        if self.backend == "local" and self.build_push and not contract.prefix_names_registry(self.image_prefix):
+            raise TraitError(f"Repo2DockerSpawner.build_push needs an image_prefix that names a registry "
+                             f"(e.g. 'registry.example.org/binder/r2d-'), not {self.image_prefix!r}")
         self._configured_image = self.image
         self._build: BuildHandle | None = None
         self._build_ready = asyncio.Event()
@@ -201,7 +242,9 @@ class Repo2DockerSpawner(DockerSpawner):
         from .backends.local import LocalBackend
 
         runner_config = RunnerConfig(build_image=self.build_image, docker_socket=self.docker_socket,
-                                     instance=self.build_instance)
+                                     instance=self.build_instance, push=self.build_push,
+                                     docker_config=self.build_docker_config,
+                                     environment=build_environment(self.build_env))
         settings = BuildSettings(timeout=self.build_timeout, tail_lines=self.log_tail_lines)
         key = ("local", runner_config, self.concurrent_builds_limit, settings)
         return registry.shared(key, lambda: LocalBackend(runner_config, self.concurrent_builds_limit, settings))

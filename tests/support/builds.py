@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import uuid
 
@@ -25,6 +26,19 @@ def dockerfile_repo(git_repos: GitRepoFactory, base_image: str, sleep: float = 0
         lines.append("RUN echo 'this build is meant to fail' && sleep 4 && exit 3")
     lines.append("COPY marker.txt /home/jovyan/marker.txt")
     return git_repos.create({"Dockerfile": "\n".join(lines) + "\n", "marker.txt": (marker or token) + "\n"})
+
+
+def tagged(lines: list[str]) -> bool:
+    """Whether a build log says the image was tagged: the classic builder's 'Successfully
+    tagged', or BuildKit's 'naming to ... done' (repo2docker 2025.08 and later)."""
+    return any("Successfully tagged" in line or (line.startswith("naming to ") and line.endswith(" done"))
+               for line in lines)
+
+
+def shows_first_step(lines: list[str]) -> bool:
+    """Whether a build log shows the Dockerfile's first step as a person reads it: 'Step 1/3 :'
+    (classic builder) or '[1/3] FROM' (BuildKit, without its '#4 ' vertex prefix)."""
+    return any(line.startswith("Step 1/") or re.match(r"^\[1/\d+\] FROM ", line) for line in lines)
 
 
 def head(repo: GitRepo) -> str:

@@ -14,14 +14,16 @@ from typing import Any, Iterator
 import requests
 
 from .env import TestEnv
-from .operator import free_port
+from .operator import free_port, offline_build_env
 from .process import stop_process
-from .waiting import wait_until
+from .waiting import GiveUp, wait_until
 
 
 class Hub:
-    def __init__(self, env: TestEnv, workdir: Path, **spawner_config: Any) -> None:
+    def __init__(self, env: TestEnv, workdir: Path, process_env: dict[str, str] | None = None,
+                 **spawner_config: Any) -> None:
         self.env = env
+        self.process_env = process_env or {}
         self.workdir = workdir
         self.token = secrets.token_hex(16)
         self.password = "r2d-test-password"
@@ -37,6 +39,7 @@ class Hub:
             "allowed_repo_hosts": [env["R2D_BRIDGE_IP"]],
             "image_prefix": "r2d-e2e-",
             "build_instance": self.instance,
+            "build_env": offline_build_env(env),
             **spawner_config,
         }
         self.proc: subprocess.Popen | None = None
@@ -72,7 +75,8 @@ class Hub:
 
     def start(self) -> "Hub":
         (self.workdir / "jupyterhub_config.py").write_text(self.config())
-        env = {**os.environ, "PATH": f"{self.env['R2D_CHP_BIN']}:{Path(sys.executable).parent}:{os.environ['PATH']}"}
+        env = {**os.environ, "PATH": f"{self.env['R2D_CHP_BIN']}:{Path(sys.executable).parent}:{os.environ['PATH']}",
+               **self.process_env}
         log = open(self.log_path, "a")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "jupyterhub", "-f", str(self.workdir / "jupyterhub_config.py")],
@@ -87,7 +91,7 @@ class Hub:
 
     def _up(self) -> bool:
         if self.proc and self.proc.poll() is not None:
-            raise AssertionError(f"jupyterhub exited with {self.proc.returncode}:\n{self.log()[-4000:]}")
+            raise GiveUp(f"jupyterhub exited with {self.proc.returncode}:\n{self.log()[-4000:]}")
         try:
             return self.api("GET", "/info").status_code == 200
         except requests.RequestException:
@@ -158,17 +162,22 @@ def timed(fn, *args, **kwargs) -> tuple[Any, float]:
     return fn(*args, **kwargs), time.monotonic() - start
 
 
-def start_hub(request, backend: str, testenv, tmp_path, docker_client, **extra) -> Hub:
-    """A hub for a test; with the Kubernetes backend also an operator in the test's namespace."""
+def start_hub(request, backend: str, testenv, tmp_path, docker_client, operator_options: dict | None = None,
+              process_env: dict[str, str] | None = None, **extra) -> Hub:
+    """A hub for a test; with the Kubernetes backend also an operator in the test's namespace.
+    `extra` is spawner configuration, `process_env` the hub process's environment."""
     # allowed_images is set: built images must start anyway (they are not user-chosen images).
-    config = {"backend": backend, "concurrent_builds_limit": 2, "allowed_images": [testenv["R2D_SINGLEUSER_IMAGE"]], **extra}
+    build_image = request.getfixturevalue("build_image")
+    config = {"backend": backend, "concurrent_builds_limit": 2, "allowed_images": [testenv["R2D_SINGLEUSER_IMAGE"]],
+              "build_image": build_image, **extra}
     instance = None
     if backend == "kubernetes":
         namespace = request.getfixturevalue("namespace")
-        operator = request.getfixturevalue("operator_factory")(image_prefix="r2d-e2e-")
+        operator = request.getfixturevalue("operator_factory")(
+            image_prefix=extra.get("image_prefix", "r2d-e2e-"), **(operator_options or {}))
         instance = operator.instance
         config.update(namespace=namespace, kubeconfig=testenv["KUBECONFIG"])
-    hub = Hub(testenv, tmp_path, **config).start()
+    hub = Hub(testenv, tmp_path, process_env=process_env, **config).start()
     hub.build_instance = instance or hub.instance  # whose containers are builds
     hub.backend = backend
     return hub

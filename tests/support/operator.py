@@ -16,7 +16,13 @@ import requests
 
 from .env import TestEnv
 from .process import stop_process
-from .waiting import wait_until
+from .waiting import GiveUp, wait_until
+
+
+def offline_build_env(env: TestEnv) -> dict[str, str]:
+    """What builds need in an environment without internet access, as a hub admin would set it
+    (see the README): repo2docker >= 2025.08 fetches the Dataverse installations list first."""
+    return {"R2D_DATAVERSE_INSTALLATIONS_URL": env["R2D_DATAVERSE_INSTALLATIONS_URL"]}
 
 
 def free_port() -> int:
@@ -36,7 +42,8 @@ class OperatorProcess:
         self.instance = instance or f"t{uuid.uuid4().hex[:8]}"
         self.liveness_port = free_port()
         self.metrics_port = free_port()
-        self.options = {"concurrency": 2, "status-interval": 0.5, "finished-ttl": 0, **options}
+        self.options = {"build_image": env["R2D_BUILD_IMAGE"], "concurrency": 2, "status-interval": 0.5,
+                        "finished-ttl": 0, "build_env": offline_build_env(env), **options}
         self.token = token
         self.log_path = log_dir / f"operator-{self.instance}.log"
         self.proc: subprocess.Popen | None = None
@@ -44,12 +51,15 @@ class OperatorProcess:
 
     def command(self) -> list[str]:
         cmd = [sys.executable, "-m", "repo2docker_operator", "--namespace", self.namespace,
-               "--build-image", self.env["R2D_BUILD_IMAGE"], "--instance", self.instance,
+               "--instance", self.instance,
                "--liveness", f"http://127.0.0.1:{self.liveness_port}/healthz",
                "--metrics-port", str(self.metrics_port)]
         for key, value in self.options.items():
             key = key.replace("_", "-")
-            if value is True:
+            if isinstance(value, dict):  # repeatable NAME=VALUE options
+                for name, item in value.items():
+                    cmd += [f"--{key}", f"{name}={item}"]
+            elif value is True:
                 cmd.append(f"--{key}")
             elif value is not None and value is not False:
                 cmd += [f"--{key}", str(value)]
@@ -69,7 +79,7 @@ class OperatorProcess:
 
     def _alive(self) -> bool:
         if self.proc and self.proc.poll() is not None:
-            raise AssertionError(f"operator exited with {self.proc.returncode}; log:\n{self.log()[-3000:]}")
+            raise GiveUp(f"operator exited with {self.proc.returncode}; log:\n{self.log()[-3000:]}")
         try:
             return requests.get(f"http://127.0.0.1:{self.liveness_port}/healthz", timeout=1).status_code == 200
         except requests.RequestException:

@@ -8,6 +8,10 @@ from typing import Callable, TypeVar
 T = TypeVar("T")
 
 
+class GiveUp(AssertionError):
+    """Raised by a predicate when waiting longer cannot help (the process it waits for died)."""
+
+
 def wait_until(predicate: Callable[[], T], timeout: float = 60.0, interval: float = 0.2, what: str = "condition") -> T:
     deadline = time.monotonic() + timeout
     last_error: Exception | None = None
@@ -16,6 +20,8 @@ def wait_until(predicate: Callable[[], T], timeout: float = 60.0, interval: floa
             value = predicate()
             if value:
                 return value
+        except GiveUp:
+            raise
         except Exception as exc:  # noqa: BLE001 - retried until the deadline
             last_error = exc
         time.sleep(interval)
