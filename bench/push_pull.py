@@ -3,11 +3,13 @@ against one that finds it, each pair measured in this run on this machine.
 
 1. By hand, with the newest repo2docker build image: each round builds two fresh repositories
    with identical Dockerfiles, one with `--push` to the test registry (htpasswd auth), one
-   without. One push before the rounds uploads the base image's layers, as a registry that has
-   seen a hub's first build holds them; the rounds then measure the steady state.
+   without. Before the rounds, one build is pushed to a new, empty registry: the cost of a
+   hub's first build, which uploads every layer of the base image. The rounds then measure the
+   steady state, where the registry holds the base layers and a push uploads the new ones.
 2. Through JupyterHub (local backend, push on): a REST spawn of an already-built commit until
    the server is ready, once with the image in the daemon and once after removing it, so that
-   DockerSpawner pulls it from the registry with the hub's Docker credentials.
+   DockerSpawner pulls it from the registry with the hub's Docker credentials. The repository
+   adds a 64 MB layer to the single-user base (which the daemon keeps, as a node would).
 
 Usage: .venv/bin/python bench/push_pull.py [rounds]   (needs `make testenv`)
 """
@@ -15,6 +17,7 @@ Usage: .venv/bin/python bench/push_pull.py [rounds]   (needs `make testenv`)
 from __future__ import annotations
 
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -25,6 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 import docker  # noqa: E402
+import requests  # noqa: E402
 
 from repo2docker_operator import contract  # noqa: E402
 from support.builds import dockerfile_repo, head  # noqa: E402
@@ -32,7 +36,10 @@ from support.env import load_env  # noqa: E402
 from support.gitrepos import GitRepoFactory  # noqa: E402
 from support.hub import Hub  # noqa: E402
 from support.operator import offline_build_env  # noqa: E402
+from support.operator import free_port  # noqa: E402
+from support.process import stop_process  # noqa: E402
 from support.registry import login_config  # noqa: E402
+from support.waiting import wait_until  # noqa: E402
 
 
 def build(client, env, repo, image: str, docker_config_dir: str | None) -> float:
@@ -41,17 +48,36 @@ def build(client, env, repo, image: str, docker_config_dir: str | None) -> float
     volumes = {"/var/run/docker.sock": {"bind": "/var/run/docker.sock", "mode": "rw"}}
     if docker_config_dir:
         command.append("--push")
-        volumes[docker_config_dir] = {"bind": "/root/.docker", "mode": "ro"}
+        # Writable: buildx keeps its own state under ~/.docker/buildx.
+        volumes[docker_config_dir] = {"bind": "/root/.docker", "mode": "rw"}
     start = time.monotonic()
     client.containers.run(env["R2D_BUILD_IMAGE"], [*command, "--", repo.url], volumes=volumes, remove=True,
                           environment=offline_build_env(env))
     return time.monotonic() - start
 
 
+def first_push(client, env, repos, config_dir: str) -> None:
+    """Build alone, then build + push of the same kind of repository to an empty registry."""
+    work = Path(tempfile.mkdtemp())
+    port = free_port()
+    (work / "registry.yml").write_text(f"version: 0.1\nlog: {{level: warn}}\nstorage: {{filesystem: {{rootdirectory: {work}/data}}}}\n"
+                                       f"http: {{addr: 127.0.0.1:{port}}}\n")
+    registry = subprocess.Popen([env["R2D_REGISTRY_BIN"], "serve", str(work / "registry.yml")],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: requests.get(f"http://127.0.0.1:{port}/v2/", timeout=1).ok, timeout=15, what="registry")
+        a = dockerfile_repo(repos, env["R2D_SINGLEUSER_IMAGE"])
+        b = dockerfile_repo(repos, env["R2D_SINGLEUSER_IMAGE"])
+        alone = build(client, env, a, contract.image_name("r2d-bench-", a.url, head(a)), None)
+        pushed = build(client, env, b, contract.image_name(f"127.0.0.1:{port}/bench/r2d-bench-", b.url, head(b)), config_dir)
+        print(f"first build on an empty registry: build {alone:.2f}s, build + push {pushed:.2f}s "
+              f"(uploads the base image's layers); ratio {pushed / alone:.2f}")
+    finally:
+        stop_process(registry, timeout=10)
+
+
 def build_vs_push(client, env, repos, prefix: str, config_dir: str, rounds: int) -> None:
-    warm = dockerfile_repo(repos, env["R2D_SINGLEUSER_IMAGE"])
-    first = build(client, env, warm, contract.image_name(prefix, warm.url, head(warm)), config_dir)
-    print(f"first push (uploads the base image's layers): {first:.2f}s")
+    first_push(client, env, repos, config_dir)
     alone, pushed = [], []
     for i in range(rounds):
         a = dockerfile_repo(repos, env["R2D_SINGLEUSER_IMAGE"])
@@ -80,7 +106,8 @@ def pull_vs_local(client, env, repos, prefix: str, push_config: str, rounds: int
               build_push=True, build_docker_config=push_config, allowed_images=[env["R2D_SINGLEUSER_IMAGE"]])
     hub.start()
     try:
-        repo = dockerfile_repo(repos, env["R2D_SINGLEUSER_IMAGE"])
+        repo = repos.create({"Dockerfile": f"FROM {env['R2D_SINGLEUSER_IMAGE']}\n"
+                                           f"RUN head -c 64M /dev/urandom >/home/jovyan/data.bin\n"})
         image = contract.image_name(prefix, repo.url, head(repo))
         user = f"bench{uuid.uuid4().hex[:6]}"
         spawn_time(hub, user, repo)  # builds and pushes; not measured
@@ -114,4 +141,4 @@ def main(rounds: int) -> None:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 3)
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 5)
