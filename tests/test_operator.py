@@ -14,19 +14,12 @@ import pytest
 
 from repo2docker_operator import contract
 from support.env import both_repo2docker_versions
-from support.builds import IMAGE_PREFIX, create_build, dockerfile_repo, get_build, head, tagged, wait_phase
+from support.builds import (IMAGE_PREFIX, create_build, dockerfile_repo, get_build, head, image_exists, tagged,
+                            wait_phase)
 from support.operator import ContainerWatcher
 from support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
-
-
-def image_exists(docker_client, image: str) -> bool:
-    try:
-        docker_client.images.get(image)
-        return True
-    except docker.errors.ImageNotFound:
-        return False
 
 
 @pytest.fixture

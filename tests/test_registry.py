@@ -6,13 +6,12 @@ from __future__ import annotations
 import json
 import subprocess
 
-import docker.errors
 import pytest
 import requests
 
 from repo2docker_operator import contract
 from repo2docker_operator.build import ALREADY_PUSHED, PUSHED_EXISTING
-from support.builds import create_build, dockerfile_repo, get_build, head, tagged, wait_phase
+from support.builds import create_build, dockerfile_repo, get_build, head, image_exists, tagged, wait_phase
 from support.env import both_repo2docker_versions
 from support.operator import ContainerWatcher, free_port
 from support.process import stop_process
@@ -36,14 +35,6 @@ def prefix(testenv, namespace) -> str:
 def repository(image: str) -> str:
     """'127.0.0.1:5000/ns/r2d-test-x:sha' → 'ns/r2d-test-x', the registry's name for it."""
     return image.split("/", 1)[1].rsplit(":", 1)[0]
-
-
-def local_image(docker_client, image: str) -> bool:
-    try:
-        docker_client.images.get(image)
-        return True
-    except docker.errors.ImageNotFound:
-        return False
 
 
 def everything_said(kubectl, namespace: str, name: str, op) -> str:
@@ -103,7 +94,7 @@ def test_local_image_is_pushed_not_rebuilt_and_a_registry_image_is_not_rebuilt(
         status = wait_phase(kubectl, namespace, name, "Succeeded", "Failed", timeout=120)["status"]
         assert (status["phase"], status["message"]) == ("Succeeded", ALREADY_PUSHED)
     assert watcher.seen_ids == {}, "a build container ran for an image that needed none"
-    assert not local_image(docker_client, image)  # servers pull it; the operator does not
+    assert not image_exists(docker_client, image)  # servers pull it; the operator does not
 
 
 def test_unreachable_registry_is_retried_with_backoff_until_it_answers(

@@ -7,6 +7,8 @@ import re
 import subprocess
 import uuid
 
+import docker.errors
+
 from repo2docker_operator import contract
 
 from .gitrepos import GitRepo, GitRepoFactory
@@ -26,6 +28,14 @@ def dockerfile_repo(git_repos: GitRepoFactory, base_image: str, sleep: float = 0
         lines.append("RUN echo 'this build is meant to fail' && sleep 4 && exit 3")
     lines.append("COPY marker.txt /home/jovyan/marker.txt")
     return git_repos.create({"Dockerfile": "\n".join(lines) + "\n", "marker.txt": (marker or token) + "\n"})
+
+
+def image_exists(docker_client, image: str) -> bool:
+    try:
+        docker_client.images.get(image)
+        return True
+    except docker.errors.ImageNotFound:
+        return False
 
 
 def tagged(lines: list[str]) -> bool:
