@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 import docker  # noqa: E402
 import requests  # noqa: E402
 
-from repo2docker_operator import contract  # noqa: E402
+from repo2docker_buildcore import contract  # noqa: E402
 from support.builds import dockerfile_repo, head  # noqa: E402
 from support.env import load_env  # noqa: E402
 from support.gitrepos import GitRepoFactory  # noqa: E402
@@ -103,7 +103,8 @@ def pull_vs_local(client, env, repos, prefix: str, push_config: str, rounds: int
     work = Path(tempfile.mkdtemp())
     hub_docker = Path(login_config(env, work / "hub-docker")).parent
     hub = Hub(env, work, process_env={"DOCKER_CONFIG": str(hub_docker)}, backend="local", image_prefix=prefix,
-              build_push=True, build_docker_config=push_config, allowed_images=[env["R2D_SINGLEUSER_IMAGE"]])
+              allowed_images=[env["R2D_SINGLEUSER_IMAGE"]],
+              **{"LocalBackend.push": True, "LocalBackend.docker_config": push_config})
     hub.start()
     try:
         repo = repos.create({"Dockerfile": f"FROM {env['R2D_SINGLEUSER_IMAGE']}\n"

@@ -25,16 +25,16 @@ c.Authenticator.admin_users = {"admin"}
 
 c.Repo2DockerSpawner.backend = env.get("DEMO_BACKEND", "local")
 c.Repo2DockerSpawner.image = env["R2D_SINGLEUSER_IMAGE"]  # no repository: this image
-c.Repo2DockerSpawner.build_image = env["R2D_BUILD_IMAGE"]
-c.Repo2DockerSpawner.concurrent_builds_limit = 2
+c.LocalBackend.build_image = env["R2D_BUILD_IMAGE"]
+c.LocalBackend.concurrent_builds_limit = 2
 # This machine has no internet access: repo2docker >= 2025.08 fetches the list of Dataverse
 # installations before every build, so point it at the test environment's copy.
-c.Repo2DockerSpawner.build_env = {"R2D_DATAVERSE_INSTALLATIONS_URL": env["R2D_DATAVERSE_INSTALLATIONS_URL"]}
+c.LocalBackend.build_env = {"R2D_DATAVERSE_INSTALLATIONS_URL": env["R2D_DATAVERSE_INSTALLATIONS_URL"]}
 c.Repo2DockerSpawner.image_prefix = "r2d-demo-"
 # The demo's git server speaks plain http on the docker bridge; real hubs keep https only.
 c.Repo2DockerSpawner.allowed_repo_schemes = ["https", "http"]
 c.Repo2DockerSpawner.allowed_repo_hosts = [env["R2D_BRIDGE_IP"], "*"]
 c.DockerSpawner.name_template = "r2d-demo-{username}--{servername}"
 if c.Repo2DockerSpawner.backend == "kubernetes":
-    c.Repo2DockerSpawner.namespace = env.get("DEMO_NAMESPACE", "r2d-demo")
-    c.Repo2DockerSpawner.kubeconfig = env["KUBECONFIG"]
+    c.KubernetesBackend.namespace = env.get("DEMO_NAMESPACE", "r2d-demo")
+    c.KubernetesBackend.kubeconfig = env["KUBECONFIG"]

@@ -23,6 +23,12 @@ need_root "starting dockerd"
 if pid_alive "$TESTENV_DIR/dockerd.pid"; then
   log "dockerd (pid $(cat "$TESTENV_DIR/dockerd.pid")) is starting"
 else
+  # A dockerd that was killed leaves its pid file and its containerd's, and the next one
+  # waits for those pids while they exist, which zombies still do (nothing reaps them here):
+  # remove each file whose process is not alive.
+  for stale in /var/run/docker.pid /var/run/docker/containerd/containerd.pid; do
+    if [[ -f "$stale" ]] && ! pid_alive "$stale"; then as_root rm -f "$stale"; fi
+  done
   start_bg "$TESTENV_DIR/dockerd" dockerd
 fi
 wait_for 60 "docker info" docker info \

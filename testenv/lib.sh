@@ -76,7 +76,13 @@ wait_for() {  # seconds description command...
   done
 }
 
-pid_alive() { [[ -f "$1" ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# pid_alive PIDFILE: the recorded process runs. A killed daemon whose parent never reaps it
+# (PID 1 in a container often does not) stays a zombie that `kill -0` still finds: not alive.
+pid_alive() {
+  local pid
+  [[ -f "$1" ]] && pid=$(cat "$1") && kill -0 "$pid" 2>/dev/null || return 1
+  [[ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != Z ]]
+}
 
 # start_bg PREFIX CMD... : run CMD detached, its own pid in PREFIX.pid, output in PREFIX.log.
 # The pid written is the daemon's own (bash execs it), so stopping it needs no process search.

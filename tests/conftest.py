@@ -75,7 +75,7 @@ def docker_client(testenv: TestEnv):
 @pytest.fixture(scope="session")
 def crd(kubectl: Kubectl) -> str:
     """The project's CRD, applied from its single source in crds/."""
-    from repo2docker_operator import contract
+    from repo2docker_buildcore import contract
 
     kubectl("apply", "-f", str(REPO_ROOT / "crds" / "repo2dockerbuilds.yaml"))
     kubectl("wait", "--for=condition=Established", f"crd/{contract.CRD_NAME}", "--timeout=60s")

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from repo2docker_operator import contract
+from repo2docker_buildcore import contract
 from support.builds import create_build, dockerfile_repo, head, wait_phase
 from support.kube import Kubectl
 

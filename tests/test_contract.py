@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from repo2docker_operator import contract
-from repo2docker_operator.contract import BuildSpec, BuildStatus, InvalidBuildRequest, Phase
+from repo2docker_buildcore import contract
+from repo2docker_buildcore.contract import BuildSpec, BuildStatus, InvalidBuildRequest, Phase
 
 pytestmark = pytest.mark.unit
 
@@ -94,11 +94,22 @@ def test_spec_round_trip_and_quantities():
         BuildSpec.from_spec({**spec.to_spec(), "resources": {"cpu": -1}})
 
 
-def test_manifest_is_named_by_the_naming_function():
-    spec = BuildSpec("https://h/a/b", "main", SHA, "r2d-x:1")
-    manifest = contract.build_manifest(spec, "ns")
-    assert manifest["metadata"]["name"] == contract.build_name(spec.repo_url, SHA)
-    assert manifest["apiVersion"] == contract.API_VERSION and manifest["kind"] == contract.KIND
+def test_manifest_is_the_whole_resource_named_by_the_naming_function():
+    spec = BuildSpec("https://h/a/b", "main", SHA, "r2d-x:1", memory_limit=2**30)
+    assert contract.build_manifest(spec, "ns", requested_by="alice") == {
+        "apiVersion": "repo2dockerspawner.jupyter.org/v1alpha1",
+        "kind": "Repo2DockerBuild",
+        "metadata": {
+            "name": contract.build_name("https://h/a/b", SHA),
+            "namespace": "ns",
+            "labels": {"repo2dockerspawner.jupyter.org/repo-hash": contract.repo_hash("https://h/a/b"),
+                       "repo2dockerspawner.jupyter.org/commit": SHA},
+            "annotations": {"repo2dockerspawner.jupyter.org/requested-by": "alice"},
+        },
+        "spec": {"repoUrl": "https://h/a/b", "ref": "main", "commit": SHA, "image": "r2d-x:1",
+                 "resources": {"memory": str(2**30)}},
+    }
+    assert "annotations" not in contract.build_manifest(spec, "ns")["metadata"]
 
 
 def test_status_new_lines_gives_each_line_once():

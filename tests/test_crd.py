@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from repo2docker_operator import contract
+from repo2docker_buildcore import contract
 
 pytestmark = pytest.mark.unit
 

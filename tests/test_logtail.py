@@ -8,7 +8,7 @@ import pytest
 
 from pathlib import Path
 
-from repo2docker_operator.logtail import MAX_LINE_CHARS, BuildOutput, LogTail, parse_line
+from repo2docker_buildcore.logtail import MAX_LINE_CHARS, BuildOutput, LogTail, parse_line
 
 pytestmark = pytest.mark.unit
 

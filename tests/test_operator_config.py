@@ -7,10 +7,11 @@ import dataclasses
 import pytest
 
 from repo2docker_operator import cli
+from repo2docker_buildcore.build import BuildSettings
 from repo2docker_operator.config import ConfigError, OperatorConfig, from_sources
-from repo2docker_operator.contract import BuildSpec
-from repo2docker_operator.runner import RunnerConfig, build_args, registry_of
-from repo2docker_operator.versions import Repo2DockerVersion, UnsupportedSetting
+from repo2docker_buildcore.contract import BuildSpec
+from repo2docker_buildcore.runner import RunnerConfig, build_args, registry_of
+from repo2docker_buildcore.versions import Repo2DockerVersion, UnsupportedSetting
 
 pytestmark = pytest.mark.unit
 
@@ -106,3 +107,66 @@ def test_output_without_a_version_is_refused():
 ])
 def test_registry_of_an_image_is_decided_as_docker_decides(image, registry):
     assert registry_of(image) == registry
+
+
+def test_the_core_settings_are_derived_from_the_operators():
+    config = from_sources({"R2D_NAMESPACES": "a", "R2D_BUILD_IMAGE": "img:1", "R2D_DOCKER_SOCKET": "/run/d.sock",
+                           "R2D_USER_ID": "1001", "R2D_USER_NAME": "u", "R2D_PUSH": "1", "R2D_DOCKER_CONFIG": "/c.json",
+                           "R2D_IMAGE_PREFIX": "reg:5000/b/r2d-", "R2D_INSTANCE": "i", "R2D_BUILD_TIMEOUT": "60",
+                           "R2D_LOG_TAIL_LINES": "7", "R2D_LOG_TAIL_BYTES": "512",
+                           "R2D_BUILD_ENV": '{"NO_PROXY": "a,b", "HTTPS_PROXY": "http://p:3128"}'})
+    assert config.runner_config() == RunnerConfig(
+        build_image="img:1", docker_socket="/run/d.sock", user_id=1001, user_name="u", push=True,
+        docker_config="/c.json", instance="i", environment=(("HTTPS_PROXY", "http://p:3128"), ("NO_PROXY", "a,b")))
+    assert config.build_settings() == BuildSettings(build_timeout=60.0, tail_lines=7, tail_bytes=512)
+
+
+def test_every_setting_has_a_variable_a_flag_and_help():
+    from repo2docker_operator.config import _OPTIONS
+
+    for name, option in _OPTIONS.items():
+        assert option.env.startswith("R2D_") and option.flag.startswith("--") and option.help, name
+    assert _OPTIONS["build_env"].many and _OPTIONS["build_env"].flag == "--build-env"
+    assert _OPTIONS["cpu_limit"].kind is float and not _OPTIONS["cpu_limit"].many
+
+
+def test_the_operator_refuses_specs_outside_its_prefix_and_build_images():
+    from repo2docker_buildcore.contract import InvalidBuildRequest
+    from repo2docker_operator.handlers import _build_spec
+
+    config = OperatorConfig(namespaces=("a",), image_prefix="reg:5000/b/r2d-", build_image="r2d/build:2",
+                            allowed_build_images=("r2d/build:1",), memory_limit="1Gi", cpu_limit=2.0)
+    spec = {"repoUrl": "https://h/a/b", "ref": "main", "commit": "a" * 40, "image": "reg:5000/b/r2d-x:1"}
+    built = _build_spec(spec, config)
+    assert (built.image, built.build_image, built.memory_limit, built.cpu_limit) == ("reg:5000/b/r2d-x:1", None, 2**30, 2.0)
+    assert _build_spec({**spec, "buildImage": "r2d/build:1", "resources": {"cpu": 0.5}}, config).cpu_limit == 0.5
+    assert _build_spec({**spec, "buildImage": "r2d/build:2"}, config).build_image == "r2d/build:2"
+    with pytest.raises(InvalidBuildRequest, match="must start with the prefix 'reg:5000/b/r2d-'"):
+        _build_spec({**spec, "image": "reg:5000/other/r2d-x:1"}, config)
+    with pytest.raises(InvalidBuildRequest, match="not one this operator allows"):
+        _build_spec({**spec, "buildImage": "evil/image:1"}, config)
+
+
+def test_container_labels_are_the_whole_set_a_restart_needs():
+    from repo2docker_buildcore.runner import BuildRef, container_labels
+
+    spec = BuildSpec("https://h/a/b", "v1", "a" * 40, "r2d-x:" + "a" * 40)
+    assert container_labels(RunnerConfig(build_image="b:1", instance="hub-1"), BuildRef("ns", "b-1", "uid-1"), spec) == {
+        "app.kubernetes.io/managed-by": "repo2docker-operator",
+        "repo2dockerspawner.jupyter.org/instance": "hub-1",
+        "repo2dockerspawner.jupyter.org/build-namespace": "ns",
+        "repo2dockerspawner.jupyter.org/build-name": "b-1",
+        "repo2dockerspawner.jupyter.org/build-uid": "uid-1",
+        "repo2dockerspawner.jupyter.org/commit": "a" * 40,
+        "repo2dockerspawner.jupyter.org/repo-url": "https://h/a/b",
+        "repo2dockerspawner.jupyter.org/ref": "v1",
+        "repo2dockerspawner.jupyter.org/image": "r2d-x:" + "a" * 40,
+    }
+
+
+def test_each_attempt_at_a_build_has_its_own_container_name():
+    from repo2docker_buildcore.runner import BuildRef, container_name
+
+    first, retry = BuildRef("local", "repo-abc", "repo-abc-1a2b3c4d"), BuildRef("local", "repo-abc", "repo-abc-5e6f7a8b")
+    assert container_name(first) != container_name(retry)
+    assert container_name(first) == container_name(BuildRef("local", "repo-abc", "repo-abc-1a2b3c4d"))  # stable

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from repo2docker_operator.queue import BuildQueue
+from repo2docker_buildcore.queue import BuildQueue
 
 pytestmark = pytest.mark.unit
 

@@ -9,8 +9,8 @@ import subprocess
 import pytest
 import requests
 
-from repo2docker_operator import contract
-from repo2docker_operator.build import ALREADY_PUSHED, PUSHED_EXISTING
+from repo2docker_buildcore import contract
+from repo2docker_buildcore.build import ALREADY_PUSHED, PUSHED_EXISTING
 from support.builds import create_build, dockerfile_repo, get_build, head, image_exists, tagged, wait_phase
 from support.env import both_repo2docker_versions
 from support.operator import ContainerWatcher, free_port

@@ -10,9 +10,9 @@ import uuid
 
 import pytest
 
-from repo2docker_operator import contract
-from repo2docker_operator.contract import BuildSpec
-from repo2docker_operator.runner import (BuildRef, BuildRunner, RegistryError, RegistryUnavailable, RunnerConfig,
+from repo2docker_buildcore import contract
+from repo2docker_buildcore.contract import BuildSpec
+from repo2docker_buildcore.runner import (BuildRef, BuildRunner, RegistryError, RegistryUnavailable, RunnerConfig,
                                          RunnerError)
 from support.builds import dockerfile_repo, head
 from support.env import both_repo2docker_versions
@@ -61,7 +61,7 @@ async def test_start_labels_the_container_copies_push_credentials_and_never_star
 async def test_unreachable_daemon_is_a_clear_error(testenv):
     import docker
 
-    from repo2docker_operator.runner import RunnerError
+    from repo2docker_buildcore.runner import RunnerError
 
     runner = BuildRunner(RunnerConfig(build_image=testenv["R2D_BUILD_IMAGE"]),
                          client_factory=lambda: docker.DockerClient(base_url="unix:///nonexistent/docker.sock"))

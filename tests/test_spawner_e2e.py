@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from repo2docker_operator import contract
+from repo2docker_buildcore import contract
 from support.builds import dockerfile_repo, shows_first_step, tagged
 from support.env import both_repo2docker_versions
 from support.registry import login_config, registry_tags
@@ -229,7 +229,7 @@ def test_form_and_query_paths(local_hub, git_repos, testenv):
     assert bad.status_code == 400 and "http:// URLs on this hub" in html.unescape(bad.text)
 
     ok = session.get(f"{hub.url}/hub/spawn/{name}", params={"repo": repo.url, "ref": "main"})
-    assert ok.status_code == 200 and "/spawn-pending/" in ok.url or f"/user/{name}/" in ok.url, ok.url
+    assert ok.status_code == 200 and ("/spawn-pending/" in ok.url or f"/user/{name}/" in ok.url), ok.url
     hub.wait_ready(name)
     assert hub.user_file(name, "marker.txt") == "via query\n"
     hub.stop_server(name)
@@ -272,7 +272,7 @@ def test_pushed_image_is_pulled_from_the_registry_by_the_next_spawn(
     push_config = login_config(testenv, tmp_path / "push")           # what builds push with
     hub_docker = Path(login_config(testenv, tmp_path / "hub-docker")).parent  # what the hub pulls with
     options = {"push": True, "docker_config": push_config}
-    spawner = {"build_push": True, "build_docker_config": push_config} if backend == "local" else {}
+    spawner = {"LocalBackend.push": True, "LocalBackend.docker_config": push_config} if backend == "local" else {}
     hub = start_hub(request, backend, testenv, tmp_path, docker_client, image_prefix=prefix,
                     operator_options=options, process_env={"DOCKER_CONFIG": str(hub_docker)}, **spawner)
     try:

@@ -7,8 +7,9 @@ from types import SimpleNamespace
 
 import pytest
 from tornado import web
+from traitlets.config import Config
 
-from repo2docker_operator.contract import BuildStatus, Phase
+from repo2docker_buildcore.contract import BuildStatus, Phase
 from repo2dockerspawner import Repo2DockerSpawner
 from repo2dockerspawner.options import RepoPolicy, RepoRequest, parse_options
 from repo2dockerspawner.refs import pick_commit, resolve_ref
@@ -16,8 +17,13 @@ from repo2dockerspawner.spawner import progress_events
 
 pytestmark = pytest.mark.unit
 
-def make_spawner(**config) -> Repo2DockerSpawner:
-    return Repo2DockerSpawner(user=SimpleNamespace(name="alice", id=1, url="/user/alice/"), **config)
+def make_spawner(config: dict | None = None, **traits) -> Repo2DockerSpawner:
+    """A spawner with `traits` set on it and `config` as the hub's configuration ({class: {trait: value}})."""
+    from repo2dockerspawner.backends import shared
+
+    shared.clear()
+    return Repo2DockerSpawner(user=SimpleNamespace(name="alice", id=1, url="/user/alice/"),
+                              config=Config(config or {}), **traits)
 
 
 POLICY = RepoPolicy(schemes=("https",), hosts=("github.com", "*.example.org"))
@@ -94,7 +100,7 @@ def test_form_and_query_share_validation():
 
 def test_defaults_fit_builds():
     spawner = make_spawner()
-    assert spawner.start_timeout > spawner.build_timeout  # JupyterHub must not cancel a running build
+    assert spawner.start_timeout > spawner.build_backend.build_timeout  # JupyterHub must not cancel a running build
     assert spawner.remove and spawner.backend == "local" and spawner.allowed_repo_schemes == ["https"]
 
 
@@ -142,28 +148,69 @@ async def test_progress_events_give_queue_phase_and_each_line_once():
 def test_api_errors_are_described_in_one_line():
     from kubernetes_asyncio.client.exceptions import ApiException
 
-    from repo2dockerspawner.spawner import describe_error
-
+    backend = make_spawner(backend="kubernetes").build_backend
     exc = ApiException(status=403, reason="Forbidden")
     exc.body = '{"kind":"Status","message":"repo2dockerbuilds is forbidden: User \\"x\\" cannot create"}'
-    assert describe_error(exc) == 'repo2dockerbuilds is forbidden: User "x" cannot create'
-    assert describe_error(RuntimeError("boom\ntrace")) == "boom"
+    assert backend.describe_error(exc) == 'repo2dockerbuilds is forbidden: User "x" cannot create'
+    assert backend.describe_error(RuntimeError("boom\ntrace")) == "boom"
 
 
 @pytest.mark.parametrize("config, message", [
-    ({"build_memory_limit": "lots"}, "memory quantity"),
-    ({"allowed_repo_schemes": ["file"]}, "not among"),
-    ({"image_prefix": "UPPER/"}, "image prefix"),
-    ({"build_push": True, "image_prefix": "binder/r2d-"}, "needs an image_prefix that names a registry"),
-    ({"build_docker_config": "/nonexistent/config.json"}, "is not a file"),
+    ({"Repo2DockerSpawner": {"build_memory_limit": "lots"}}, "memory quantity"),
+    ({"LocalBackend": {"build_memory_limit": "lots"}}, "memory quantity"),
+    ({"Repo2DockerSpawner": {"allowed_repo_schemes": ["file"]}}, "not among"),
+    ({"Repo2DockerSpawner": {"image_prefix": "UPPER/"}}, "image prefix"),
+    ({"LocalBackend": {"push": True}, "Repo2DockerSpawner": {"image_prefix": "binder/r2d-"}},
+     "needs a Repo2DockerSpawner.image_prefix that names a registry"),
+    ({"LocalBackend": {"docker_config": "/nonexistent/config.json"}}, "is not a file"),
+    ({"LocalBackend": {"build_env": {"1BAD": "x"}}}, "build environment name"),
 ])
 def test_bad_configuration_is_refused_at_load_time(config, message):
     from traitlets import TraitError
 
     with pytest.raises(TraitError, match=message):
-        make_spawner(**config)
+        make_spawner(config)
 
 
 def test_push_with_a_registry_prefix_is_accepted():
-    spawner = make_spawner(build_push=True, image_prefix="127.0.0.1:5000/binder/r2d-")
-    assert spawner.build_push and spawner.image_prefix == "127.0.0.1:5000/binder/r2d-"
+    spawner = make_spawner({"LocalBackend": {"push": True}, "Repo2DockerSpawner": {"image_prefix": "127.0.0.1:5000/binder/r2d-"}})
+    assert spawner.build_backend.push and spawner.build_backend.runner.config.push
+
+
+def test_backends_own_their_settings_and_the_first_release_names_still_work():
+    from repo2dockerspawner.backends.kubernetes import KubernetesBackend
+    from repo2dockerspawner.backends.local import LocalBackend
+
+    local = make_spawner({"Repo2DockerSpawner": {"build_image": "old/name:1", "concurrent_builds_limit": 5,
+                                                 "build_instance": "hub-a"},
+                          "LocalBackend": {"build_timeout": 60.0}}).build_backend
+    assert type(local) is LocalBackend
+    assert (local.build_image, local.concurrent_builds_limit, local.instance, local.build_timeout) == ("old/name:1", 5, "hub-a", 60.0)
+    assert (local.runner.config.build_image, local.queue.limit) == ("old/name:1", 5)
+    # A setting made on the backend itself wins over the old alias.
+    both = make_spawner({"Repo2DockerSpawner": {"build_image": "alias:1"}, "LocalBackend": {"build_image": "own:1"}})
+    assert both.build_backend.build_image == "own:1"
+
+    kube = make_spawner({"Repo2DockerSpawner": {"backend": "kubernetes", "namespace": "binder"}}).build_backend
+    assert type(kube) is KubernetesBackend and kube.namespace == "binder"
+    assert make_spawner({"KubernetesBackend": {"namespace": "own"}}, backend="kubernetes").build_backend.namespace == "own"
+
+
+def test_backend_class_selects_any_build_backend_and_is_shared_per_configuration():
+    from repo2dockerspawner.backends.local import LocalBackend
+
+    class Custom(LocalBackend):
+        pass
+
+    spawner = make_spawner({"Repo2DockerSpawner": {"backend_class": Custom}})
+    assert type(spawner.build_backend) is Custom
+    same = Repo2DockerSpawner(user=SimpleNamespace(name="bob", id=2, url="/user/bob/"), config=spawner.config)
+    assert same.build_backend is spawner.build_backend  # one queue and dedup table per hub process
+
+
+def test_build_spec_takes_the_backends_resources():
+    spawner = make_spawner({"LocalBackend": {"build_memory_limit": "1Gi", "build_cpu_limit": 1.5}})
+    spec = spawner.build_spec(RepoRequest("https://github.com/a/b", "main"), "a" * 40)
+    assert (spec.memory_limit, spec.cpu_limit) == (2**30, 1.5)
+    kube = make_spawner({"LocalBackend": {"build_memory_limit": "1Gi"}}, backend="kubernetes")
+    assert kube.build_spec(RepoRequest("https://github.com/a/b", "main"), "a" * 40).memory_limit is None

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from repo2docker_operator.status import StatusPublisher, failure_message
+from repo2docker_buildcore.status import StatusPublisher, failure_message
 
 pytestmark = pytest.mark.unit
 

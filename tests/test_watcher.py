@@ -10,7 +10,8 @@ import asyncio
 
 import pytest
 
-from repo2dockerspawner.watcher import BuildWatcher, Gone, KubernetesBuild
+from repo2dockerspawner.backends.kubernetes import KubernetesBuild
+from repo2dockerspawner.backends.watcher import BuildWatcher, Gone
 
 pytestmark = pytest.mark.unit
 
@@ -25,16 +26,23 @@ def obj(name: str, rv: str, phase: str | None = None, uid: str = "u1") -> dict:
 class ScriptedWatcher(BuildWatcher):
     """Lists return `listing`; each watch replays the next script entry (events or an exception)."""
 
-    def __init__(self, listings: list[list[dict]], scripts: list) -> None:
-        super().__init__(resources=None, namespace="ns", max_backoff=0.01)  # type: ignore[arg-type]
+    def __init__(self, listings: list, scripts: list) -> None:
+        super().__init__(resources=None, namespace="ns")  # type: ignore[arg-type]
         self.listings = listings
         self.scripts = scripts
         self.lists = 0
         self.watched_from: list[str] = []
+        self.pauses: list[float] = []
+
+    async def _pause(self, seconds: float) -> None:
+        self.pauses.append(seconds)  # recorded, not slept
+        await asyncio.sleep(0)
 
     async def _list(self) -> str:
         items = self.listings[min(self.lists, len(self.listings) - 1)]
         self.lists += 1
+        if isinstance(items, BaseException):
+            raise items
         self.objects = {i["metadata"]["name"]: i for i in items}
         self._synced.set()
         await self._notify()
@@ -42,7 +50,6 @@ class ScriptedWatcher(BuildWatcher):
 
     async def _watch(self, resource_version: str) -> str:
         self.watched_from.append(resource_version)
-        self.watches_opened += 1
         script = self.scripts.pop(0) if self.scripts else None
         if script is None:
             await asyncio.sleep(3600)
@@ -67,11 +74,14 @@ async def test_resumes_from_the_last_version_and_relists_on_gone():
     await watcher.stop()
 
 
-async def test_errors_back_off_and_recover():
-    watcher = ScriptedWatcher(listings=[[obj("a", "1", "Queued")]],
+async def test_errors_back_off_doubling_and_recover():
+    down = RuntimeError("connection refused")
+    watcher = ScriptedWatcher(listings=[down, down, down, [obj("a", "1", "Queued")]],
                               scripts=[RuntimeError("connection reset"), [{"type": "ERROR", "object": {"code": 500}}], None])
     await watcher.ready()
-    await watcher.wait_for(lambda: watcher.lists == 3, timeout=2)
+    await watcher.wait_for(lambda: watcher.lists == 6, timeout=2)
+    # Three failed lists back off 1, 2, 4 s; a good list resets it, so each watch error waits 1 s.
+    assert watcher.pauses == [1.0, 2.0, 4.0, 1.0, 1.0]
     await watcher.stop()
 
 

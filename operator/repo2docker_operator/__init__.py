@@ -1,7 +1,6 @@
-"""Builds images from git repositories with repo2docker, driven by Repo2DockerBuild resources.
+"""The kopf operator that reconciles Repo2DockerBuild resources: handlers, CLI, configuration
+and metrics. The build itself (contract, runner, job, queue) is ``repo2docker_buildcore``."""
 
-The modules here are shared by the Kubernetes operator and the hub's embedded backend;
-nothing at this level imports kopf, so the hub can use them without it.
-"""
+from repo2docker_buildcore import __version__
 
-__version__ = "0.1.0.dev0"
+__all__ = ["__version__"]

@@ -10,48 +10,65 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from dataclasses import dataclass, fields
-from typing import Any, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, Mapping, NamedTuple, get_args, get_origin, get_type_hints
 
-from . import contract
-from .runner import build_environment
+from repo2docker_buildcore import contract
+from repo2docker_buildcore.build import BuildSettings
+from repo2docker_buildcore.runner import RunnerConfig, build_environment
+from repo2docker_buildcore.versions import DEFAULT_BUILD_IMAGE
 
-# The newest release. Its image tag is the PEP 440 form of the version (setuptools-scm in
-# repo2docker's release workflow): 2026.4.0, where releases up to 2024 were tagged 2024.07.0.
-DEFAULT_BUILD_IMAGE = "quay.io/jupyterhub/repo2docker:2026.4.0"
 
 
 class ConfigError(ValueError):
     pass
 
 
+def option(default: Any, env: str, help: str, flag: str | None = None) -> Any:
+    """A setting: its default, its environment variable, its help text, and for a setting that
+    takes several values its repeatable flag. Flags, variables and `--help` all derive from this."""
+    return field(default=default, metadata={"env": env, "help": help, "flag": flag})
+
+
 @dataclass(frozen=True)
 class OperatorConfig:
-    namespaces: tuple[str, ...] = ()
-    all_namespaces: bool = False
-    build_image: str = DEFAULT_BUILD_IMAGE
-    # Images a resource may name in spec.buildImage. A build container gets the node's Docker
-    # socket, i.e. root on the node, so whoever may create resources must not pick its image.
-    allowed_build_images: tuple[str, ...] = ()
-    concurrency: int = 2
-    build_timeout: float = 3600.0
-    memory_limit: str | None = None
-    cpu_limit: float | None = None
-    tail_lines: int = 100
-    tail_bytes: int = 16 * 1024
-    image_prefix: str = "r2d-"
-    push: bool = False
-    docker_config: str | None = None
-    docker_socket: str = "/var/run/docker.sock"
-    finished_ttl: float = 86400.0
-    status_interval: float = 1.0
-    liveness: str | None = "http://0.0.0.0:8080/healthz"
-    metrics_port: int = 9090
-    instance: str = "default"
-    user_id: int = 1000
-    user_name: str = "jovyan"
-    build_env: tuple[str, ...] = ()
-    verbose: bool = False
+    namespaces: tuple[str, ...] = option(
+        (), "R2D_NAMESPACES", "namespace to watch (repeatable; env: comma-separated)", flag="--namespace")
+    all_namespaces: bool = option(False, "R2D_ALL_NAMESPACES", "watch build resources in every namespace")
+    build_image: str = option(DEFAULT_BUILD_IMAGE, "R2D_BUILD_IMAGE", "repo2docker image that runs the builds")
+    # A build container gets the node's Docker socket, i.e. root on the node, so whoever may
+    # create resources must not pick its image.
+    allowed_build_images: tuple[str, ...] = option(
+        (), "R2D_ALLOWED_BUILD_IMAGES", "other images spec.buildImage may name (repeatable; env: comma-separated)",
+        flag="--allow-build-image")
+    concurrency: int = option(2, "R2D_CONCURRENT_BUILDS", "builds running at once on this node (0: no limit)")
+    build_timeout: float = option(3600.0, "R2D_BUILD_TIMEOUT", "seconds before a build is stopped and failed")
+    memory_limit: str | None = option(
+        None, "R2D_BUILD_MEMORY_LIMIT",
+        "memory limit of builds (e.g. 4Gi); only build images with repo2docker before 2025.08 can honour it")
+    cpu_limit: float | None = option(
+        None, "R2D_BUILD_CPU_LIMIT", "CPUs of the repo2docker container (clone, build preparation); build steps run in the daemon")
+    tail_lines: int = option(100, "R2D_LOG_TAIL_LINES", "log lines kept in a resource's status")
+    tail_bytes: int = option(16 * 1024, "R2D_LOG_TAIL_BYTES", "bytes of log kept in a resource's status")
+    image_prefix: str = option("r2d-", "R2D_IMAGE_PREFIX", "images may only be built under this prefix")
+    push: bool = option(False, "R2D_PUSH", "push built images to the registry in their prefix; 'built' then means 'in the registry'")
+    docker_config: str | None = option(
+        None, "R2D_DOCKER_CONFIG", "docker config.json with push credentials (e.g. a mounted Secret), copied into build containers")
+    docker_socket: str = option(
+        "/var/run/docker.sock", "R2D_DOCKER_SOCKET", "node path of the Docker socket mounted into build containers")
+    finished_ttl: float = option(
+        86400.0, "R2D_FINISHED_TTL", "seconds to keep finished resources (0: forever); images stay")
+    status_interval: float = option(1.0, "R2D_STATUS_INTERVAL", "minimum seconds between log updates in status")
+    liveness: str | None = option(
+        "http://0.0.0.0:8080/healthz", "R2D_LIVENESS", "kopf liveness endpoint URL ('' to disable)")
+    metrics_port: int = option(9090, "R2D_METRICS_PORT", "port of the Prometheus metrics endpoint (0: off)")
+    instance: str = option("default", "R2D_INSTANCE", "label value separating operators that share one Docker daemon")
+    user_id: int = option(1000, "R2D_USER_ID", "user id inside built images")
+    user_name: str = option("jovyan", "R2D_USER_NAME", "user name inside built images")
+    build_env: tuple[str, ...] = option(
+        (), "R2D_BUILD_ENV", "NAME=VALUE in build containers' environment, e.g. HTTPS_PROXY or "
+        "R2D_DATAVERSE_INSTALLATIONS_URL (repeatable; env: a JSON object)", flag="--build-env")
+    verbose: bool = option(False, "R2D_VERBOSE", "debug logging")
 
     def __post_init__(self) -> None:
         if not self.all_namespaces and not self.namespaces:
@@ -84,43 +101,48 @@ class OperatorConfig:
             if not ok:
                 raise ConfigError(message)
 
+    def runner_config(self) -> RunnerConfig:
+        return derive(RunnerConfig, self, environment=build_environment(self.build_env))
 
-# Options that take several values: their flag (repeatable) and a comma-separated variable.
-_LIST_FLAGS = {"namespaces": "--namespace", "allowed_build_images": "--allow-build-image", "build_env": "--build-env"}
-
-# name → (environment variable, type, help)
-_OPTIONS: dict[str, tuple[str, type, str]] = {
-    "namespaces": ("R2D_NAMESPACES", str, "namespace to watch (repeatable; env: comma-separated)"),
-    "all_namespaces": ("R2D_ALL_NAMESPACES", bool, "watch build resources in every namespace"),
-    "build_image": ("R2D_BUILD_IMAGE", str, "repo2docker image that runs the builds"),
-    "allowed_build_images": ("R2D_ALLOWED_BUILD_IMAGES", str,
-                             "other images spec.buildImage may name (repeatable; env: comma-separated)"),
-    "concurrency": ("R2D_CONCURRENT_BUILDS", int, "builds running at once on this node (0: no limit)"),
-    "build_timeout": ("R2D_BUILD_TIMEOUT", float, "seconds before a build is stopped and failed"),
-    "memory_limit": ("R2D_BUILD_MEMORY_LIMIT", str,
-                     "memory limit of builds (e.g. 4Gi); only build images with repo2docker before 2025.08 can honour it"),
-    "cpu_limit": ("R2D_BUILD_CPU_LIMIT", float,
-                  "CPUs of the repo2docker container (clone, build preparation); build steps run in the daemon"),
-    "tail_lines": ("R2D_LOG_TAIL_LINES", int, "log lines kept in a resource's status"),
-    "tail_bytes": ("R2D_LOG_TAIL_BYTES", int, "bytes of log kept in a resource's status"),
-    "image_prefix": ("R2D_IMAGE_PREFIX", str, "images may only be built under this prefix"),
-    "push": ("R2D_PUSH", bool, "push built images to the registry in their prefix; 'built' then means 'in the registry'"),
-    "docker_config": ("R2D_DOCKER_CONFIG", str, "docker config.json with push credentials (e.g. a mounted Secret), copied into build containers"),
-    "docker_socket": ("R2D_DOCKER_SOCKET", str, "node path of the Docker socket mounted into build containers"),
-    "finished_ttl": ("R2D_FINISHED_TTL", float, "seconds to keep finished resources (0: forever); images stay"),
-    "status_interval": ("R2D_STATUS_INTERVAL", float, "minimum seconds between log updates in status"),
-    "liveness": ("R2D_LIVENESS", str, "kopf liveness endpoint URL ('' to disable)"),
-    "metrics_port": ("R2D_METRICS_PORT", int, "port of the Prometheus metrics endpoint (0: off)"),
-    "instance": ("R2D_INSTANCE", str, "label value separating operators that share one Docker daemon"),
-    "user_id": ("R2D_USER_ID", int, "user id inside built images"),
-    "user_name": ("R2D_USER_NAME", str, "user name inside built images"),
-    "build_env": ("R2D_BUILD_ENV", str, "NAME=VALUE in build containers' environment, e.g. HTTPS_PROXY or "
-                  "R2D_DATAVERSE_INSTALLATIONS_URL (repeatable; env: a JSON object)"),
-    "verbose": ("R2D_VERBOSE", bool, "debug logging"),
-}
+    def build_settings(self) -> BuildSettings:
+        return derive(BuildSettings, self)
 
 
-def _convert(name: str, kind: type, raw: Any) -> Any:
+def derive(cls: type, source: Any, **overrides: Any) -> Any:
+    """An instance of the dataclass `cls` from `source`'s same-named fields: the core's settings
+    are a subset of the operator's, under the same names, so nothing is copied by hand."""
+    values = {f.name: getattr(source, f.name) for f in fields(cls) if hasattr(source, f.name)}
+    return cls(**{**values, **overrides})
+
+
+class _Option(NamedTuple):
+    env: str
+    kind: type
+    help: str
+    flag: str
+    many: bool
+
+
+def _options() -> dict[str, _Option]:
+    """Every setting's variable, type, help and flag, read off OperatorConfig's fields."""
+    hints = get_type_hints(OperatorConfig)
+    table = {}
+    for f in fields(OperatorConfig):
+        hint = hints[f.name]
+        args = [a for a in get_args(hint) if a is not type(None) and a is not Ellipsis]
+        many = get_origin(hint) is tuple
+        kind = args[0] if args else hint
+        flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+        table[f.name] = _Option(f.metadata["env"], kind, f.metadata["help"], flag, many)
+    return table
+
+
+_OPTIONS = _options()
+
+
+def _convert(name: str, raw: Any) -> Any:
+    option = _OPTIONS[name]
+    kind = option.kind
     if name == "build_env" and isinstance(raw, str):  # the variable: a JSON object (values may hold commas)
         try:
             mapping = json.loads(raw) if raw.strip() else {}
@@ -129,7 +151,7 @@ def _convert(name: str, kind: type, raw: Any) -> Any:
         if not isinstance(mapping, dict):
             raise ConfigError(f"R2D_BUILD_ENV={raw[:80]!r} is not a JSON object of names to values")
         return tuple(f"{k}={v}" for k, v in mapping.items())
-    if name in _LIST_FLAGS:
+    if option.many:
         items = raw if isinstance(raw, (list, tuple)) else str(raw).split(",")
         return tuple(n.strip() for n in items if n and n.strip())
     if kind is bool:
@@ -139,37 +161,36 @@ def _convert(name: str, kind: type, raw: Any) -> Any:
             return True
         if str(raw).strip().lower() in ("0", "false", "no", "off", ""):
             return False
-        raise ConfigError(f"{_OPTIONS[name][0]}={raw!r} is not a boolean (true/false)")
-    if raw in ("", None) and name in ("memory_limit", "cpu_limit", "docker_config", "liveness"):
+        raise ConfigError(f"{option.env}={raw!r} is not a boolean (true/false)")
+    if raw in ("", None) and get_type_hints(OperatorConfig)[name] != kind:  # optional: '' is unset
         return None
     try:
         return kind(raw)
     except (TypeError, ValueError):
-        raise ConfigError(f"{_OPTIONS[name][0]}={raw!r} is not a valid {kind.__name__}") from None
+        raise ConfigError(f"{option.env}={raw!r} is not a valid {kind.__name__}") from None
 
 
 def from_sources(environ: Mapping[str, str], args: argparse.Namespace | None = None) -> OperatorConfig:
     values: dict[str, Any] = {}
-    for name, (env, kind, _help) in _OPTIONS.items():
-        if env in environ:
-            values[name] = _convert(name, kind, environ[env])
+    for name, option in _OPTIONS.items():
+        if option.env in environ:
+            values[name] = _convert(name, environ[option.env])
         raw = getattr(args, name, None) if args is not None else None
         if raw not in (None, [], False):
-            values[name] = _convert(name, kind, raw)
+            values[name] = _convert(name, raw)
     return OperatorConfig(**values)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = {f.name: f.default for f in fields(OperatorConfig)}
-    for name, (env, kind, help_text) in _OPTIONS.items():
-        flag = _LIST_FLAGS.get(name, "--" + name.replace("_", "-"))
-        text = f"{help_text} [env {env}; default {defaults[name]!r}]"
-        if kind is bool:
-            parser.add_argument(flag, dest=name, action="store_true", default=None, help=text)
-        elif name in _LIST_FLAGS:
-            parser.add_argument(flag, dest=name, action="append", help=text)
+    for name, option in _OPTIONS.items():
+        text = f"{option.help} [env {option.env}; default {defaults[name]!r}]"
+        if option.kind is bool:
+            parser.add_argument(option.flag, dest=name, action="store_true", default=None, help=text)
+        elif option.many:
+            parser.add_argument(option.flag, dest=name, action="append", help=text)
         else:
-            parser.add_argument(flag, dest=name, default=None, help=text)
+            parser.add_argument(option.flag, dest=name, default=None, help=text)
 
 
 def from_environ() -> OperatorConfig:

@@ -20,16 +20,17 @@ from typing import Any
 
 import kopf
 
-from . import contract
-from .build import BuildJob, BuildSettings
+from repo2docker_buildcore import contract
+from repo2docker_buildcore.build import BuildJob
 from .config import ConfigError, OperatorConfig, from_environ
-from .contract import BuildSpec, BuildStatus, InvalidBuildRequest, Phase
+from repo2docker_buildcore.contract import BuildSpec, BuildStatus, InvalidBuildRequest, Phase
 from .metrics import OperatorMetrics
-from .queue import BuildQueue
-from .resources import BuildResources, api_client
-from .runner import BuildRef, BuildRunner, RunnerConfig, RunnerError, build_environment
-from .status import StatusPublisher, now_iso, parse_iso
-from .versions import UnsupportedSetting, check_supported
+from repo2docker_buildcore.queue import BuildQueue
+from repo2docker_buildcore.resources import BuildResources, api_client
+from repo2docker_buildcore.adoption import adopt
+from repo2docker_buildcore.runner import BuildContainer, BuildRef, BuildRunner, RunnerError
+from repo2docker_buildcore.status import StatusPublisher, now_iso, parse_iso
+from repo2docker_buildcore.versions import UnsupportedSetting, check_supported
 
 EVENT_REASONS = {
     Phase.QUEUED: ("Normal", "Queued"),
@@ -67,11 +68,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
     memo.metrics = OperatorMetrics(memo.queue)
     if config.metrics_port:
         memo.metrics.serve(config.metrics_port)
-    memo.runner = BuildRunner(RunnerConfig(
-        build_image=config.build_image, docker_socket=config.docker_socket, user_id=config.user_id,
-        user_name=config.user_name, push=config.push, docker_config=config.docker_config, instance=config.instance,
-        environment=build_environment(config.build_env),
-    ))
+    memo.runner = BuildRunner(config.runner_config())
     try:
         await memo.runner.ping()
         await _adopt_running_builds(memo, logger)
@@ -96,25 +93,20 @@ async def _check_build_image(memo: kopf.Memo, config: OperatorConfig, logger: lo
 
 
 async def _adopt_running_builds(memo: kopf.Memo, logger: logging.Logger) -> None:
-    """Count build containers that survived a restart before any new build may start.
-
-    Daemons start only after start-up handlers finish, so no new container can slip in
-    before these are counted. A container whose resource is gone (or was replaced by one
-    with a new uid) is an orphan: nobody will ever read its result, so it is removed.
-    """
-    for container in await memo.runner.list_builds(running_only=True):
+    """Adopt the build containers that survived a restart (the core's ``adopt``) before any
+    new build may start: daemons start only after start-up handlers finish. A container is
+    still wanted while its resource (same uid) exists and has not finished; the daemon of
+    that resource then re-attaches to it. Any other one is removed."""
+    async def wanted(container: BuildContainer) -> bool:
         ref = container.ref
         try:
             obj = await memo.resources.get(ref.namespace, ref.name)
-            alive = obj["metadata"]["uid"] == ref.uid
-        except Exception as exc:  # noqa: BLE001
-            alive = getattr(exc, "status", None) != 404
-        if alive:
-            memo.queue.adopt(ref.uid)
-            logger.info("build container %s of %s/%s is still running", container.id[:12], ref.namespace, ref.name)
-        else:
-            logger.warning("removing orphaned build container %s (%s/%s is gone)", container.id[:12], ref.namespace, ref.name)
-            await memo.runner.remove(container.id, kill=True)
+        except Exception as exc:  # noqa: BLE001 - unsure (API trouble): keep it, the daemon decides
+            return getattr(exc, "status", None) != 404
+        phase = BuildStatus.from_status(obj.get("status")).phase
+        return obj["metadata"]["uid"] == ref.uid and not phase.terminal
+
+    await adopt(memo.runner, memo.queue, wanted)
 
 
 @kopf.on.cleanup()
@@ -161,7 +153,7 @@ async def build_daemon(
     job = BuildJob(
         runner=memo.runner, queue=memo.queue, ref=BuildRef(namespace, name, uid), spec=build_spec,
         publisher=publisher, order=(meta.get("creationTimestamp") or "", namespace, name),
-        settings=BuildSettings(config.build_timeout, config.tail_lines, config.tail_bytes),
+        settings=config.build_settings(),
         recorded_start=(status or {}).get("startTime") if phase == Phase.BUILDING else None,
         on_phase=lambda p, message: _event(body, p, message),
     )

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-from .contract import Phase
-from .queue import BuildQueue
+from repo2docker_buildcore.contract import Phase
+from repo2docker_buildcore.queue import BuildQueue
 
 DURATION_BUCKETS = (5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200)
 

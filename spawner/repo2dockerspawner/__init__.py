@@ -3,7 +3,7 @@
     c.JupyterHub.spawner_class = "repo2docker"      # or "repo2dockerspawner.Repo2DockerSpawner"
 """
 
-from repo2docker_operator import __version__
+from repo2docker_buildcore import __version__
 
 from .spawner import BuildFailed, Repo2DockerSpawner
 

@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import fnmatch
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 from urllib.parse import urlsplit
 
 from tornado import web
 
-from repo2docker_operator import contract
-from repo2docker_operator.contract import InvalidBuildRequest
+from repo2docker_buildcore import contract
+from repo2docker_buildcore.contract import InvalidBuildRequest
 
-OPTION_KEYS = ("repo", "ref")
 
 
 @dataclass(frozen=True)
@@ -86,6 +85,3 @@ def parse_options(raw: Mapping[str, Any] | None, policy: RepoPolicy) -> RepoRequ
         raise bad_request(str(exc)[:1].upper() + str(exc)[1:] + ".") from None
     return RepoRequest(repo=repo, ref=ref or policy.default_ref)
 
-
-def unknown_keys(raw: Mapping[str, Any] | None, allowed: Iterable[str]) -> list[str]:
-    return sorted(set(raw or {}) - set(allowed))

@@ -16,10 +16,6 @@ from .options import bad_request
 FULL_SHA = re.compile(r"^[0-9a-f]{40}$")
 
 
-class RefNotFound(LookupError):
-    pass
-
-
 def pick_commit(listing: str, ref: str) -> str | None:
     """The commit `ref` names in `git ls-remote` output: HEAD, a branch, a tag (peeled), or
     any ref whose full name matches. Branches win over tags, as in git itself."""

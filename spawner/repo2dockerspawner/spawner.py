@@ -9,20 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import html
-import json
-import os
+from copy import deepcopy
 from typing import Any, AsyncIterator
 
 from dockerspawner import DockerSpawner
-from traitlets import Bool, CaselessStrEnum, Dict, Float, Int, List, TraitError, Unicode, default, validate
+from traitlets import CaselessStrEnum, Float, Int, List, TraitError, Type, Unicode, default, validate
+from traitlets.config import Config
 
-from repo2docker_operator import contract
-from repo2docker_operator.build import BuildSettings
-from repo2docker_operator.config import DEFAULT_BUILD_IMAGE
-from repo2docker_operator.contract import BuildSpec, BuildStatus, Phase
-from repo2docker_operator.runner import RunnerConfig, build_environment
+from repo2docker_buildcore import contract
+from repo2docker_buildcore.contract import BuildSpec, BuildStatus, Phase
 
-from .backends import BuildBackend, BuildHandle, registry
+from .backends import BuildBackend, BuildHandle
+from .backends.shared import shared_backend
 from .options import RepoPolicy, RepoRequest, bad_request, parse_options
 from .refs import resolve_ref
 
@@ -43,6 +41,21 @@ FORM_TEMPLATE = """
 """
 
 
+# The first release's spawner settings, now the backends': alias → (backend class, trait).
+ALIASES = {
+    "build_image": ("LocalBackend", "build_image"),
+    "concurrent_builds_limit": ("LocalBackend", "concurrent_builds_limit"),
+    "build_timeout": ("LocalBackend", "build_timeout"),
+    "build_memory_limit": ("LocalBackend", "build_memory_limit"),
+    "build_cpu_limit": ("LocalBackend", "build_cpu_limit"),
+    "build_instance": ("LocalBackend", "instance"),
+    "docker_socket": ("LocalBackend", "docker_socket"),
+    "log_tail_lines": ("LocalBackend", "log_tail_lines"),
+    "namespace": ("KubernetesBackend", "namespace"),
+    "kubeconfig": ("KubernetesBackend", "kubeconfig"),
+}
+
+
 class BuildFailed(Exception):
     """The build did not produce an image. The message is what users see on the pending page."""
 
@@ -56,31 +69,31 @@ class Repo2DockerSpawner(DockerSpawner):
 
     backend = CaselessStrEnum(
         ["local", "kubernetes"], default_value="local", config=True,
-        help="""Where builds run. 'local': inside the hub, through its Docker daemon (no
-        Kubernetes needed). 'kubernetes': as Repo2DockerBuild resources that the
-        repo2docker-operator builds on the node's Docker daemon.""",
+        help="""Where builds run, short form of backend_class. 'local': inside the hub, through
+        its Docker daemon (LocalBackend, no Kubernetes needed). 'kubernetes': as
+        Repo2DockerBuild resources that repo2docker-operator builds (KubernetesBackend).""",
     )
-    build_image = Unicode(
-        DEFAULT_BUILD_IMAGE, config=True,
-        help="repo2docker image that runs builds (local backend; the operator has its own setting).",
+    backend_class = Type(
+        klass=BuildBackend, config=True,
+        help="""The build backend class (a BuildBackend); its settings are its own traits, e.g.
+        c.LocalBackend.concurrent_builds_limit or c.KubernetesBackend.namespace. Default: the
+        class that `backend` names.""",
     )
-    concurrent_builds_limit = Int(
-        2, config=True,
-        help="""Builds running at once (local backend). 0 means no limit. Further builds wait
-        in a FIFO queue and users see their position.""",
-    )
-    build_timeout = Float(3600.0, config=True, help="Seconds before a local build is stopped and failed.")
-    build_instance = Unicode(
-        "hub-local", config=True,
-        help="Label value on local build containers; separates hubs that share a Docker daemon.",
-    )
-    namespace = Unicode(
-        config=True, help="Namespace of the build resources (kubernetes backend). Default: the pod's, else 'default'.",
-    )
-    kubeconfig = Unicode(
-        None, allow_none=True, config=True,
-        help="Path of a kubeconfig for the kubernetes backend. Default: in-cluster, else ~/.kube/config.",
-    )
+
+    # The first release's names for backend settings. They keep working: a value set here
+    # becomes the backend's setting (unless that is set too).
+    build_image = Unicode(None, allow_none=True, config=True, help="Alias of LocalBackend.build_image.")
+    concurrent_builds_limit = Int(None, allow_none=True, config=True,
+                                  help="Alias of LocalBackend.concurrent_builds_limit.")
+    build_timeout = Float(None, allow_none=True, config=True, help="Alias of LocalBackend.build_timeout.")
+    build_memory_limit = Unicode(None, allow_none=True, config=True, help="Alias of LocalBackend.build_memory_limit.")
+    build_cpu_limit = Float(None, allow_none=True, config=True, help="Alias of LocalBackend.build_cpu_limit.")
+    build_instance = Unicode(None, allow_none=True, config=True, help="Alias of LocalBackend.instance.")
+    docker_socket = Unicode(None, allow_none=True, config=True, help="Alias of LocalBackend.docker_socket.")
+    log_tail_lines = Int(None, allow_none=True, config=True, help="Alias of LocalBackend.log_tail_lines.")
+    namespace = Unicode(None, allow_none=True, config=True, help="Alias of KubernetesBackend.namespace.")
+    kubeconfig = Unicode(None, allow_none=True, config=True, help="Alias of KubernetesBackend.kubeconfig.")
+
     image_prefix = Unicode(
         "r2d-", config=True,
         help="""Built images are named <prefix><repo-slug>-<hash>:<commit>. Include a registry
@@ -96,47 +109,6 @@ class Repo2DockerSpawner(DockerSpawner):
     )
     default_ref = Unicode("HEAD", config=True, help="The ref built when the user gives none.")
     ref_resolve_timeout = Float(30.0, config=True, help="Seconds to wait for `git ls-remote` when resolving a ref.")
-    log_tail_lines = Int(100, config=True, help="Build log lines kept (local backend).")
-    build_memory_limit = Unicode(
-        None, allow_none=True, config=True, help="Memory limit of build containers, e.g. '4Gi' (local backend).",
-    )
-    build_cpu_limit = Float(
-        None, allow_none=True, config=True,
-        help="""CPUs of the repo2docker container (local backend). It bounds cloning and build
-        preparation; the build steps run in the Docker daemon and are not bounded by it.""",
-    )
-    build_push = Bool(
-        False, config=True,
-        help="""Push built images to the registry named in image_prefix (local backend; the
-        operator has --push). An image counts as built only once it is in the registry, and
-        servers pull it from there, so several Docker hosts can share builds. DockerSpawner
-        pulls with the hub's Docker client configuration ($DOCKER_CONFIG or ~/.docker).""",
-    )
-    build_env = Dict(
-        Unicode(), config=True,
-        help="""Environment of local build containers: proxies (HTTP_PROXY, HTTPS_PROXY,
-        NO_PROXY, which the official build image also writes into Docker's client config), or
-        R2D_DATAVERSE_INSTALLATIONS_URL for hubs without internet access (repo2docker 2025.08
-        and later download that list before every build).""",
-    )
-    build_docker_config = Unicode(
-        None, allow_none=True, config=True,
-        help="""A docker config.json with the credentials that builds push with (local backend).
-        It is copied into each build container; nothing else reads it.""",
-    )
-    docker_socket = Unicode(
-        "/var/run/docker.sock", config=True,
-        help="Host path of the Docker socket mounted into local build containers.",
-    )
-
-    @validate("build_memory_limit")
-    def _validate_memory(self, proposal: Any) -> Any:
-        try:
-            contract.parse_quantity(proposal["value"])
-        except contract.InvalidBuildRequest as exc:
-            raise TraitError(f"Repo2DockerSpawner.build_memory_limit: {exc}") from None
-        return proposal["value"]
-
     @validate("allowed_repo_schemes")
     def _validate_schemes(self, proposal: Any) -> Any:
         schemes = [s.lower() for s in proposal["value"]]
@@ -152,29 +124,17 @@ class Repo2DockerSpawner(DockerSpawner):
         except contract.InvalidBuildRequest as exc:
             raise TraitError(f"Repo2DockerSpawner.image_prefix: {exc}") from None
 
-    @validate("build_env")
-    def _validate_build_env(self, proposal: Any) -> Any:
-        try:
-            build_environment(proposal["value"])
-        except ValueError as exc:
-            raise TraitError(f"Repo2DockerSpawner.build_env: {exc}") from None
-        return proposal["value"]
+    @default("backend_class")
+    def _default_backend_class(self) -> type:
+        from .backends.kubernetes import KubernetesBackend
+        from .backends.local import LocalBackend
 
-    @validate("build_docker_config")
-    def _validate_docker_config(self, proposal: Any) -> Any:
-        path = proposal["value"]
-        if path and not os.path.isfile(path):
-            raise TraitError(f"Repo2DockerSpawner.build_docker_config: {path} is not a file")
-        return path
-
-    @default("namespace")
-    def _default_namespace(self) -> str:
-        return os.environ.get("POD_NAMESPACE", "default")
+        return {"local": LocalBackend, "kubernetes": KubernetesBackend}[self.backend]
 
     # Builds take minutes; JupyterHub cancels start() after start_timeout (default 60 s).
     @default("start_timeout")
     def _default_start_timeout(self) -> int:
-        return int(self.build_timeout) + 300
+        return int(getattr(self.build_backend, "build_timeout", 3600)) + 300
 
     # Each spawn may use another image: never resume a stopped container of an older one.
     @default("remove")
@@ -183,9 +143,10 @@ class Repo2DockerSpawner(DockerSpawner):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        if self.backend == "local" and self.build_push and not contract.prefix_names_registry(self.image_prefix):
-            raise TraitError(f"Repo2DockerSpawner.build_push needs an image_prefix that names a registry "
-                             f"(e.g. 'registry.example.org/binder/r2d-'), not {self.image_prefix!r}")
+        # Created (or found) now, so that a bad backend setting is refused when the
+        # configuration is loaded, not at the first spawn.
+        self.build_backend: BuildBackend = shared_backend(self.backend_class, self.backend_config())
+        self.build_backend.check_image_prefix(self.image_prefix)
         self._configured_image = self.image
         self._build: BuildHandle | None = None
         self._build_ready = asyncio.Event()
@@ -233,28 +194,18 @@ class Repo2DockerSpawner(DockerSpawner):
 
     # ---- backends -----------------------------------------------------------------------
 
-    def get_backend(self) -> BuildBackend:
-        if self.backend == "kubernetes":
-            from .backends.kubernetes import KubernetesBackend
-
-            key = ("kubernetes", self.namespace, self.kubeconfig)
-            return registry.shared(key, lambda: KubernetesBackend(self.namespace, self.kubeconfig))
-        from .backends.local import LocalBackend
-
-        runner_config = RunnerConfig(build_image=self.build_image, docker_socket=self.docker_socket,
-                                     instance=self.build_instance, push=self.build_push,
-                                     docker_config=self.build_docker_config,
-                                     environment=build_environment(self.build_env))
-        settings = BuildSettings(timeout=self.build_timeout, tail_lines=self.log_tail_lines)
-        key = ("local", runner_config, self.concurrent_builds_limit, settings)
-        return registry.shared(key, lambda: LocalBackend(runner_config, self.concurrent_builds_limit, settings))
+    def backend_config(self) -> Config:
+        """The hub's configuration with the first release's aliases moved to the backend."""
+        config = deepcopy(self.config)
+        for alias, (cls, trait) in ALIASES.items():
+            value = getattr(self, alias)
+            if value is not None and trait not in config[cls]:
+                config[cls][trait] = value
+        return config
 
     def build_spec(self, request: RepoRequest, commit: str) -> BuildSpec:
-        resources = {}
-        if self.backend == "local":
-            resources = {"memory_limit": contract.parse_quantity(self.build_memory_limit), "cpu_limit": self.build_cpu_limit}
         return BuildSpec(request.repo, request.ref, commit, contract.image_name(self.image_prefix, request.repo, commit),
-                         **resources)
+                         **self.build_backend.build_resources())
 
     # ---- lifecycle ----------------------------------------------------------------------
 
@@ -278,10 +229,10 @@ class Repo2DockerSpawner(DockerSpawner):
         commit = await resolve_ref(request.repo, request.ref, self.ref_resolve_timeout)
         spec = self.build_spec(request, commit)
         try:
-            handle = await self.get_backend().ensure(spec, requested_by=self.user.name)
+            handle = await self.build_backend.ensure(spec, requested_by=self.user.name)
         except Exception as exc:
             self.log.exception("%s: could not start a build of %s", self._log_name, request.repo)
-            raise BuildFailed(f"Could not start the image build: {describe_error(exc)}") from exc
+            raise BuildFailed(f"Could not start the image build: {self.build_backend.describe_error(exc)}") from exc
         self._build = handle
         self._build_state = {"build": handle.name, "namespace": handle.namespace, "repo": request.repo,
                              "ref": request.ref, "commit": commit, "image": spec.image}
@@ -341,18 +292,6 @@ class Repo2DockerSpawner(DockerSpawner):
     def clear_state(self) -> None:
         super().clear_state()
         self._build_state = {}
-
-
-def describe_error(exc: Exception) -> str:
-    """One line for a user: the API server's message rather than a dump of its response."""
-    body = getattr(exc, "body", None)
-    if body:
-        try:
-            return json.loads(body).get("message") or str(exc)
-        except (TypeError, ValueError):
-            pass
-    reason = getattr(exc, "reason", None)
-    return f"{reason}" if reason else str(exc).splitlines()[0]
 
 
 async def progress_events(handle: BuildHandle) -> AsyncIterator[dict[str, Any]]:

@@ -9,7 +9,7 @@ import uuid
 
 import docker.errors
 
-from repo2docker_operator import contract
+from repo2docker_buildcore import contract
 
 from .gitrepos import GitRepo, GitRepoFactory
 from .kube import Kubectl

@@ -39,7 +39,7 @@ class Hub:
             "allowed_repo_hosts": [env["R2D_BRIDGE_IP"]],
             "image_prefix": "r2d-e2e-",
             "build_instance": self.instance,
-            "build_env": offline_build_env(env),
+            "LocalBackend.build_env": offline_build_env(env),
             **spawner_config,
         }
         self.proc: subprocess.Popen | None = None
@@ -69,8 +69,8 @@ class Hub:
             'c.JupyterHub.tornado_settings = {"slow_spawn_timeout": 3}',
             'c.DockerSpawner.name_template = "r2d-e2e-{username}--{servername}"',
         ]
-        for key, value in self.spawner_config.items():
-            lines.append(f"c.Repo2DockerSpawner.{key} = {value!r}")
+        for key, value in self.spawner_config.items():  # "trait" (the spawner's) or "Class.trait"
+            lines.append(f"c.{key if '.' in key else 'Repo2DockerSpawner.' + key} = {value!r}")
         return "\n".join(lines) + "\n"
 
     def start(self) -> "Hub":

@@ -121,6 +121,9 @@ class ContainerWatcher:
         self.interval = interval
         self.max_running = 0
         self.seen_ids: dict[str, set[str]] = {}  # build uid -> container ids ever seen
+        self.running_since: dict[str, float] = {}  # container id -> first sample that saw it running
+        self.running_until: dict[str, float] = {}  # container id -> last sample that saw it running
+        self.names: dict[str, str] = {}  # container id -> its build's name
         self.samples = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -141,12 +144,17 @@ class ContainerWatcher:
                 time.sleep(self.interval)
                 continue
             running = 0
+            now = time.monotonic()
             for c in containers:
                 # Sparse listings (one API call per sample) carry labels and state as raw attrs.
-                uid = (c.attrs.get("Labels") or {}).get("repo2dockerspawner.jupyter.org/build-uid", "")
+                labels = c.attrs.get("Labels") or {}
+                uid = labels.get("repo2dockerspawner.jupyter.org/build-uid", "")
                 self.seen_ids.setdefault(uid, set()).add(c.id)
+                self.names[c.id] = labels.get("repo2dockerspawner.jupyter.org/build-name", "")
                 if c.attrs.get("State") in ("running", "created", "restarting"):
                     running += 1
+                    self.running_since.setdefault(c.id, now)
+                    self.running_until[c.id] = now
             self.max_running = max(self.max_running, running)
             self.samples += 1
             time.sleep(self.interval)

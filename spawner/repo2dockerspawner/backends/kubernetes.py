@@ -9,22 +9,84 @@ as long as it exists (after its TTL the operator finds the image and succeeds at
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
+from typing import Any, AsyncIterator
 
-from repo2docker_operator import contract
-from repo2docker_operator.contract import BuildSpec, Phase
-from repo2docker_operator.resources import BuildResources, api_client
+from kubernetes_asyncio.client.exceptions import ApiException
 
-from ..watcher import BuildWatcher, KubernetesBuild
+from repo2docker_buildcore import contract
+from repo2docker_buildcore.contract import BuildSpec, BuildStatus, Phase
+from repo2docker_buildcore.resources import BuildResources, api_client
+
+from traitlets import Unicode, default
+
+from . import BuildBackend
+from .watcher import BuildWatcher, Seen
 
 log = logging.getLogger(__name__)
-REQUESTED_BY = f"{contract.GROUP}/requested-by"
 
 
-class KubernetesBackend:
-    def __init__(self, namespace: str, kubeconfig: str | None = None) -> None:
-        self.namespace = namespace
-        self.kubeconfig = kubeconfig
+class KubernetesBuild:
+    """A handle on one build resource, read from the shared watcher."""
+
+    def __init__(self, watcher: BuildWatcher, obj: dict[str, Any]) -> None:
+        self.watcher = watcher
+        self.name = obj["metadata"]["name"]
+        self.namespace = obj["metadata"]["namespace"]
+        self.uid = obj["metadata"]["uid"]
+        self._last = obj
+
+    def current(self) -> BuildStatus:
+        obj = self.watcher.get(self.name)
+        if obj is not None and obj["metadata"]["uid"] == self.uid:
+            self._last = obj
+        return BuildStatus.from_status(self._last.get("status"))
+
+    async def _exists(self) -> bool:
+        try:
+            obj = await self.watcher.resources.get(self.namespace, self.name)
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return obj["metadata"]["uid"] == self.uid
+
+    async def statuses(self) -> AsyncIterator[BuildStatus]:
+        async for sighting in self.watcher.follow(self.name, self.uid):
+            if sighting.seen is Seen.NOT_SEEN and await self._exists():
+                continue  # the watch is only slow
+            obj = sighting.obj  # None: deleted, perhaps before the watch ever showed it to us
+            if obj is None:
+                status = BuildStatus.from_status(self._last.get("status"))
+                if not status.phase.terminal:
+                    status.phase = contract.Phase.CANCELLED
+                    status.message = "The build resource was deleted before the build finished."
+                yield status
+                return
+            self._last = obj
+            status = BuildStatus.from_status(obj.get("status"))
+            yield status
+            if status.phase.terminal:
+                return
+
+
+class KubernetesBackend(BuildBackend):
+    """Builds are Repo2DockerBuild resources in one namespace, built by repo2docker-operator."""
+
+    namespace = Unicode(config=True, help="Namespace of the build resources. Default: the pod's, else 'default'.")
+    kubeconfig = Unicode(
+        None, allow_none=True, config=True,
+        help="Path of a kubeconfig. Default: in-cluster configuration, else ~/.kube/config.",
+    )
+
+    @default("namespace")
+    def _default_namespace(self) -> str:
+        return os.environ.get("POD_NAMESPACE", "default")
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         self._api = None
         self.resources: BuildResources | None = None
         self.watcher: BuildWatcher | None = None
@@ -40,10 +102,20 @@ class KubernetesBackend:
         await self.watcher.ready()
         return self.resources, self.watcher
 
+    def describe_error(self, exc: Exception) -> str:
+        """The API server's message rather than a dump of its response."""
+        body = getattr(exc, "body", None)
+        if body:
+            try:
+                return json.loads(body).get("message") or str(exc)
+            except (TypeError, ValueError):
+                pass
+        reason = getattr(exc, "reason", None)
+        return f"{reason}" if reason else super().describe_error(exc)
+
     async def ensure(self, spec: BuildSpec, requested_by: str = "") -> KubernetesBuild:
         resources, watcher = await self._connect()
-        manifest = contract.build_manifest(spec, self.namespace)
-        manifest["metadata"]["annotations"] = {REQUESTED_BY: requested_by} if requested_by else {}
+        manifest = contract.build_manifest(spec, self.namespace, requested_by)
         for _attempt in range(3):
             obj, created = await resources.create(manifest)
             phase = contract.BuildStatus.from_status(obj.get("status")).phase

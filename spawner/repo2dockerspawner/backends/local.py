@@ -1,31 +1,48 @@
-"""The embedded backend: the operator's build job, run inside the hub, for hubs without Kubernetes.
+"""The embedded backend: the build core's job, run inside the hub, for hubs without Kubernetes.
 
-Same runner, same FIFO queue and cap (``concurrent_builds_limit``), same log tail and status
-fields, with status kept in memory instead of a resource. Build containers carry the same
-labels (instance ``hub-local`` by default), and the build's uid is its deterministic name,
-so a restarted hub re-attaches to a build that is still running instead of starting another.
+Same runner, same FIFO queue and cap, same log tail and status fields as the operator, with
+status kept in memory instead of a resource. Build containers carry the same labels
+(instance ``hub-local`` by default) plus their spec, so a restarted hub adopts every build
+container it finds before it starts anything (the core's ``adopt``, as the operator does):
+running ones hold their slots, and each gets a job that follows it to its end, records the
+outcome and removes it, whether or not anybody asks for that build again.
+
+Each attempt at a build has its own uid (the build's name plus a random suffix): a retry
+after a failure never mistakes the failed attempt's exited container for its own outcome.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import uuid
 from typing import Any, AsyncIterator
 
-from repo2docker_operator import contract
-from repo2docker_operator.build import BuildJob, BuildSettings
-from repo2docker_operator.contract import BuildSpec, BuildStatus, Phase
-from repo2docker_operator.queue import BuildQueue
-from repo2docker_operator.runner import BuildRef, BuildRunner, RunnerConfig
-from repo2docker_operator.status import StatusPublisher
+from traitlets import Bool, Dict, Float, Int, TraitError, Unicode, validate
+
+from repo2docker_buildcore import contract
+from repo2docker_buildcore.adoption import adopt
+from repo2docker_buildcore.build import BuildJob, BuildSettings
+from repo2docker_buildcore.contract import BuildSpec, BuildStatus, Phase
+from repo2docker_buildcore.queue import BuildQueue
+from repo2docker_buildcore.runner import (BuildContainer, BuildRef, BuildRunner, RunnerConfig, RunnerError,
+                                          build_environment)
+from repo2docker_buildcore.status import StatusPublisher
+from repo2docker_buildcore.versions import DEFAULT_BUILD_IMAGE
+
+from . import BuildBackend
 
 log = logging.getLogger(__name__)
 NAMESPACE = "local"
 
 
 class LocalBuild:
-    def __init__(self, name: str) -> None:
+    """One attempt at a build: its status in memory, and the task that runs it."""
+
+    def __init__(self, name: str, uid: str) -> None:
         self.name = name
+        self.uid = uid
         self.namespace = NAMESPACE
         self.fields: dict[str, Any] = {}
         self.version = 0
@@ -57,40 +74,160 @@ class LocalBuild:
                 return
 
 
-class LocalBackend:
-    def __init__(self, runner_config: RunnerConfig, limit: int, settings: BuildSettings) -> None:
-        self.runner = BuildRunner(runner_config)
-        self.queue = BuildQueue(limit)
-        self.settings = settings
+class LocalBackend(BuildBackend):
+    """Builds run inside the hub, through the hub's Docker daemon (no Kubernetes needed)."""
+
+    build_image = Unicode(DEFAULT_BUILD_IMAGE, config=True, help="repo2docker image that runs builds.")
+    concurrent_builds_limit = Int(
+        2, config=True,
+        help="Builds running at once; 0 means no limit. Further builds wait in a FIFO queue and users see their position.",
+    )
+    build_timeout = Float(3600.0, config=True, help="Seconds before a build is stopped and failed.")
+    build_memory_limit = Unicode(
+        None, allow_none=True, config=True,
+        help="""Memory limit of builds, e.g. '4Gi'. Only build images with repo2docker before 2025.08
+        can honour it; with later ones every build fails at once with a message that says so.""",
+    )
+    build_cpu_limit = Float(
+        None, allow_none=True, config=True,
+        help="""CPUs of the repo2docker container. It bounds cloning and build preparation; the
+        build steps run in the Docker daemon and are not bounded by it.""",
+    )
+    instance = Unicode(
+        "hub-local", config=True,
+        help="Label value on build containers; separates hubs that share a Docker daemon.",
+    )
+    docker_socket = Unicode(
+        "/var/run/docker.sock", config=True, help="Host path of the Docker socket mounted into build containers.",
+    )
+    log_tail_lines = Int(100, config=True, help="Build log lines kept per build.")
+    push = Bool(
+        False, config=True,
+        help="""Push built images to the registry named in Repo2DockerSpawner.image_prefix. An
+        image counts as built only once it is in the registry, and servers pull it from there,
+        so several Docker hosts can share builds. DockerSpawner pulls with the hub's Docker
+        client configuration ($DOCKER_CONFIG or ~/.docker).""",
+    )
+    docker_config = Unicode(
+        None, allow_none=True, config=True,
+        help="A docker config.json with the credentials builds push with; copied into each build container.",
+    )
+    build_env = Dict(
+        Unicode(), config=True,
+        help="""Environment of build containers: proxies (HTTP_PROXY, HTTPS_PROXY, NO_PROXY, which
+        the official build image also writes into Docker's client config), or
+        R2D_DATAVERSE_INSTALLATIONS_URL for hubs without internet access (repo2docker 2025.08
+        and later download that list before every build).""",
+    )
+    keep_finished = Float(
+        600.0, config=True,
+        help="""Seconds a finished build stays in memory, for late joiners to see its outcome.
+        After that a request for the same commit finds the image (or builds again after a failure).""",
+    )
+
+    @validate("build_memory_limit")
+    def _validate_memory(self, proposal: Any) -> Any:
+        try:
+            contract.parse_quantity(proposal["value"])
+        except contract.InvalidBuildRequest as exc:
+            raise TraitError(f"LocalBackend.build_memory_limit: {exc}") from None
+        return proposal["value"]
+
+    @validate("build_env")
+    def _validate_build_env(self, proposal: Any) -> Any:
+        try:
+            build_environment(proposal["value"])
+        except ValueError as exc:
+            raise TraitError(f"LocalBackend.build_env: {exc}") from None
+        return proposal["value"]
+
+    @validate("docker_config")
+    def _validate_docker_config(self, proposal: Any) -> Any:
+        if proposal["value"] and not os.path.isfile(proposal["value"]):
+            raise TraitError(f"LocalBackend.docker_config: {proposal['value']} is not a file")
+        return proposal["value"]
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.runner = BuildRunner(RunnerConfig(
+            build_image=self.build_image, docker_socket=self.docker_socket, instance=self.instance,
+            push=self.push, docker_config=self.docker_config, environment=build_environment(self.build_env),
+        ))
+        self.queue = BuildQueue(self.concurrent_builds_limit)
+        self.settings = BuildSettings(build_timeout=self.build_timeout, tail_lines=self.log_tail_lines)
         self.builds: dict[str, LocalBuild] = {}
         self._adopted = False
         self._lock = asyncio.Lock()
+        # JupyterHub creates its spawners (and so this backend) at start-up, inside its loop:
+        # adopt surviving builds now, not only when somebody asks for a build again.
+        try:
+            asyncio.get_running_loop().create_task(self._adopt_at_start(), name="adopt surviving builds")
+        except RuntimeError:
+            pass  # no loop yet: the first ensure() adopts
 
-    async def _adopt_running(self) -> None:
-        """After a hub restart, count surviving build containers before starting new ones."""
-        for container in await self.runner.list_builds(running_only=True):
-            self.queue.adopt(container.ref.uid)
-        self._adopted = True
+    def check_image_prefix(self, prefix: str) -> None:
+        if self.push and not contract.prefix_names_registry(prefix):
+            raise TraitError(f"LocalBackend.push needs a Repo2DockerSpawner.image_prefix that names a registry "
+                             f"(e.g. 'registry.example.org/binder/r2d-'), not {prefix!r}")
+
+    def build_resources(self) -> dict[str, Any]:
+        return {"memory_limit": contract.parse_quantity(self.build_memory_limit), "cpu_limit": self.build_cpu_limit}
 
     async def ensure(self, spec: BuildSpec, requested_by: str = "") -> LocalBuild:
         name = contract.build_name(spec.repo_url, spec.commit)
+        await self._adopt_once()
         async with self._lock:
-            if not self._adopted:
-                await self._adopt_running()
             build = self.builds.get(name)
             if build is not None and build.current().phase not in (Phase.FAILED, Phase.CANCELLED):
                 return build  # running, queued or done: join it
-            build = LocalBuild(name)  # new, or a retry after a failure
-            self.builds[name] = build
+            # New, or a retry after a failure: a new attempt, with a uid of its own.
+            build = self._start(name, f"{name}-{uuid.uuid4().hex[:8]}", spec,
+                                order=(asyncio.get_running_loop().time(), name))
             await build.publish({"phase": Phase.PENDING.value, "shortCommit": spec.commit[:7]})
-            job = BuildJob(
-                runner=self.runner, queue=self.queue, ref=BuildRef(NAMESPACE, name, name), spec=spec,
-                publisher=StatusPublisher(build.publish, interval=0.5), settings=self.settings,
-                order=(asyncio.get_running_loop().time(), name),
-            )
-            # Not tied to any spawner: a user who stops waiting does not cancel it for others.
-            build.task = asyncio.create_task(self._run(job, build), name=f"build {name}")
             return build
+
+    async def _adopt_once(self) -> None:
+        """Before this backend starts anything: adopt what an earlier hub process left."""
+        async with self._lock:
+            if self._adopted:
+                return
+            try:
+                await self._adopt_survivors()
+            except RunnerError as exc:  # Docker is away: the next ensure() tries again
+                log.warning("could not look for surviving builds: %s", exc)
+                raise
+
+    async def _adopt_at_start(self) -> None:
+        try:
+            await self._adopt_once()
+        except RunnerError:
+            pass  # said in _adopt_once; the first ensure() tries again
+
+    async def _adopt_survivors(self) -> None:
+        """After a hub restart: follow every build container of this instance to its end."""
+        async def wanted(container: BuildContainer) -> bool:
+            try:
+                container.spec()
+            except contract.InvalidBuildRequest:
+                return False  # not followable (e.g. from an older version): remove it
+            return True
+
+        for container in await adopt(self.runner, self.queue, wanted):
+            name, spec = container.ref.name, container.spec()
+            if name not in self.builds:
+                self._start(name, container.ref.uid, spec, order=(0.0, name))
+        self._adopted = True
+
+    def _start(self, name: str, uid: str, spec: BuildSpec, order: tuple) -> LocalBuild:
+        build = LocalBuild(name, uid)
+        self.builds[name] = build
+        job = BuildJob(
+            runner=self.runner, queue=self.queue, ref=BuildRef(NAMESPACE, name, uid), spec=spec,
+            publisher=StatusPublisher(build.publish, interval=0.5), settings=self.settings, order=order,
+        )
+        # Not tied to any spawner: a user who stops waiting does not cancel it for others.
+        build.task = asyncio.create_task(self._run(job, build), name=f"build {name}")
+        return build
 
     async def _run(self, job: BuildJob, build: LocalBuild) -> None:
         try:
@@ -99,6 +236,11 @@ class LocalBackend:
         except Exception as exc:  # noqa: BLE001 - reported to every waiting user
             log.exception("build %s crashed", build.name)
             await build.publish({"phase": Phase.FAILED.value, "message": f"The build crashed: {exc}"})
+        asyncio.get_running_loop().call_later(self.keep_finished, self._forget, build)
+
+    def _forget(self, build: LocalBuild) -> None:
+        if self.builds.get(build.name) is build:
+            del self.builds[build.name]
 
     async def close(self) -> None:
         for build in self.builds.values():

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import hashlib
 import io
 import logging
 import re
 import tarfile
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import AsyncIterator, Callable, Iterable, Mapping
 
@@ -80,10 +81,19 @@ class BuildContainer:
     status: str  # docker's: created, running, exited, ...
     exit_code: int | None
     ref: BuildRef
+    labels: dict[str, str] = field(default_factory=dict, compare=False)
+    started_at: str | None = None  # when Docker started it (ISO, UTC, seconds)
 
     @property
     def running(self) -> bool:
         return self.status in ("created", "running", "restarting")
+
+    def spec(self) -> BuildSpec:
+        """The build's spec from the container's labels, validated like any request."""
+        return BuildSpec.from_spec({
+            "repoUrl": self.labels.get(contract.LABEL_REPO_URL, ""), "ref": self.labels.get(contract.LABEL_REF, ""),
+            "commit": self.labels.get(contract.LABEL_COMMIT, ""), "image": self.labels.get(contract.LABEL_IMAGE, ""),
+        })
 
 
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
@@ -120,7 +130,9 @@ def docker_config_tar(data: bytes) -> bytes:
 
 
 def container_name(ref: BuildRef) -> str:
-    return f"r2dbuild-{ref.name}-{ref.uid[:8]}"
+    """Unique per attempt (a hash of its uid), stable for that attempt: Docker's 409 on a second
+    create with the same name is what keeps one attempt from ever running twice."""
+    return f"r2dbuild-{ref.name}-{hashlib.sha256(ref.uid.encode()).hexdigest()[:8]}"
 
 
 def build_args(config: RunnerConfig, spec: BuildSpec, version: Repo2DockerVersion) -> list[str]:
@@ -172,6 +184,9 @@ def container_labels(config: RunnerConfig, ref: BuildRef, spec: BuildSpec) -> di
         contract.LABEL_BUILD_NAME: ref.name,
         contract.LABEL_BUILD_UID: ref.uid,
         contract.LABEL_COMMIT: spec.commit,
+        contract.LABEL_REPO_URL: spec.repo_url,
+        contract.LABEL_REF: spec.ref,
+        contract.LABEL_IMAGE: spec.image,
     }
 
 
@@ -206,6 +221,8 @@ def _describe(container) -> BuildContainer:
             name=labels.get(contract.LABEL_BUILD_NAME, ""),
             uid=labels.get(contract.LABEL_BUILD_UID, ""),
         ),
+        labels=dict(labels),
+        started_at=(state.get("StartedAt") or "")[:19] + "Z" if (state.get("StartedAt") or "")[:4] not in ("", "0001") else None,
     )
 
 

@@ -101,9 +101,6 @@ class LogTail:
     def lines(self) -> list[str]:
         return list(self._lines)
 
-    def last(self, n: int) -> list[str]:
-        return list(self._lines)[-n:] if n > 0 else []
-
     def __len__(self) -> int:
         return len(self._lines)
 

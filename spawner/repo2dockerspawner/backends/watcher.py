@@ -13,21 +13,34 @@ not turn into a request storm.
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
+from dataclasses import dataclass
 from typing import Any, AsyncIterator, Callable
 
-from kubernetes_asyncio import watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from repo2docker_operator import contract
-from repo2docker_operator.contract import BuildStatus
-from repo2docker_operator.resources import BuildResources
+from repo2docker_buildcore.resources import BuildResources
 
 log = logging.getLogger(__name__)
 
 
 class Gone(Exception):
     """The resourceVersion we watch from has been compacted away: relist."""
+
+
+class Seen(enum.Enum):
+    CHANGED = "changed"    # the object (new, or a new resourceVersion of it)
+    GONE = "gone"          # deleted, or replaced by a namesake with another uid
+    NOT_SEEN = "not seen"  # not in the watch yet: ask the API server whether it exists
+
+
+@dataclass(frozen=True)
+class Sighting:
+    """What `BuildWatcher.follow` saw of one object; `obj` is set for CHANGED only."""
+
+    seen: Seen
+    obj: dict[str, Any] | None = None
 
 
 class BuildWatcher:
@@ -38,7 +51,6 @@ class BuildWatcher:
         self.watch_timeout = watch_timeout
         self.max_backoff = max_backoff
         self.objects: dict[str, dict[str, Any]] = {}
-        self.watches_opened = 0
         self._version = 0
         self._changed = asyncio.Condition()
         self._synced = asyncio.Event()
@@ -77,8 +89,11 @@ class BuildWatcher:
                 log.info("build watch expired (410); relisting")
             except Exception as exc:  # noqa: BLE001 - keep the hub's view alive whatever happens
                 log.warning("build watch failed (%s); retrying in %.0fs", exc, backoff)
-                await asyncio.sleep(backoff)
+                await self._pause(backoff)
                 backoff = min(backoff * 2, self.max_backoff)
+
+    async def _pause(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
 
     async def _list(self) -> str:
         listing = await self.resources.list(self.namespace)
@@ -89,17 +104,9 @@ class BuildWatcher:
 
     async def _watch(self, resource_version: str) -> str:
         """Watch until the server ends the stream; return the version to resume from."""
-        self.watches_opened += 1
-        stream = watch.Watch()
         try:
-            async with stream:
-                async for event in stream.stream(
-                    self.resources.custom.list_namespaced_custom_object,
-                    contract.GROUP, contract.VERSION, self.namespace, contract.PLURAL,
-                    resource_version=resource_version, allow_watch_bookmarks=True,
-                    timeout_seconds=self.watch_timeout,
-                ):
-                    resource_version = await self._apply(event, resource_version)
+            async for event in self.resources.watch(self.namespace, resource_version, self.watch_timeout):
+                resource_version = await self._apply(event, resource_version)
         except ApiException as exc:
             if exc.status == 410:
                 raise Gone() from exc
@@ -135,13 +142,12 @@ class BuildWatcher:
 
         await asyncio.wait_for(waiter(), timeout)
 
-    async def follow(self, name: str, uid: str | None = None,
-                     probe_after: float = 10.0) -> AsyncIterator[dict[str, Any] | None | object]:
-        """The object as soon as the watch has it, then after each change; None once it is
-        gone (or replaced by a namesake). A resource just created may not have reached the
-        watch yet, so absence only means deletion after the object has been seen; while it
-        has not been seen, NOT_SEEN is yielded every `probe_after` seconds so the caller can
-        ask the API server whether it still exists."""
+    async def follow(self, name: str, uid: str | None = None, probe_after: float = 10.0) -> AsyncIterator[Sighting]:
+        """CHANGED with the object as soon as the watch has it, then after each change; GONE
+        once it is deleted (or replaced by a namesake), which ends the stream. A resource just
+        created may not have reached the watch yet, so absence only means deletion after the
+        object has been seen; until then NOT_SEEN comes every `probe_after` seconds so the
+        caller can ask the API server whether it exists at all."""
         seen_version = -1
         seen_rv = None
         while True:
@@ -160,59 +166,10 @@ class BuildWatcher:
             if obj is None:
                 if seen_rv is None:
                     if timed_out:
-                        yield NOT_SEEN
+                        yield Sighting(Seen.NOT_SEEN)
                     continue
-                yield None
+                yield Sighting(Seen.GONE)
                 return
             if rv != seen_rv:
                 seen_rv = rv
-                yield obj
-
-
-NOT_SEEN = object()
-
-
-class KubernetesBuild:
-    """A handle on one build resource, read from the shared watcher."""
-
-    def __init__(self, watcher: BuildWatcher, obj: dict[str, Any]) -> None:
-        self.watcher = watcher
-        self.name = obj["metadata"]["name"]
-        self.namespace = obj["metadata"]["namespace"]
-        self.uid = obj["metadata"]["uid"]
-        self._last = obj
-
-    def current(self) -> BuildStatus:
-        obj = self.watcher.get(self.name)
-        if obj is not None and obj["metadata"]["uid"] == self.uid:
-            self._last = obj
-        return BuildStatus.from_status(self._last.get("status"))
-
-    async def _exists(self) -> bool:
-        try:
-            obj = await self.watcher.resources.get(self.namespace, self.name)
-        except ApiException as exc:
-            if exc.status == 404:
-                return False
-            raise
-        return obj["metadata"]["uid"] == self.uid
-
-    async def statuses(self) -> AsyncIterator[BuildStatus]:
-        async for obj in self.watcher.follow(self.name, self.uid):
-            if obj is NOT_SEEN:
-                if await self._exists():
-                    continue  # the watch is only slow
-                obj = None  # deleted before the watch ever showed it to us
-            if obj is None:
-                status = BuildStatus.from_status(self._last.get("status"))
-                if not status.phase.terminal:
-                    status.phase = contract.Phase.CANCELLED
-                    status.message = "The build resource was deleted before the build finished."
-                yield status
-                return
-            self._last = obj
-            status = BuildStatus.from_status(obj.get("status"))
-            yield status
-            if status.phase.terminal:
-                return
-
+                yield Sighting(Seen.CHANGED, obj)

@@ -8,9 +8,9 @@ build's daemon runs for minutes). The client is kubernetes_asyncio, so no call b
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, AsyncIterator
 
-from kubernetes_asyncio import client, config
+from kubernetes_asyncio import client, config, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from . import contract
@@ -18,7 +18,7 @@ from . import contract
 MERGE_PATCH = "application/merge-patch+json"
 
 
-async def api_client(kubeconfig: str | None = None, context: str | None = None) -> client.ApiClient:
+async def api_client(kubeconfig: str | None = None) -> client.ApiClient:
     """An API client from the pod's service account in a cluster, else from a kubeconfig."""
     if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST") and os.path.exists(
         "/var/run/secrets/kubernetes.io/serviceaccount/token"
@@ -26,7 +26,7 @@ async def api_client(kubeconfig: str | None = None, context: str | None = None) 
         config.load_incluster_config()
         return client.ApiClient()
     configuration = client.Configuration()
-    await config.load_kube_config(config_file=kubeconfig, context=context, client_configuration=configuration)
+    await config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
     return client.ApiClient(configuration)
 
 
@@ -70,6 +70,19 @@ class BuildResources:
         except ApiException as exc:
             if exc.status != 404:
                 raise
+
+    async def watch(self, namespace: str, resource_version: str, timeout: int) -> AsyncIterator[dict[str, Any]]:
+        """Raw watch events ({"type", "object"}) from `resource_version` until the server ends
+        the stream after `timeout` seconds. Bookmarks included; a 410 arrives as an ApiException
+        or an ERROR event, for the caller to relist."""
+        stream = watch.Watch()
+        async with stream:
+            async for event in stream.stream(
+                self.custom.list_namespaced_custom_object, contract.GROUP, contract.VERSION, namespace,
+                contract.PLURAL, resource_version=resource_version, allow_watch_bookmarks=True,
+                timeout_seconds=timeout,
+            ):
+                yield event
 
     async def list(self, namespace: str | None = None, **kwargs: Any) -> dict[str, Any]:
         if namespace:

@@ -35,7 +35,14 @@ LABEL_BUILD_UID = f"{LABEL_PREFIX}/build-uid"
 LABEL_INSTANCE = f"{LABEL_PREFIX}/instance"
 LABEL_REPO_HASH = f"{LABEL_PREFIX}/repo-hash"
 LABEL_COMMIT = f"{LABEL_PREFIX}/commit"
+# On build containers only: enough of the spec to follow a build after a restart when no
+# resource holds it (the hub's embedded backend keeps its builds in memory).
+LABEL_REPO_URL = f"{LABEL_PREFIX}/repo-url"
+LABEL_REF = f"{LABEL_PREFIX}/ref"
+LABEL_IMAGE = f"{LABEL_PREFIX}/image"
 MANAGED_BY = "repo2docker-operator"
+# Who first asked for a build (the hub's user name), on the resource.
+ANNOTATION_REQUESTED_BY = f"{LABEL_PREFIX}/requested-by"
 
 
 class Phase(str, enum.Enum):
@@ -245,24 +252,16 @@ class BuildSpec:
         return spec
 
 
-def build_manifest(
-    spec: BuildSpec, namespace: str, labels: dict[str, str] | None = None
-) -> dict[str, Any]:
+def build_manifest(spec: BuildSpec, namespace: str, requested_by: str = "") -> dict[str, Any]:
     """The full resource for a build request, named by `build_name` so identical requests meet."""
-    return {
-        "apiVersion": API_VERSION,
-        "kind": KIND,
-        "metadata": {
-            "name": build_name(spec.repo_url, spec.commit),
-            "namespace": namespace,
-            "labels": {
-                LABEL_REPO_HASH: repo_hash(spec.repo_url),
-                LABEL_COMMIT: spec.commit,
-                **(labels or {}),
-            },
-        },
-        "spec": spec.to_spec(),
+    metadata: dict[str, Any] = {
+        "name": build_name(spec.repo_url, spec.commit),
+        "namespace": namespace,
+        "labels": {LABEL_REPO_HASH: repo_hash(spec.repo_url), LABEL_COMMIT: spec.commit},
     }
+    if requested_by:
+        metadata["annotations"] = {ANNOTATION_REQUESTED_BY: requested_by}
+    return {"apiVersion": API_VERSION, "kind": KIND, "metadata": metadata, "spec": spec.to_spec()}
 
 
 @dataclass

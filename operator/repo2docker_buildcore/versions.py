@@ -12,6 +12,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+# The newest release. Its image tag is the PEP 440 form of the version (setuptools-scm in
+# repo2docker's release workflow): 2026.4.0, where releases up to 2024 were tagged 2024.07.0.
+DEFAULT_BUILD_IMAGE = "quay.io/jupyterhub/repo2docker:2026.4.0"
+
 # The first release that builds through `docker buildx` (and dropped --build-memory-limit).
 BUILDX_SINCE = (2025, 8)
 
@@ -53,6 +57,6 @@ def check_supported(version: Repo2DockerVersion, build_image: str, memory_limit:
             f"the build image {build_image} has repo2docker {version}, which builds with docker buildx "
             f"and cannot limit a build's memory (it exits with status 255 when asked to). Remove the "
             f"build memory limit (operator: --memory-limit / R2D_BUILD_MEMORY_LIMIT / spec.resources.memory; "
-            f"spawner: build_memory_limit), or use a build image with repo2docker before 2025.08. "
+            f"hub: LocalBackend.build_memory_limit), or use a build image with repo2docker before 2025.08. "
             f"With buildx, bound builds through the Docker daemon or a dedicated BuildKit builder."
         )

@@ -12,7 +12,9 @@ live here once:
 * a setting the build image's repo2docker cannot honour fails the build before it queues;
 * the timeout counts from the recorded start, so a restart does not reset it;
 * cancelling kills the container only when the build itself is cancelled (``kill=True``);
-  an operator that merely exits leaves it running for its successor to re-attach.
+  an operator that merely exits leaves it running for its successor to re-attach;
+* a build that failed because Docker went away still removes its container once Docker
+  answers again, so exited build containers do not pile up.
 """
 
 from __future__ import annotations
@@ -35,12 +37,18 @@ ALREADY_PUSHED = "The image is already in the registry; no build was needed."
 PUSHED_EXISTING = "The image existed locally and was pushed to the registry; no build was needed."
 # Seconds between checks of a registry that cannot be reached (the last one repeats).
 REGISTRY_BACKOFF = (2.0, 4.0, 8.0, 15.0, 30.0, 60.0)
+# Seconds between attempts to remove the container of a build that failed because Docker did
+# not answer (the last one repeats), and how long to keep trying.
+CLEANUP_BACKOFF = (2.0, 4.0, 8.0, 15.0, 30.0, 60.0)
+CLEANUP_FOR = 3600.0
+# Clean-ups under way: a task nobody references may be collected before it runs.
+_cleanups: set[asyncio.Task] = set()
 _PUSH_REFUSED_WORDS = ("unauthorized", "authentication required", "denied", "forbidden")
 
 
 @dataclass(frozen=True)
 class BuildSettings:
-    timeout: float = 3600.0
+    build_timeout: float = 3600.0
     tail_lines: int = 100
     tail_bytes: int = 16 * 1024
 
@@ -95,11 +103,35 @@ class BuildJob:
                     return await self._finish(Phase.SUCCEEDED, container, cached=True)
             else:
                 self.queue.adopt(self.ref.uid)
+                # After a restart with no recorded start (the hub keeps none): Docker's own.
+                self.recorded_start = self.recorded_start or container.started_at
                 log.info("re-attaching to build container %s of %s/%s", container.id[:12], self.ref.namespace, self.ref.name)
             self.container = container
             return await self._follow(container)
         except RunnerError as exc:
+            if self.container is not None:
+                self._remove_later(self.container.id)
             return await self._finish(Phase.FAILED, failure_message(str(exc), self._failure_lines()))
+
+    def _remove_later(self, container_id: str) -> None:
+        """Docker failed mid-build: remove the container as soon as Docker answers again."""
+        async def remove() -> None:
+            delays = iter(CLEANUP_BACKOFF)
+            deadline = asyncio.get_running_loop().time() + CLEANUP_FOR
+            delay = CLEANUP_BACKOFF[0]
+            while asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(delay)
+                try:
+                    await self.runner.remove(container_id, kill=True)
+                    log.info("removed build container %s of a build that failed", container_id[:12])
+                    return
+                except RunnerError:
+                    delay = next(delays, delay)
+            log.warning("gave up removing build container %s: Docker did not answer", container_id[:12])
+
+        task = asyncio.ensure_future(remove())
+        _cleanups.add(task)
+        task.add_done_callback(_cleanups.discard)
 
     async def _already_built(self, retry: bool) -> str | None:
         """Why no build is needed, or None. With push on, the registry decides; an
@@ -116,7 +148,7 @@ class BuildJob:
             except RegistryUnavailable as exc:
                 delay = next(delays, delay)
                 waited += delay
-                if not retry or waited > self.settings.timeout:
+                if not retry or waited > self.settings.build_timeout:
                     if retry:
                         raise
                     return None
@@ -144,7 +176,7 @@ class BuildJob:
         await self.queue.acquire(self.ref.uid, self.order, on_position)
         if done := await self._already_built(retry=False):
             return done
-        container = await self.runner.start(self.ref, self.spec)
+        container = self.container = await self.runner.start(self.ref, self.spec)
         self.recorded_start = now_iso()
         await self.publisher.update({
             "phase": Phase.BUILDING.value, "queuePosition": None, "containerId": container.id,
@@ -162,7 +194,7 @@ class BuildJob:
     def _remaining(self) -> float:
         started = parse_iso(self.recorded_start) or datetime.datetime.now(datetime.timezone.utc)
         elapsed = (datetime.datetime.now(datetime.timezone.utc) - started).total_seconds()
-        return self.settings.timeout - elapsed
+        return self.settings.build_timeout - elapsed
 
     async def _follow(self, container: BuildContainer) -> BuildOutcome:
         if self.publisher.phase != Phase.BUILDING:
@@ -173,7 +205,7 @@ class BuildJob:
             await asyncio.wait_for(self._read_logs(container), timeout=max(self._remaining(), 0.001))
         except asyncio.TimeoutError:
             await self.runner.remove(container.id, kill=True)
-            reason = f"The build took longer than the {self._human(self.settings.timeout)} limit and was stopped."
+            reason = f"The build took longer than the {self._human(self.settings.build_timeout)} limit and was stopped."
             return await self._finish(Phase.FAILED, failure_message(reason, self._failure_lines()))
         code = await self.runner.exit_code(container.id)
         if code is None:  # the log stream broke but the container runs on: wait for it

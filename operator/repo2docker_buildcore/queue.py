@@ -44,9 +44,6 @@ class BuildQueue:
     def waiting(self) -> int:
         return len(self._waiting)
 
-    def holds(self, key: Hashable) -> bool:
-        return key in self._running
-
     def position(self, key: Hashable) -> int | None:
         """1-based position among the waiting builds, or None if `key` is not waiting."""
         for index, waiter in enumerate(self._waiting):

@@ -1,0 +1,114 @@
+"""Restarts seen from outside, on the real daemons: a hub restarted while its builds run, and a
+Docker daemon killed and restarted under a build. Build containers are watched from Docker.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import signal
+import subprocess
+import uuid
+from pathlib import Path
+
+import docker
+import pytest
+
+from repo2docker_buildcore import contract
+from support.builds import dockerfile_repo, image_exists
+from support.hub import start_hub, stop_hub
+from support.operator import ContainerWatcher
+from support.waiting import wait_until
+
+pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def user() -> str:
+    return f"u{uuid.uuid4().hex[:8]}"
+
+
+def build_containers(client, instance: str) -> list:
+    return client.containers.list(all=True, filters={"label": [f"{contract.LABEL_INSTANCE}={instance}"]})
+
+
+def test_builds_survive_a_hub_restart_finish_unasked_and_free_their_slots(
+        request, testenv, tmp_path, docker_client, git_repos):
+    """Two builds run at limit 2 when the hub restarts. Nobody asks for them again: the new
+    hub process still follows both to their end and removes their containers, and a third
+    build, asked for right after the restart, waits for a slot and starts when one frees."""
+    hub = start_hub(request, "local", testenv, tmp_path, docker_client, concurrent_builds_limit=2)
+    base = testenv["R2D_SINGLEUSER_IMAGE"]
+    try:
+        first = [dockerfile_repo(git_repos, base, sleep=s) for s in (15, 25)]  # both outlive the restart
+        third = dockerfile_repo(git_repos, base, marker="third")
+        with ContainerWatcher(docker_client, hub.instance) as watcher:
+            for repo in first:
+                name = user()
+                hub.create_user(name)
+                assert hub.spawn(name, {"repo": repo.url, "ref": "main"}).status_code == 202
+            wait_until(lambda: len(watcher.running_until) == 2, timeout=60, what="both builds to run")
+            hub.stop()
+            hub.start()
+            response, events = hub.spawn_and_follow(user(), {"repo": third.url, "ref": "main"})
+            assert events[-1].get("ready"), events
+            wait_until(lambda: not build_containers(docker_client, hub.instance), timeout=60,
+                       what="every build container to be removed")
+        assert watcher.max_running == 2, f"the cap broke after the restart: {watcher.max_running} at once"
+        survivors = [cid for cid, name in watcher.names.items() if name != contract.build_name(third.url, _head(third))]
+        third_id = next(cid for cid, name in watcher.names.items() if name == contract.build_name(third.url, _head(third)))
+        assert len(survivors) == 2 and len(watcher.names) == 3, watcher.names
+        # The third started only once a survivor had finished, and without waiting for anyone to ask.
+        freed = min(watcher.running_until[cid] for cid in survivors)
+        assert freed <= watcher.running_since[third_id] <= freed + 5, (freed, watcher.running_since[third_id])
+        for repo in first:  # both finished: their images exist
+            assert image_exists(docker_client, contract.image_name(hub.spawner_config["image_prefix"], repo.url, _head(repo)))
+    finally:
+        stop_hub(hub, docker_client)
+
+
+def _head(repo) -> str:
+    return subprocess.check_output(["git", "-C", str(repo.work), "rev-parse", "HEAD"], text=True).strip()
+
+
+def restart_dockerd(testenv) -> None:
+    """Kill the test environment's dockerd as a crash would (SIGKILL), then start it again."""
+    pid_file = Path(os.environ.get("TESTENV_DIR", ROOT / ".testenv")) / "dockerd.pid"
+    assert pid_file.exists(), "dockerd was not started by `make testenv`; this test must restart it"
+    os.kill(int(pid_file.read_text()), signal.SIGKILL)
+    wait_until(lambda: subprocess.run(["docker", "info"], capture_output=True).returncode != 0, timeout=30,
+               what="dockerd to be gone")
+    subprocess.run(["bash", str(ROOT / "testenv" / "docker.sh")], check=True, capture_output=True)
+    wait_until(lambda: docker.from_env().ping(), timeout=60, what="dockerd to answer again")
+
+
+@pytest.mark.parametrize("backend", ["local", "kubernetes"])
+def test_a_docker_restart_mid_build_fails_the_spawn_and_the_first_retry_builds(
+        request, backend, testenv, tmp_path, git_repos):
+    client = docker.from_env()
+    hub = start_hub(request, backend, testenv, tmp_path, client)
+    try:
+        repo = dockerfile_repo(git_repos, testenv["R2D_SINGLEUSER_IMAGE"], sleep=30, marker="after the restart")
+        name = user()
+        hub.create_user(name)
+        assert hub.spawn(name, {"repo": repo.url, "ref": "main"}).status_code == 202
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:  # the user watching the pending page
+            watching = pool.submit(lambda: list(hub.progress(name)))
+            wait_until(lambda: any(c.status == "running" for c in build_containers(client, hub.build_instance)),
+                       timeout=60, what="the build to run")
+            restart_dockerd(testenv)
+            events = watching.result(timeout=120)
+        assert events and events[-1].get("failed"), events
+        assert "Docker" in events[-1]["message"], events[-1]  # says what went wrong
+        client = docker.from_env()
+
+        # The first retry builds (it does not re-attach to the dead build's container).
+        response, events = hub.spawn_and_follow(name, {"repo": repo.url, "ref": "main"})
+        assert events[-1].get("ready"), events
+        assert hub.user_file(name, "marker.txt") == "after the restart\n"
+        hub.stop_server(name)
+        # The dead build's exited container does not stay behind.
+        wait_until(lambda: not build_containers(client, hub.build_instance), timeout=60,
+                   what="no build containers left")
+    finally:
+        stop_hub(hub, docker.from_env())

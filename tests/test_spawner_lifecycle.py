@@ -1,0 +1,113 @@
+"""Repo2DockerSpawner.start/stop around a build, with a scripted backend and DockerSpawner's
+own start/stop replaced (pure logic; the real thing runs in test_spawner_e2e.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+
+import pytest
+from dockerspawner import DockerSpawner
+from traitlets.config import Config
+
+from repo2docker_buildcore.contract import BuildStatus, Phase
+from repo2dockerspawner import Repo2DockerSpawner
+from repo2dockerspawner.backends import BuildBackend, shared
+from repo2dockerspawner.spawner import BuildFailed
+
+pytestmark = pytest.mark.unit
+SHA = "b" * 40
+
+
+class ScriptedBuild:
+    name, namespace = "build-1", "ns"
+
+    def __init__(self) -> None:
+        self.updates: asyncio.Queue = asyncio.Queue()
+        self.last = BuildStatus(Phase.BUILDING)
+        self.followers = 0
+
+    def current(self) -> BuildStatus:
+        return self.last
+
+    async def statuses(self):
+        self.followers += 1
+        yield self.last
+        while not self.last.phase.terminal:
+            self.last = await self.updates.get()
+            yield self.last
+
+
+class ScriptedBackend(BuildBackend):
+    build = None
+    specs: list = []
+
+    async def ensure(self, spec, requested_by=""):
+        ScriptedBackend.specs.append((spec, requested_by))
+        return ScriptedBackend.build
+
+
+@pytest.fixture
+def spawner(monkeypatch):
+    started: list[str] = []
+
+    async def docker_start(self):
+        started.append(self.image)
+        return ("127.0.0.1", 8888)
+
+    async def docker_stop(self, now=False):
+        pass
+
+    async def resolve(repo, ref, timeout):
+        return SHA
+
+    monkeypatch.setattr(DockerSpawner, "start", docker_start)
+    monkeypatch.setattr(DockerSpawner, "stop", docker_stop)
+    monkeypatch.setattr("repo2dockerspawner.spawner.resolve_ref", resolve)
+    shared.clear()
+    ScriptedBackend.build, ScriptedBackend.specs = ScriptedBuild(), []
+    s = Repo2DockerSpawner(user=SimpleNamespace(name="alice", id=1, url="/user/alice/"),
+                           config=Config({"Repo2DockerSpawner": {"backend_class": ScriptedBackend}}))
+    s.started = started
+    s.user_options = {"repo": "https://github.com/a/b", "ref": "main"}
+    return s
+
+
+async def test_a_built_image_is_what_the_server_starts_from(spawner):
+    task = asyncio.create_task(spawner.start())
+    await asyncio.sleep(0.01)
+    spec, requested_by = ScriptedBackend.specs[0]
+    assert (spec.commit, requested_by) == (SHA, "alice")
+    await ScriptedBackend.build.updates.put(BuildStatus(Phase.SUCCEEDED, image=spec.image))
+    assert await asyncio.wait_for(task, 2) == ("127.0.0.1", 8888)
+    assert spawner.started == [spec.image] and spawner.get_state()["repo2docker"]["image"] == spec.image
+
+
+async def test_stopping_a_pending_spawn_stops_waiting_not_the_build(spawner):
+    build = ScriptedBackend.build
+    task = asyncio.create_task(spawner.start())
+    await asyncio.sleep(0.01)
+    await spawner.stop()
+    with pytest.raises(BuildFailed, match="the build continues"):
+        await asyncio.wait_for(task, 2)
+    assert spawner.started == []  # no server from a build nobody waits for any more
+    # The build itself goes on: others can still follow it to its end.
+    follower = build.statuses()
+    assert (await follower.__anext__()).phase == Phase.BUILDING
+    await build.updates.put(BuildStatus(Phase.SUCCEEDED, image="r2d-x:1"))
+    assert (await follower.__anext__()).phase == Phase.SUCCEEDED
+
+
+async def test_a_failed_build_fails_the_spawn_with_its_message(spawner):
+    task = asyncio.create_task(spawner.start())
+    await asyncio.sleep(0.01)
+    await ScriptedBackend.build.updates.put(BuildStatus(Phase.FAILED, message="repo2docker exited with code 1."))
+    with pytest.raises(BuildFailed, match="The image build failed: repo2docker exited with code 1"):
+        await asyncio.wait_for(task, 2)
+    assert spawner.started == []
+
+
+async def test_no_repository_starts_the_configured_image_without_a_build(spawner):
+    spawner.user_options = {}
+    await spawner.start()
+    assert spawner.started == [spawner._configured_image] and ScriptedBackend.specs == []
