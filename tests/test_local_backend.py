@@ -1,0 +1,56 @@
+"""LocalBackend's bookkeeping with a fake runner (pure logic); its builds on the real daemon
+are in test_spawner_e2e.py and test_restarts.py."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from traitlets.config import Config
+
+from repo2docker_buildcore.contract import BuildSpec, Phase
+from repo2dockerspawner.backends.local import LocalBackend
+from support.fakes import SHA, FakeRunner
+
+pytestmark = pytest.mark.unit
+SPEC = BuildSpec("https://h/a/b", "main", SHA, "r2d-x:" + SHA)
+
+
+def backend(runner: FakeRunner, **settings) -> LocalBackend:
+    b = LocalBackend(config=Config({"LocalBackend": settings}))
+    b.runner = runner
+    b._adopted = True  # nothing survived: no earlier hub process
+    return b
+
+
+async def test_finished_builds_are_forgotten_after_keep_finished():
+    b = backend(FakeRunner(), keep_finished=0.05)
+    build = await b.ensure(SPEC)
+    await build.task
+    assert build.current().phase == Phase.SUCCEEDED and b.builds == {build.name: build}  # late joiners see it
+    await asyncio.sleep(0.1)
+    assert b.builds == {}
+
+
+async def test_a_retry_is_a_new_attempt_with_its_own_uid():
+    runner = FakeRunner(exit_code=1, image_after=False)
+    b = backend(runner)
+    first = await b.ensure(SPEC)
+    await first.task
+    assert first.current().phase == Phase.FAILED
+    runner.exit, runner.image_after = 0, True
+    retry = await b.ensure(SPEC)
+    await retry.task
+    assert retry.current().phase == Phase.SUCCEEDED
+    assert retry.name == first.name and retry.uid != first.uid
+    assert [ref.uid for ref in runner.started] == [first.uid, retry.uid]
+
+
+async def test_identical_requests_join_one_build():
+    runner = FakeRunner(hold=True)
+    b = backend(runner)
+    one, two = await asyncio.gather(b.ensure(SPEC), b.ensure(SPEC))
+    assert one is two
+    runner.release.set()
+    await one.task
+    assert len(runner.started) == 1
