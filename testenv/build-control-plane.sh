@@ -17,6 +17,7 @@ need_cmd go "Install Go (https://go.dev/dl) or Debian's golang package; the Go m
 
 all_built() {
   for b in kube-apiserver kubectl etcd helm; do [[ -x "$BIN_DIR/$b" ]] || return 1; done
+  [[ -f "$BIN_DIR/helm.stamped" ]]
 }
 
 if all_built; then
@@ -91,10 +92,30 @@ build kubectl k8s.io/kubernetes/cmd/kubectl "$(kube_ldflags)"
 etcd_ver="$(cd "$WRAPPER" && go list -m -f '{{.Version}}' go.etcd.io/etcd/server/v3)"
 build etcd go.etcd.io/etcd/server/v3 "-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA=$etcd_ver"
 
-if [[ ! -x "$BIN_DIR/helm" ]]; then
+# helm's release build stamps the Kubernetes version its client libraries speak (one minor
+# ahead of client-go's v0.MINOR), which `helm template` and `helm lint` assume without a
+# cluster; without it they assume v1.20 and refuse charts with a kubeVersion. Read client-go's
+# version from helm's own go.mod, as its Makefile does.
+helm_ldflags() {
+  local modfile client_go major minor pkg flags
+  modfile="$(go mod download -json "helm.sh/helm/v3@$HELM_VERSION" | python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')" \
+    || die "go mod download helm.sh/helm/v3@$HELM_VERSION failed: is the Go module proxy reachable?"
+  client_go="$(awk '$1 == "k8s.io/client-go" {print $2}' "$modfile")"
+  [[ "$client_go" =~ ^v0\.([0-9]+)\. ]] || die "cannot read k8s.io/client-go's version from $modfile"
+  major=1 minor="${BASH_REMATCH[1]}"
+  flags="-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+  for pkg in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
+    flags+=" -X $pkg.k8sVersionMajor=$major -X $pkg.k8sVersionMinor=$minor"
+  done
+  echo "$flags"
+}
+
+# helm.stamped marks a helm built with those ldflags (earlier caches have one without).
+if [[ ! -x "$BIN_DIR/helm" || ! -f "$BIN_DIR/helm.stamped" ]]; then
   step "go install helm $HELM_VERSION"
-  GOBIN="$BIN_DIR" go install -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/internal/version.gitTreeState=clean" \
-    "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" || die "building helm $HELM_VERSION failed."
+  GOBIN="$BIN_DIR" go install -ldflags "$(helm_ldflags)" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" \
+    || die "building helm $HELM_VERSION failed."
+  touch "$BIN_DIR/helm.stamped"
   end_step
 fi
 log "control-plane binaries ready in $BIN_DIR"

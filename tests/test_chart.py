@@ -60,6 +60,14 @@ def test_full_values_file_sets_every_default_key():
 pytestmark = pytest.mark.integration
 
 
+def test_helm_template_works_without_a_cluster_as_users_run_it(testenv):
+    """A released helm assumes the Kubernetes version of its client libraries without a
+    cluster; one built without those ldflags assumes v1.20 and refuses the chart's kubeVersion."""
+    proc = helm(testenv, "template", "r2d", str(CHART), check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "kind: Deployment" in proc.stdout
+
+
 def test_helm_lint_strict(testenv):
     out = helm(testenv, "lint", "--strict", str(CHART)).stdout
     assert "0 chart(s) failed" in out

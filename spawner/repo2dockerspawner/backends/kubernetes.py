@@ -15,12 +15,11 @@ import os
 from typing import Any, AsyncIterator
 
 from kubernetes_asyncio.client.exceptions import ApiException
+from traitlets import Unicode, default
 
 from repo2docker_buildcore import contract
 from repo2docker_buildcore.contract import BuildSpec, BuildStatus, Phase
 from repo2docker_buildcore.resources import BuildResources, api_client
-
-from traitlets import Unicode, default
 
 from . import BuildBackend
 from .watcher import BuildWatcher, Seen
