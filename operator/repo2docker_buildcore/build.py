@@ -134,34 +134,37 @@ class BuildJob:
         task.add_done_callback(_cleanups.discard)
 
     async def _already_built(self, retry: bool) -> str | None:
-        """Why no build is needed, or None. With push on, the registry decides; an
-        unreachable registry is retried with back-off (within the build timeout) when
-        `retry`, otherwise taken as "not there" and left to the build's own push."""
+        """Why no build is needed, or None. With push on, the registry decides."""
         if not self.runner.config.push:
             return ALREADY_BUILT if await self.runner.image_exists(self.spec.image) else None
-        delays = iter(REGISTRY_BACKOFF)
-        delay, waited = 0.0, 0.0
-        while True:
-            try:
-                in_registry = await self.runner.registry_has(self.spec.image)
-                break
-            except RegistryUnavailable as exc:
-                delay = next(delays, delay)
-                waited += delay
-                if not retry or waited > self.settings.build_timeout:
-                    if retry:
-                        raise
-                    return None
-                log.warning("%s; retrying in %.0f s", exc, delay)
-                await self.publisher.update({"message": f"{exc} Retrying in {delay:.0f} s."})
-                await asyncio.sleep(delay)
+        in_registry = await self._in_registry(retry)
         if in_registry:
             return ALREADY_PUSHED
-        if await self.runner.image_exists(self.spec.image):
+        if in_registry is not None and await self.runner.image_exists(self.spec.image):
             await self.publisher.update({"message": f"Pushing the existing image {self.spec.image}."})
             await self.runner.push(self.spec.image)
             return PUSHED_EXISTING
         return None
+
+    async def _in_registry(self, retry: bool) -> bool | None:
+        """Whether the registry has the image. An unreachable registry is asked again with
+        back-off (saying so in the status) within the build timeout when `retry`; otherwise
+        the answer is None, "unknown", and the build's own push will tell."""
+        delays = iter(REGISTRY_BACKOFF)
+        delay, waited = 0.0, 0.0
+        while True:
+            try:
+                return await self.runner.registry_has(self.spec.image)
+            except RegistryUnavailable as exc:
+                if not retry:
+                    return None
+                delay = next(delays, delay)
+                waited += delay
+                if waited > self.settings.build_timeout:
+                    raise
+                log.warning("%s; retrying in %.0f s", exc, delay)
+                await self.publisher.update({"message": f"{exc} Retrying in {delay:.0f} s."})
+                await asyncio.sleep(delay)
 
     def _failure_lines(self) -> list[str]:
         return self.output.failure_lines(self.tail.lines())
