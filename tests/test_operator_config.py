@@ -170,3 +170,22 @@ def test_each_attempt_at_a_build_has_its_own_container_name():
     first, retry = BuildRef("local", "repo-abc", "repo-abc-1a2b3c4d"), BuildRef("local", "repo-abc", "repo-abc-5e6f7a8b")
     assert container_name(first) != container_name(retry)
     assert container_name(first) == container_name(BuildRef("local", "repo-abc", "repo-abc-1a2b3c4d"))  # stable
+
+
+def test_an_empty_variable_unsets_an_optional_setting():
+    config = from_sources({"R2D_NAMESPACES": "a", "R2D_LIVENESS": "", "R2D_BUILD_MEMORY_LIMIT": "", "R2D_BUILD_CPU_LIMIT": ""})
+    assert (config.liveness, config.memory_limit, config.cpu_limit) == (None, None, None)
+
+
+@pytest.mark.parametrize("text, kind", [
+    ("unauthorized: authentication required", "RegistryError"),
+    ('Head "http://127.0.0.1:5000/v2/x/manifests/1": no basic auth credentials', "RegistryError"),
+    ("denied: requested access to the resource is denied", "RegistryError"),
+    ('Get "http://127.0.0.1:5999/v2/": dial tcp 127.0.0.1:5999: connect: connection refused', "RegistryUnavailable"),
+])
+def test_registry_errors_are_told_apart(text, kind):
+    from repo2docker_buildcore.runner import _registry_error
+
+    error = _registry_error("127.0.0.1:5000/b/r2d-x:1", text, "reading from")
+    assert type(error).__name__ == kind
+    assert ("refused the push" in str(error)) == (kind == "RegistryError")
