@@ -17,7 +17,6 @@ Usage: .venv/bin/python bench/push_pull.py [rounds]   (needs `make testenv`)
 from __future__ import annotations
 
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,7 +27,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 import docker  # noqa: E402
-import requests  # noqa: E402
 
 from repo2docker_buildcore import contract  # noqa: E402
 from support.builds import dockerfile_repo, head  # noqa: E402
@@ -37,9 +35,7 @@ from support.gitrepos import GitRepoFactory  # noqa: E402
 from support.hub import Hub  # noqa: E402
 from support.operator import offline_build_env  # noqa: E402
 from support.operator import free_port  # noqa: E402
-from support.process import stop_process  # noqa: E402
-from support.registry import login_config  # noqa: E402
-from support.waiting import wait_until  # noqa: E402
+from support.registry import empty_registry, login_config  # noqa: E402
 
 
 def build(client, env, repo, image: str, docker_config_dir: str | None) -> float:
@@ -58,22 +54,13 @@ def build(client, env, repo, image: str, docker_config_dir: str | None) -> float
 
 def first_push(client, env, repos, config_dir: str) -> None:
     """Build alone, then build + push of the same kind of repository to an empty registry."""
-    work = Path(tempfile.mkdtemp())
-    port = free_port()
-    (work / "registry.yml").write_text(f"version: 0.1\nlog: {{level: warn}}\nstorage: {{filesystem: {{rootdirectory: {work}/data}}}}\n"
-                                       f"http: {{addr: 127.0.0.1:{port}}}\n")
-    registry = subprocess.Popen([env["R2D_REGISTRY_BIN"], "serve", str(work / "registry.yml")],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_until(lambda: requests.get(f"http://127.0.0.1:{port}/v2/", timeout=1).ok, timeout=15, what="registry")
+    with empty_registry(env, free_port(), Path(tempfile.mkdtemp())) as registry:
         a = dockerfile_repo(repos, env["R2D_SINGLEUSER_IMAGE"])
         b = dockerfile_repo(repos, env["R2D_SINGLEUSER_IMAGE"])
         alone = build(client, env, a, contract.image_name("r2d-bench-", a.url, head(a)), None)
-        pushed = build(client, env, b, contract.image_name(f"127.0.0.1:{port}/bench/r2d-bench-", b.url, head(b)), config_dir)
+        pushed = build(client, env, b, contract.image_name(f"{registry}/bench/r2d-bench-", b.url, head(b)), config_dir)
         print(f"first build on an empty registry: build {alone:.2f}s, build + push {pushed:.2f}s "
               f"(uploads the base image's layers); ratio {pushed / alone:.2f}")
-    finally:
-        stop_process(registry, timeout=10)
 
 
 def build_vs_push(client, env, repos, prefix: str, config_dir: str, rounds: int) -> None:

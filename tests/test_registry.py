@@ -4,7 +4,6 @@ checked through the registry's own API, never through the operator's word for it
 from __future__ import annotations
 
 import json
-import subprocess
 
 import pytest
 import requests
@@ -14,8 +13,7 @@ from repo2docker_buildcore.build import ALREADY_PUSHED, PUSHED_EXISTING
 from support.builds import create_build, dockerfile_repo, get_build, head, image_exists, tagged, wait_phase
 from support.env import both_repo2docker_versions
 from support.operator import ContainerWatcher, free_port
-from support.process import stop_process
-from support.registry import login_config, registry_tags
+from support.registry import empty_registry, login_config, registry_tags
 from support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -112,16 +110,9 @@ def test_unreachable_registry_is_retried_with_backoff_until_it_answers(
     status = wait_until(says_unreachable, timeout=60, interval=0.3, what="the status to say the registry is down")
     assert status["phase"] == "Pending" and "Retrying in" in status["message"], status
 
-    config = tmp_path / "registry.yml"
-    config.write_text(f"version: 0.1\nlog: {{level: warn}}\nstorage: {{filesystem: {{rootdirectory: {tmp_path}/data}}}}\n"
-                      f"http: {{addr: 127.0.0.1:{port}}}\n")
-    registry = subprocess.Popen([testenv["R2D_REGISTRY_BIN"], "serve", str(config)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
+    with empty_registry(testenv, port, tmp_path, wait=False):
         obj = wait_phase(kubectl, namespace, name, "Succeeded", "Failed", timeout=180)
         assert obj["status"]["phase"] == "Succeeded", obj["status"]
         repo_name = repository(obj["spec"]["image"])
         tags = requests.get(f"http://127.0.0.1:{port}/v2/{repo_name}/tags/list", timeout=10).json()["tags"]
         assert tags == [head(repo)]
-    finally:
-        stop_process(registry, timeout=10)

@@ -25,10 +25,10 @@ import logging
 from dataclasses import dataclass, field
 from typing import Callable
 
-from .contract import BuildSpec, Phase
+from .contract import BuildSpec, Phase, registry_of
 from .logtail import BuildOutput, LogTail, parse_line
 from .queue import BuildQueue
-from .runner import BuildContainer, BuildRef, BuildRunner, RegistryUnavailable, RunnerError, registry_of
+from .runner import BuildContainer, BuildRef, BuildRunner, RegistryUnavailable, RunnerError, registry_refused
 from .status import StatusPublisher, failure_message, now_iso, parse_iso
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,6 @@ CLEANUP_BACKOFF = (2.0, 4.0, 8.0, 15.0, 30.0, 60.0)
 CLEANUP_FOR = 3600.0
 # Clean-ups under way: a task nobody references may be collected before it runs.
 _cleanups: set[asyncio.Task] = set()
-_PUSH_REFUSED_WORDS = ("unauthorized", "authentication required", "denied", "forbidden")
 
 
 @dataclass(frozen=True)
@@ -97,8 +96,9 @@ class BuildJob:
             if container is None:
                 if done := await self._already_built(retry=True):
                     return await self._finish(Phase.SUCCEEDED, done, cached=True)
-                await self.runner.command(self.spec)  # refuses unsupported settings before queueing
-                container = await self._queue_and_start()
+                # Asked before queueing, so an unsupported setting fails the build at once.
+                command = await self.runner.command(self.spec)
+                container = await self._queue_and_start(command)
                 if isinstance(container, str):  # the image appeared while we queued (another build made it)
                     return await self._finish(Phase.SUCCEEDED, container, cached=True)
             else:
@@ -169,7 +169,7 @@ class BuildJob:
     def _failure_lines(self) -> list[str]:
         return self.output.failure_lines(self.tail.lines())
 
-    async def _queue_and_start(self) -> BuildContainer | str:
+    async def _queue_and_start(self, command: list[str]) -> BuildContainer | str:
         def on_position(position: int) -> None:
             asyncio.ensure_future(self._publish_position(position))
 
@@ -179,7 +179,7 @@ class BuildJob:
         await self.queue.acquire(self.ref.uid, self.order, on_position)
         if done := await self._already_built(retry=False):
             return done
-        container = self.container = await self.runner.start(self.ref, self.spec)
+        container = self.container = await self.runner.start(self.ref, self.spec, command)
         self.recorded_start = now_iso()
         await self.publisher.update({
             "phase": Phase.BUILDING.value, "queuePosition": None, "containerId": container.id,
@@ -233,7 +233,7 @@ class BuildJob:
         if self.runner.config.push and await self.runner.image_exists(self.spec.image):
             registry = registry_of(self.spec.image)
             lines = [*self.output.failed_step, *self.tail.lines()[-10:]]
-            if any(word in line.lower() for line in lines for word in _PUSH_REFUSED_WORDS):
+            if any(registry_refused(line) for line in lines):
                 return (f"The registry {registry} refused the push: authentication failed or access was "
                         f"denied (check the registry credentials the builds are given).")
             return f"The image was built, but pushing it to the registry {registry} failed."

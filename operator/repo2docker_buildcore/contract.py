@@ -142,12 +142,23 @@ def validate_image_prefix(prefix: str) -> str:
     return prefix
 
 
+DOCKER_HUB = "docker.io"
+
+
+def registry_of(image: str) -> str:
+    """The registry host of an image reference or prefix ('127.0.0.1:5000/binder/x:t' →
+    '127.0.0.1:5000'), as Docker decides: a first path component with a dot or a port, or
+    'localhost'; Docker Hub for a name without one."""
+    first, slash, _rest = image.partition("/")
+    if slash and ("." in first or ":" in first or first == "localhost"):
+        return first
+    return DOCKER_HUB
+
+
 def prefix_names_registry(prefix: str) -> bool:
-    """Whether an image prefix starts with a registry host ('registry:5000/binder/r2d-'), as
-    Docker decides: a first path component with a dot or a port, or 'localhost'. Without one,
-    a push would go to Docker Hub."""
-    first, slash, _rest = prefix.partition("/")
-    return bool(slash) and ("." in first or ":" in first or first == "localhost")
+    """Whether images under this prefix go to a registry of their own (else a push would go
+    to Docker Hub)."""
+    return registry_of(prefix) != DOCKER_HUB
 
 
 def parse_quantity(value: str | int | float | None) -> int | None:

@@ -25,7 +25,7 @@ import docker.auth
 import docker.errors
 
 from . import contract
-from .contract import BuildSpec
+from .contract import BuildSpec, registry_of
 from .versions import Repo2DockerVersion, UnsupportedSetting, check_supported
 
 log = logging.getLogger(__name__)
@@ -156,21 +156,21 @@ def build_args(config: RunnerConfig, spec: BuildSpec, version: Repo2DockerVersio
     return args + ["--", spec.repo_url]
 
 
-def registry_of(image: str) -> str:
-    """The registry host of an image reference ('127.0.0.1:5000/binder/x:t' → '127.0.0.1:5000');
-    Docker Hub's for a name without one, as Docker itself decides."""
-    first, _, rest = image.partition("/")
-    if rest and ("." in first or ":" in first or first == "localhost"):
-        return first
-    return "docker.io"
+# What a registry (through the daemon or a build's log) says when it refuses credentials.
+_REFUSED_WORDS = ("unauthorized", "authentication required", "denied", "forbidden", "no basic auth")
+
+
+def registry_refused(text: str) -> bool:
+    """Whether a registry's message says it refused the credentials or the access."""
+    lowered = text.lower()
+    return any(word in lowered for word in _REFUSED_WORDS)
 
 
 def _registry_error(image: str, text: str, doing: str) -> RunnerError:
     """A daemon's registry error, classified for the user. Never includes credentials: the
     daemon's messages name the registry and the repository, not the auth it was given."""
     registry = registry_of(image)
-    lowered = text.lower()
-    if any(word in lowered for word in ("unauthorized", "authentication required", "denied", "forbidden", "no basic auth")):
+    if registry_refused(text):
         return RegistryError(f"The registry {registry} refused the push: {text.strip()[:300]} "
                              f"(check the registry credentials the builds are given)")
     return RegistryUnavailable(f"The registry {registry} could not be reached while {doing} it: {text.strip()[:300]}")
@@ -222,8 +222,15 @@ def _describe(container) -> BuildContainer:
             uid=labels.get(contract.LABEL_BUILD_UID, ""),
         ),
         labels=dict(labels),
-        started_at=(state.get("StartedAt") or "")[:19] + "Z" if (state.get("StartedAt") or "")[:4] not in ("", "0001") else None,
+        started_at=_docker_time(state.get("StartedAt")),
     )
+
+
+def _docker_time(value: str | None) -> str | None:
+    """Docker's '2026-11-26T07:09:10.123456789Z' as ISO seconds; its zero time '0001-…' is None."""
+    if not value or value.startswith("0001-"):
+        return None
+    return value[:19] + "Z"
 
 
 class BuildRunner:
@@ -356,15 +363,16 @@ class BuildRunner:
         found = await self._call((await self._docker()).containers.list, all=not running_only, filters=filters)
         return [_describe(c) for c in found]
 
-    async def start(self, ref: BuildRef, spec: BuildSpec) -> BuildContainer:
-        """Start the build container; if one for this resource exists already, return it.
+    async def start(self, ref: BuildRef, spec: BuildSpec, command: list[str] | None = None) -> BuildContainer:
+        """Start the build container (`command` as `command()` gave it, else asked for now);
+        if one for this resource exists already, return it.
 
         The container's name is derived from the resource, so Docker itself refuses a
         second one (409) and that answer, not an extra lookup first, is the dedup."""
         volumes = {self.config.docker_socket: {"bind": "/var/run/docker.sock", "mode": "rw"}}
         kwargs = dict(
             image=spec.build_image or self.config.build_image,
-            command=await self.command(spec),
+            command=command or await self.command(spec),
             name=container_name(ref),
             labels=container_labels(self.config, ref, spec),
             volumes=volumes,

@@ -121,6 +121,7 @@ class _Option(NamedTuple):
     help: str
     flag: str
     many: bool
+    optional: bool  # `X | None`: an empty value means "not set"
 
 
 def _options() -> dict[str, _Option]:
@@ -133,7 +134,7 @@ def _options() -> dict[str, _Option]:
         many = get_origin(hint) is tuple
         kind = args[0] if args else hint
         flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
-        table[f.name] = _Option(f.metadata["env"], kind, f.metadata["help"], flag, many)
+        table[f.name] = _Option(f.metadata["env"], kind, f.metadata["help"], flag, many, type(None) in get_args(hint))
     return table
 
 
@@ -162,7 +163,7 @@ def _convert(name: str, raw: Any) -> Any:
         if str(raw).strip().lower() in ("0", "false", "no", "off", ""):
             return False
         raise ConfigError(f"{option.env}={raw!r} is not a boolean (true/false)")
-    if raw in ("", None) and get_type_hints(OperatorConfig)[name] != kind:  # optional: '' is unset
+    if raw in ("", None) and option.optional:
         return None
     try:
         return kind(raw)

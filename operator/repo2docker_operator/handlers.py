@@ -21,16 +21,17 @@ from typing import Any
 import kopf
 
 from repo2docker_buildcore import contract
+from repo2docker_buildcore.adoption import adopt
 from repo2docker_buildcore.build import BuildJob
-from .config import ConfigError, OperatorConfig, from_environ
 from repo2docker_buildcore.contract import BuildSpec, BuildStatus, InvalidBuildRequest, Phase
-from .metrics import OperatorMetrics
 from repo2docker_buildcore.queue import BuildQueue
 from repo2docker_buildcore.resources import BuildResources, api_client
-from repo2docker_buildcore.adoption import adopt
 from repo2docker_buildcore.runner import BuildContainer, BuildRef, BuildRunner, RunnerError
 from repo2docker_buildcore.status import StatusPublisher, now_iso, parse_iso
 from repo2docker_buildcore.versions import UnsupportedSetting, check_supported
+
+from .config import ConfigError, OperatorConfig, from_environ
+from .metrics import OperatorMetrics
 
 EVENT_REASONS = {
     Phase.QUEUED: ("Normal", "Queued"),
@@ -71,7 +72,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
     memo.runner = BuildRunner(config.runner_config())
     try:
         await memo.runner.ping()
-        await _adopt_running_builds(memo, logger)
+        await _adopt_running_builds(memo)
     except RunnerError as exc:
         logger.error("Docker is not reachable now (%s); builds will fail until it is", exc)
         return
@@ -80,19 +81,23 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
 
 async def _check_build_image(memo: kopf.Memo, config: OperatorConfig, logger: logging.Logger) -> None:
     """Refuse at start a configuration the default build image cannot honour, rather than
-    failing every build. An image that is not there yet is only a warning: builds will say it."""
+    failing every build. An image that is not there yet is only a warning: builds will say it.
+    Only a memory limit depends on the version, so without one nothing is run."""
+    memory_limit = contract.parse_quantity(config.memory_limit)
+    if not memory_limit:
+        return
     try:
         version = await memo.runner.repo2docker_version(config.build_image)
     except RunnerError as exc:
         logger.warning("cannot check the build image now: %s", exc)
         return
     try:
-        check_supported(version, config.build_image, contract.parse_quantity(config.memory_limit))
+        check_supported(version, config.build_image, memory_limit)
     except UnsupportedSetting as exc:
         raise kopf.PermanentError(f"invalid configuration: {exc}") from None
 
 
-async def _adopt_running_builds(memo: kopf.Memo, logger: logging.Logger) -> None:
+async def _adopt_running_builds(memo: kopf.Memo) -> None:
     """Adopt the build containers that survived a restart (the core's ``adopt``) before any
     new build may start: daemons start only after start-up handlers finish. A container is
     still wanted while its resource (same uid) exists and has not finished; the daemon of

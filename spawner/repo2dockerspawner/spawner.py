@@ -134,7 +134,7 @@ class Repo2DockerSpawner(DockerSpawner):
     # Builds take minutes; JupyterHub cancels start() after start_timeout (default 60 s).
     @default("start_timeout")
     def _default_start_timeout(self) -> int:
-        return int(getattr(self.build_backend, "build_timeout", 3600)) + 300
+        return int(self.build_backend.longest_build()) + 300
 
     # Each spawn may use another image: never resume a stopped container of an older one.
     @default("remove")

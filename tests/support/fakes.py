@@ -57,7 +57,7 @@ class FakeRunner:
     async def command(self, spec):
         return ["repo2docker"]
 
-    async def start(self, ref, spec):
+    async def start(self, ref, spec, command=None):
         self.started.append(ref)
         return BuildContainer(f"c{len(self.started)}", "n", "running", None, ref)
 

@@ -4,12 +4,17 @@ written as `docker login` writes it, and the registry's own HTTP API."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
+import subprocess
 from pathlib import Path
+from typing import Iterator
 
 import requests
 
 from .env import TestEnv
+from .process import stop_process
+from .waiting import wait_until
 
 
 def write_docker_config(directory: Path, registry: str, user: str, password: str) -> str:
@@ -34,3 +39,21 @@ def registry_tags(env: TestEnv, name: str) -> list[str]:
         return []
     r.raise_for_status()
     return r.json().get("tags") or []
+
+
+@contextlib.contextmanager
+def empty_registry(env: TestEnv, port: int, workdir: Path, wait: bool = True) -> Iterator[str]:
+    """An anonymous registry of the test environment's build on 127.0.0.1:`port`, with no
+    images, for as long as the block runs; yields its host:port."""
+    config = workdir / "registry.yml"
+    config.write_text(f"version: 0.1\nlog: {{level: warn}}\nstorage: {{filesystem: {{rootdirectory: {workdir}/data}}}}\n"
+                      f"http: {{addr: 127.0.0.1:{port}}}\n")
+    proc = subprocess.Popen([env["R2D_REGISTRY_BIN"], "serve", str(config)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        if wait:
+            wait_until(lambda: requests.get(f"http://127.0.0.1:{port}/v2/", timeout=1).ok, timeout=15,
+                       what=f"the registry on port {port}")
+        yield f"127.0.0.1:{port}"
+    finally:
+        stop_process(proc, timeout=10)

@@ -31,6 +31,10 @@ class BuildHandle(Protocol):
 class BuildBackend(LoggingConfigurable):
     """The interface the spawner uses; subclasses add their settings as traits."""
 
+    def longest_build(self) -> float:
+        """Seconds a build may take here; the spawner waits that long (and a little more)."""
+        return 3600.0
+
     def build_resources(self) -> dict[str, Any]:
         """BuildSpec fields this backend sets itself (e.g. memory and CPU limits)."""
         return {}

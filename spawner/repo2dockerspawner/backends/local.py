@@ -170,6 +170,9 @@ class LocalBackend(BuildBackend):
             raise TraitError(f"LocalBackend.push needs a Repo2DockerSpawner.image_prefix that names a registry "
                              f"(e.g. 'registry.example.org/binder/r2d-'), not {prefix!r}")
 
+    def longest_build(self) -> float:
+        return self.build_timeout
+
     def build_resources(self) -> dict[str, Any]:
         return {"memory_limit": contract.parse_quantity(self.build_memory_limit), "cpu_limit": self.build_cpu_limit}
 
@@ -205,17 +208,19 @@ class LocalBackend(BuildBackend):
 
     async def _adopt_survivors(self) -> None:
         """After a hub restart: follow every build container of this instance to its end."""
+        specs: dict[str, BuildSpec] = {}
+
         async def wanted(container: BuildContainer) -> bool:
             try:
-                container.spec()
+                specs[container.id] = container.spec()
             except contract.InvalidBuildRequest:
                 return False  # not followable (e.g. from an older version): remove it
             return True
 
         for container in await adopt(self.runner, self.queue, wanted):
-            name, spec = container.ref.name, container.spec()
+            name = container.ref.name
             if name not in self.builds:
-                self._start(name, container.ref.uid, spec, order=(0.0, name))
+                self._start(name, container.ref.uid, specs[container.id], order=(0.0, name))
         self._adopted = True
 
     def _start(self, name: str, uid: str, spec: BuildSpec, order: tuple) -> LocalBuild:
