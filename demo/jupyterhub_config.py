@@ -37,4 +37,4 @@ c.Repo2DockerSpawner.allowed_repo_hosts = [env["R2D_BRIDGE_IP"], "*"]
 c.DockerSpawner.name_template = "r2d-demo-{username}--{servername}"
 if c.Repo2DockerSpawner.backend == "kubernetes":
     c.KubernetesBackend.namespace = env.get("DEMO_NAMESPACE", "r2d-demo")
-    c.KubernetesBackend.kubeconfig = env["KUBECONFIG"]
+    c.KubernetesBackend.kubeconfig = env["DEMO_KUBECONFIG"]  # the chart's hub identity, not admin

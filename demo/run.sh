@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make demo`: a working hub you can open. Brings up what it needs from the test
-# environment (Docker, images, the git server; Kubernetes and the operator with
-# DEMO_BACKEND=kubernetes), serves a sample repository, and runs JupyterHub in the foreground.
+# environment (Docker, images, the git server; with DEMO_BACKEND=kubernetes the node and the
+# chart's operator pod), serves a sample repository, and runs JupyterHub in the foreground.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/.." && pwd)"
@@ -16,13 +16,15 @@ bash "$root/testenv/chp.sh"
 if [[ "$backend" == kubernetes ]]; then
   bash "$root/testenv/build-control-plane.sh"
   bash "$root/testenv/kube.sh"
+  bash "$root/testenv/node.sh"
 fi
 set -a
 source "$TESTENV_DIR/images.env"; source "$TESTENV_DIR/git.env"; source "$TESTENV_DIR/chp.env"
 set +a
 if [[ "$backend" == kubernetes ]]; then
   export KUBECONFIG="$TESTENV_DIR/kube/kubeconfig"
-  KUBECTL="$CONTROL_PLANE_BIN/kubectl"
+  export KUBECTL="$CONTROL_PLANE_BIN/kubectl"
+  HELM="$CONTROL_PLANE_BIN/helm"
 fi
 
 # The sample repository, committed and served by the git server (rebuilt when its files change).
@@ -43,15 +45,21 @@ sed -i "s|\${BASE_IMAGE}|$R2D_SINGLEUSER_IMAGE|" "$sample/Dockerfile"
 repo_url="$R2D_GIT_URL/demo.git"
 
 if [[ "$backend" == kubernetes ]]; then
-  "$KUBECTL" --kubeconfig "$KUBECONFIG" apply -f "$root/crds/repo2dockerbuilds.yaml" >/dev/null
-  "$KUBECTL" --kubeconfig "$KUBECONFIG" wait --for=condition=Established crd/repo2dockerbuilds.repo2dockerspawner.jupyter.org >/dev/null
+  # What the README's "On the test environment's node" section tells users: the operator
+  # image from the Dockerfile, loaded into the node, the chart installed, a hub kubeconfig.
   ns="${DEMO_NAMESPACE:-r2d-demo}"
-  "$KUBECTL" --kubeconfig "$KUBECONFIG" create namespace "$ns" >/dev/null 2>&1 || true
-  stop_pid "$TESTENV_DIR/demo-operator"
-  start_bg "$TESTENV_DIR/demo-operator" "$root/.venv/bin/repo2docker-operator" --namespace "$ns" \
-    --build-image "$R2D_BUILD_IMAGE" --image-prefix r2d-demo- --concurrency 2 --metrics-port 0 \
-    --build-env "R2D_DATAVERSE_INSTALLATIONS_URL=$R2D_DATAVERSE_INSTALLATIONS_URL" \
-    --liveness "http://127.0.0.1:${DEMO_OPERATOR_PORT:-8082}/healthz" --instance demo
+  operator_image="repo2docker-operator:demo"
+  log "building the operator image and installing the chart in namespace $ns"
+  "$root/tools/operator-image.sh" "$operator_image" "$R2D_SINGLEUSER_IMAGE" >/dev/null
+  bash "$root/testenv/load-image.sh" "$operator_image" >/dev/null
+  "$HELM" upgrade --install r2d "$root/charts/repo2docker-operator" -n "$ns" --create-namespace --wait --timeout 180s \
+    --set image.repository=repo2docker-operator --set image.tag=demo \
+    --set build.image="$R2D_BUILD_IMAGE" --set build.imagePrefix=r2d-demo- --set hub.rbac.create=true \
+    --set build.env.R2D_DATAVERSE_INSTALLATIONS_URL="$R2D_DATAVERSE_INSTALLATIONS_URL" >/dev/null \
+    || die "helm install of the chart failed; see: $KUBECTL -n $ns get pods,events"
+  mkdir -p "$TESTENV_DIR/demo"
+  "$root/tools/hub-kubeconfig.sh" "$ns" >"$TESTENV_DIR/demo/hub-$ns.kubeconfig"
+  export DEMO_KUBECONFIG="$TESTENV_DIR/demo/hub-$ns.kubeconfig"
 fi
 
 port="${DEMO_PORT:-8000}"
@@ -66,20 +74,15 @@ cat <<MSG
   Binder link: http://${DEMO_IP:-127.0.0.1}:$port/hub/spawn?repo=$repo_url&ref=v1
   Leave the repository empty for the default image. Stop with Ctrl-C.
 MSG
-[[ "$backend" == kubernetes ]] && echo "  Builds:      KUBECONFIG=$KUBECONFIG $KUBECTL get r2dbuilds -n ${DEMO_NAMESPACE:-r2d-demo}"
+if [[ "$backend" == kubernetes ]]; then
+  echo "  Builds:      KUBECONFIG=$KUBECONFIG $KUBECTL get r2dbuilds -n $ns"
+  echo "  Operator:    KUBECONFIG=$KUBECONFIG $KUBECTL logs -n $ns deploy/r2d-repo2docker-operator"
+  echo "               (it stays installed; remove it with: $HELM uninstall r2d -n $ns)"
+fi
 echo
 
 mkdir -p "$TESTENV_DIR/demo"
 cd "$TESTENV_DIR/demo"
 export DEMO_BACKEND="$backend"
 export PATH="$R2D_CHP_BIN:$root/.venv/bin:$PATH"
-if [[ "$backend" == kubernetes ]]; then
-  # The operator outlives nothing: it stops with the hub, however the hub stops.
-  trap 'stop_pid "$TESTENV_DIR/demo-operator"' EXIT
-  trap 'kill -TERM "$hub_pid" 2>/dev/null' INT TERM
-  "$root/.venv/bin/jupyterhub" -f "$here/jupyterhub_config.py" &
-  hub_pid=$!
-  wait "$hub_pid" || wait "$hub_pid" || true
-else
-  exec "$root/.venv/bin/jupyterhub" -f "$here/jupyterhub_config.py"
-fi
+exec "$root/.venv/bin/jupyterhub" -f "$here/jupyterhub_config.py"

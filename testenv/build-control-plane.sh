@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Build kube-apiserver, kubectl, etcd and helm from Go modules into a versioned cache.
+# Build the control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler), the
+# node (kubelet, kube-proxy), kubectl and helm from Go modules into a versioned cache.
 #
 # Why a wrapper module: k8s.io/kubernetes requires its staging modules at v0.0.0 and
 # replaces them with ./staging paths, which Go ignores for a dependency. The wrapper
@@ -13,10 +14,12 @@ source "$(dirname "$0")/lib.sh"
 BIN_DIR="$CONTROL_PLANE_BIN"
 WRAPPER="$R2D_CACHE/go-wrapper-$KUBE_VERSION"
 
+KUBE_BINARIES="kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl"
+
 need_cmd go "Install Go (https://go.dev/dl) or Debian's golang package; the Go module proxy must be reachable."
 
 all_built() {
-  for b in kube-apiserver kubectl etcd helm; do [[ -x "$BIN_DIR/$b" ]] || return 1; done
+  for b in $KUBE_BINARIES etcd helm; do [[ -x "$BIN_DIR/$b" ]] || return 1; done
   [[ -f "$BIN_DIR/helm.stamped" ]]
 }
 
@@ -48,20 +51,26 @@ write_wrapper() {
     # Every staging replace in kubernetes' own go.mod becomes a pin to the published tag.
     grep -E '^\s*k8s\.io/[^ ]+ => \./staging/' "$modfile" | awk -v v="$staging_version" '{print "replace " $1 " => " $1 " " v}'
   } >"$WRAPPER/go.mod"
-  cat >"$WRAPPER/tools.go" <<'GO'
-//go:build tools
-
-package tools
-
-import (
-	_ "go.etcd.io/etcd/server/v3"
-	_ "k8s.io/kubernetes/cmd/kube-apiserver"
-	_ "k8s.io/kubernetes/cmd/kubectl"
-)
-GO
+  write_tools
 }
 
-if [[ ! -f "$WRAPPER/go.sum" ]]; then
+write_tools() {
+  local b
+  {
+    printf '//go:build tools\n\npackage tools\n\nimport (\n\t_ "go.etcd.io/etcd/server/v3"\n'
+    for b in $KUBE_BINARIES; do printf '\t_ "k8s.io/kubernetes/cmd/%s"\n' "$b"; done
+    printf ')\n'
+  } >"$WRAPPER/tools.go"
+}
+
+# A wrapper tidied for fewer commands (an older cache) is extended and tidied again.
+wrapper_complete() {
+  local b
+  [[ -f "$WRAPPER/go.sum" && -f "$WRAPPER/go.mod" ]] || return 1
+  for b in $KUBE_BINARIES; do grep -q "cmd/$b\"" "$WRAPPER/tools.go" 2>/dev/null || return 1; done
+}
+
+if ! wrapper_complete; then
   step "write Go wrapper module for Kubernetes $KUBE_VERSION"
   write_wrapper
   (cd "$WRAPPER" && go mod tidy -e >/dev/null 2>"$WRAPPER/tidy.log") \
@@ -87,8 +96,7 @@ build() {  # name package [ldflags]
   end_step
 }
 
-build kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver "$(kube_ldflags)"
-build kubectl k8s.io/kubernetes/cmd/kubectl "$(kube_ldflags)"
+for b in $KUBE_BINARIES; do build "$b" "k8s.io/kubernetes/cmd/$b" "$(kube_ldflags)"; done
 etcd_ver="$(cd "$WRAPPER" && go list -m -f '{{.Version}}' go.etcd.io/etcd/server/v3)"
 build etcd go.etcd.io/etcd/server/v3 "-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA=$etcd_ver"
 

@@ -2,6 +2,7 @@
 # Build the test environment's images locally: nothing can be pulled from a registry here.
 #   base        Debian rootfs from debootstrap, `docker import`ed
 #   singleuser  base + Python + jupyterhub-singleuser (default server image, FROM of test repos)
+#   pause       one static Go binary FROM scratch: the node's sandbox image (no registry.k8s.io)
 #   repo2docker base + git + jupyter-repo2docker + docker CLI + buildx (the build images the
 #               operator runs: the newest repo2docker, and 2024.7.0, the last without buildx)
 # Each image carries a label with the hash of its inputs and is rebuilt only when they change.
@@ -14,6 +15,7 @@ BASE_IMAGE="r2d-testenv/base:$DEBIAN_SUITE"
 SINGLEUSER_IMAGE="r2d-testenv/singleuser:jupyterhub-$JUPYTERHUB_VERSION"
 BUILD_IMAGE="r2d-testenv/repo2docker:$REPO2DOCKER_VERSION"
 BUILD_IMAGE_2024="r2d-testenv/repo2docker:$REPO2DOCKER_2024_VERSION"
+PAUSE_IMAGE="r2d-testenv/pause:1"
 
 image_inputs() { docker image inspect -f "{{index .Config.Labels \"$LABEL\"}}" "$1" 2>/dev/null || true; }
 hash_of() { sha256sum | cut -c1-16; }
@@ -79,8 +81,25 @@ build_python_image() {
   end_step
 }
 
+build_pause() {
+  local dir="$1" inputs ctx
+  inputs=$(cat "$dir"/* | hash_of)
+  [[ "$(image_inputs "$PAUSE_IMAGE")" == "$inputs" ]] && { log "$PAUSE_IMAGE up to date"; return; }
+  step "go build pause and docker build $PAUSE_IMAGE"
+  need_cmd go "Install Go (https://go.dev/dl) or Debian's golang package."
+  ctx="$R2D_CACHE/context/pause"
+  rm -rf "$ctx"; mkdir -p "$ctx"
+  cp -p "$dir/Dockerfile" "$ctx/"
+  (cd "$dir" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$ctx/pause" .) \
+    || die "building the pause program failed (see the error above)."
+  docker build -q --label "$LABEL=$inputs" -t "$PAUSE_IMAGE" "$ctx" >"$TESTENV_DIR/build-pause.log" 2>&1 \
+    || die "docker build $PAUSE_IMAGE failed; see $TESTENV_DIR/build-pause.log"
+  end_step
+}
+
 here="$(cd "$(dirname "$0")" && pwd)"
 build_base
+build_pause "$here/images/pause"
 build_python_image "$SINGLEUSER_IMAGE" "$here/images/singleuser" \
   "jupyterhub==$JUPYTERHUB_VERSION" "jupyter_server==$JUPYTER_SERVER_VERSION" "jupyterlab==$JUPYTERLAB_VERSION"
 EXTRA_CONTEXT="$(tool_dir docker-buildx)/docker-buildx"
@@ -93,4 +112,5 @@ R2D_BASE_IMAGE=$BASE_IMAGE
 R2D_SINGLEUSER_IMAGE=$SINGLEUSER_IMAGE
 R2D_BUILD_IMAGE=$BUILD_IMAGE
 R2D_BUILD_IMAGE_2024=$BUILD_IMAGE_2024
+R2D_PAUSE_IMAGE=$PAUSE_IMAGE
 ENV

@@ -1,80 +1,181 @@
 #!/usr/bin/env bash
-# Start a real Kubernetes control plane on loopback: etcd + kube-apiserver, RBAC on,
-# a static admin token, and service-account signing keys so `kubectl create token` works.
-# No kubelet or controller-manager: CRDs, RBAC, watches, events and leases all work;
-# Deployments never get Pods (expected). Idempotent: a running, healthy pair is reused.
+# Start a real Kubernetes control plane: etcd, kube-apiserver, kube-controller-manager and
+# kube-scheduler, with RBAC + Node authorization, a CA of its own, one static token per
+# component and service-account signing keys (so `kubectl create token` and in-cluster
+# pods work). The node itself (containerd, kubelet, kube-proxy) is testenv/node.sh.
+#
+# The API server serves on every address and advertises the node's address (the host's
+# address on docker's bridge): pods reach it through the `kubernetes` Service, the host and
+# tests through 127.0.0.1. Idempotent: a healthy process started with the same flags is kept;
+# one started with other flags (an older checkout) is restarted.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
 BIN_DIR="$CONTROL_PLANE_BIN"
 KDIR="$TESTENV_DIR/kube"
+PKI="$KDIR/pki"
 ETCD_PORT="${R2D_ETCD_PORT:-23790}"
 ETCD_PEER_PORT="${R2D_ETCD_PEER_PORT:-23800}"
 API_PORT="${R2D_APISERVER_PORT:-16443}"
-KUBECONFIG_FILE="$KDIR/kubeconfig"
-mkdir -p "$KDIR"
-
-healthy() { curl -fsS --max-time 2 --cacert "$KDIR/certs/apiserver.crt" \
-              -H "Authorization: Bearer $(cat "$KDIR/admin-token" 2>/dev/null)" \
-              "https://127.0.0.1:$API_PORT/readyz" >/dev/null 2>&1; }
-
-if pid_alive "$KDIR/etcd.pid" && pid_alive "$KDIR/kube-apiserver.pid" && healthy; then
-  log "kube-apiserver answers on 127.0.0.1:$API_PORT"
-  exit 0
-fi
-for p in etcd kube-apiserver; do  # a half-up pair is restarted whole
-  pid_alive "$KDIR/$p.pid" && kill "$(cat "$KDIR/$p.pid")" 2>/dev/null && sleep 1
-done
-for port in "$ETCD_PORT" "$ETCD_PEER_PORT" "$API_PORT"; do
-  port_free "$port" || die "port $port on 127.0.0.1 is taken by another program; free it or set R2D_ETCD_PORT/R2D_ETCD_PEER_PORT/R2D_APISERVER_PORT."
-done
+SERVICE_CIDR=10.0.0.0/24
+API_SERVICE_IP=10.0.0.1
+mkdir -p "$KDIR" "$PKI"
 need_cmd openssl "Install Debian's openssl package."
 
-step "start etcd + kube-apiserver $KUBE_VERSION"
-if [[ ! -f "$KDIR/sa.key" ]]; then
-  openssl genrsa -out "$KDIR/sa.key" 2048 2>/dev/null
-  openssl rsa -in "$KDIR/sa.key" -pubout -out "$KDIR/sa.pub" 2>/dev/null
-  python3 -c 'import secrets; print(secrets.token_hex(24))' >"$KDIR/admin-token"
-  printf '%s,admin,admin,system:masters\n' "$(cat "$KDIR/admin-token")" >"$KDIR/tokens.csv"
-fi
+NODE_IP="$(bridge_gateway)" || die "cannot read the host's address on docker's bridge: is dockerd up (testenv/docker.sh)?"
+echo "$NODE_IP" >"$KDIR/node-ip"
 
-start_bg "$KDIR/etcd" "$BIN_DIR/etcd" \
-  --name testenv --data-dir "$KDIR/etcd-data" --unsafe-no-fsync \
-  --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
-  --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
-  --initial-cluster "testenv=http://127.0.0.1:$ETCD_PEER_PORT" --log-level warn
-wait_for 30 etcd curl -fsS "http://127.0.0.1:$ETCD_PORT/health" \
-  || die "etcd did not become healthy; log: $KDIR/etcd.log: $(tail -n 3 "$KDIR/etcd.log")"
+# --- identities -----------------------------------------------------------------------
+# openssl_cert NAME SUBJECT [SANS]: a key and a certificate signed by the testenv CA.
+openssl_cert() {
+  local name="$1" subject="$2" sans="${3:-}" ext
+  ext="$(mktemp)"
+  {
+    echo "basicConstraints=CA:FALSE"
+    echo "keyUsage=critical,digitalSignature,keyEncipherment"
+    if [[ -n "$sans" ]]; then echo "extendedKeyUsage=serverAuth"; echo "subjectAltName=$sans"
+    else echo "extendedKeyUsage=clientAuth"; fi
+  } >"$ext"
+  openssl req -new -newkey rsa:2048 -nodes -keyout "$PKI/$name.key" -subj "$subject" -out "$PKI/$name.csr" 2>/dev/null
+  openssl x509 -req -in "$PKI/$name.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" -CAcreateserial \
+    -days 3650 -sha256 -extfile "$ext" -out "$PKI/$name.crt" 2>/dev/null || die "signing $name's certificate failed"
+  rm -f "$ext" "$PKI/$name.csr"
+}
 
-start_bg "$KDIR/kube-apiserver" "$BIN_DIR/kube-apiserver" \
-  --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
-  --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$API_PORT" \
-  --endpoint-reconciler-type none --cert-dir "$KDIR/certs" \
-  --token-auth-file "$KDIR/tokens.csv" --authorization-mode RBAC \
-  --service-cluster-ip-range 10.0.0.0/24 \
-  --service-account-issuer "https://127.0.0.1:$API_PORT" \
-  --service-account-key-file "$KDIR/sa.pub" --service-account-signing-key-file "$KDIR/sa.key" \
-  --disable-admission-plugins ServiceAccount --allow-privileged=true \
-  --v 1
-wait_for 90 kube-apiserver healthy \
-  || die "kube-apiserver did not become ready in 90s; log: $KDIR/kube-apiserver.log: $(tail -n 5 "$KDIR/kube-apiserver.log")"
+ensure_pki() {
+  if [[ ! -f "$PKI/ca.crt" ]]; then
+    openssl req -x509 -new -newkey rsa:2048 -nodes -keyout "$PKI/ca.key" -subj "/CN=r2d-testenv-ca" \
+      -days 3650 -sha256 -out "$PKI/ca.crt" 2>/dev/null || die "creating the testenv CA failed"
+  fi
+  # The serving certificate names every address clients use; a new node address means a new one.
+  local sans="IP:127.0.0.1,IP:$NODE_IP,IP:$API_SERVICE_IP,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+  if [[ "$(cat "$PKI/apiserver.sans" 2>/dev/null)" != "$sans" ]]; then
+    openssl_cert apiserver "/CN=kube-apiserver" "$sans"
+    echo "$sans" >"$PKI/apiserver.sans"
+  fi
+  # The API server's identity towards kubelets (logs, exec): trusted by the kubelet's client CA.
+  [[ -f "$PKI/apiserver-kubelet-client.crt" ]] || openssl_cert apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client"
+  if [[ ! -f "$KDIR/sa.key" ]]; then
+    openssl genrsa -out "$KDIR/sa.key" 2048 2>/dev/null
+    openssl rsa -in "$KDIR/sa.key" -pubout -out "$KDIR/sa.pub" 2>/dev/null
+  fi
+}
 
-cat >"$KUBECONFIG_FILE" <<KC
+# Static tokens: NAME USER GROUPS. Each component gets its own, with the identity the
+# bootstrap RBAC policy (or the Node authorizer) already knows.
+COMPONENTS=(
+  "admin admin system:masters"
+  "kube-controller-manager system:kube-controller-manager "
+  "kube-scheduler system:kube-scheduler "
+  "kubelet system:node:r2d-node system:nodes"
+  "kube-proxy system:kube-proxy "
+)
+ensure_tokens() {
+  local entry name user groups
+  : >"$KDIR/tokens.csv.new"
+  for entry in "${COMPONENTS[@]}"; do
+    read -r name user groups <<<"$entry"
+    [[ -s "$KDIR/$name-token" ]] || python3 -c 'import secrets; print(secrets.token_hex(24))' >"$KDIR/$name-token"
+    printf '%s,%s,%s,"%s"\n' "$(cat "$KDIR/$name-token")" "$user" "$user" "$groups" >>"$KDIR/tokens.csv.new"
+  done
+  mv "$KDIR/tokens.csv.new" "$KDIR/tokens.csv"
+  chmod 600 "$KDIR"/*-token "$KDIR/tokens.csv"
+}
+
+# write_kubeconfig FILE TOKEN_NAME
+write_kubeconfig() {
+  cat >"$1.new" <<KC
 apiVersion: v1
 kind: Config
 clusters:
 - name: testenv
   cluster:
     server: https://127.0.0.1:$API_PORT
-    certificate-authority: $KDIR/certs/apiserver.crt
+    certificate-authority: $PKI/ca.crt
 users:
-- name: admin
+- name: $2
   user:
-    token: $(cat "$KDIR/admin-token")
+    token: $(cat "$KDIR/$2-token")
 contexts:
 - name: testenv
-  context: {cluster: testenv, user: admin, namespace: default}
+  context: {cluster: testenv, user: $2, namespace: default}
 current-context: testenv
 KC
-chmod 600 "$KUBECONFIG_FILE"
-end_step
+  chmod 600 "$1.new"; mv "$1.new" "$1"
+}
+
+ensure_pki
+ensure_tokens
+write_kubeconfig "$KDIR/kubeconfig" admin
+for c in kube-controller-manager kube-scheduler kubelet kube-proxy; do write_kubeconfig "$KDIR/$c.kubeconfig" "$c"; done
+
+# --- processes ------------------------------------------------------------------------
+ETCD_ARGS=(
+  --name testenv --data-dir "$KDIR/etcd-data" --unsafe-no-fsync
+  --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT"
+  --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT"
+  --initial-cluster "testenv=http://127.0.0.1:$ETCD_PEER_PORT" --log-level warn
+)
+APISERVER_ARGS=(
+  --etcd-servers "http://127.0.0.1:$ETCD_PORT"
+  --bind-address 0.0.0.0 --advertise-address "$NODE_IP" --secure-port "$API_PORT"
+  --tls-cert-file "$PKI/apiserver.crt" --tls-private-key-file "$PKI/apiserver.key" --client-ca-file "$PKI/ca.crt"
+  --kubelet-client-certificate "$PKI/apiserver-kubelet-client.crt" --kubelet-client-key "$PKI/apiserver-kubelet-client.key"
+  --kubelet-preferred-address-types InternalIP
+  --token-auth-file "$KDIR/tokens.csv" --authorization-mode Node,RBAC --enable-admission-plugins NodeRestriction
+  --service-cluster-ip-range "$SERVICE_CIDR"
+  --service-account-issuer "https://kubernetes.default.svc"
+  --service-account-key-file "$KDIR/sa.pub" --service-account-signing-key-file "$KDIR/sa.key"
+  --allow-privileged=true --v 1
+)
+CONTROLLER_MANAGER_ARGS=(
+  --kubeconfig "$KDIR/kube-controller-manager.kubeconfig"
+  --authentication-kubeconfig "$KDIR/kube-controller-manager.kubeconfig"
+  --authorization-kubeconfig "$KDIR/kube-controller-manager.kubeconfig"
+  --bind-address 127.0.0.1 --leader-elect=false --use-service-account-credentials
+  --service-account-private-key-file "$KDIR/sa.key" --root-ca-file "$PKI/ca.crt"
+  --cluster-signing-cert-file "$PKI/ca.crt" --cluster-signing-key-file "$PKI/ca.key"
+  --service-cluster-ip-range "$SERVICE_CIDR" --v 1
+)
+SCHEDULER_ARGS=(
+  --kubeconfig "$KDIR/kube-scheduler.kubeconfig"
+  --authentication-kubeconfig "$KDIR/kube-scheduler.kubeconfig"
+  --authorization-kubeconfig "$KDIR/kube-scheduler.kubeconfig"
+  --bind-address 127.0.0.1 --leader-elect=false --v 1
+)
+
+api_healthy() { curl -fsS --max-time 2 --cacert "$PKI/ca.crt" -H "Authorization: Bearer $(cat "$KDIR/admin-token")" \
+                  "https://127.0.0.1:$API_PORT/readyz" >/dev/null 2>&1; }
+
+# ensure NAME HEALTHCHECK ARGS... : keep a running daemon started with these exact flags,
+# otherwise (re)start it. The flags' hash sits next to its pid file.
+ensure() {
+  local name="$1" check="$2"; shift 2
+  local prefix="$KDIR/$name" flags
+  flags=$(printf '%s\n' "$@" | sha256sum | cut -c1-16)
+  if pid_alive "$prefix.pid" && [[ "$(cat "$prefix.flags" 2>/dev/null)" == "$flags" ]] && $check; then
+    return 0
+  fi
+  stop_pid "$prefix"
+  step "start $name"
+  start_bg "$prefix" "$@"
+  echo "$flags" >"$prefix.flags"
+  wait_for 90 "$name" $check || die "$name did not become healthy in 90s; log: $prefix.log: $(tail -n 5 "$prefix.log")"
+  end_step
+}
+
+etcd_healthy() { curl -fsS --max-time 2 "http://127.0.0.1:$ETCD_PORT/health" >/dev/null 2>&1; }
+cm_healthy() { pid_alive "$KDIR/kube-controller-manager.pid"; }
+scheduler_healthy() { pid_alive "$KDIR/kube-scheduler.pid"; }
+
+for port in "$ETCD_PORT" "$ETCD_PEER_PORT" "$API_PORT"; do
+  if ! port_free "$port" && ! pid_alive "$KDIR/etcd.pid" && ! pid_alive "$KDIR/kube-apiserver.pid"; then
+    die "port $port on 127.0.0.1 is taken by another program; free it or set R2D_ETCD_PORT/R2D_ETCD_PEER_PORT/R2D_APISERVER_PORT."
+  fi
+done
+
+ensure etcd etcd_healthy "$BIN_DIR/etcd" "${ETCD_ARGS[@]}"
+ensure kube-apiserver api_healthy "$BIN_DIR/kube-apiserver" "${APISERVER_ARGS[@]}"
+ensure kube-controller-manager cm_healthy "$BIN_DIR/kube-controller-manager" "${CONTROLLER_MANAGER_ARGS[@]}"
+ensure kube-scheduler scheduler_healthy "$BIN_DIR/kube-scheduler" "${SCHEDULER_ARGS[@]}"
+log "kube-apiserver answers on 127.0.0.1:$API_PORT and $NODE_IP:$API_PORT"

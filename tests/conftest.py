@@ -35,8 +35,8 @@ def kubectl(testenv: TestEnv) -> Kubectl:
 
 @pytest.fixture
 def namespace(kubectl: Kubectl) -> str:
-    """A fresh namespace per test. Without kube-controller-manager namespaces never finish
-    deleting, so tests do not wait for it; unique names keep tests independent."""
+    """A fresh namespace per test; deleting it (which the controller-manager finishes) does
+    not block the next test, and unique names keep tests independent."""
     name = f"t-{uuid.uuid4().hex[:10]}"
     kubectl("create", "namespace", name)
     yield name
@@ -70,6 +70,27 @@ def docker_client(testenv: TestEnv):
             except docker.errors.APIError:
                 pass  # still used by a container another test left; the next run retries
     client.close()
+
+
+@pytest.fixture(scope="session")
+def operator_image(testenv: TestEnv, docker_client):
+    """The operator image built by tools/operator-image.sh from the Dockerfile (on the local
+    Python base: nothing can be pulled) and loaded into the node's runtime, once per session."""
+    import subprocess
+
+    tag = f"r2d-test-operator:{uuid.uuid4().hex[:8]}"
+    built = subprocess.run([str(REPO_ROOT / "tools" / "operator-image.sh"), tag, testenv["R2D_SINGLEUSER_IMAGE"]],
+                           capture_output=True, text=True, timeout=900)
+    assert built.returncode == 0, built.stderr[-3000:]
+    loaded = subprocess.run([testenv["R2D_LOAD_IMAGE"], tag], capture_output=True, text=True, timeout=600)
+    assert loaded.returncode == 0, loaded.stderr[-3000:]
+    yield tag
+    subprocess.run(["ctr", "--address", testenv["R2D_NODE_CONTAINERD"], "-n", "k8s.io", "images", "rm",
+                    loaded.stdout.strip()], capture_output=True)
+    try:
+        docker_client.images.remove(tag, force=True)
+    except Exception:  # noqa: BLE001 - a container still uses it; the session's sweep retries
+        pass
 
 
 @pytest.fixture(scope="session")

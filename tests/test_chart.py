@@ -1,8 +1,9 @@
 """The Helm chart against the real API server, with helm and kubectl built from Go modules.
 
-No kubelet runs here, so the Deployment never gets a Pod: the operator is run as a process
-with *only* the chart's ServiceAccount token instead, which proves the chart's RBAC is enough
-(a build succeeds) and no more (Secrets, Pods and other namespaces are refused).
+Renders, schema and RBAC. The RBAC tests run the operator as a process with *only* the
+chart's ServiceAccount token, which proves the role is enough (a build succeeds) and no more
+(Secrets, Pods and other namespaces are refused); their release names an image the node does
+not have, so no operator pod competes. The operator as the chart's pod is test_cluster.py.
 """
 
 from __future__ import annotations
@@ -17,19 +18,11 @@ import yaml
 
 from repo2docker_buildcore import contract
 from support.builds import create_build, dockerfile_repo, head, wait_phase
+from support.cluster import CHART, helm
 from support.kube import Kubectl
 
 ROOT = Path(__file__).resolve().parent.parent
-CHART = ROOT / "charts" / "repo2docker-operator"
 FULL_VALUES = ROOT / "tests" / "data" / "chart-values-full.yaml"
-
-
-def helm(testenv, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([testenv["HELM"], *args], capture_output=True, text=True, timeout=120,
-                          env={"KUBECONFIG": testenv["KUBECONFIG"], "HOME": "/tmp", "PATH": "/usr/bin:/bin"})
-    if check and proc.returncode != 0:
-        raise AssertionError(f"helm {' '.join(args)} failed: {proc.stderr}")
-    return proc
 
 
 def template(testenv, *args: str) -> str:
@@ -121,7 +114,7 @@ def release(testenv, kubectl, namespace):
     other = f"{namespace}-other"
     kubectl("create", "namespace", other)
     helm(testenv, "install", "r2d", str(CHART), "-n", namespace, "--set", "hub.rbac.create=true",
-         "--set", "image.repository=r2d-test/operator", "--set", "image.tag=dev",
+         "--set", "image.repository=r2d-test/operator", "--set", "image.tag=dev", "--set", "image.pullPolicy=Never",
          "--set", f"build.image={testenv['R2D_BUILD_IMAGE']}", "--set", "build.imagePrefix=r2d-test-")
     yield {"namespace": namespace, "other": other}
     helm(testenv, "uninstall", "r2d", "-n", namespace, "--wait=false", check=False)
@@ -194,15 +187,8 @@ def test_hub_identity_may_only_create_and_watch_builds(testenv, kubectl, release
     assert hub.run("delete", contract.PLURAL, name, "-n", ns, "--wait=false", check=False).returncode == 0
 
 
-def test_operator_image_builds_from_the_dockerfile_and_answers_help(testenv, docker_client):
-    tag = f"r2d-test/operator:{uuid.uuid4().hex[:8]}"
-    out = subprocess.run([str(ROOT / "tools" / "operator-image.sh"), tag, testenv["R2D_SINGLEUSER_IMAGE"]],
-                         capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stderr[-3000:]
-    try:
-        help_text = docker_client.containers.run(tag, ["--help"], remove=True).decode()
-        assert "repo2docker-operator" in help_text and "--concurrency" in help_text
-        user = docker_client.containers.run(tag, [], entrypoint=["id", "-u"], remove=True).decode().strip()
-        assert user == "10001"
-    finally:
-        docker_client.images.remove(tag, force=True)
+def test_operator_image_builds_from_the_dockerfile_and_answers_help(operator_image, docker_client):
+    help_text = docker_client.containers.run(operator_image, ["--help"], remove=True).decode()
+    assert "repo2docker-operator" in help_text and "--concurrency" in help_text
+    user = docker_client.containers.run(operator_image, [], entrypoint=["id", "-u"], remove=True).decode().strip()
+    assert user == "10001"

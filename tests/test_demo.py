@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from repo2docker_buildcore import contract
+from support.cluster import helm, operator_pods
 from support.operator import free_port
 from support.waiting import wait_until
 
@@ -21,8 +23,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.parametrize("backend", ["local", "kubernetes"])
-def test_make_demo_spawns_a_server_from_the_sample_repository(backend, testenv, tmp_path, docker_client):
-    ports = {name: str(free_port()) for name in ("DEMO_PORT", "DEMO_HUB_PORT", "DEMO_PROXY_API_PORT", "DEMO_OPERATOR_PORT")}
+def test_make_demo_spawns_a_server_from_the_sample_repository(backend, testenv, kubectl, tmp_path, docker_client):
+    ports = {name: str(free_port()) for name in ("DEMO_PORT", "DEMO_HUB_PORT", "DEMO_PROXY_API_PORT")}
     env = {**os.environ, **ports, "DEMO_BACKEND": backend, "DEMO_NAMESPACE": f"demo-{ports['DEMO_PORT']}"}
     log = tmp_path / "demo.log"
     proc = subprocess.Popen(["make", "-s", "demo"], cwd=ROOT, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT,
@@ -50,6 +52,8 @@ def test_make_demo_spawns_a_server_from_the_sample_repository(backend, testenv, 
         assert readme.status_code == 200 and "built from this repository" in readme.text
         container = docker_client.containers.get(f"r2d-demo-{user}--")
         assert container.image.tags[0].startswith("r2d-demo-")
+        if backend == "kubernetes":
+            assert_built_by_the_chart_pod(kubectl, env["DEMO_NAMESPACE"], container.image.tags[0])
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -59,3 +63,23 @@ def test_make_demo_spawns_a_server_from_the_sample_repository(backend, testenv, 
         for c in docker_client.containers.list(all=True, filters={"name": f"r2d-demo-{user}"}):
             c.remove(force=True)
         time.sleep(0.5)
+        if backend == "kubernetes":
+            helm(testenv, "uninstall", "r2d", "-n", env["DEMO_NAMESPACE"], "--wait=false", check=False)
+            kubectl("delete", "namespace", env["DEMO_NAMESPACE"], "--wait=false", check=False)
+
+
+def assert_built_by_the_chart_pod(kubectl, namespace: str, image: str) -> None:
+    """The operator of the kubernetes demo is the chart's pod: it built the image, and no
+    operator runs as a host process (the pod's process runs in a kubelet pod cgroup)."""
+    builds = kubectl.json("get", contract.PLURAL, "-n", namespace)["items"]
+    assert [b["status"]["phase"] for b in builds if b["spec"]["image"] == image] == ["Succeeded"], builds
+    pods = operator_pods(kubectl, namespace)
+    assert len(pods) == 1 and pods[0]["status"]["phase"] == "Running", pods
+    for pid in Path("/proc").iterdir():
+        try:
+            cmdline = (pid / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            cgroup = (pid / "cgroup").read_text()
+        except (OSError, ValueError):
+            continue
+        if "repo2docker-operator" in cmdline and "python" in cmdline:
+            assert "kubepods" in cgroup, f"an operator runs outside the cluster: {pid.name} {cmdline}"

@@ -12,6 +12,7 @@ import pytest
 import requests
 
 from support.env import both_repo2docker_versions
+from support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -145,3 +146,32 @@ def test_serviceaccount_token_is_refused_without_rbac_and_allowed_with_it(kubect
     allowed = as_sa.run("get", "configmaps", "-n", namespace, check=False)
     assert allowed.returncode == 0, allowed.stderr
     assert as_sa.run("get", "secrets", "-n", namespace, check=False).returncode != 0
+
+
+def test_the_node_is_ready_and_the_controllers_run(testenv, kubectl, namespace):
+    """`make testenv` gives a real node (kubelet + its own containerd, the built versions) and
+    the controller-manager does its work: a namespace gets its default ServiceAccount and CA."""
+    node = kubectl.json("get", "node", testenv["R2D_NODE_NAME"])
+    conditions = {c["type"]: c["status"] for c in node["status"]["conditions"]}
+    assert conditions["Ready"] == "True", node["status"]["conditions"]
+    info = node["status"]["nodeInfo"]
+    assert info["kubeletVersion"] == testenv["R2D_KUBE_VERSION"]
+    assert info["containerRuntimeVersion"].startswith("containerd://")
+    assert {a["address"] for a in node["status"]["addresses"] if a["type"] == "InternalIP"} == {testenv["R2D_NODE_IP"]}
+    wait_until(lambda: kubectl.run("get", "serviceaccount", "default", "-n", namespace, check=False).returncode == 0,
+               timeout=30, what="the controller-manager to create the default ServiceAccount")
+    wait_until(lambda: kubectl.run("get", "configmap", "kube-root-ca.crt", "-n", namespace, check=False).returncode == 0,
+               timeout=30, what="the controller-manager to publish the cluster CA")
+
+
+def test_load_image_puts_a_docker_image_into_the_node_runtime(testenv):
+    """What tests, the demo and users run to give the node an image: idempotent, fully named."""
+    image = testenv["R2D_PAUSE_IMAGE"]
+    first = subprocess.run([testenv["R2D_LOAD_IMAGE"], image], capture_output=True, text=True, timeout=120)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.strip() == f"docker.io/{image}"
+    listed = subprocess.run(["ctr", "--address", testenv["R2D_NODE_CONTAINERD"], "-n", "k8s.io", "images", "ls", "-q"],
+                            capture_output=True, text=True, check=True).stdout.split()
+    assert f"docker.io/{image}" in listed
+    bad = subprocess.run([testenv["R2D_LOAD_IMAGE"], "r2d-test-no-such-image:1"], capture_output=True, text=True)
+    assert bad.returncode != 0 and "docker has no image r2d-test-no-such-image:1" in bad.stderr

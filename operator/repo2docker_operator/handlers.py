@@ -62,6 +62,10 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
     # and the deleted resource would linger that long behind its finalizer.
     settings.background.instant_exit_timeout = 10
     settings.networking.error_backoffs = [1, 2, 5, 10]
+    # With named namespaces (the chart's default, a namespaced Role) there is nothing to
+    # discover at run time; scanning would try cluster-wide lists of namespaces and CRDs that
+    # the Role rightly refuses, and log five retries of each at every start.
+    settings.scanning.disabled = not config.all_namespaces
 
     memo.api = await api_client()
     memo.resources = BuildResources(memo.api)
@@ -77,6 +81,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
         logger.error("Docker is not reachable now (%s); builds will fail until it is", exc)
         return
     await _check_build_image(memo, config, logger)
+    where = "all namespaces" if config.all_namespaces else "namespace(s) " + ", ".join(config.namespaces)
+    logger.info("Watching %s in %s: at most %s builds at once with %s",
+                contract.PLURAL, where, config.concurrency or "unlimited", config.build_image)
 
 
 async def _check_build_image(memo: kopf.Memo, config: OperatorConfig, logger: logging.Logger) -> None:

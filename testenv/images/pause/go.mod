@@ -1,0 +1,3 @@
+module r2dspawner.local/pause
+
+go 1.22

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Stop the node testenv/node.sh started: kube-proxy and kubelet by pid, then every pod
+# container, the node's containerd and its shims, the pods' mounts and network namespaces.
+# Without a CRI client the sandboxes are torn down here the way the runtime would: a pod
+# network namespace left mounted keeps its veth and address on the bridge, and the next pod
+# given that address would collide with it.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+
+NDIR="$TESTENV_DIR/node"
+SOCK="$NDIR/containerd.sock"
+CTR=(ctr --address "$SOCK" -n k8s.io)
+[[ -d "$NDIR" ]] || exit 0
+
+stop_pid "$NDIR/kube-proxy"
+stop_pid "$NDIR/kubelet"
+netns=()
+if pid_alive "$NDIR/containerd.pid" && "${CTR[@]}" version >/dev/null 2>&1; then
+  for id in $("${CTR[@]}" containers ls -q); do
+    ns=$("${CTR[@]}" containers info "$id" 2>/dev/null | python3 -c '
+import json, sys
+spec = json.load(sys.stdin).get("Spec") or {}
+for n in spec.get("linux", {}).get("namespaces", []):
+    if n.get("type") == "network" and n.get("path", "").startswith("/var/run/netns/"):
+        print(n["path"])' || true)
+    [[ -n "$ns" ]] && netns+=("$ns")
+    "${CTR[@]}" tasks kill -a -s SIGKILL "$id" >/dev/null 2>&1 || true
+  done
+  sleep 1
+  for id in $("${CTR[@]}" tasks ls -q 2>/dev/null); do "${CTR[@]}" tasks rm -f "$id" >/dev/null 2>&1 || true; done
+fi
+stop_pid "$NDIR/containerd"
+pkill -KILL -f "containerd-shim-runc-v2 .*-address $SOCK" 2>/dev/null || true
+for ns in "${netns[@]}"; do umount "$ns" 2>/dev/null || true; rm -f "$ns"; done
+# Mounts of pods (volumes, rootfs, shm) under the node's directories, deepest first.
+awk -v d="$NDIR/" 'index($2, d) == 1 {print $2}' /proc/mounts | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+# Address leases of the pods just killed (they never got a CNI DEL), and their masquerade chains.
+rm -rf "$NDIR/cni-ipam"
+iptables -t nat -S POSTROUTING 2>/dev/null | grep -- '-j CNI-' | sed 's/^-A /-D /' | while read -r rule; do
+  eval "iptables -t nat $rule" 2>/dev/null || true
+done
+for chain in $(iptables -t nat -S 2>/dev/null | awk '$1 == "-N" && $2 ~ /^CNI-[0-9a-f]+$/ {print $2}'); do
+  iptables -t nat -F "$chain" 2>/dev/null && iptables -t nat -X "$chain" 2>/dev/null || true
+done
+rm -f "$TESTENV_DIR/node.env"

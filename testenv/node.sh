@@ -1,0 +1,164 @@
+#!/usr/bin/env bash
+# Make this machine the cluster's one node: a containerd instance of its own (CRI for the
+# kubelet; dockerd keeps its own containerd and still runs every build), the CNI bridge,
+# kubelet and kube-proxy. Needs testenv/kube.sh's control plane. Idempotent and quick when up.
+#
+# Nothing can be pulled here: the sandbox image is built locally (testenv/images.sh) and
+# imported like every pod image, with testenv/load-image.sh.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+source "$here/lib.sh"
+
+BIN_DIR="$CONTROL_PLANE_BIN"
+KDIR="$TESTENV_DIR/kube"
+NDIR="$TESTENV_DIR/node"
+NODE_NAME=r2d-node
+POD_CIDR=10.244.0.0/24
+CLUSTER_CIDR=10.244.0.0/16
+SOCK="$NDIR/containerd.sock"
+PAUSE_IMAGE="r2d-testenv/pause:1"
+mkdir -p "$NDIR"
+NODE_IP="$(cat "$KDIR/node-ip" 2>/dev/null)" || die "run testenv/kube.sh first (no $KDIR/node-ip)"
+KUBECTL=("$BIN_DIR/kubectl" --kubeconfig "$KDIR/kubeconfig")
+
+# Debian's containerd 1.6 serves CRI v1, which kubelet 1.34 accepts; runc and the CNI plugins
+# come from Debian too.
+[[ -x /usr/lib/cni/bridge && -x /usr/lib/cni/host-local && -x /usr/lib/cni/loopback && -x /usr/lib/cni/portmap ]] \
+  || apt_install containernetworking-plugins
+command -v containerd >/dev/null && command -v runc >/dev/null && command -v ctr >/dev/null || apt_install containerd runc
+need_root "running a kubelet (mounts, cgroups, network namespaces)"
+
+write_if_changed() {  # FILE (content on stdin) -> 0 if it changed
+  local new; new="$(cat)"
+  [[ -f "$1" && "$(cat "$1")" == "$new" ]] && return 1
+  printf '%s\n' "$new" >"$1"
+}
+
+# --- containerd --------------------------------------------------------------------------
+mkdir -p "$NDIR/cni"
+# restrict_oom_score_adj: this sandbox may not lower OOM scores (no CAP_SYS_RESOURCE); without
+# it runc fails every container with "can't get final child's PID from pipe: EOF".
+write_if_changed "$NDIR/containerd.toml" <<TOML || true
+version = 2
+root = "$NDIR/containerd/root"
+state = "$NDIR/containerd/state"
+[grpc]
+  address = "$SOCK"
+[plugins."io.containerd.grpc.v1.cri"]
+  restrict_oom_score_adj = true
+  sandbox_image = "docker.io/$PAUSE_IMAGE"
+  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+    runtime_type = "io.containerd.runc.v2"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "$NDIR/cni"
+TOML
+# Pod network: one bridge, addresses from host-local (its state lives here, so testenv-down
+# can forget leases of pods it killed), masquerade for traffic leaving the node.
+write_if_changed "$NDIR/cni/10-r2d-node.conflist" <<JSON || true
+{"cniVersion": "1.0.0", "name": "r2d-node", "plugins": [
+  {"type": "bridge", "bridge": "r2dnode0", "isGateway": true, "ipMasq": true, "hairpinMode": true,
+   "ipam": {"type": "host-local", "dataDir": "$NDIR/cni-ipam",
+            "ranges": [[{"subnet": "$POD_CIDR"}]], "routes": [{"dst": "0.0.0.0/0"}]}},
+  {"type": "portmap", "capabilities": {"portMappings": true}}]}
+JSON
+
+containerd_up() { ctr --address "$SOCK" version >/dev/null 2>&1; }
+if ! pid_alive "$NDIR/containerd.pid" || ! containerd_up; then
+  stop_pid "$NDIR/containerd"
+  step "start the node's containerd"
+  start_bg "$NDIR/containerd" containerd --config "$NDIR/containerd.toml"
+  wait_for 30 containerd containerd_up || die "containerd did not answer on $SOCK; log: $NDIR/containerd.log: $(tail -n 3 "$NDIR/containerd.log")"
+  end_step
+fi
+bash "$here/load-image.sh" "$PAUSE_IMAGE" >/dev/null
+
+# --- kubelet -----------------------------------------------------------------------------
+# cgroupfs (no systemd here), swap tolerated, cgroup v1 tolerated (this machine), image GC
+# off (locally imported images cannot be pulled back), authn by client certificates of the
+# testenv CA only (the API server's, for logs and exec).
+write_if_changed "$NDIR/kubelet.yaml" <<YAML || true
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+address: $NODE_IP
+port: 10250
+readOnlyPort: 0
+healthzBindAddress: 127.0.0.1
+healthzPort: 10248
+cgroupDriver: cgroupfs
+failSwapOn: false
+failCgroupV1: false
+containerRuntimeEndpoint: unix://$SOCK
+imageServiceEndpoint: unix://$SOCK
+authentication:
+  anonymous: {enabled: false}
+  webhook: {enabled: false}
+  x509: {clientCAFile: $KDIR/pki/ca.crt}
+authorization: {mode: AlwaysAllow}
+clusterDomain: cluster.local
+resolvConf: /etc/resolv.conf
+imageGCHighThresholdPercent: 100
+imageGCLowThresholdPercent: 99
+evictionHard: {memory.available: "100Mi", nodefs.available: "1%", imagefs.available: "1%"}
+YAML
+KUBELET_ARGS=(--config "$NDIR/kubelet.yaml" --kubeconfig "$KDIR/kubelet.kubeconfig"
+              --root-dir "$NDIR/kubelet" --cert-dir "$NDIR/kubelet-pki"
+              --hostname-override "$NODE_NAME" --node-ip "$NODE_IP" --v 1)
+kubelet_healthy() { curl -fsS --max-time 2 http://127.0.0.1:10248/healthz >/dev/null 2>&1; }
+flags=$( { printf '%s\n' "${KUBELET_ARGS[@]}"; cat "$NDIR/kubelet.yaml"; } | sha256sum | cut -c1-16)
+if ! pid_alive "$NDIR/kubelet.pid" || [[ "$(cat "$NDIR/kubelet.flags" 2>/dev/null)" != "$flags" ]]; then
+  stop_pid "$NDIR/kubelet"
+  step "start kubelet"
+  kubelet_started=$(date -u +%FT%TZ)
+  start_bg "$NDIR/kubelet" "$BIN_DIR/kubelet" "${KUBELET_ARGS[@]}"
+  echo "$flags" >"$NDIR/kubelet.flags"
+  wait_for 60 kubelet kubelet_healthy || die "kubelet did not become healthy; log: $NDIR/kubelet.log: $(tail -n 5 "$NDIR/kubelet.log")"
+  end_step
+fi
+
+# --- kube-proxy --------------------------------------------------------------------------
+# iptables mode: ClusterIPs (the `kubernetes` Service for in-cluster clients, the operator's
+# metrics Service) answer from pods and from the host. It must not touch conntrack sysctls.
+write_if_changed "$NDIR/kube-proxy.yaml" <<YAML || true
+apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+mode: iptables
+clusterCIDR: $CLUSTER_CIDR
+hostnameOverride: $NODE_NAME
+clientConnection: {kubeconfig: $KDIR/kube-proxy.kubeconfig}
+healthzBindAddress: 127.0.0.1:10256
+metricsBindAddress: 127.0.0.1:10249
+conntrack: {maxPerCore: 0, min: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeout: 0s}
+YAML
+proxy_healthy() { curl -fsS --max-time 2 http://127.0.0.1:10256/healthz >/dev/null 2>&1; }
+flags=$(sha256sum <"$NDIR/kube-proxy.yaml" | cut -c1-16)
+if ! pid_alive "$NDIR/kube-proxy.pid" || [[ "$(cat "$NDIR/kube-proxy.flags" 2>/dev/null)" != "$flags" ]]; then
+  stop_pid "$NDIR/kube-proxy"
+  step "start kube-proxy"
+  start_bg "$NDIR/kube-proxy" "$BIN_DIR/kube-proxy" --config "$NDIR/kube-proxy.yaml" --v 1
+  echo "$flags" >"$NDIR/kube-proxy.flags"
+  wait_for 60 kube-proxy proxy_healthy || die "kube-proxy did not become healthy; log: $NDIR/kube-proxy.log: $(tail -n 5 "$NDIR/kube-proxy.log")"
+  end_step
+fi
+
+# Ready, as reported by this kubelet: a node object kept in etcd says Ready from the last run.
+kubelet_started="${kubelet_started:-}"
+node_ready() {
+  local ready
+  ready=$("${KUBECTL[@]}" get node "$NODE_NAME" -o jsonpath='{range .status.conditions[?(@.type=="Ready")]}{.status} {.lastHeartbeatTime}{end}' 2>/dev/null)
+  [[ "${ready%% *}" == True && ! "${ready#* }" < "$kubelet_started" ]]
+}
+if ! node_ready; then
+  step "wait for node $NODE_NAME to become Ready"
+  wait_for 120 "node Ready" node_ready \
+    || die "node $NODE_NAME is not Ready after 120s: $("${KUBECTL[@]}" describe node "$NODE_NAME" 2>&1 | grep -A8 Conditions); kubelet log: $NDIR/kubelet.log"
+  end_step
+fi
+
+cat >"$TESTENV_DIR/node.env" <<ENV
+R2D_NODE_NAME=$NODE_NAME
+R2D_NODE_IP=$NODE_IP
+R2D_NODE_CONTAINERD=$SOCK
+R2D_LOAD_IMAGE=$here/load-image.sh
+ENV
+log "node $NODE_NAME is Ready ($NODE_IP, pods in $POD_CIDR)"
