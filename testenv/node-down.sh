@@ -14,7 +14,7 @@ CTR=(ctr --address "$SOCK" -n k8s.io)
 
 stop_pid "$NDIR/kube-proxy"
 stop_pid "$NDIR/kubelet"
-netns=()
+netns=() sandboxes=()
 if pid_alive "$NDIR/containerd.pid" && "${CTR[@]}" version >/dev/null 2>&1; then
   for id in $("${CTR[@]}" containers ls -q); do
     ns=$("${CTR[@]}" containers info "$id" 2>/dev/null | python3 -c '
@@ -23,7 +23,7 @@ spec = json.load(sys.stdin).get("Spec") or {}
 for n in spec.get("linux", {}).get("namespaces", []):
     if n.get("type") == "network" and n.get("path", "").startswith("/var/run/netns/"):
         print(n["path"])' || true)
-    [[ -n "$ns" ]] && netns+=("$ns")
+    [[ -n "$ns" ]] && { netns+=("$ns"); sandboxes+=("$id"); }
     "${CTR[@]}" tasks kill -a -s SIGKILL "$id" >/dev/null 2>&1 || true
   done
   sleep 1
@@ -33,13 +33,15 @@ stop_pid "$NDIR/containerd"
 pkill -KILL -f "containerd-shim-runc-v2 .*-address $SOCK" 2>/dev/null || true
 for ns in "${netns[@]}"; do umount "$ns" 2>/dev/null || true; rm -f "$ns"; done
 # Mounts of pods (volumes, rootfs, shm) under the node's directories, deepest first.
-awk -v d="$NDIR/" 'index($2, d) == 1 {print $2}' /proc/mounts | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
-# Address leases of the pods just killed (they never got a CNI DEL), and their masquerade chains.
+{ awk -v d="$NDIR/" 'index($2, d) == 1 {print $2}' /proc/mounts || true; } | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+# Address leases of the pods just killed (they never got a CNI DEL), and the masquerade rule
+# and chain the bridge plugin made for each (its comment names the sandbox's id).
 rm -rf "$NDIR/cni-ipam"
-iptables -t nat -S POSTROUTING 2>/dev/null | grep -- '-j CNI-' | sed 's/^-A /-D /' | while read -r rule; do
-  eval "iptables -t nat $rule" 2>/dev/null || true
-done
-for chain in $(iptables -t nat -S 2>/dev/null | awk '$1 == "-N" && $2 ~ /^CNI-[0-9a-f]+$/ {print $2}'); do
-  iptables -t nat -F "$chain" 2>/dev/null && iptables -t nat -X "$chain" 2>/dev/null || true
+for id in "${sandboxes[@]}"; do
+  iptables -t nat -S POSTROUTING 2>/dev/null | { grep -F "$id" || true; } | while read -r rule; do
+    chain="${rule##*-j }"
+    eval "iptables -t nat ${rule/#-A /-D }" 2>/dev/null || true
+    [[ "$chain" == CNI-* ]] && { iptables -t nat -F "$chain"; iptables -t nat -X "$chain"; } 2>/dev/null || true
+  done
 done
 rm -f "$TESTENV_DIR/node.env"
