@@ -55,5 +55,5 @@ operator-image: install
 	tools/operator-image.sh $(OPERATOR_IMAGE)
 
 bench: install testenv
-	$(PY) bench/build_overhead.py
+	$(PY) bench/table.py
 	$(PY) bench/push_pull.py

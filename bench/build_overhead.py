@@ -53,8 +53,20 @@ def through_operator(kubectl, namespace, repo) -> float:
     return time.monotonic() - start
 
 
+def measure(env, rounds: int = 5) -> list[tuple[str, str, str, str]]:
+    hand, oper = run(env, rounds)
+    mh, mo = statistics.median(hand), statistics.median(oper)
+    return [("build, resource to Succeeded", f"{mo:.2f} s", f"{mh:.2f} s (by hand)", f"{mo / mh:.2f}x ({mo - mh:+.2f} s)")]
+
+
 def main(rounds: int) -> None:
-    env = load_env(ROOT / ".testenv" / "env")
+    hand, oper = run(load_env(ROOT / ".testenv" / "env"), rounds)
+    mh, mo = statistics.median(hand), statistics.median(oper)
+    print(f"median by hand: {mh:.2f}s; through the operator: {mo:.2f}s")
+    print(f"overhead: {mo - mh:+.2f}s per build; ratio operator/by-hand: {mo / mh:.2f}")
+
+
+def run(env, rounds: int) -> tuple[list[float], list[float]]:
     kubectl = Kubectl(env)
     client = docker.from_env()
     repos = GitRepoFactory(Path(env["R2D_GIT_ROOT"]), env["R2D_GIT_URL"])
@@ -70,10 +82,8 @@ def main(rounds: int) -> None:
             b = dockerfile_repo(repos, env["R2D_SINGLEUSER_IMAGE"])
             hand.append(by_hand(client, env, a))
             oper.append(through_operator(kubectl, namespace, b))
-            print(f"round {i + 1}: by hand {hand[-1]:.2f}s, through the operator {oper[-1]:.2f}s")
-        mh, mo = statistics.median(hand), statistics.median(oper)
-        print(f"median by hand: {mh:.2f}s; through the operator: {mo:.2f}s")
-        print(f"overhead: {mo - mh:+.2f}s per build; ratio operator/by-hand: {mo / mh:.2f}")
+            print(f"round {i + 1}: by hand {hand[-1]:.2f}s, through the operator {oper[-1]:.2f}s", file=sys.stderr)
+        return hand, oper
     finally:
         op.stop()
         kubectl("delete", "namespace", namespace, "--wait=false", check=False)

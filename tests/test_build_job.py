@@ -125,3 +125,19 @@ async def test_builds_wait_for_a_slot_in_order():
     first.release.set()
     await asyncio.gather(one, two)
     assert len(second.started) == 1
+
+
+async def test_the_slot_is_free_once_the_container_exits_before_the_wrap_up():
+    """The next build starts while this one's container is removed and its image checked."""
+    queue = BuildQueue(1)
+    runner = FakeRunner()
+    slot_during_wrap_up: list[int] = []
+
+    async def slow_remove(container_id, kill=False):
+        slot_during_wrap_up.append(queue.running)
+        await asyncio.sleep(0.05)
+
+    runner.remove = slow_remove
+    outcome, _ = await run_job(runner, queue=queue)
+    assert outcome.phase == Phase.SUCCEEDED
+    assert slot_during_wrap_up == [0], "the slot was still held while the exited container was removed"

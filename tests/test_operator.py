@@ -345,3 +345,20 @@ def test_memory_limit_is_refused_for_buildx_releases_and_applied_for_older_ones(
     assert config["HostConfig"]["Memory"] == 2**30
     assert config["Config"]["Cmd"][config["Config"]["Cmd"].index("--build-memory-limit") + 1] == str(2**30)
     assert len(watcher.seen_ids) == 1
+
+
+def test_finished_resources_leave_the_watch_and_still_expire_after_a_restart(
+        kubectl, namespace, operator_factory, git_repos, base):
+    """A finished build is marked (label with its finish time, no finalizer), so a restarted
+    operator neither watches nor re-handles it, and still deletes it when its TTL ends."""
+    op = operator_factory(finished_ttl=15)
+    repo = dockerfile_repo(git_repos, base)
+    name = create_build(kubectl, namespace, repo.url, head(repo))
+    wait_phase(kubectl, namespace, name, "Succeeded")
+    meta = wait_until(lambda: (m := get_build(kubectl, namespace, name)["metadata"]).get("labels", {}).get(
+        contract.LABEL_FINISHED_AT) and m, timeout=10, what="the finished mark")
+    assert not meta.get("finalizers"), meta.get("finalizers")
+    op.kill()
+    op.start()  # its watch excludes the marked resource: only the finished-listing knows it
+    wait_until(lambda: kubectl.run("get", contract.PLURAL, name, "-n", namespace, check=False).returncode != 0,
+               timeout=40, what="the restarted operator to delete the expired resource")

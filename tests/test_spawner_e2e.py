@@ -297,3 +297,32 @@ def test_pushed_image_is_pulled_from_the_registry_by_the_next_spawn(
         hub.stop_server(alice)
     finally:
         stop_hub(hub, docker_client)
+
+
+@pytest.mark.parametrize("follow_build_logs", [True, False])
+def test_build_lines_reach_the_user_as_printed_from_the_builders_daemon(
+        request, testenv, tmp_path, docker_client, git_repos, follow_build_logs):
+    """The operator here writes the resource's status at most every 30 s, so a line that
+    reaches the user long before the build ends came from the build container itself (the hub
+    shares the builder's daemon). With following off, the same line comes from the resource:
+    only with the final write."""
+    hub = start_hub(request, "kubernetes", testenv, tmp_path, docker_client,
+                    operator_options={"status-interval": 30},
+                    **{"KubernetesBackend.follow_build_logs": follow_build_logs})
+    try:
+        repo = git_repos.create({"Dockerfile": f"FROM {testenv['R2D_SINGLEUSER_IMAGE']}\n"
+                                               f"RUN echo tick-{uuid.uuid4().hex[:6]}-start && sleep 8 && echo tick-end\n"})
+        name = user()
+        hub.create_user(name)
+        assert hub.spawn(name, {"repo": repo.url, "ref": "main"}).status_code == 202
+        received: list[tuple[float, str]] = [(time.monotonic(), e.get("message", "")) for e in hub.progress(name)]
+        start = next(t for t, message in received if re.search(r"tick-\w+-start$", message))
+        built = next(t for t, message in received if message.startswith("Built "))
+        ahead = built - start
+        if follow_build_logs:
+            assert ahead > 5, f"the line arrived only {ahead:.1f} s before the build ended"
+        else:
+            assert ahead < 5, f"without following, lines come with the resource's writes ({ahead:.1f} s)"
+        hub.stop_server(name)
+    finally:
+        stop_hub(hub, docker_client)

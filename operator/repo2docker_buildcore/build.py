@@ -14,7 +14,8 @@ live here once:
 * cancelling kills the container only when the build itself is cancelled (``kill=True``);
   an operator that merely exits leaves it running for its successor to re-attach;
 * a build that failed because Docker went away still removes its container once Docker
-  answers again, so exited build containers do not pile up.
+  answers again, so exited build containers do not pile up;
+* the slot is free the moment the build container has exited, before the wrap-up.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from .contract import BuildSpec, Phase, registry_of
-from .logtail import BuildOutput, LogTail, parse_line
+from .livelog import readable_lines
+from .logtail import BuildOutput, LogTail
 from .queue import BuildQueue
 from .runner import BuildContainer, BuildRef, BuildRunner, RegistryUnavailable, RunnerError, registry_refused
 from .status import StatusPublisher, failure_message, now_iso, parse_iso
@@ -213,6 +215,10 @@ class BuildJob:
         code = await self.runner.exit_code(container.id)
         if code is None:  # the log stream broke but the container runs on: wait for it
             code = await asyncio.wait_for(self.runner.wait(container.id), timeout=max(self._remaining(), 0.001))
+        # The container has exited: its slot is free now. Removing it, checking the image and
+        # recording the outcome take a few Docker and API calls, and the next build in the
+        # queue must not wait for them; the cap counts running builds, and this one is not.
+        self.queue.release(self.ref.uid)
         await self.runner.remove(container.id)
         if code != 0:
             return await self._finish(Phase.FAILED, failure_message(await self._exit_reason(code), self._failure_lines()))
@@ -240,11 +246,9 @@ class BuildJob:
         return f"repo2docker exited with code {code}."
 
     async def _read_logs(self, container: BuildContainer) -> None:
-        async for raw in self.runner.logs(container.id):
-            lines = self.output.feed(parse_line(raw).lines)
-            if lines:
-                self.tail.add(lines)
-                await self.publisher.update({"logTail": self.tail.lines, "logLineCount": self.tail.total})
+        async for lines in readable_lines(self.runner, container.id, self.output):
+            self.tail.add(lines)
+            await self.publisher.update({"logTail": self.tail.lines, "logLineCount": self.tail.total})
 
     async def _finish(self, phase: Phase, message: str, cached: bool = False) -> BuildOutcome:
         fields = {

@@ -33,6 +33,9 @@ LABEL_BUILD_NAME = f"{LABEL_PREFIX}/build-name"
 LABEL_BUILD_NAMESPACE = f"{LABEL_PREFIX}/build-namespace"
 LABEL_BUILD_UID = f"{LABEL_PREFIX}/build-uid"
 LABEL_INSTANCE = f"{LABEL_PREFIX}/instance"
+# On a build resource once it has finished: when (unix seconds). The operator's watch selects
+# resources without it, so finished ones cost it nothing; its TTL sweep lists those with it.
+LABEL_FINISHED_AT = f"{LABEL_PREFIX}/finished-at"
 LABEL_REPO_HASH = f"{LABEL_PREFIX}/repo-hash"
 LABEL_COMMIT = f"{LABEL_PREFIX}/commit"
 # On build containers only: enough of the spec to follow a build after a restart when no
@@ -285,6 +288,7 @@ class BuildStatus:
     message: str = ""
     log_tail: list[str] = field(default_factory=list)
     log_line_count: int = 0
+    container_id: str | None = None
 
     @classmethod
     def from_status(cls, status: dict[str, Any] | None) -> "BuildStatus":
@@ -299,6 +303,7 @@ class BuildStatus:
             image=status.get("image"),
             message=status.get("message") or "",
             log_tail=list(status.get("logTail") or []),
+            container_id=status.get("containerId"),
             log_line_count=int(status.get("logLineCount") or 0),
         )
 

@@ -7,6 +7,7 @@ build's daemon runs for minutes). The client is kubernetes_asyncio, so no call b
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any, AsyncIterator
 
@@ -62,13 +63,74 @@ class BuildResources:
             {"status": status}, _content_type=MERGE_PATCH,
         )
 
-    async def delete(self, namespace: str, name: str) -> None:
+    async def mark_finished(self, namespace: str, name: str, uid: str, finished_at: int, finalizer: str) -> bool:
+        """Label a finished resource with its finish time and drop `finalizer` from it, in one
+        write guarded by its resourceVersion (retried on a conflict). Without the finalizer a
+        deletion needs nobody; with the label the operator's watch no longer sees it.
+        False if the resource is gone or is another incarnation."""
+        for _attempt in range(5):
+            try:
+                obj = await self.get(namespace, name)
+            except ApiException as exc:
+                if exc.status == 404:
+                    return False
+                raise
+            meta = obj["metadata"]
+            if meta["uid"] != uid:
+                return False
+            patch = {"metadata": {"resourceVersion": meta["resourceVersion"],
+                                  "labels": {contract.LABEL_FINISHED_AT: str(finished_at)},
+                                  "finalizers": [f for f in meta.get("finalizers", []) if f != finalizer]}}
+            try:
+                await self.custom.patch_namespaced_custom_object(
+                    contract.GROUP, contract.VERSION, namespace, contract.PLURAL, name, patch,
+                    _content_type=MERGE_PATCH,
+                )
+                return True
+            except ApiException as exc:
+                if exc.status == 404:
+                    return False
+                if exc.status != 409:
+                    raise
+        raise RuntimeError(f"{namespace}/{name} kept changing; it stays unmarked until the next relist")
+
+    async def list_finished(self, namespace: str | None, page: int = 500) -> AsyncIterator[tuple[str, str, str, int]]:
+        """(namespace, name, uid, finished_at) of every resource marked finished, read as
+        metadata only and page by page: thousands of finished builds with their log tails
+        would be megabytes. `namespace` None: all namespaces."""
+        path = (f"/apis/{contract.GROUP}/{contract.VERSION}/namespaces/{namespace}/{contract.PLURAL}" if namespace
+                else f"/apis/{contract.GROUP}/{contract.VERSION}/{contract.PLURAL}")
+        token = ""
+        while True:
+            query = [("labelSelector", contract.LABEL_FINISHED_AT), ("limit", page)]
+            if token:
+                query.append(("continue", token))
+            response = await self.api.call_api(
+                path, "GET", query_params=query, auth_settings=["BearerToken"], _preload_content=False,
+                header_params={"Accept": "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"},
+            )
+            body = json.loads(await response.read())
+            for item in body.get("items", []):
+                meta = item["metadata"]
+                try:
+                    finished_at = int(meta.get("labels", {})[contract.LABEL_FINISHED_AT])
+                except (KeyError, ValueError):
+                    continue
+                yield meta["namespace"], meta["name"], meta["uid"], finished_at
+            token = body.get("metadata", {}).get("continue") or ""
+            if not token:
+                return
+
+    async def delete(self, namespace: str, name: str, uid: str | None = None) -> None:
+        """Delete; with `uid`, only that incarnation (a same-named successor is left alone,
+        and the API server's 409 for it counts as already gone)."""
+        options = {"preconditions": {"uid": uid}} if uid else None
         try:
             await self.custom.delete_namespaced_custom_object(
-                contract.GROUP, contract.VERSION, namespace, contract.PLURAL, name
+                contract.GROUP, contract.VERSION, namespace, contract.PLURAL, name, body=options
             )
         except ApiException as exc:
-            if exc.status != 404:
+            if exc.status not in (404, 409) or (exc.status == 409 and not uid):
                 raise
 
     async def watch(self, namespace: str, resource_version: str, timeout: int) -> AsyncIterator[dict[str, Any]]:

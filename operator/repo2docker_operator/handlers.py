@@ -1,10 +1,11 @@
-"""kopf handlers: one daemon per Repo2DockerBuild, plus start-up bookkeeping.
+"""kopf handlers: one daemon per unfinished Repo2DockerBuild, plus start-up bookkeeping.
 
 Why a daemon rather than an on-create handler: a build runs for minutes. A handler would hold
 one of kopf's workers for that long and could only publish status when it returned; a daemon
 is a task of its own, writes status while it runs (through ``resources.BuildResources``), and
-kopf spawns it again for every resource when the operator restarts, which is exactly when a
-running build must be re-attached. The global cap lives in ``BuildQueue``, not in kopf.
+kopf spawns it again for every unfinished resource when the operator restarts, which is
+exactly when a running build must be re-attached. Finished resources get no daemon: their
+TTL is one heap entry in ``expiry.Expiries``. The global cap lives in ``BuildQueue``.
 
 Run with ``repo2docker-operator`` (see ``cli.py``) or ``kopf run -m repo2docker_operator.handlers``
 (configuration then comes from the environment only).
@@ -14,8 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import datetime
 import logging
+import time
 from typing import Any
 
 import kopf
@@ -27,12 +28,14 @@ from repo2docker_buildcore.contract import BuildSpec, BuildStatus, InvalidBuildR
 from repo2docker_buildcore.queue import BuildQueue
 from repo2docker_buildcore.resources import BuildResources, api_client
 from repo2docker_buildcore.runner import BuildContainer, BuildRef, BuildRunner, RunnerError
-from repo2docker_buildcore.status import StatusPublisher, now_iso, parse_iso
+from repo2docker_buildcore.status import StatusPublisher, now_iso
 from repo2docker_buildcore.versions import UnsupportedSetting, check_supported
 
 from .config import ConfigError, OperatorConfig, from_environ
+from .expiry import Expiries
 from .metrics import OperatorMetrics
 
+FINALIZER = f"{contract.GROUP}/finalizer"
 EVENT_REASONS = {
     Phase.QUEUED: ("Normal", "Queued"),
     Phase.BUILDING: ("Normal", "Building"),
@@ -54,7 +57,11 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=contract.GROUP, key="last-handled-configuration"
     )
-    settings.persistence.finalizer = f"{contract.GROUP}/finalizer"
+    settings.persistence.finalizer = FINALIZER
+    # Finished resources are labelled and drop out of the watch on the server side: thousands
+    # of them cost the operator nothing, at start-up or after. Listings come in pages.
+    settings.watching.label_selectors[contract.GROUP, contract.PLURAL] = f"!{contract.LABEL_FINISHED_AT}"
+    settings.watching.chunk_size = 500
     settings.posting.level = logging.WARNING  # our own events say what happened; keep kopf's chatter out
     settings.watching.server_timeout = 300
     # Cancelling a build (kill + remove its container, record Cancelled) takes a second or
@@ -69,6 +76,10 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
 
     memo.api = await api_client()
     memo.resources = BuildResources(memo.api)
+    memo.expiries = Expiries(memo.resources.delete, config.finished_ttl)
+    memo.sweeper = asyncio.create_task(_sweep(memo, config), name="delete expired build resources")
+    # One "succeeded" line per finished resource at every restart says nothing.
+    logging.getLogger("kopf.objects").addFilter(_QuietBookkeeping())
     memo.queue = BuildQueue(config.concurrency)
     memo.metrics = OperatorMetrics(memo.queue)
     if config.metrics_port:
@@ -121,18 +132,67 @@ async def _adopt_running_builds(memo: kopf.Memo) -> None:
     await adopt(memo.runner, memo.queue, wanted)
 
 
+async def _sweep(memo: kopf.Memo, config: OperatorConfig) -> None:
+    """Learn the finished resources from one paged, metadata-only listing, then expire them."""
+    if config.finished_ttl:
+        for namespace in ([None] if config.all_namespaces else config.namespaces):
+            while True:
+                try:
+                    async for ns, name, uid, finished_at in memo.resources.list_finished(namespace):
+                        memo.expiries.finished(ns, name, uid, finished_at)
+                    break
+                except Exception as exc:  # noqa: BLE001 - API trouble at start: try again
+                    logging.getLogger(__name__).warning("cannot list finished builds yet (%s)", exc)
+                    await asyncio.sleep(5)
+    await memo.expiries.run()
+
+
+async def _mark_finished(memo: kopf.Memo, namespace: str, name: str, uid: str, logger: logging.Logger) -> None:
+    finished_at = int(time.time())
+    try:
+        await memo.resources.mark_finished(namespace, name, uid, finished_at, FINALIZER)
+    except Exception as exc:  # noqa: BLE001 - the relist after a restart marks it (finished_build)
+        logger.warning("could not mark the build finished: %s", exc)
+    memo.expiries.finished(namespace, name, uid, finished_at)
+
+
+class _QuietBookkeeping(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno == logging.INFO and record.getMessage() == "Handler 'finished_build' succeeded.")
+
+
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    if memo.get("sweeper"):
+        memo.sweeper.cancel()
     if memo.get("runner"):
         memo.runner.close()
     if memo.get("api"):
         await memo.api.close()
 
 
+def _finished(status: kopf.Status, **_: Any) -> bool:
+    return BuildStatus.from_status(status).phase.terminal
+
+
+def _unfinished(status: kopf.Status, **_: Any) -> bool:
+    return not _finished(status)
+
+
+@kopf.on.event(contract.GROUP, contract.VERSION, contract.PLURAL, when=_finished)
+async def finished_build(type: str | None, status: kopf.Status, name: str, namespace: str, uid: str,
+                         memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
+    """A finished resource the watch still shows: one whose marking failed, or one finished
+    by an operator from before the marks. Mark it now, so the watch forgets it."""
+    if type != "DELETED":
+        await _mark_finished(memo, namespace, name, uid, logger)
+
+
 # On deletion kopf first only sets `stopped` (for cancellation_backoff seconds), and cancels
 # the task after that; the finalizer stays until the daemon has exited. Our daemon reacts to
 # `stopped` at once, so the backoff is just head-room for killing a container.
-@kopf.daemon(contract.GROUP, contract.VERSION, contract.PLURAL, cancellation_backoff=20, cancellation_timeout=10)
+@kopf.daemon(contract.GROUP, contract.VERSION, contract.PLURAL, when=_unfinished,
+             cancellation_backoff=20, cancellation_timeout=10)
 async def build_daemon(
     body: kopf.Body, spec: kopf.Spec, status: kopf.Status, meta: kopf.Meta,
     name: str, namespace: str, uid: str,
@@ -145,8 +205,7 @@ async def build_daemon(
         lambda fields: memo.resources.patch_status(namespace, name, fields), interval=config.status_interval
     )
     publisher.current.update(dict(status))
-    if phase.terminal:
-        await _expire(memo, namespace, name, status, stopped, logger)
+    if phase.terminal:  # filtered out by `when`; kept for a status that changed under the filter
         return
 
     try:
@@ -156,7 +215,7 @@ async def build_daemon(
                                 "completionTime": now_iso(), "observedGeneration": meta.get("generation")})
         _event(body, Phase.FAILED, f"Invalid build request: {exc}")
         memo.metrics.finished(Phase.FAILED, None, cached=False)
-        await _expire(memo, namespace, name, {"completionTime": now_iso()}, stopped, logger)
+        await _mark_finished(memo, namespace, name, uid, logger)
         return
 
     if not seen:
@@ -174,7 +233,10 @@ async def build_daemon(
     try:
         done, _pending = await asyncio.wait({job_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        if not job_task.done():
+        if not job_task.done() and _finishing(stopped):
+            # The job's own final status made `when` false while it wraps up: let it end.
+            await asyncio.shield(job_task)
+        elif not job_task.done():
             # Stopped (or cancelled by kopf): the shielded wind-down runs to its end either way.
             await asyncio.shield(_stop_job(job, job_task, stopped, memo, logger))
     if not job_task.done() or job_task.cancelled():
@@ -184,7 +246,13 @@ async def build_daemon(
     outcome = job_task.result()
     memo.metrics.finished(outcome.phase, outcome.duration, outcome.cached)
     logger.info("build finished: %s (%s)", outcome.phase.value, outcome.message.splitlines()[0])
-    await _expire(memo, namespace, name, {"completionTime": now_iso()}, stopped, logger)
+    await _mark_finished(memo, namespace, name, uid, logger)
+
+
+def _finishing(stopped: kopf.DaemonStopped) -> bool:
+    reason = stopped.reason
+    return bool(reason and reason & kopf.DaemonStoppingReason.FILTERS_MISMATCH
+                and not reason & (kopf.DaemonStoppingReason.RESOURCE_DELETED | kopf.DaemonStoppingReason.OPERATOR_EXITING))
 
 
 async def _stop_job(job: BuildJob, job_task: asyncio.Task, stopped: kopf.DaemonStopped,
@@ -215,22 +283,6 @@ def _build_spec(spec: Any, config: OperatorConfig) -> BuildSpec:
         memory_limit=build_spec.memory_limit or contract.parse_quantity(config.memory_limit),
         cpu_limit=build_spec.cpu_limit or config.cpu_limit,
     )
-
-
-async def _expire(memo: kopf.Memo, namespace: str, name: str, status: Any,
-                  stopped: kopf.DaemonStopped, logger: logging.Logger) -> None:
-    """Delete a finished resource once its TTL has passed (its image stays)."""
-    ttl = memo.config.finished_ttl
-    if not ttl:
-        return
-    finished = parse_iso((status or {}).get("completionTime")) or datetime.datetime.now(datetime.timezone.utc)
-    remaining = ttl - (datetime.datetime.now(datetime.timezone.utc) - finished).total_seconds()
-    if remaining > 0:
-        await stopped.wait(remaining)
-        if stopped:
-            return
-    logger.info("deleting finished build resource after its TTL of %ss", ttl)
-    await memo.resources.delete(namespace, name)
 
 
 def _event(body: kopf.Body, phase: Phase, message: str) -> None:

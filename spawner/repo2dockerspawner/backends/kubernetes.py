@@ -9,17 +9,21 @@ as long as it exists (after its TTL the operator finds the image and succeeds at
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import os
 from typing import Any, AsyncIterator
 
 from kubernetes_asyncio.client.exceptions import ApiException
-from traitlets import Unicode, default
+from traitlets import Bool, Unicode, default
 
 from repo2docker_buildcore import contract
 from repo2docker_buildcore.contract import BuildSpec, BuildStatus, Phase
+from repo2docker_buildcore.livelog import LiveLog
 from repo2docker_buildcore.resources import BuildResources, api_client
+from repo2docker_buildcore.runner import BuildRunner, RunnerConfig
+from repo2docker_buildcore.versions import DEFAULT_BUILD_IMAGE
 
 from . import BuildBackend
 from .watcher import BuildWatcher, Seen
@@ -28,10 +32,16 @@ log = logging.getLogger(__name__)
 
 
 class KubernetesBuild:
-    """A handle on one build resource, read from the shared watcher."""
+    """A handle on one build resource, read from the shared watcher.
 
-    def __init__(self, watcher: BuildWatcher, obj: dict[str, Any]) -> None:
+    With `runner` (a client of the hub's Docker daemon, usually the builder's too), log lines
+    come straight from the build container as it prints them; phase, queue and outcome always
+    come from the resource, and so do the lines when the container is not on this daemon.
+    """
+
+    def __init__(self, watcher: BuildWatcher, obj: dict[str, Any], runner: BuildRunner | None = None) -> None:
         self.watcher = watcher
+        self.runner = runner
         self.name = obj["metadata"]["name"]
         self.namespace = obj["metadata"]["namespace"]
         self.uid = obj["metadata"]["uid"]
@@ -52,7 +62,7 @@ class KubernetesBuild:
             raise
         return obj["metadata"]["uid"] == self.uid
 
-    async def statuses(self) -> AsyncIterator[BuildStatus]:
+    async def _resource_statuses(self) -> AsyncIterator[BuildStatus]:
         async for sighting in self.watcher.follow(self.name, self.uid):
             if sighting.seen is Seen.NOT_SEEN and await self._exists():
                 continue  # the watch is only slow
@@ -70,6 +80,58 @@ class KubernetesBuild:
             if status.phase.terminal:
                 return
 
+    async def statuses(self) -> AsyncIterator[BuildStatus]:
+        resource = self._resource_statuses()
+        next_status: asyncio.Future = asyncio.ensure_future(resource.__anext__())
+        live: LiveLog | None = None
+        latest: BuildStatus | None = None
+        try:
+            while True:
+                waiting = {next_status}
+                if live is not None and not live.ended.is_set():
+                    waiting.add(asyncio.ensure_future(live.changed.wait()))
+                done, pending = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                for other in pending - {next_status}:
+                    other.cancel()
+                if next_status in done:
+                    try:
+                        latest = next_status.result()
+                    except StopAsyncIteration:
+                        return
+                    if live is None and self.runner and latest.phase == Phase.BUILDING and latest.container_id:
+                        live = LiveLog(self.runner, latest.container_id).start()
+                    if latest.phase.terminal:
+                        if live is not None:  # its container has exited: the stream's last lines are close
+                            try:
+                                await asyncio.wait_for(live.ended.wait(), timeout=LIVE_LOG_GRACE)
+                            except asyncio.TimeoutError:
+                                pass
+                        yield _with_live_lines(latest, live)
+                        return
+                    next_status = asyncio.ensure_future(resource.__anext__())
+                elif live is not None:
+                    live.changed.clear()
+                if latest is not None:
+                    yield _with_live_lines(latest, live)
+        finally:
+            next_status.cancel()
+            await asyncio.gather(next_status, return_exceptions=True)
+            await resource.aclose()
+            if live is not None:
+                await live.close()
+
+
+# Seconds to wait, once the resource says the build ended, for the live stream's last lines.
+LIVE_LOG_GRACE = 2.0
+
+
+def _with_live_lines(status: BuildStatus, live: LiveLog | None) -> BuildStatus:
+    """The resource's status with the live stream's lines when that stream is ahead (both
+    number lines the same way, so the reader's count of lines seen stays valid either way)."""
+    if live is None or not live.available or live.tail.total <= status.log_line_count:
+        return status
+    return dataclasses.replace(status, log_tail=live.tail.lines(), log_line_count=live.tail.total)
+
 
 class KubernetesBackend(BuildBackend):
     """Builds are Repo2DockerBuild resources in one namespace, built by repo2docker-operator."""
@@ -78,6 +140,14 @@ class KubernetesBackend(BuildBackend):
     kubeconfig = Unicode(
         None, allow_none=True, config=True,
         help="Path of a kubeconfig. Default: in-cluster configuration, else ~/.kube/config.",
+    )
+
+    follow_build_logs = Bool(
+        True, config=True,
+        help="""Read build logs straight from the build container when the hub's Docker daemon
+        (DockerSpawner's) is the builder's, as with one node: lines reach users as they are
+        printed. Otherwise, and when False, they come from the build resource, which the
+        operator updates about once a second.""",
     )
 
     @default("namespace")
@@ -90,6 +160,8 @@ class KubernetesBackend(BuildBackend):
         self.resources: BuildResources | None = None
         self.watcher: BuildWatcher | None = None
         self._lock = asyncio.Lock()
+        # Only reads logs: it never starts a container, so the build settings are the defaults.
+        self.log_runner = BuildRunner(RunnerConfig(build_image=DEFAULT_BUILD_IMAGE)) if self.follow_build_logs else None
 
     async def _connect(self) -> tuple[BuildResources, BuildWatcher]:
         async with self._lock:
@@ -120,7 +192,7 @@ class KubernetesBackend(BuildBackend):
             phase = contract.BuildStatus.from_status(obj.get("status")).phase
             if created or phase not in (Phase.FAILED, Phase.CANCELLED):
                 log.info("%s build %s for %s", "created" if created else "joined", obj["metadata"]["name"], requested_by)
-                return KubernetesBuild(watcher, obj)
+                return KubernetesBuild(watcher, obj, self.log_runner)
             # A finished failure: retry with a fresh resource (the finalizer may hold the old one a moment).
             name = obj["metadata"]["name"]
             log.info("retrying failed build %s", name)
@@ -129,6 +201,8 @@ class KubernetesBackend(BuildBackend):
         raise RuntimeError("could not start a new build: the previous one keeps coming back")
 
     async def close(self) -> None:
+        if self.log_runner is not None:
+            self.log_runner.close()
         if self.watcher:
             await self.watcher.stop()
         if self._api is not None:

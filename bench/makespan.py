@@ -1,0 +1,120 @@
+"""Slot hand-off: six short builds at limit 2 through the operator. Efficiency is the build
+containers' running time (Docker's own start and die events) over 2 x the makespan (first
+start to last exit). Baseline: the same six repo2docker containers run by hand, two workers
+back to back, in the same run; the gaps there are Docker's own container start-up.
+
+Usage: .venv/bin/python bench/makespan.py   (needs `make testenv`)
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+import docker  # noqa: E402
+
+from repo2docker_buildcore import contract  # noqa: E402
+from support.builds import create_build, head, wait_phase  # noqa: E402
+from support.env import load_env  # noqa: E402
+from support.gitrepos import GitRepoFactory  # noqa: E402
+from support.kube import Kubectl  # noqa: E402
+from support.operator import OperatorProcess, offline_build_env  # noqa: E402
+
+BUILDS, LIMIT, SECONDS = 6, 2, 3
+
+
+def short_repos(repos: GitRepoFactory, base: str) -> list:
+    return [repos.create({"Dockerfile": f"FROM {base}\nRUN echo {uuid.uuid4().hex} && sleep {SECONDS}\n"})
+            for _ in range(BUILDS)]
+
+
+class Intervals:
+    """Running intervals of containers with a label, from Docker's event stream."""
+
+    def __init__(self, client, label: str) -> None:
+        self.client, self.label = client, label
+        self.started: dict[str, float] = {}
+        self.died: dict[str, float] = {}
+        self._events = client.events(decode=True, filters={"type": "container", "label": label})
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            for event in self._events:
+                when = event["timeNano"] / 1e9
+                if event["status"] == "start":
+                    self.started[event["id"]] = when
+                elif event["status"] == "die":
+                    self.died[event["id"]] = when
+        except Exception:  # noqa: BLE001 - closed
+            pass
+
+    def efficiency(self) -> tuple[float, float]:
+        self._events.close()
+        spans = [(self.started[c], self.died[c]) for c in self.started if c in self.died]
+        assert len(spans) == BUILDS, f"{len(spans)} build containers seen"
+        makespan = max(end for _, end in spans) - min(start for start, _ in spans)
+        busy = sum(end - start for start, end in spans)
+        return busy / (LIMIT * makespan), makespan
+
+
+def by_hand(client, env, repos) -> tuple[float, float]:
+    label = f"r2d-bench-hand={uuid.uuid4().hex[:8]}"
+    intervals = Intervals(client, label)
+    time.sleep(0.3)
+
+    def run(repo) -> None:
+        client.containers.run(
+            env["R2D_BUILD_IMAGE"],
+            ["repo2docker", "--no-run", "--json-logs", "--user-id", "1000", "--user-name", "jovyan",
+             "--ref", head(repo), "--image-name", f"r2d-bench-hand/{repo.name}:latest", "--", repo.url],
+            volumes={"/var/run/docker.sock": {"bind": "/var/run/docker.sock", "mode": "rw"}}, remove=True,
+            labels=dict([label.split("=")]), environment=offline_build_env(env))
+
+    with ThreadPoolExecutor(LIMIT) as pool:
+        list(pool.map(run, short_repos(repos, env["R2D_SINGLEUSER_IMAGE"])))
+    time.sleep(0.5)
+    return intervals.efficiency()
+
+
+def through_operator(client, env, repos) -> tuple[float, float]:
+    kubectl = Kubectl(env)
+    kubectl("apply", "-f", str(ROOT / "crds" / "repo2dockerbuilds.yaml"))
+    namespace = f"bench-{uuid.uuid4().hex[:8]}"
+    kubectl("create", "namespace", namespace)
+    op = OperatorProcess(env, namespace, Path(tempfile.mkdtemp()), image_prefix="r2d-bench-", concurrency=LIMIT).start()
+    try:
+        intervals = Intervals(client, f"{contract.LABEL_INSTANCE}={op.instance}")
+        time.sleep(0.3)
+        names = [create_build(kubectl, namespace, r.url, head(r), prefix="r2d-bench-")
+                 for r in short_repos(repos, env["R2D_SINGLEUSER_IMAGE"])]
+        for name in names:
+            assert wait_phase(kubectl, namespace, name, "Succeeded", "Failed", timeout=300)["status"]["phase"] == "Succeeded"
+        time.sleep(0.5)
+        return intervals.efficiency()
+    finally:
+        op.stop()
+        kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+def measure(env) -> list[tuple[str, str, str, str]]:
+    client = docker.from_env()
+    repos = GitRepoFactory(Path(env["R2D_GIT_ROOT"]), env["R2D_GIT_URL"])
+    hand, hand_span = by_hand(client, env, repos)
+    oper, oper_span = through_operator(client, env, repos)
+    return [(f"busy share of makespan, {BUILDS} builds at limit {LIMIT}", f"{oper:.1%} ({oper_span:.1f} s)",
+             f"{hand:.1%} ({hand_span:.1f} s, by hand)", f"{oper / hand:.3f}x")]
+
+
+if __name__ == "__main__":
+    for row in measure(load_env(ROOT / ".testenv" / "env")):
+        print(" | ".join(row))
