@@ -30,16 +30,21 @@ from support.kube import Kubectl  # noqa: E402
 from support.operator import OperatorProcess, offline_build_env  # noqa: E402
 
 
-def by_hand(client, env, repo) -> float:
-    image = f"r2d-bench/{repo.name}:{head(repo)}"
-    start = time.monotonic()
+def run_by_hand(client, env, repo, image: str, **run_options) -> None:
+    """The build container the operator would run, started by hand, until it exits."""
     client.containers.run(
         env["R2D_BUILD_IMAGE"],
         ["repo2docker", "--no-run", "--json-logs", "--user-id", "1000", "--user-name", "jovyan", "--ref", head(repo),
          "--image-name", image, "--", repo.url],
         volumes={"/var/run/docker.sock": {"bind": "/var/run/docker.sock", "mode": "rw"}}, remove=True,
-        environment=offline_build_env(env),
+        environment=offline_build_env(env), **run_options,
     )
+
+
+def by_hand(client, env, repo) -> float:
+    image = f"r2d-bench/{repo.name}:{head(repo)}"
+    start = time.monotonic()
+    run_by_hand(client, env, repo, image)
     elapsed = time.monotonic() - start
     client.images.get(image)  # it really exists
     return elapsed

@@ -28,7 +28,8 @@ from support.builds import create_build, head, wait_phase  # noqa: E402
 from support.env import load_env  # noqa: E402
 from support.gitrepos import GitRepoFactory  # noqa: E402
 from support.kube import Kubectl  # noqa: E402
-from support.operator import OperatorProcess, offline_build_env  # noqa: E402
+from support.operator import OperatorProcess  # noqa: E402
+from build_overhead import run_by_hand  # noqa: E402
 
 BUILDS, LIMIT, SECONDS = 6, 2, 3
 
@@ -75,12 +76,7 @@ def by_hand(client, env, repos) -> tuple[float, float]:
     time.sleep(0.3)
 
     def run(repo) -> None:
-        client.containers.run(
-            env["R2D_BUILD_IMAGE"],
-            ["repo2docker", "--no-run", "--json-logs", "--user-id", "1000", "--user-name", "jovyan",
-             "--ref", head(repo), "--image-name", f"r2d-bench-hand/{repo.name}:latest", "--", repo.url],
-            volumes={"/var/run/docker.sock": {"bind": "/var/run/docker.sock", "mode": "rw"}}, remove=True,
-            labels=dict([label.split("=")]), environment=offline_build_env(env))
+        run_by_hand(client, env, repo, f"r2d-bench-hand/{repo.name}:latest", labels=dict([label.split("=")]))
 
     with ThreadPoolExecutor(LIMIT) as pool:
         list(pool.map(run, short_repos(repos, env["R2D_SINGLEUSER_IMAGE"])))

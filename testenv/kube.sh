@@ -147,23 +147,6 @@ SCHEDULER_ARGS=(
 api_healthy() { curl -fsS --max-time 2 --cacert "$PKI/ca.crt" -H "Authorization: Bearer $(cat "$KDIR/admin-token")" \
                   "https://127.0.0.1:$API_PORT/readyz" >/dev/null 2>&1; }
 
-# ensure NAME HEALTHCHECK ARGS... : keep a running daemon started with these exact flags,
-# otherwise (re)start it. The flags' hash sits next to its pid file.
-ensure() {
-  local name="$1" check="$2"; shift 2
-  local prefix="$KDIR/$name" flags
-  flags=$(printf '%s\n' "$@" | sha256sum | cut -c1-16)
-  if pid_alive "$prefix.pid" && [[ "$(cat "$prefix.flags" 2>/dev/null)" == "$flags" ]] && $check; then
-    return 0
-  fi
-  stop_pid "$prefix"
-  step "start $name"
-  start_bg "$prefix" "$@"
-  echo "$flags" >"$prefix.flags"
-  wait_for 90 "$name" $check || die "$name did not become healthy in 90s; log: $prefix.log: $(tail -n 5 "$prefix.log")"
-  end_step
-}
-
 etcd_healthy() { curl -fsS --max-time 2 "http://127.0.0.1:$ETCD_PORT/health" >/dev/null 2>&1; }
 cm_healthy() { pid_alive "$KDIR/kube-controller-manager.pid"; }
 scheduler_healthy() { pid_alive "$KDIR/kube-scheduler.pid"; }
@@ -174,8 +157,8 @@ for port in "$ETCD_PORT" "$ETCD_PEER_PORT" "$API_PORT"; do
   fi
 done
 
-ensure etcd etcd_healthy "$BIN_DIR/etcd" "${ETCD_ARGS[@]}"
-ensure kube-apiserver api_healthy "$BIN_DIR/kube-apiserver" "${APISERVER_ARGS[@]}"
-ensure kube-controller-manager cm_healthy "$BIN_DIR/kube-controller-manager" "${CONTROLLER_MANAGER_ARGS[@]}"
-ensure kube-scheduler scheduler_healthy "$BIN_DIR/kube-scheduler" "${SCHEDULER_ARGS[@]}"
+ensure_daemon "$KDIR/etcd" etcd_healthy "$BIN_DIR/etcd" "${ETCD_ARGS[@]}"
+ensure_daemon "$KDIR/kube-apiserver" api_healthy "$BIN_DIR/kube-apiserver" "${APISERVER_ARGS[@]}"
+ensure_daemon "$KDIR/kube-controller-manager" cm_healthy "$BIN_DIR/kube-controller-manager" "${CONTROLLER_MANAGER_ARGS[@]}"
+ensure_daemon "$KDIR/kube-scheduler" scheduler_healthy "$BIN_DIR/kube-scheduler" "${SCHEDULER_ARGS[@]}"
 log "kube-apiserver answers on 127.0.0.1:$API_PORT and $NODE_IP:$API_PORT"

@@ -93,6 +93,25 @@ start_bg() {
   wait_for 5 "pid file" test -s "$prefix.pid"
 }
 
+# ensure_daemon PREFIX CHECK CMD... : keep a daemon that runs, answers CHECK and was started
+# with exactly these arguments and input files ($DAEMON_INPUTS: config files whose contents
+# count as arguments); otherwise (re)start it and wait for CHECK. The hash sits in PREFIX.flags.
+ensure_daemon() {
+  local prefix="$1" check="$2"; shift 2
+  local name flags f
+  name=$(basename "$prefix")
+  flags=$( { printf '%s\n' "$@"; for f in ${DAEMON_INPUTS:-}; do cat "$f"; done; } | sha256sum | cut -c1-16)
+  if pid_alive "$prefix.pid" && [[ "$(cat "$prefix.flags" 2>/dev/null)" == "$flags" ]] && $check; then
+    return 0
+  fi
+  stop_pid "$prefix"
+  step "start $name"
+  start_bg "$prefix" "$@"
+  echo "$flags" >"$prefix.flags"
+  wait_for 90 "$name" $check || die "$name did not become healthy in 90s; log: $prefix.log: $(tail -n 5 "$prefix.log")"
+  end_step
+}
+
 # stop_pid PREFIX : stop the daemon recorded in PREFIX.pid, politely first.
 stop_pid() {
   local f="$1.pid" pid

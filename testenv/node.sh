@@ -28,17 +28,18 @@ KUBECTL=("$BIN_DIR/kubectl" --kubeconfig "$KDIR/kubeconfig")
 command -v containerd >/dev/null && command -v runc >/dev/null && command -v ctr >/dev/null || apt_install containerd runc
 need_root "running a kubelet (mounts, cgroups, network namespaces)"
 
-write_if_changed() {  # FILE (content on stdin) -> 0 if it changed
+# Config files are rewritten only when their content changes: kube-proxy exits as soon as its
+# config file is written to (it expects a supervisor to restart it), even with the same content.
+write_if_changed() {  # FILE, content on stdin
   local new; new="$(cat)"
-  [[ -f "$1" && "$(cat "$1")" == "$new" ]] && return 1
-  printf '%s\n' "$new" >"$1"
+  [[ -f "$1" && "$(cat "$1")" == "$new" ]] || printf '%s\n' "$new" >"$1"
 }
 
 # --- containerd --------------------------------------------------------------------------
 mkdir -p "$NDIR/cni"
 # restrict_oom_score_adj: this sandbox may not lower OOM scores (no CAP_SYS_RESOURCE); without
 # it runc fails every container with "can't get final child's PID from pipe: EOF".
-write_if_changed "$NDIR/containerd.toml" <<TOML || true
+write_if_changed "$NDIR/containerd.toml" <<TOML
 version = 2
 root = "$NDIR/containerd/root"
 state = "$NDIR/containerd/state"
@@ -55,7 +56,7 @@ state = "$NDIR/containerd/state"
 TOML
 # Pod network: one bridge, addresses from host-local (its state lives here, so testenv-down
 # can forget leases of pods it killed), masquerade for traffic leaving the node.
-write_if_changed "$NDIR/cni/10-r2d-node.conflist" <<JSON || true
+write_if_changed "$NDIR/cni/10-r2d-node.conflist" <<JSON
 {"cniVersion": "1.0.0", "name": "r2d-node", "plugins": [
   {"type": "bridge", "bridge": "r2dnode0", "isGateway": true, "ipMasq": true, "hairpinMode": true,
    "ipam": {"type": "host-local", "dataDir": "$NDIR/cni-ipam",
@@ -64,20 +65,14 @@ write_if_changed "$NDIR/cni/10-r2d-node.conflist" <<JSON || true
 JSON
 
 containerd_up() { ctr --address "$SOCK" version >/dev/null 2>&1; }
-if ! pid_alive "$NDIR/containerd.pid" || ! containerd_up; then
-  stop_pid "$NDIR/containerd"
-  step "start the node's containerd"
-  start_bg "$NDIR/containerd" containerd --config "$NDIR/containerd.toml"
-  wait_for 30 containerd containerd_up || die "containerd did not answer on $SOCK; log: $NDIR/containerd.log: $(tail -n 3 "$NDIR/containerd.log")"
-  end_step
-fi
+DAEMON_INPUTS="$NDIR/containerd.toml" ensure_daemon "$NDIR/containerd" containerd_up containerd --config "$NDIR/containerd.toml"
 bash "$here/load-image.sh" "$PAUSE_IMAGE" >/dev/null
 
 # --- kubelet -----------------------------------------------------------------------------
 # cgroupfs (no systemd here), swap tolerated, cgroup v1 tolerated (this machine), image GC
 # off (locally imported images cannot be pulled back), authn by client certificates of the
 # testenv CA only (the API server's, for logs and exec).
-write_if_changed "$NDIR/kubelet.yaml" <<YAML || true
+write_if_changed "$NDIR/kubelet.yaml" <<YAML
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 address: $NODE_IP
@@ -105,21 +100,12 @@ KUBELET_ARGS=(--config "$NDIR/kubelet.yaml" --kubeconfig "$KDIR/kubelet.kubeconf
               --root-dir "$NDIR/kubelet" --cert-dir "$NDIR/kubelet-pki"
               --hostname-override "$NODE_NAME" --node-ip "$NODE_IP" --v 1)
 kubelet_healthy() { curl -fsS --max-time 2 http://127.0.0.1:10248/healthz >/dev/null 2>&1; }
-flags=$( { printf '%s\n' "${KUBELET_ARGS[@]}"; cat "$NDIR/kubelet.yaml"; } | sha256sum | cut -c1-16)
-if ! pid_alive "$NDIR/kubelet.pid" || [[ "$(cat "$NDIR/kubelet.flags" 2>/dev/null)" != "$flags" ]]; then
-  stop_pid "$NDIR/kubelet"
-  step "start kubelet"
-  kubelet_started=$(date -u +%FT%TZ)
-  start_bg "$NDIR/kubelet" "$BIN_DIR/kubelet" "${KUBELET_ARGS[@]}"
-  echo "$flags" >"$NDIR/kubelet.flags"
-  wait_for 60 kubelet kubelet_healthy || die "kubelet did not become healthy; log: $NDIR/kubelet.log: $(tail -n 5 "$NDIR/kubelet.log")"
-  end_step
-fi
+DAEMON_INPUTS="$NDIR/kubelet.yaml" ensure_daemon "$NDIR/kubelet" kubelet_healthy "$BIN_DIR/kubelet" "${KUBELET_ARGS[@]}"
 
 # --- kube-proxy --------------------------------------------------------------------------
 # iptables mode: ClusterIPs (the `kubernetes` Service for in-cluster clients, the operator's
 # metrics Service) answer from pods and from the host. It must not touch conntrack sysctls.
-write_if_changed "$NDIR/kube-proxy.yaml" <<YAML || true
+write_if_changed "$NDIR/kube-proxy.yaml" <<YAML
 apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
 mode: iptables
@@ -131,18 +117,12 @@ metricsBindAddress: 127.0.0.1:10249
 conntrack: {maxPerCore: 0, min: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeout: 0s}
 YAML
 proxy_healthy() { curl -fsS --max-time 2 http://127.0.0.1:10256/healthz >/dev/null 2>&1; }
-flags=$(sha256sum <"$NDIR/kube-proxy.yaml" | cut -c1-16)
-if ! pid_alive "$NDIR/kube-proxy.pid" || [[ "$(cat "$NDIR/kube-proxy.flags" 2>/dev/null)" != "$flags" ]]; then
-  stop_pid "$NDIR/kube-proxy"
-  step "start kube-proxy"
-  start_bg "$NDIR/kube-proxy" "$BIN_DIR/kube-proxy" --config "$NDIR/kube-proxy.yaml" --v 1
-  echo "$flags" >"$NDIR/kube-proxy.flags"
-  wait_for 60 kube-proxy proxy_healthy || die "kube-proxy did not become healthy; log: $NDIR/kube-proxy.log: $(tail -n 5 "$NDIR/kube-proxy.log")"
-  end_step
-fi
+DAEMON_INPUTS="$NDIR/kube-proxy.yaml" ensure_daemon "$NDIR/kube-proxy" proxy_healthy \
+  "$BIN_DIR/kube-proxy" --config "$NDIR/kube-proxy.yaml" --v 1
 
-# Ready, as reported by this kubelet: a node object kept in etcd says Ready from the last run.
-kubelet_started="${kubelet_started:-}"
+# Ready, as reported by this kubelet (started when its pid file was written): a node object
+# kept in etcd says Ready from the last run.
+kubelet_started=$(date -u -r "$NDIR/kubelet.pid" +%FT%TZ)
 node_ready() {
   local ready
   ready=$("${KUBECTL[@]}" get node "$NODE_NAME" -o jsonpath='{range .status.conditions[?(@.type=="Ready")]}{.status} {.lastHeartbeatTime}{end}' 2>/dev/null)

@@ -48,14 +48,11 @@ async def test_deleted_when_the_ttl_since_completion_ends_in_order():
     assert len(exp) == 0
 
 
-async def test_a_forgotten_resource_is_not_deleted_and_a_relist_adds_nothing():
+async def test_a_relist_adds_nothing():
     exp, deleted, clock = expiries()
     exp.finished("ns", "a", "u1", at(clock.now))
     exp.finished("ns", "a", "u1", at(clock.now))  # seen again after a restart's relist
     assert len(exp._heap) == 1
-    exp.forget("ns", "a")  # deleted by somebody else
-    clock.now += 200
-    assert await exp.expire_due() == 0 and deleted == []
 
 
 async def test_ttl_zero_keeps_everything():

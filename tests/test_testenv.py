@@ -190,3 +190,16 @@ def test_node_down_succeeds_when_nothing_of_the_node_runs(tmp_path):
                           env={**os.environ, "TESTENV_DIR": str(tmp_path)}, timeout=60)
     assert done.returncode == 0, done.stderr
     assert not (tmp_path / "node" / "kubelet.pid").exists()
+
+
+def test_make_testenv_again_restarts_nothing():
+    """`make testenv` on a running environment is a no-op: every daemon keeps its pid (kube-proxy
+    would exit if its config file were merely rewritten)."""
+    root = Path(__file__).resolve().parent.parent
+    testenv_dir = Path(os.environ.get("TESTENV_DIR", root / ".testenv"))
+    pid_files = sorted(testenv_dir.glob("**/*.pid"))
+    before = {p: p.read_text() for p in pid_files}
+    again = subprocess.run(["bash", str(root / "testenv" / "up.sh")], capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "nothing to do" in again.stderr, again.stderr[-2000:]
+    assert {p: p.read_text() for p in pid_files if p.exists()} == before

@@ -55,11 +55,10 @@ class LiveLog:
             async for lines in readable_lines(self.runner, self.container_id, BuildOutput()):
                 self.tail.add(lines)
                 self.changed.set()
-        except (RunnerError, docker.errors.NotFound) as exc:
-            log.debug("no live log for container %s: %s", self.container_id[:12], exc)
-            self.available = self.tail.total > 0
         except Exception as exc:  # noqa: BLE001 - the resource's tail is always there to fall back on
-            log.warning("live log of container %s failed: %s", self.container_id[:12], exc)
+            expected = isinstance(exc, (RunnerError, docker.errors.NotFound))  # not this daemon's container
+            log.log(logging.DEBUG if expected else logging.WARNING, "no live log for container %s: %s",
+                    self.container_id[:12], exc)
             self.available = self.tail.total > 0
         finally:
             self.ended.set()

@@ -130,7 +130,8 @@ class BuildResources:
                 contract.GROUP, contract.VERSION, namespace, contract.PLURAL, name, body=options
             )
         except ApiException as exc:
-            if exc.status not in (404, 409) or (exc.status == 409 and not uid):
+            gone = exc.status == 404 or (exc.status == 409 and uid is not None)  # 409: a successor
+            if not gone:
                 raise
 
     async def watch(self, namespace: str, resource_version: str, timeout: int) -> AsyncIterator[dict[str, Any]]:

@@ -47,15 +47,12 @@ class Expiries:
         if self._heap[0][0] == due:
             self._changed.set()  # a new earliest expiry: the sleeper must wake sooner
 
-    def forget(self, namespace: str, name: str) -> None:
-        self._due.pop((namespace, name), None)
-
     def next_due(self) -> float | None:
         while self._heap:
             due, namespace, name = self._heap[0]
             if self._due.get((namespace, name), (None,))[0] == due:
                 return due
-            heapq.heappop(self._heap)  # forgotten or rescheduled
+            heapq.heappop(self._heap)  # deleted or rescheduled since
         return None
 
     async def expire_due(self) -> int:

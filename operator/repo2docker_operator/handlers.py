@@ -78,8 +78,6 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
     memo.resources = BuildResources(memo.api)
     memo.expiries = Expiries(memo.resources.delete, config.finished_ttl)
     memo.sweeper = asyncio.create_task(_sweep(memo, config), name="delete expired build resources")
-    # One "succeeded" line per finished resource at every restart says nothing.
-    logging.getLogger("kopf.objects").addFilter(_QuietBookkeeping())
     memo.queue = BuildQueue(config.concurrency)
     memo.metrics = OperatorMetrics(memo.queue)
     if config.metrics_port:
@@ -154,11 +152,6 @@ async def _mark_finished(memo: kopf.Memo, namespace: str, name: str, uid: str, l
     except Exception as exc:  # noqa: BLE001 - the relist after a restart marks it (finished_build)
         logger.warning("could not mark the build finished: %s", exc)
     memo.expiries.finished(namespace, name, uid, finished_at)
-
-
-class _QuietBookkeeping(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.levelno == logging.INFO and record.getMessage() == "Handler 'finished_build' succeeded.")
 
 
 @kopf.on.cleanup()
