@@ -7,6 +7,8 @@ user name with the demo password.
 
 import os
 
+import repo2dockerspawner.buildspage
+
 env = os.environ
 c = get_config()  # noqa: F821 - provided by JupyterHub
 
@@ -35,6 +37,11 @@ c.Repo2DockerSpawner.image_prefix = "r2d-demo-"
 c.Repo2DockerSpawner.allowed_repo_schemes = ["https", "http"]
 c.Repo2DockerSpawner.allowed_repo_hosts = [env["R2D_BRIDGE_IP"], "*"]
 c.DockerSpawner.name_template = "r2d-demo-{username}--{servername}"
+# The admin builds page at /hub/builds (log in as "admin"), and the spawn-pending page with
+# the build log open.
+repo2dockerspawner.buildspage.setup(c)
 if c.Repo2DockerSpawner.backend == "kubernetes":
     c.KubernetesBackend.namespace = env.get("DEMO_NAMESPACE", "r2d-demo")
     c.KubernetesBackend.kubeconfig = env["DEMO_KUBECONFIG"]  # the chart's hub identity, not admin
+    # The chart's record of images' last use, shown on the builds page.
+    c.KubernetesBackend.image_use_record = f"configmap:{c.KubernetesBackend.namespace}/r2d-repo2docker-operator-image-use"

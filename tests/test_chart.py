@@ -134,7 +134,8 @@ def test_helm_install_creates_everything(testenv, kubectl, release):
     for kind, name in [("deployment", "r2d-repo2docker-operator"), ("serviceaccount", "r2d-repo2docker-operator"),
                        ("role", "r2d-repo2docker-operator"), ("rolebinding", "r2d-repo2docker-operator"),
                        ("service", "r2d-repo2docker-operator-metrics"), ("serviceaccount", "jupyterhub"),
-                       ("role", "r2d-repo2docker-operator-hub")]:
+                       ("role", "r2d-repo2docker-operator-hub"),
+                       ("configmap", "r2d-repo2docker-operator-image-use")]:
         assert kubectl.json("get", kind, name, "-n", ns)["metadata"]["name"] == name
     status = json.loads(helm(testenv, "status", "r2d", "-n", ns, "-o", "json").stdout)
     assert status["info"]["status"] == "deployed"
@@ -162,6 +163,11 @@ def test_operator_identity_is_enough_and_no_more(testenv, kubectl, release, oper
     manifest = contract.build_manifest(contract.BuildSpec(repo.url, "main", head(repo), "r2d-test-x:1"), other)
     assert refused(operator.run("create", "-f", "-", input=json.dumps(manifest), check=False))
     assert refused(operator.run("create", "configmap", "x", "-n", ns, check=False))
+    # The one ConfigMap of images' last use: read and updated, no other.
+    record = "r2d-repo2docker-operator-image-use"
+    assert operator.run("patch", "configmap", record, "-n", ns, "--type=merge",
+                        "-p", json.dumps({"data": {"last-used.json": "{}"}}), check=False).returncode == 0
+    assert refused(operator.run("get", "configmap", "kube-root-ca.crt", "-n", ns, check=False))
 
 
 def test_hub_identity_may_only_create_and_watch_builds(testenv, kubectl, release):
@@ -181,6 +187,12 @@ def test_hub_identity_may_only_create_and_watch_builds(testenv, kubectl, release
                            "-p", json.dumps({"status": {"phase": "Succeeded", "image": "evil:1"}}), check=False)
     assert refused(status_patch), "the hub must not be able to forge a build's result"
     assert refused(hub.run("get", "secrets", "-n", ns, check=False))
+    # For the builds page: events and the images' last use, read only.
+    assert hub.run("get", "events", "-n", ns, check=False).returncode == 0
+    assert hub.run("get", "configmap", "r2d-repo2docker-operator-image-use", "-n", ns, check=False).returncode == 0
+    assert refused(hub.run("patch", "configmap", "r2d-repo2docker-operator-image-use", "-n", ns, "--type=merge",
+                           "-p", json.dumps({"data": {"last-used.json": "{}"}}), check=False))
+    assert refused(hub.run("get", "configmap", "kube-root-ca.crt", "-n", ns, check=False))
     assert refused(hub.run("get", "pods", "-n", ns, check=False))
     assert refused(hub.run("get", contract.PLURAL, "-n", other, check=False))
     assert refused(hub.run("create", "-f", "-", input=json.dumps(contract.build_manifest(spec, other)), check=False))

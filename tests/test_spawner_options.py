@@ -86,6 +86,21 @@ def test_form_renders_fields_and_escapes_previous_values():
     assert "<script>" not in form and "&lt;script&gt;" in form
 
 
+def test_a_refused_form_comes_back_with_what_was_typed_and_the_message_next_to_it():
+    spawner = make_spawner(allowed_repo_hosts=["github.com"])
+    typed = {"repo": ['https://evil.example.org/"><b>x</b>'], "ref": ["my-branch"]}
+    with pytest.raises(web.HTTPError):
+        spawner.options_from_form(typed, spawner)
+    form = spawner.options_form(spawner)
+    assert 'value="https://evil.example.org/&quot;&gt;&lt;b&gt;x&lt;/b&gt;"' in form
+    assert 'value="my-branch"' in form and "is-invalid" in form
+    assert 'id="r2d-form-error"' in form and "characters that are not allowed" in form
+    again = spawner.options_form(spawner)  # the message is for the refused submission only
+    assert 'id="r2d-form-error"' not in again and "is-invalid" not in again
+    assert spawner.options_from_form({"repo": ["https://github.com/a/b"], "ref": [""]}, spawner)["repo"] == "https://github.com/a/b"
+    assert spawner._refused_form is None
+
+
 def test_form_and_query_share_validation():
     spawner = make_spawner(allowed_repo_hosts=["github.com"])
     assert spawner.run_options_from_form({"repo": ["https://github.com/a/b"], "ref": ["v1"]}) == {

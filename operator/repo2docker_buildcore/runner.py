@@ -464,6 +464,62 @@ class BuildRunner:
             if exc.status_code != 409:  # 409: removal already in progress
                 raise RunnerError(f"could not remove build container {container_id[:12]}: {exc}") from exc
 
+    # ---- images: what the garbage collector needs ------------------------------------------
+
+    async def disk_usage(self) -> dict:
+        """The daemon's own accounting (`docker system df`): images with their unique sizes
+        and container counts, the total image layer bytes, and the build cache."""
+        return await self._call((await self._docker()).api.df)
+
+    async def remove_image(self, image_id: str) -> bool:
+        """Remove an image by id, every tag of it. False when Docker refuses because a container
+        started using it meanwhile (409), or it is already gone."""
+        try:
+            await self._call((await self._docker()).api.remove_image, image_id, force=False, noprune=False)
+            return True
+        except docker.errors.ImageNotFound:
+            return False
+        except docker.errors.APIError as exc:
+            if exc.status_code == 409:
+                return False
+            raise RunnerError(f"could not remove image {image_id[:19]}: {exc.explanation or exc}") from exc
+
+    async def prune_build_cache(self, keep_storage: int) -> int:
+        """Shrink BuildKit's cache in the daemon to `keep_storage` bytes; returns bytes freed."""
+        result = await self._call((await self._docker()).api.prune_builds, keep_storage=keep_storage)
+        return int((result or {}).get("SpaceReclaimed") or 0)
+
+    async def container_uses(self, on_image: Callable[[str, float], None], since: float | None = None) -> None:
+        """Call `on_image(image reference, unix time)` for every container created or started,
+        until the stream ends (the daemon went away) or this task is cancelled. `since` replays
+        what the daemon still remembers from that time on."""
+        client = await self._docker()
+        filters = {"type": "container", "event": ["create", "start"]}
+        stream = await self._call(client.events, decode=True, filters=filters, since=int(since) if since else None)
+        loop = asyncio.get_running_loop()
+        ended = loop.create_future()
+
+        def pump() -> None:
+            try:
+                for event in stream:
+                    image = event.get("from") or event.get("Actor", {}).get("Attributes", {}).get("image")
+                    if image:
+                        when = float(event.get("timeNano", 0)) / 1e9 or float(event.get("time", 0))
+                        loop.call_soon_threadsafe(on_image, image, when)
+            except Exception as exc:  # noqa: BLE001 - closed under us, or the daemon went away
+                log.debug("container event stream ended: %s", exc)
+            finally:
+                try:
+                    loop.call_soon_threadsafe(lambda: ended.done() or ended.set_result(None))
+                except RuntimeError:
+                    pass  # the loop is closed
+
+        threading.Thread(target=pump, name="container-events", daemon=True).start()
+        try:
+            await ended
+        finally:
+            stream.close()
+
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
         if self._client is not None:

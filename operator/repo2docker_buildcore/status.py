@@ -24,6 +24,12 @@ def now_iso() -> str:
     return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
+def unix_time(value: str | None) -> float | None:
+    """An ISO time from a status as unix seconds, None if absent or unreadable."""
+    parsed = parse_iso(value)
+    return parsed.timestamp() if parsed else None
+
+
 def parse_iso(value: str | None) -> datetime.datetime | None:
     if not value:
         return None

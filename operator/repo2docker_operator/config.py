@@ -15,6 +15,8 @@ from typing import Any, Mapping, NamedTuple, get_args, get_origin, get_type_hint
 
 from repo2docker_buildcore import contract
 from repo2docker_buildcore.build import BuildSettings
+from repo2docker_buildcore.imagegc import GCPolicy
+from repo2docker_buildcore.imageuse import store_from_setting
 from repo2docker_buildcore.runner import RunnerConfig, build_environment
 from repo2docker_buildcore.versions import DEFAULT_BUILD_IMAGE
 
@@ -68,6 +70,21 @@ class OperatorConfig:
     build_env: tuple[str, ...] = option(
         (), "R2D_BUILD_ENV", "NAME=VALUE in build containers' environment, e.g. HTTPS_PROXY or "
         "R2D_DATAVERSE_INSTALLATIONS_URL (repeatable; env: a JSON object)", flag="--build-env")
+    gc_interval: float = option(
+        300.0, "R2D_GC_INTERVAL", "seconds between image garbage collection passes (0: no image GC)")
+    gc_high_watermark: str | None = option(
+        "100Gi", "R2D_GC_HIGH_WATERMARK",
+        "image and build cache storage on the daemon above which built images are removed, least recently "
+        "used first ('' : never by size)")
+    gc_low_watermark: str | None = option(
+        "80Gi", "R2D_GC_LOW_WATERMARK", "storage to remove built images down to once over the high watermark")
+    gc_max_age: float = option(
+        0.0, "R2D_GC_MAX_AGE", "seconds without use after which a built image is removed whatever the storage (0: never)")
+    gc_grace: float = option(
+        3600.0, "R2D_GC_GRACE", "seconds after its build or last use during which an image is never removed")
+    gc_use_record: str | None = option(
+        None, "R2D_GC_USE_RECORD",
+        "where images' last use is kept across restarts: configmap:NAMESPACE/NAME or a file path ('' : memory only)")
     verbose: bool = option(False, "R2D_VERBOSE", "debug logging")
 
     def __post_init__(self) -> None:
@@ -85,7 +102,13 @@ class OperatorConfig:
             contract.parse_quantity(self.memory_limit)
         except contract.InvalidBuildRequest as exc:
             raise ConfigError(str(exc)) from exc
+        try:
+            self.gc_policy()
+            store_from_setting(self.gc_use_record)
+        except (ValueError, contract.InvalidBuildRequest) as exc:
+            raise ConfigError(f"image GC: {exc}") from None
         checks = [
+            (self.gc_interval >= 0, "the image GC interval must be 0 (off) or more seconds"),
             (self.concurrency >= 0, "the concurrency limit must be 0 (no limit) or more"),
             (self.build_timeout > 0, "the build timeout must be positive"),
             (self.tail_lines >= 1 and self.tail_bytes >= 256, "the log tail needs at least 1 line and 256 bytes"),
@@ -106,6 +129,13 @@ class OperatorConfig:
 
     def build_settings(self) -> BuildSettings:
         return derive(BuildSettings, self)
+
+    def gc_policy(self) -> GCPolicy:
+        return GCPolicy(
+            prefix=self.image_prefix, high_watermark=contract.parse_quantity(self.gc_high_watermark),
+            low_watermark=contract.parse_quantity(self.gc_low_watermark), max_age=self.gc_max_age or None,
+            grace=self.gc_grace,
+        )
 
 
 def derive(cls: type, source: Any, **overrides: Any) -> Any:

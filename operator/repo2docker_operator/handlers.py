@@ -14,6 +14,7 @@ Run with ``repo2docker-operator`` (see ``cli.py``) or ``kopf run -m repo2docker_
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import logging
 import time
@@ -24,7 +25,10 @@ import kopf
 from repo2docker_buildcore import contract
 from repo2docker_buildcore.adoption import adopt
 from repo2docker_buildcore.build import BuildJob
+from repo2docker_buildcore.collector import ImageCollector
 from repo2docker_buildcore.contract import BuildSpec, BuildStatus, InvalidBuildRequest, Phase
+from repo2docker_buildcore.imagegc import ImageInfo
+from repo2docker_buildcore.imageuse import UseLedger, store_from_setting
 from repo2docker_buildcore.queue import BuildQueue
 from repo2docker_buildcore.resources import BuildResources, api_client
 from repo2docker_buildcore.runner import BuildContainer, BuildRef, BuildRunner, RunnerError
@@ -83,6 +87,15 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
     if config.metrics_port:
         memo.metrics.serve(config.metrics_port)
     memo.runner = BuildRunner(config.runner_config())
+    # Images that unfinished builds will produce (a count: two namespaces may build one image).
+    memo.wanted_images = collections.Counter()
+    memo.releases = set()
+    memo.collector = ImageCollector(
+        memo.runner, config.gc_policy(), UseLedger(store_from_setting(config.gc_use_record, memo.api)),
+        wanted=lambda: +memo.wanted_images, interval=config.gc_interval,
+        on_removed=lambda image, reason: _image_removed(memo, config, image, reason), on_usage=memo.metrics.gc.usage,
+    )
+    await memo.collector.start()
     try:
         await memo.runner.ping()
         await _adopt_running_builds(memo)
@@ -93,6 +106,32 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
     where = "all namespaces" if config.all_namespaces else "namespace(s) " + ", ".join(config.namespaces)
     logger.info("Watching %s in %s: at most %s builds at once with %s",
                 contract.PLURAL, where, config.concurrency or "unlimited", config.build_image)
+
+
+def _image_removed(memo: kopf.Memo, config: OperatorConfig, image: ImageInfo, reason: str) -> None:
+    memo.metrics.gc.removed(image, reason)
+    if not config.push:  # with push the registry still has it: its resource stays true
+        task = asyncio.create_task(_release_builds_of(memo, config, image.tags), name="release builds of a removed image")
+        memo.releases.add(task)
+        task.add_done_callback(memo.releases.discard)
+
+
+async def _release_builds_of(memo: kopf.Memo, config: OperatorConfig, tags: tuple[str, ...]) -> None:
+    """Delete the finished resources of a removed image: a spawn that found one would be told
+    the image exists. Without them, the next request of that commit builds again."""
+    for tag in tags:
+        commit = tag.rpartition(":")[2]
+        for namespace in ([None] if config.all_namespaces else config.namespaces):
+            try:
+                listing = await memo.resources.list(namespace, label_selector=f"{contract.LABEL_COMMIT}={commit}")
+                for obj in listing.get("items", []):
+                    if obj.get("spec", {}).get("image") == tag and _finished(obj.get("status") or {}):
+                        meta = obj["metadata"]
+                        await memo.resources.delete(meta["namespace"], meta["name"], meta["uid"])
+                        logging.getLogger(__name__).info("deleted build %s/%s: its image %s was removed",
+                                                         meta["namespace"], meta["name"], tag)
+            except Exception as exc:  # noqa: BLE001 - the resource then expires with its TTL
+                logging.getLogger(__name__).warning("could not delete the builds of removed image %s: %s", tag, exc)
 
 
 async def _check_build_image(memo: kopf.Memo, config: OperatorConfig, logger: logging.Logger) -> None:
@@ -158,6 +197,8 @@ async def _mark_finished(memo: kopf.Memo, namespace: str, name: str, uid: str, l
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     if memo.get("sweeper"):
         memo.sweeper.cancel()
+    if memo.get("collector"):
+        await memo.collector.stop()  # saves the images' last use
     if memo.get("runner"):
         memo.runner.close()
     if memo.get("api"):
@@ -223,6 +264,7 @@ async def build_daemon(
     )
     job_task = asyncio.create_task(job.run(), name=f"build {namespace}/{name}")
     stop_task = asyncio.create_task(_until_stopped(stopped))
+    memo.wanted_images[build_spec.image] += 1
     try:
         done, _pending = await asyncio.wait({job_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
     finally:
@@ -232,11 +274,14 @@ async def build_daemon(
         elif not job_task.done():
             # Stopped (or cancelled by kopf): the shielded wind-down runs to its end either way.
             await asyncio.shield(_stop_job(job, job_task, stopped, memo, logger))
+        memo.wanted_images[build_spec.image] -= 1
     if not job_task.done() or job_task.cancelled():
         return
 
     stop_task.cancel()
     outcome = job_task.result()
+    if outcome.phase == Phase.SUCCEEDED:  # its server starts next: a use, before the container exists
+        memo.collector.touch(outcome.image or build_spec.image)
     memo.metrics.finished(outcome.phase, outcome.duration, outcome.cached)
     logger.info("build finished: %s (%s)", outcome.phase.value, outcome.message.splitlines()[0])
     await _mark_finished(memo, namespace, name, uid, logger)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from repo2docker_buildcore.contract import Phase
+from repo2docker_buildcore.gcmetrics import GCMetrics
 from repo2docker_buildcore.queue import BuildQueue
 
 DURATION_BUCKETS = (5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200)
@@ -27,6 +28,8 @@ class OperatorMetrics:
         running.set_function(lambda: queue.running)
         limit = Gauge("repo2docker_build_slots", "The concurrency limit (0: none).", registry=self.registry)
         limit.set_function(lambda: queue.limit)
+
+        self.gc = GCMetrics(self.registry)
 
     def finished(self, phase: Phase, duration: float | None, cached: bool) -> None:
         outcome = "cached" if cached else phase.value.lower()

@@ -14,6 +14,7 @@ from typing import Any, AsyncIterator
 
 from dockerspawner import DockerSpawner
 from traitlets import CaselessStrEnum, Float, Int, List, TraitError, Type, Unicode, default, validate
+from tornado import web
 from traitlets.config import Config
 
 from repo2docker_buildcore import contract
@@ -30,11 +31,13 @@ FORM_TEMPLATE = """
   <code>Dockerfile</code>, <code>environment.yml</code> or <code>requirements.txt</code>.
   Leave the repository empty to start the default image (<code>{default_image}</code>).</p>
   <label for="r2d-repo">Git repository URL</label>
-  <input class="form-control" id="r2d-repo" name="repo" type="url" value="{repo}"
-         placeholder="https://github.com/org/repo" maxlength="{max_url}" autofocus>
+  <input class="form-control{invalid}" id="r2d-repo" name="repo" type="url" value="{repo}"
+         placeholder="https://github.com/org/repo" maxlength="{max_url}" autofocus
+         aria-describedby="r2d-form-error">
   <label for="r2d-ref">Branch, tag or commit</label>
-  <input class="form-control" id="r2d-ref" name="ref" type="text" value="{ref}"
-         placeholder="{default_ref}" maxlength="{max_ref}">
+  <input class="form-control{invalid}" id="r2d-ref" name="ref" type="text" value="{ref}"
+         placeholder="{default_ref}" maxlength="{max_ref}" aria-describedby="r2d-form-error">
+  {error}
   <p class="help-block">The first start of a new commit builds an image, which can take a few
   minutes; the build log is shown while you wait. Later starts of the same commit reuse it.</p>
 </div>
@@ -147,11 +150,13 @@ class Repo2DockerSpawner(DockerSpawner):
         # configuration is loaded, not at the first spawn.
         self.build_backend: BuildBackend = shared_backend(self.backend_class, self.backend_config())
         self.build_backend.check_image_prefix(self.image_prefix)
+        self.build_backend.start_image_gc(self.image_prefix)
         self._configured_image = self.image
         self._build: BuildHandle | None = None
         self._build_ready = asyncio.Event()
         self._build_state: dict[str, Any] = {}
         self._stop_waiting = asyncio.Event()
+        self._refused_form: dict[str, str] | None = None
 
     # ---- user options -------------------------------------------------------------------
 
@@ -163,10 +168,14 @@ class Repo2DockerSpawner(DockerSpawner):
     @default("options_form")
     def _default_options_form(self) -> Any:
         def form(spawner: "Repo2DockerSpawner") -> str:
-            previous = spawner.user_options or {}
+            # After a refused submission: what the user typed, and why it was refused, once.
+            previous = spawner._refused_form or spawner.user_options or {}
+            message, spawner._refused_form = (spawner._refused_form or {}).get("error"), None
+            error = (f'<div class="invalid-feedback d-block" id="r2d-form-error" role="alert">{html.escape(message)}</div>'
+                     if message else "")
             return FORM_TEMPLATE.format(
-                default_image=html.escape(spawner._configured_image),
-                repo=html.escape(str(previous.get("repo", "")), quote=True),
+                default_image=html.escape(spawner._configured_image), invalid=" is-invalid" if message else "",
+                error=error, repo=html.escape(str(previous.get("repo", "")), quote=True),
                 ref=html.escape(str(previous.get("ref", "")), quote=True),
                 default_ref=html.escape(spawner.default_ref), max_url=contract.MAX_URL_LENGTH,
                 max_ref=contract.MAX_REF_LENGTH,
@@ -176,7 +185,13 @@ class Repo2DockerSpawner(DockerSpawner):
     @default("options_from_form")
     def _default_options_from_form(self) -> Any:
         def options_from_form(formdata: dict[str, list[str]], spawner: "Repo2DockerSpawner") -> dict[str, str]:
-            request = parse_options(formdata, spawner.policy)
+            try:
+                request = parse_options(formdata, spawner.policy)
+            except web.HTTPError as exc:
+                typed = {key: str((formdata.get(key) or [""])[0])[:contract.MAX_URL_LENGTH] for key in ("repo", "ref")}
+                spawner._refused_form = {**typed, "error": getattr(exc, "jupyterhub_message", exc.log_message)}
+                raise
+            spawner._refused_form = None
             return request.as_user_options() if request else {}
         return options_from_form
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -17,6 +18,9 @@ from .env import TestEnv
 from .operator import free_port, offline_build_env
 from .process import stop_process
 from .waiting import GiveUp, wait_until
+
+
+ADMIN = "r2d-admin"
 
 
 class Hub:
@@ -68,6 +72,10 @@ class Hub:
             # a longer one answers 202 and the progress stream follows it.
             'c.JupyterHub.tornado_settings = {"slow_spawn_timeout": 3}',
             'c.DockerSpawner.name_template = "r2d-e2e-{username}--{servername}"',
+            "import repo2dockerspawner.buildspage",
+            "repo2dockerspawner.buildspage.setup(c)",
+            f'c.Authenticator.admin_users = {{"{ADMIN}"}}',
+            f'c.LocalBackend.image_use_file = "{self.workdir}/image-use.json"',
         ]
         for key, value in self.spawner_config.items():  # "trait" (the spawner's) or "Class.trait"
             lines.append(f"c.{key if '.' in key else 'Repo2DockerSpawner.' + key} = {value!r}")
@@ -155,6 +163,26 @@ class Hub:
         if response.status_code in (201, 202):
             events = list(self.progress(name))
         return response, events
+
+
+    # ---- pages, as a logged-in person ------------------------------------------------------
+
+    def login(self, name: str) -> requests.Session:
+        """A browser-like session (cookies, XSRF) logged in as `name`."""
+        session = requests.Session()
+        session.get(f"{self.url}/hub/login", timeout=30)
+        r = session.post(f"{self.url}/hub/login", data={"username": name, "password": self.password,
+                                                        "_xsrf": session.cookies.get("_xsrf", "")},
+                         allow_redirects=False, timeout=30)
+        assert r.status_code == 302, f"login as {name}: {r.status_code} {r.text[:300]}"
+        return session
+
+
+def form_xsrf(html: str) -> str:
+    """The XSRF token a page's forms carry."""
+    match = re.search(r'name="_xsrf" value="([^"]+)"', html)
+    assert match, "the page has no form with an XSRF token"
+    return match.group(1)
 
 
 def timed(fn, *args, **kwargs) -> tuple[Any, float]:

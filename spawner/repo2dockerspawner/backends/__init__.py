@@ -10,11 +10,13 @@ instance serves every spawner of the hub process (shared queue, dedup and watch)
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Protocol
 
 from traitlets.config import LoggingConfigurable
 
-from repo2docker_buildcore.contract import BuildSpec, BuildStatus
+from repo2docker_buildcore.contract import BuildSpec, BuildStatus, Phase
 
 
 class BuildHandle(Protocol):
@@ -26,6 +28,43 @@ class BuildHandle(Protocol):
 
     def statuses(self) -> AsyncIterator[BuildStatus]:
         """The current status at once, then every change, ending after a terminal phase."""
+
+
+class ActionRefused(Exception):
+    """An admin action that cannot be done now; the message says why, for the builds page."""
+
+
+@dataclass
+class BuildRecord:
+    """One build as the admin builds page shows it, from either backend."""
+
+    namespace: str
+    name: str
+    repo_url: str
+    ref: str
+    commit: str
+    phase: Phase
+    image: str = ""
+    queue_position: int | None = None
+    requested_by: str = ""
+    created: float | None = None  # unix seconds
+    started: float | None = None
+    completed: float | None = None
+    message: str = ""
+    image_size: int | None = None  # bytes of its own layers on this hub's daemon, if there
+    last_used: float | None = None
+    log_tail: list[str] = field(default_factory=list)
+    events: list[tuple[float, str, str]] = field(default_factory=list)  # (time, reason, message)
+
+    @property
+    def short_commit(self) -> str:
+        return self.commit[:7]
+
+    @property
+    def duration(self) -> float | None:
+        if self.started is None:
+            return None
+        return (self.completed or time.time()) - self.started
 
 
 class BuildBackend(LoggingConfigurable):
@@ -45,6 +84,32 @@ class BuildBackend(LoggingConfigurable):
 
     def check_image_prefix(self, prefix: str) -> None:
         """Refuse (TraitError) an image prefix this backend cannot build under."""
+
+    def start_image_gc(self, prefix: str) -> None:
+        """Remove unused built images under `prefix` when storage runs high, where this backend
+        is the one that builds (the operator does it for its own node)."""
+
+    # ---- the admin builds page --------------------------------------------------------------
+
+    async def list_builds(self) -> list[BuildRecord]:
+        """Every build this backend knows, newest first."""
+        return []
+
+    async def get_build(self, namespace: str, name: str) -> BuildRecord | None:
+        """One build with its log tail and events."""
+        return None
+
+    async def cancel(self, namespace: str, name: str) -> None:
+        """Stop a queued or running build (its container is killed)."""
+        raise ActionRefused("this backend cannot cancel builds")
+
+    async def rebuild(self, namespace: str, name: str, requested_by: str) -> None:
+        """Build a failed or cancelled build again."""
+        raise ActionRefused("this backend cannot rebuild")
+
+    async def delete_image(self, namespace: str, name: str) -> None:
+        """Remove a finished build's image (and forget the build, so its next request builds)."""
+        raise ActionRefused("this backend cannot delete images")
 
     def describe_error(self, exc: Exception) -> str:
         """One line for a user about a failure to start a build."""

@@ -20,12 +20,15 @@ from traitlets import Bool, Unicode, default
 
 from repo2docker_buildcore import contract
 from repo2docker_buildcore.contract import BuildSpec, BuildStatus, Phase
+from repo2docker_buildcore.imageuse import store_from_setting
 from repo2docker_buildcore.livelog import LiveLog
 from repo2docker_buildcore.resources import BuildResources, api_client
 from repo2docker_buildcore.runner import BuildRunner, RunnerConfig
+from repo2docker_buildcore.status import unix_time
 from repo2docker_buildcore.versions import DEFAULT_BUILD_IMAGE
 
-from . import BuildBackend
+from . import ActionRefused, BuildBackend, BuildRecord
+from .images import image_facts, remove_built_image
 from .watcher import BuildWatcher, Seen
 
 log = logging.getLogger(__name__)
@@ -150,6 +153,13 @@ class KubernetesBackend(BuildBackend):
         operator updates about once a second.""",
     )
 
+    image_use_record = Unicode(
+        "", config=True,
+        help="""Where the operator keeps images' last use, for the builds page: 'configmap:NAMESPACE/NAME'
+        (the chart's is <release>-repo2docker-operator-image-use in its namespace; the chart's hub
+        identity may read it). Empty: the page shows no last use.""",
+    )
+
     @default("namespace")
     def _default_namespace(self) -> str:
         return os.environ.get("POD_NAMESPACE", "default")
@@ -160,8 +170,10 @@ class KubernetesBackend(BuildBackend):
         self.resources: BuildResources | None = None
         self.watcher: BuildWatcher | None = None
         self._lock = asyncio.Lock()
-        # Only reads logs: it never starts a container, so the build settings are the defaults.
-        self.log_runner = BuildRunner(RunnerConfig(build_image=DEFAULT_BUILD_IMAGE)) if self.follow_build_logs else None
+        # The hub's Docker daemon (DockerSpawner's): image sizes and removal for the builds page,
+        # and live logs. It never starts a container, so the build settings are the defaults.
+        self.docker = BuildRunner(RunnerConfig(build_image=DEFAULT_BUILD_IMAGE))
+        self.log_runner = self.docker if self.follow_build_logs else None
 
     async def _connect(self) -> tuple[BuildResources, BuildWatcher]:
         async with self._lock:
@@ -200,10 +212,96 @@ class KubernetesBackend(BuildBackend):
             await watcher.wait_for(lambda: watcher.get(name) is None or watcher.get(name)["metadata"]["uid"] != obj["metadata"]["uid"], timeout=60)
         raise RuntimeError("could not start a new build: the previous one keeps coming back")
 
+    # ---- the admin builds page --------------------------------------------------------------
+
+    def _record(self, obj: dict[str, Any]) -> BuildRecord:
+        meta, spec = obj["metadata"], obj.get("spec") or {}
+        status = BuildStatus.from_status(obj.get("status"))
+        raw = obj.get("status") or {}
+        return BuildRecord(
+            namespace=meta["namespace"], name=meta["name"], repo_url=str(spec.get("repoUrl", "")),
+            ref=str(spec.get("ref", "")), commit=str(spec.get("commit", "")), phase=status.phase,
+            image=str(spec.get("image", "")), queue_position=status.queue_position,
+            requested_by=(meta.get("annotations") or {}).get(contract.ANNOTATION_REQUESTED_BY, ""),
+            created=unix_time(meta.get("creationTimestamp")), started=unix_time(raw.get("startTime")),
+            completed=unix_time(raw.get("completionTime")), message=status.message, log_tail=status.log_tail,
+        )
+
+    async def _last_uses(self) -> dict[str, float]:
+        if not self.image_use_record:
+            return {}
+        try:
+            return await store_from_setting(self.image_use_record, self._api).load()
+        except Exception as exc:  # noqa: BLE001 - the page shows no last use rather than failing
+            log.warning("cannot read the images' last use from %s: %s", self.image_use_record, exc)
+            return {}
+
+    async def list_builds(self) -> list[BuildRecord]:
+        _resources, watcher = await self._connect()
+        facts, uses = await asyncio.gather(image_facts(self.docker), self._last_uses())
+        records = [self._record(obj) for obj in list(watcher.objects.values())]
+        for record in records:
+            info = facts.get(record.image)
+            record.image_size = info.unique_size if info else None
+            record.last_used = uses.get(record.image)
+        return sorted(records, key=lambda r: r.created or 0, reverse=True)
+
+    async def get_build(self, namespace: str, name: str) -> BuildRecord | None:
+        record = next((r for r in await self.list_builds() if r.name == name and r.namespace == namespace), None)
+        if record is not None:
+            record.events = await self._events(name)
+        return record
+
+    async def _events(self, name: str) -> list[tuple[float, str, str]]:
+        from kubernetes_asyncio import client
+
+        try:
+            found = await client.CoreV1Api(self._api).list_namespaced_event(
+                self.namespace, field_selector=f"involvedObject.name={name}")
+        except ApiException as exc:
+            log.warning("cannot read the events of build %s: %s", name, exc.reason)
+            return []
+        events = []
+        for event in found.items:
+            when = event.last_timestamp or event.event_time or event.first_timestamp
+            events.append((when.timestamp() if when else 0.0, event.reason or "", event.message or ""))
+        return sorted(events)
+
+    def _current(self, namespace: str, name: str) -> dict[str, Any]:
+        obj = self.watcher.get(name) if self.watcher and namespace == self.namespace else None
+        if obj is None:
+            raise ActionRefused(f"There is no build {namespace}/{name}.")
+        return obj
+
+    async def cancel(self, namespace: str, name: str) -> None:
+        resources, _watcher = await self._connect()
+        obj = self._current(namespace, name)
+        if BuildStatus.from_status(obj.get("status")).phase.terminal:
+            raise ActionRefused("Only a queued or running build can be cancelled.")
+        # As for any deleted build: the operator kills its container and lets the resource go.
+        await resources.delete(namespace, name, obj["metadata"]["uid"])
+
+    async def rebuild(self, namespace: str, name: str, requested_by: str) -> None:
+        await self._connect()
+        obj = self._current(namespace, name)
+        if BuildStatus.from_status(obj.get("status")).phase not in (Phase.FAILED, Phase.CANCELLED):
+            raise ActionRefused("Only a failed or cancelled build can be built again.")
+        await self.ensure(BuildSpec.from_spec(obj["spec"]), requested_by=requested_by)  # replaces the failed one
+
+    async def delete_image(self, namespace: str, name: str) -> None:
+        resources, _watcher = await self._connect()
+        obj = self._current(namespace, name)
+        phase = BuildStatus.from_status(obj.get("status")).phase
+        if phase != Phase.SUCCEEDED:
+            raise ActionRefused("Only a succeeded build has an image to delete.")
+        await remove_built_image(self.docker, obj["spec"]["image"], phase)
+        # Its resource would tell the next spawn that the image exists: let it go too.
+        await resources.delete(namespace, name, obj["metadata"]["uid"])
+
     async def close(self) -> None:
-        if self.log_runner is not None:
-            self.log_runner.close()
+        self.docker.close()
         if self.watcher:
             await self.watcher.stop()
         if self._api is not None:
             await self._api.close()
+

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 import uuid
 from typing import Any, AsyncIterator
 
@@ -24,14 +25,19 @@ from traitlets import Bool, Dict, Float, Int, TraitError, Unicode, validate
 from repo2docker_buildcore import contract
 from repo2docker_buildcore.adoption import adopt
 from repo2docker_buildcore.build import BuildJob, BuildSettings
+from repo2docker_buildcore.collector import ImageCollector
 from repo2docker_buildcore.contract import BuildSpec, BuildStatus, Phase
+from repo2docker_buildcore.gcmetrics import GCMetrics
+from repo2docker_buildcore.imagegc import GCPolicy
+from repo2docker_buildcore.imageuse import FileStore, UseLedger
 from repo2docker_buildcore.queue import BuildQueue
 from repo2docker_buildcore.runner import (BuildContainer, BuildRef, BuildRunner, RunnerConfig, RunnerError,
                                           build_environment)
-from repo2docker_buildcore.status import StatusPublisher
+from repo2docker_buildcore.status import StatusPublisher, unix_time
 from repo2docker_buildcore.versions import DEFAULT_BUILD_IMAGE
 
-from . import BuildBackend
+from . import ActionRefused, BuildBackend, BuildRecord
+from .images import image_facts, remove_built_image
 
 log = logging.getLogger(__name__)
 NAMESPACE = "local"
@@ -44,9 +50,15 @@ STATUS_INTERVAL = 0.05
 class LocalBuild:
     """One attempt at a build: its status in memory, and the task that runs it."""
 
-    def __init__(self, name: str, uid: str) -> None:
+    def __init__(self, name: str, uid: str, spec: BuildSpec, requested_by: str = "") -> None:
         self.name = name
         self.uid = uid
+        self.spec = spec
+        self.image = spec.image
+        self.requested_by = requested_by
+        self.created = time.time()
+        self.events: list[tuple[float, str, str]] = []  # (time, phase, first line of its message)
+        self.job: BuildJob | None = None
         self.namespace = NAMESPACE
         self.fields: dict[str, Any] = {}
         self.version = 0
@@ -129,6 +141,39 @@ class LocalBackend(BuildBackend):
         After that a request for the same commit finds the image (or builds again after a failure).""",
     )
 
+    image_gc_interval = Float(
+        300.0, config=True, help="Seconds between passes of the image garbage collector; 0 turns it off.")
+    image_gc_high_watermark = Unicode(
+        "100Gi", allow_none=True, config=True,
+        help="""Image and build cache storage on the Docker daemon above which built images (only
+        those under Repo2DockerSpawner.image_prefix) are removed, least recently used first.
+        None or '' : never by size.""",
+    )
+    image_gc_low_watermark = Unicode(
+        "80Gi", allow_none=True, config=True, help="Storage to remove built images down to once over the high watermark.")
+    image_gc_max_age = Float(
+        0.0, config=True, help="Seconds without use after which a built image is removed whatever the storage; 0: never.")
+    image_gc_grace = Float(
+        3600.0, config=True,
+        help="""Seconds after its build or last use during which an image is never removed. Images
+        that a container uses, running or stopped, or that a build is producing always stay.""",
+    )
+    image_use_file = Unicode(
+        "repo2docker-image-use.json", config=True,
+        help="""File in which the images' last use is kept across hub restarts (relative to the
+        hub's working directory, like jupyterhub.sqlite). '' : in memory only.""",
+    )
+
+    def gc_policy(self, prefix: str) -> GCPolicy:
+        try:
+            return GCPolicy(
+                prefix=prefix, high_watermark=contract.parse_quantity(self.image_gc_high_watermark),
+                low_watermark=contract.parse_quantity(self.image_gc_low_watermark),
+                max_age=self.image_gc_max_age or None, grace=self.image_gc_grace,
+            )
+        except (ValueError, contract.InvalidBuildRequest) as exc:
+            raise TraitError(f"LocalBackend.image_gc_*: {exc}") from None
+
     @validate("build_memory_limit")
     def _validate_memory(self, proposal: Any) -> Any:
         try:
@@ -160,6 +205,7 @@ class LocalBackend(BuildBackend):
         self.queue = BuildQueue(self.concurrent_builds_limit)
         self.settings = BuildSettings(build_timeout=self.build_timeout, tail_lines=self.log_tail_lines)
         self.builds: dict[str, LocalBuild] = {}
+        self.collector: ImageCollector | None = None
         self._adopted = False
         self._lock = asyncio.Lock()
         # JupyterHub creates its spawners (and so this backend) at start-up, inside its loop:
@@ -174,6 +220,111 @@ class LocalBackend(BuildBackend):
             raise TraitError(f"LocalBackend.push needs a Repo2DockerSpawner.image_prefix that names a registry "
                              f"(e.g. 'registry.example.org/binder/r2d-'), not {prefix!r}")
 
+    def start_image_gc(self, prefix: str) -> None:
+        """Collect images under `prefix` (the spawner's), once per backend."""
+        policy = self.gc_policy(prefix)  # refuses bad settings at configuration time
+        if self.collector is not None:
+            if self.collector.policy.prefix != prefix:
+                log.warning("image GC keeps collecting under %r, not also %r", self.collector.policy.prefix, prefix)
+            return
+        self.collector = ImageCollector(
+            self.runner, policy, UseLedger(FileStore(self.image_use_file) if self.image_use_file else None),
+            wanted=self.wanted_images, interval=self.image_gc_interval,
+            on_removed=self._image_removed, on_usage=_hub_gc_metrics().usage, where="hub: ",
+        )
+        try:
+            asyncio.get_running_loop().create_task(self.collector.start(), name="start image GC")
+        except RuntimeError:
+            pass  # no loop (configuration checks): the first ensure() starts it
+
+    def _image_removed(self, image, reason: str) -> None:
+        _hub_gc_metrics().removed(image, reason)
+        self._forget_image(image.tags)
+
+    def _forget_image(self, tags) -> None:
+        """A succeeded build whose image is gone must not be joined: the next request builds.
+        (With push the registry still has it, and servers pull it.)"""
+        if self.push:
+            return
+        for build in list(self.builds.values()):
+            if build.image in tags and build.current().phase == Phase.SUCCEEDED:
+                self._forget(build)
+
+    # ---- the admin builds page --------------------------------------------------------------
+
+    def _record(self, build: LocalBuild) -> BuildRecord:
+        status, fields = build.current(), build.fields
+        return BuildRecord(
+            namespace=NAMESPACE, name=build.name, repo_url=build.spec.repo_url, ref=build.spec.ref,
+            commit=build.spec.commit, phase=status.phase, image=build.image, queue_position=status.queue_position,
+            requested_by=build.requested_by, created=build.created, started=unix_time(fields.get("startTime")),
+            completed=unix_time(fields.get("completionTime")), message=status.message, log_tail=status.log_tail,
+            events=list(build.events),
+        )
+
+    def _image_records(self, facts: dict) -> list[BuildRecord]:
+        """Images under the prefix whose builds this hub has forgotten (earlier hubs' included):
+        repo2docker labels each image with its repository and the commit it built."""
+        prefix = self.collector.policy.prefix if self.collector else None
+        records = []
+        for tag, info in facts.items():
+            repo = info.labels.get("repo2docker.repo", "")
+            if not prefix or not tag.startswith(prefix) or not repo:
+                continue
+            commit = tag.rpartition(":")[2]
+            try:
+                name = contract.build_name(repo, commit)
+            except contract.InvalidBuildRequest:
+                continue
+            records.append(BuildRecord(
+                namespace=NAMESPACE, name=name, repo_url=repo, ref=commit, commit=commit, phase=Phase.SUCCEEDED,
+                image=tag, created=info.created, completed=info.created,
+                message="Built earlier; this hub keeps no other record of it."))
+        return records
+
+    async def list_builds(self) -> list[BuildRecord]:
+        facts = await image_facts(self.runner)
+        records = {b.name: self._record(b) for b in self.builds.values()}
+        for record in self._image_records(facts):
+            records.setdefault(record.name, record)
+        for record in records.values():
+            info = facts.get(record.image)
+            if info is not None:
+                record.image_size = info.unique_size
+            if self.collector is not None:
+                record.last_used = self.collector.ledger.last_used([record.image])
+        return sorted(records.values(), key=lambda r: r.created or 0, reverse=True)
+
+    async def get_build(self, namespace: str, name: str) -> BuildRecord | None:
+        return next((r for r in await self.list_builds() if r.name == name and namespace == NAMESPACE), None)
+
+    async def cancel(self, namespace: str, name: str) -> None:
+        build = self.builds.get(name)
+        if build is None or build.current().phase.terminal or build.job is None or build.task is None:
+            raise ActionRefused("Only a queued or running build can be cancelled.")
+        build.job.kill_on_cancel = True  # the job kills its container and records Cancelled
+        build.task.cancel()
+        await asyncio.gather(build.task, return_exceptions=True)
+        asyncio.get_running_loop().call_later(self.keep_finished, self._forget, build)
+
+    async def rebuild(self, namespace: str, name: str, requested_by: str) -> None:
+        build = self.builds.get(name)
+        if build is None or build.current().phase not in (Phase.FAILED, Phase.CANCELLED):
+            raise ActionRefused("Only a failed or cancelled build can be built again.")
+        await self.ensure(build.spec, requested_by=requested_by)
+
+    async def delete_image(self, namespace: str, name: str) -> None:
+        record = await self.get_build(namespace, name)
+        if record is None or record.phase != Phase.SUCCEEDED:
+            raise ActionRefused("Only a succeeded build has an image to delete.")
+        info = await remove_built_image(self.runner, record.image, record.phase)
+        log.info("image %s of build %s removed by an admin", record.image, name)
+        self._forget_image(info.tags)
+
+    def wanted_images(self) -> set[str]:
+        """Images that builds still under way will produce."""
+        return {b.image for b in self.builds.values() if b.image and not b.current().phase.terminal}
+
     def longest_build(self) -> float:
         return self.build_timeout
 
@@ -183,13 +334,15 @@ class LocalBackend(BuildBackend):
     async def ensure(self, spec: BuildSpec, requested_by: str = "") -> LocalBuild:
         name = contract.build_name(spec.repo_url, spec.commit)
         await self._adopt_once()
+        if self.collector is not None and not self.collector.started:
+            await self.collector.start()
         async with self._lock:
             build = self.builds.get(name)
             if build is not None and build.current().phase not in (Phase.FAILED, Phase.CANCELLED):
                 return build  # running, queued or done: join it
             # New, or a retry after a failure: a new attempt, with a uid of its own.
             build = self._start(name, f"{name}-{uuid.uuid4().hex[:8]}", spec,
-                                order=(asyncio.get_running_loop().time(), name))
+                                order=(asyncio.get_running_loop().time(), name), requested_by=requested_by)
             await build.publish({"phase": Phase.PENDING.value, "shortCommit": spec.commit[:7]})
             return build
 
@@ -227,13 +380,16 @@ class LocalBackend(BuildBackend):
                 self._start(name, container.ref.uid, specs[container.id], order=(0.0, name))
         self._adopted = True
 
-    def _start(self, name: str, uid: str, spec: BuildSpec, order: tuple) -> LocalBuild:
-        build = LocalBuild(name, uid)
+    def _start(self, name: str, uid: str, spec: BuildSpec, order: tuple, requested_by: str = "") -> LocalBuild:
+        build = LocalBuild(name, uid, spec, requested_by)
         self.builds[name] = build
         job = BuildJob(
             runner=self.runner, queue=self.queue, ref=BuildRef(NAMESPACE, name, uid), spec=spec,
             publisher=StatusPublisher(build.publish, interval=STATUS_INTERVAL), settings=self.settings, order=order,
+            on_phase=lambda phase, message: build.events.append(
+                (time.time(), phase.value, message.splitlines()[0] if message else "")),
         )
+        build.job = job
         # Not tied to any spawner: a user who stops waiting does not cancel it for others.
         build.task = asyncio.create_task(self._run(job, build), name=f"build {name}")
         return build
@@ -242,6 +398,12 @@ class LocalBackend(BuildBackend):
         try:
             outcome = await job.run()
             log.info("build %s: %s", build.name, outcome.phase.value)
+        except asyncio.CancelledError:
+            if not job.kill_on_cancel:
+                raise  # the hub is stopping: the container goes on for the next hub to adopt
+            log.info("build %s: cancelled by an admin", build.name)  # recorded as Cancelled by the job
+            if outcome.phase == Phase.SUCCEEDED and self.collector:  # its server starts next: a use
+                self.collector.touch(outcome.image or build.image)
         except Exception as exc:  # noqa: BLE001 - reported to every waiting user
             log.exception("build %s crashed", build.name)
             await build.publish({"phase": Phase.FAILED.value, "message": f"The build crashed: {exc}"})
@@ -252,7 +414,23 @@ class LocalBackend(BuildBackend):
             del self.builds[build.name]
 
     async def close(self) -> None:
+        if self.collector is not None:
+            await self.collector.stop()
         for build in self.builds.values():
             if build.task and not build.task.done():
                 build.task.cancel()  # detach: the container keeps running for the next hub
         self.runner.close()
+
+
+_gc_metrics: GCMetrics | None = None
+
+
+def _hub_gc_metrics() -> GCMetrics:
+    """The collector's metrics in the hub's registry (served at /hub/metrics), registered once."""
+    global _gc_metrics
+    if _gc_metrics is None:
+        from prometheus_client import REGISTRY
+
+        _gc_metrics = GCMetrics(REGISTRY)
+    return _gc_metrics
+

@@ -1,0 +1,201 @@
+"""The image garbage collector: gathers facts from the Docker daemon, lets ``imagegc.choose``
+decide, and removes what it chose. Run by the operator and by the hub's embedded backend, each
+for the daemon it builds with.
+
+A pass every ``interval`` seconds rather than on every build: usage only grows with builds,
+a pass costs one `docker system df` (the daemon walks its layers), and watermarks with
+hysteresis make the timing uncritical. Between passes a task follows the daemon's container
+events to record uses (see ``imageuse.py`` for why there).
+
+BuildKit's cache goes first when storage is over the high watermark: losing it only slows
+future builds, while losing an image makes its next user wait for a whole build.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+from .imagegc import Decision, GCPolicy, ImageInfo, choose
+from .imageuse import UseLedger
+from .runner import BuildRunner, RunnerError
+
+log = logging.getLogger(__name__)
+NO_TAG = "<none>:<none>"
+
+
+@dataclass
+class Usage:
+    """The daemon's accounting of image storage, in bytes."""
+
+    layers: int  # every image's layers, counted once
+    build_cache: int
+    ours: int  # held by our images alone (what removing all of them would free)
+    images: list[ImageInfo] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return self.layers + self.build_cache
+
+
+@dataclass
+class GCReport:
+    before: Usage
+    after: Usage
+    decision: Decision
+    removed: list[ImageInfo] = field(default_factory=list)
+    skipped: list[ImageInfo] = field(default_factory=list)
+    cache_freed: int = 0
+
+    @property
+    def freed(self) -> int:
+        """Bytes freed by the daemon's own accounting."""
+        return self.before.total - self.after.total
+
+
+def usage_from_df(df: dict, prefix: str, ledger: UseLedger) -> Usage:
+    images = []
+    for raw in df.get("Images") or []:
+        tags = tuple(t for t in raw.get("RepoTags") or () if t != NO_TAG)
+        shared = raw.get("SharedSize", -1)
+        size = int(raw.get("Size") or 0)
+        images.append(ImageInfo(
+            id=raw["Id"], tags=tags, unique_size=size - shared if shared and shared > 0 else size,
+            created=float(raw.get("Created") or 0), containers=max(int(raw.get("Containers") or 0), 0),
+            last_used=ledger.last_used((*tags, raw["Id"])), labels=dict(raw.get("Labels") or {}),
+        ))
+    # As `docker system df` counts it: shared cache records belong to several and count once elsewhere.
+    cache = sum(int(c.get("Size") or 0) for c in df.get("BuildCache") or () if not c.get("Shared"))
+    ours = sum(i.unique_size for i in images if i.ours(prefix))
+    return Usage(layers=int(df.get("LayersSize") or 0), build_cache=cache, ours=ours, images=images)
+
+
+class ImageCollector:
+    def __init__(self, runner: BuildRunner, policy: GCPolicy, ledger: UseLedger | None = None,
+                 wanted: Callable[[], Iterable[str]] = lambda: (), interval: float = 300.0,
+                 on_removed: Callable[[ImageInfo, str], None] | None = None,
+                 on_usage: Callable[[int], None] | None = None, where: str = "") -> None:
+        self.runner = runner
+        self.policy = policy
+        self.ledger = ledger or UseLedger()
+        self.wanted = wanted
+        self.interval = interval
+        self.on_removed = on_removed
+        self.on_usage = on_usage
+        self.where = where  # for log lines: which daemon (operators share log aggregators)
+        self._tasks: list[asyncio.Task] = []
+        self._started = False
+        self._last_event = 0.0
+        self._lock = asyncio.Lock()
+
+    # ---- use ------------------------------------------------------------------------------
+
+    def touch(self, image: str, when: float | None = None) -> None:
+        """Record a use (a build that just succeeded counts: its server is about to start)."""
+        self.ledger.touch(image, when)
+
+    def _on_container(self, image: str, when: float) -> None:
+        self._last_event = max(self._last_event, when)
+        if image.startswith(self.policy.prefix) or image.startswith("sha256:"):
+            self.ledger.touch(image, when)
+
+    async def _follow_uses(self) -> None:
+        backoff = 1.0
+        while True:
+            try:
+                # Resuming from the last event seen replays what the daemon still remembers.
+                await self.runner.container_uses(self._on_container, since=self._last_event or time.time())
+                backoff = 1.0
+            except Exception as exc:  # noqa: BLE001 - Docker away: retry
+                log.debug("cannot follow container events (%s); retrying", exc)
+                backoff = min(backoff * 2, 30.0)
+            await asyncio.sleep(backoff)
+
+    # ---- passes -----------------------------------------------------------------------------
+
+    async def usage(self) -> Usage:
+        return usage_from_df(await self.runner.disk_usage(), self.policy.prefix, self.ledger)
+
+    async def run_once(self, now: float | None = None) -> GCReport:
+        """One pass: prune the cache if over the watermark, then remove the chosen images."""
+        async with self._lock:
+            now = time.time() if now is None else now
+            before = await self.usage()
+            for image in before.images:  # a container uses it now: that is a use now
+                if image.containers and image.ours(self.policy.prefix):
+                    for tag in image.tags:
+                        self.ledger.touch(tag, now)
+            current, cache_freed = before, 0
+            high, target = self.policy.high_watermark, self.policy.target
+            if high is not None and before.total > high and before.build_cache:
+                keep = max(target - before.layers, 0)
+                cache_freed = await self.runner.prune_build_cache(keep)
+                log.info("%spruned the build cache to %s bytes: %s bytes freed", self.where, keep, cache_freed)
+                current = await self.usage()
+            decision = choose(current.images, current.total, self.policy, set(self.wanted()), now)
+            report = GCReport(before=before, after=current, decision=decision, cache_freed=cache_freed)
+            for image in decision.remove:
+                await self._remove(image, decision.reasons[image.id], report)
+            if report.removed or cache_freed:
+                report.after = await self.usage()
+            # Only our images' uses are worth keeping (an event names an image by id when its
+            # container was created by id, so foreign ones are recorded at first).
+            self.ledger.keep_only({ref for i in report.after.images if i.ours(self.policy.prefix)
+                                   for ref in (*i.tags, i.id)})
+            await self.ledger.save()
+            if self.on_usage:
+                self.on_usage(report.after.ours)
+            if report.removed:
+                log.info("%simage GC freed %s bytes (daemon accounting): %s → %s", self.where,
+                         report.freed, report.before.total, report.after.total)
+            return report
+
+    async def _remove(self, image: ImageInfo, reason: str, report: GCReport) -> None:
+        name = ", ".join(image.tags) or image.id[:19]
+        try:
+            removed = await self.runner.remove_image(image.id)
+        except RunnerError as exc:  # one image is never worth the pass
+            log.warning("%scould not remove image %s: %s", self.where, name, exc)
+            removed = False
+        if not removed:
+            log.info("%skept image %s: it is in use after all, or gone", self.where, name)
+            report.skipped.append(image)
+            return
+        report.removed.append(image)
+        log.info("%sremoved image %s (%s bytes): %s", self.where, name, image.unique_size, reason)
+        if self.on_removed:
+            self.on_removed(image, reason)
+
+    async def _passes(self) -> None:
+        while True:
+            try:
+                await self.run_once()
+            except Exception as exc:  # noqa: BLE001 - Docker away or an API hiccup: next interval
+                log.warning("%simage GC pass failed: %s", self.where, exc)
+            await asyncio.sleep(self.interval)
+
+    # ---- lifecycle ----------------------------------------------------------------------------
+
+    @property
+    def started(self) -> bool:
+        return self._started
+
+    async def start(self) -> None:
+        """Load the record of uses, then follow uses and run passes (idempotent)."""
+        if self._started:
+            return
+        self._started = True
+        await self.ledger.load()
+        self._tasks = [asyncio.create_task(self._follow_uses(), name="follow image uses")]
+        if self.policy.enabled and self.interval > 0:
+            self._tasks.append(asyncio.create_task(self._passes(), name="image GC"))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        await self.ledger.save()

@@ -1,0 +1,117 @@
+"""Which built images to remove: the garbage collector's decision, as a pure function.
+
+Kept apart from Docker so every rule can be tested on plain data. The collector
+(``collector.py``) gathers the facts from the daemon and carries the decision out.
+
+The rules, in the order they protect an image:
+
+* only images whose every tag is under the image prefix are ours: a base image, or a built
+  image someone has also tagged under another name, is never touched;
+* an image any container uses (running or stopped) stays: removing it would fail anyway, and
+  a stopped server may be started again;
+* an image a pending or running build will produce stays: its build would "succeed" into
+  nothing;
+* an image built or used within the grace period stays: a spawn in progress has just been told
+  that it exists and is about to create its container.
+
+What remains is removed if it is older than ``max_age`` (when set), and otherwise least
+recently used first while the daemon's image disk usage is above the high watermark, until it
+is at or below the low one. Hysteresis: a single new image must not trigger a pass each time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable
+
+
+@dataclass(frozen=True)
+class GCPolicy:
+    prefix: str
+    # Bytes of image (and build cache) storage above which images are removed; None: never by size.
+    high_watermark: int | None = None
+    # Bytes to remove down to; at most the high watermark.
+    low_watermark: int | None = None
+    # Seconds since the last use after which an image goes whatever the disk usage; None: never.
+    max_age: float | None = None
+    # Seconds after a build or a use during which an image always stays.
+    grace: float = 3600.0
+
+    def __post_init__(self) -> None:
+        if self.high_watermark is not None and self.high_watermark < 0:
+            raise ValueError("the high watermark must be positive")
+        if self.low_watermark is not None and self.high_watermark is not None and self.low_watermark > self.high_watermark:
+            raise ValueError("the low watermark must not be above the high watermark")
+        if self.max_age is not None and self.max_age <= 0:
+            raise ValueError("the maximum age must be positive (or unset)")
+        if self.grace < 0:
+            raise ValueError("the grace period must not be negative")
+
+    @property
+    def target(self) -> int | None:
+        """Usage to bring the daemon down to once it is over the high watermark."""
+        if self.high_watermark is None:
+            return None
+        return self.low_watermark if self.low_watermark is not None else self.high_watermark
+
+    @property
+    def enabled(self) -> bool:
+        return self.high_watermark is not None or self.max_age is not None
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    id: str
+    tags: tuple[str, ...]
+    # Bytes only this image holds: what removing it frees (layers shared with others stay).
+    unique_size: int
+    created: float
+    containers: int = 0
+    last_used: float | None = None
+    labels: dict[str, str] = field(default_factory=dict, compare=False)  # repo2docker's: repository, ref
+
+    @property
+    def recency(self) -> float:
+        """When the image was last built or used, whichever is later."""
+        return max(self.created, self.last_used or 0.0)
+
+    def ours(self, prefix: str) -> bool:
+        return bool(self.tags) and all(tag.startswith(prefix) for tag in self.tags)
+
+
+@dataclass
+class Decision:
+    remove: list[ImageInfo] = field(default_factory=list)
+    # Reason per removed image id: "unused for …" or "over the high watermark".
+    reasons: dict[str, str] = field(default_factory=dict)
+    usage_before: int = 0
+    # The usage expected once the removals are done (shared layers make it an estimate).
+    usage_after: int = 0
+
+    @property
+    def freed(self) -> int:
+        return self.usage_before - self.usage_after
+
+
+def removable(image: ImageInfo, policy: GCPolicy, wanted: set[str], now: float) -> bool:
+    return (image.ours(policy.prefix) and not image.containers and not wanted.intersection(image.tags)
+            and now - image.recency >= policy.grace)
+
+
+def choose(images: Iterable[ImageInfo], usage: int, policy: GCPolicy, wanted: Iterable[str], now: float) -> Decision:
+    """The images to remove, oldest use first, given the daemon's image `usage` in bytes."""
+    decision = Decision(usage_before=usage, usage_after=usage)
+    wanted = set(wanted)
+    candidates = sorted((i for i in images if removable(i, policy, wanted, now)), key=lambda i: (i.recency, i.id))
+    for image in candidates:
+        idle = now - image.recency
+        if policy.max_age is not None and idle >= policy.max_age:
+            reason = f"unused for {idle / 86400:.1f} days (maximum {policy.max_age / 86400:.1f})"
+        elif policy.target is not None and usage > policy.high_watermark and decision.usage_after > policy.target:
+            reason = f"image storage over its high watermark (least recently used, idle {idle / 3600:.1f} h)"
+        else:
+            continue
+        decision.remove.append(image)
+        decision.reasons[image.id] = reason
+        decision.usage_after -= image.unique_size
+    return decision

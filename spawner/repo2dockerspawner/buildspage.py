@@ -1,0 +1,154 @@
+"""The admin builds page, inside the hub at /hub/builds.
+
+Why handlers in the hub rather than a JupyterHub service: the embedded backend's queue, logs
+and build tasks live in the hub process, and a service (another process) could neither see nor
+cancel them. So the page is a set of hub handlers (JupyterHub's `extra_handlers`), which gives
+it the hub's login, scopes (`admin-ui`, as the admin page), XSRF checks, templates and look.
+Every action calls the backend's own method, the code its builds run through anyway.
+
+Set up with one line in jupyterhub_config.py: ``repo2dockerspawner.buildspage.setup(c)``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from jupyterhub.handlers import BaseHandler
+from jupyterhub.scopes import needs_scope
+from tornado import web
+
+from repo2docker_buildcore.contract import Phase
+
+from .backends import ActionRefused, BuildBackend, BuildRecord
+
+TEMPLATES = os.path.join(os.path.dirname(__file__), "templates")
+ACTIVE = (Phase.PENDING, Phase.QUEUED, Phase.BUILDING)
+# What a finished action says, by a fixed key: nothing from the URL is ever shown as a message.
+DONE = {
+    "cancel": "The build was cancelled; its container is being stopped.",
+    "rebuild": "A new build was started.",
+    "delete-image": "The image was removed; the next start of this commit builds it again.",
+}
+NAME_PATTERN = r"([a-z0-9][a-z0-9.-]{0,252})"
+
+
+def setup(c: Any) -> None:
+    """Add the page's handlers and templates (and the spawn-pending page's) to the hub's config."""
+    paths = c.JupyterHub.template_paths
+    if isinstance(paths, list):
+        paths.insert(0, TEMPLATES)
+    else:
+        paths.prepend([TEMPLATES])
+    c.JupyterHub.extra_handlers.extend(HANDLERS)  # a list, or traitlets' lazy value: both extend
+
+
+def human_age(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    seconds = max(seconds, 0)
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f} {unit}" if unit != "h" or seconds >= 36000 else f"{seconds / size:.1f} {unit}"
+    return f"{seconds:.0f} s"
+
+
+def human_size(size: int | None) -> str:
+    if size is None:
+        return "—"
+    for unit, factor in (("GB", 10**9), ("MB", 10**6), ("kB", 10**3)):
+        if size >= factor:
+            return f"{size / factor:.1f} {unit}"
+    return f"{size} B"
+
+
+def record_json(record: BuildRecord) -> dict[str, Any]:
+    return {"phase": record.phase.value, "queuePosition": record.queue_position, "message": record.message,
+            "logTail": record.log_tail, "active": record.phase in ACTIVE}
+
+
+class BuildsBase(BaseHandler):
+    @property
+    def backend(self) -> BuildBackend:
+        """The hub's shared build backend, as the admin's own spawner has it (JupyterHub makes
+        that spawner from the hub's configuration, like every user's)."""
+        from .spawner import Repo2DockerSpawner
+
+        spawner = self.current_user.spawner
+        if not isinstance(spawner, Repo2DockerSpawner):
+            raise web.HTTPError(404, "The builds page needs Repo2DockerSpawner as the hub's spawner.")
+        return spawner.build_backend
+
+    async def record(self, namespace: str, name: str) -> BuildRecord:
+        record = await self.backend.get_build(namespace, name)
+        if record is None:
+            raise web.HTTPError(404, f"There is no build {namespace}/{name}.")
+        return record
+
+    def template_helpers(self) -> dict[str, Any]:
+        return {"human_age": human_age, "human_size": human_size, "now": time.time(), "active_phases": ACTIVE}
+
+
+class BuildListHandler(BuildsBase):
+    @web.authenticated
+    @needs_scope("admin-ui")
+    async def get(self) -> None:
+        builds = await self.backend.list_builds()
+        html = await self.render_template(
+            "r2d-builds.html", builds=builds, active=any(b.phase in ACTIVE for b in builds),
+            message=DONE.get(self.get_argument("done", "")), **self.template_helpers())
+        self.finish(html)
+
+
+class BuildHandler(BuildsBase):
+    @web.authenticated
+    @needs_scope("admin-ui")
+    async def get(self, namespace: str, name: str) -> None:
+        await self.render_build(await self.record(namespace, name), message=DONE.get(self.get_argument("done", "")))
+
+    async def render_build(self, record: BuildRecord, message: str | None = None, error: str | None = None) -> None:
+        html = await self.render_template("r2d-build.html", build=record, message=message, error=error,
+                                          **self.template_helpers())
+        self.finish(html)
+
+
+class BuildStatusHandler(BuildsBase):
+    """The detail page's live view: phase, queue position, message and log tail as JSON."""
+
+    @web.authenticated
+    @needs_scope("admin-ui")
+    async def get(self, namespace: str, name: str) -> None:
+        self.set_header("Content-Type", "application/json")
+        self.set_header("Cache-Control", "no-store")
+        self.finish(record_json(await self.record(namespace, name)))
+
+
+class BuildActionHandler(BuildHandler):
+    @web.authenticated
+    @needs_scope("admin-ui")
+    async def post(self, namespace: str, name: str, action: str) -> None:
+        record = await self.record(namespace, name)
+        try:
+            if action == "cancel":
+                await self.backend.cancel(namespace, name)
+            elif action == "rebuild":
+                await self.backend.rebuild(namespace, name, requested_by=self.current_user.name)
+            else:
+                await self.backend.delete_image(namespace, name)
+        except ActionRefused as exc:
+            self.set_status(409)
+            await self.render_build(record, error=str(exc))
+            return
+        self.log.info("builds page: %s %s %s/%s", self.current_user.name, action, namespace, name)
+        gone = await self.backend.get_build(namespace, name) is None
+        where = "builds" if gone else f"builds/{namespace}/{name}"
+        self.redirect(f"{self.hub.base_url}{where}?done={action}")
+
+
+HANDLERS = [
+    (r"/builds/?", BuildListHandler),
+    (rf"/builds/{NAME_PATTERN}/{NAME_PATTERN}/?", BuildHandler),
+    (rf"/builds/{NAME_PATTERN}/{NAME_PATTERN}/status", BuildStatusHandler),
+    (rf"/builds/{NAME_PATTERN}/{NAME_PATTERN}/(cancel|rebuild|delete-image)", BuildActionHandler),
+]
