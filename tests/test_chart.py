@@ -80,7 +80,9 @@ def test_rendered_manifests_pass_server_side_dry_run(testenv, kubectl, namespace
     out = kubectl("apply", "--dry-run=server", "-f", "-", input=manifests)  # every object names its namespace
     assert "deployment.apps/r2d-repo2docker-operator created (server dry run)" in out
     if values == "full":
-        assert kinds.count("Role") == 3  # operator in two namespaces + the hub's
+        # The operator in two namespaces, the hub's, and each one's read (or update) of the
+        # one ConfigMap of images' last use.
+        assert kinds.count("Role") == 5
         deployment = next(d for d in yaml.safe_load_all(manifests) if d and d["kind"] == "Deployment")
         pod = deployment["spec"]["template"]["spec"]
         env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
@@ -94,8 +96,10 @@ def test_rendered_manifests_pass_server_side_dry_run(testenv, kubectl, namespace
 
 
 def test_all_namespaces_uses_cluster_rbac(testenv):
-    kinds = [d["kind"] for d in yaml.safe_load_all(template(testenv, "--set", "watch.allNamespaces=true")) if d]
-    assert "ClusterRole" in kinds and "Role" not in kinds
+    docs = [d for d in yaml.safe_load_all(template(testenv, "--set", "watch.allNamespaces=true")) if d]
+    assert "ClusterRole" in [d["kind"] for d in docs]
+    # Builds everywhere, but the record of images' last use stays one ConfigMap in one namespace.
+    assert [d["metadata"]["name"] for d in docs if d["kind"] == "Role"] == ["r2d-repo2docker-operator-image-use"]
 
 
 @pytest.mark.parametrize("bad", [
