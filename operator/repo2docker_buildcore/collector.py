@@ -25,6 +25,7 @@ from .runner import BuildRunner, RunnerError
 
 log = logging.getLogger(__name__)
 NO_TAG = "<none>:<none>"
+FIRST_PASS_AFTER = 30.0  # seconds after start, at most
 
 
 @dataclass
@@ -170,6 +171,8 @@ class ImageCollector:
             self.on_removed(image, reason)
 
     async def _passes(self) -> None:
+        # Start-up first (re-attaching builds, the first requests): a `df` walks every layer.
+        await asyncio.sleep(min(self.interval, FIRST_PASS_AFTER))
         while True:
             try:
                 await self.run_once()
