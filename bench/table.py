@@ -16,6 +16,7 @@ from support.env import load_env  # noqa: E402
 
 import build_overhead  # noqa: E402
 import hub_latency  # noqa: E402
+import image_gc  # noqa: E402
 import makespan  # noqa: E402
 import operator_scale  # noqa: E402
 
@@ -24,7 +25,8 @@ def main() -> None:
     env = load_env(ROOT / ".testenv" / "env")
     rows = []
     for name, measure in [("build overhead", build_overhead.measure), ("makespan", makespan.measure),
-                          ("hub latency", hub_latency.measure), ("operator scale", operator_scale.measure)]:
+                          ("hub latency", hub_latency.measure), ("operator scale", operator_scale.measure),
+                          ("image GC", image_gc.measure)]:
         print(f"measuring {name} ...", file=sys.stderr, flush=True)
         rows += measure(env)
     header = ("measure", "this project", "baseline (same run)", "ratio / difference")

@@ -3,6 +3,7 @@ XSRF, escaping of what builds print, and each action through the backend's own c
 
 from __future__ import annotations
 
+import json
 import re
 import time
 import uuid
@@ -95,7 +96,10 @@ def test_local_builds_page_shows_builds_to_admins_only_and_acts_through_the_back
 
 def test_kubernetes_builds_page_lists_resources_with_events_and_cancel_ends_the_container(
         request, testenv, tmp_path, docker_client, git_repos, kubectl, namespace):
-    hub = start_hub(request, "kubernetes", testenv, tmp_path, docker_client)
+    # The operator's record of images' last use, as the chart's ConfigMap holds it.
+    kubectl("create", "configmap", "image-use", "-n", namespace)
+    hub = start_hub(request, "kubernetes", testenv, tmp_path, docker_client,
+                    **{"KubernetesBackend.image_use_record": f"configmap:{namespace}/image-use"})
     try:
         base = testenv["R2D_SINGLEUSER_IMAGE"]
         slow = dockerfile_repo(git_repos, base, sleep=60)
@@ -127,7 +131,11 @@ def test_kubernetes_builds_page_lists_resources_with_events_and_cancel_ends_the_
         quick = dockerfile_repo(git_repos, base)
         _response, events = hub.spawn_and_follow("erin", {"repo": quick.url, "ref": "main"})
         quick_name = contract.build_name(quick.url, head(quick))
+        quick_image = contract.image_name("r2d-e2e-", quick.url, head(quick))
+        kubectl("patch", "configmap", "image-use", "-n", namespace, "--type=merge",
+                "-p", json.dumps({"data": {"last-used.json": json.dumps({quick_image: time.time() - 7200})}}))
         detail = admin.get(build_url(hub, namespace, quick_name)).text
+        assert re.search(r"Last use</dt><dd[^>]*>2\.0 h ago", detail), "the last use from the operator's record"
         assert "<td>Building</td>" in detail and "<td>Succeeded</td>" in detail  # the operator's Events
         assert "erin" in detail
         hub.stop_server("erin")

@@ -14,14 +14,12 @@ import json
 import time
 import uuid
 
-import docker.errors
 import pytest
 from traitlets.config import Config
 
 from repo2docker_buildcore import contract
 from repo2docker_buildcore.collector import ImageCollector
 from repo2docker_buildcore.imagegc import GCPolicy
-from repo2docker_buildcore.imageuse import UseLedger
 from repo2docker_buildcore.runner import BuildRunner, RunnerConfig
 from support.builds import create_build, dockerfile_repo, head, image_exists
 from support.waiting import wait_until
@@ -234,6 +232,10 @@ async def test_the_embedded_backend_collects_with_its_traits_and_keeps_uses_in_i
         await asyncio.to_thread(wait_until, lambda: not image_exists(docker_client, unused), timeout=30,
                                 what="the hub's collector to remove the least recently used image")
         assert image_exists(docker_client, used)
+        # Counted in the hub's own registry, which JupyterHub serves at /hub/metrics.
+        from prometheus_client import REGISTRY
+        assert REGISTRY.get_sample_value("repo2docker_images_removed_total") >= 1
+        assert REGISTRY.get_sample_value("repo2docker_image_bytes_removed_total") >= BLOB
     finally:
         await backend.close()
     assert json.loads(record.read_text()).keys() == {used}

@@ -80,8 +80,8 @@ class BuildsBase(BaseHandler):
             raise web.HTTPError(404, "The builds page needs Repo2DockerSpawner as the hub's spawner.")
         return spawner.build_backend
 
-    async def record(self, namespace: str, name: str) -> BuildRecord:
-        record = await self.backend.get_build(namespace, name)
+    async def record(self, namespace: str, name: str, details: bool = True) -> BuildRecord:
+        record = await self.backend.get_build(namespace, name, details=details)
         if record is None:
             raise web.HTTPError(404, f"There is no build {namespace}/{name}.")
         return record
@@ -121,14 +121,14 @@ class BuildStatusHandler(BuildsBase):
     async def get(self, namespace: str, name: str) -> None:
         self.set_header("Content-Type", "application/json")
         self.set_header("Cache-Control", "no-store")
-        self.finish(record_json(await self.record(namespace, name)))
+        self.finish(record_json(await self.record(namespace, name, details=False)))
 
 
 class BuildActionHandler(BuildHandler):
     @web.authenticated
     @needs_scope("admin-ui")
     async def post(self, namespace: str, name: str, action: str) -> None:
-        record = await self.record(namespace, name)
+        await self.record(namespace, name, details=False)  # 404 for no such build
         try:
             if action == "cancel":
                 await self.backend.cancel(namespace, name)
@@ -138,10 +138,10 @@ class BuildActionHandler(BuildHandler):
                 await self.backend.delete_image(namespace, name)
         except ActionRefused as exc:
             self.set_status(409)
-            await self.render_build(record, error=str(exc))
+            await self.render_build(await self.record(namespace, name), error=str(exc))
             return
         self.log.info("builds page: %s %s %s/%s", self.current_user.name, action, namespace, name)
-        gone = await self.backend.get_build(namespace, name) is None
+        gone = await self.backend.get_build(namespace, name, details=False) is None
         where = "builds" if gone else f"builds/{namespace}/{name}"
         self.redirect(f"{self.hub.base_url}{where}?done={action}")
 

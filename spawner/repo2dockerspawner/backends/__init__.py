@@ -95,8 +95,9 @@ class BuildBackend(LoggingConfigurable):
         """Every build this backend knows, newest first."""
         return []
 
-    async def get_build(self, namespace: str, name: str) -> BuildRecord | None:
-        """One build with its log tail and events."""
+    async def get_build(self, namespace: str, name: str, details: bool = True) -> BuildRecord | None:
+        """One build with its log tail; with `details` also its events, image size and last use
+        (which ask the Docker daemon and the API: not for a page polling every second)."""
         return None
 
     async def cancel(self, namespace: str, name: str) -> None:

@@ -246,10 +246,18 @@ class KubernetesBackend(BuildBackend):
             record.last_used = uses.get(record.image)
         return sorted(records, key=lambda r: r.created or 0, reverse=True)
 
-    async def get_build(self, namespace: str, name: str) -> BuildRecord | None:
-        record = next((r for r in await self.list_builds() if r.name == name and r.namespace == namespace), None)
-        if record is not None:
-            record.events = await self._events(name)
+    async def get_build(self, namespace: str, name: str, details: bool = True) -> BuildRecord | None:
+        _resources, watcher = await self._connect()
+        obj = watcher.get(name) if namespace == self.namespace else None
+        if obj is None:
+            return None
+        record = self._record(obj)
+        if details:
+            facts, uses, record.events = await asyncio.gather(image_facts(self.docker), self._last_uses(),
+                                                              self._events(name))
+            info = facts.get(record.image)
+            record.image_size = info.unique_size if info else None
+            record.last_used = uses.get(record.image)
         return record
 
     async def _events(self, name: str) -> list[tuple[float, str, str]]:

@@ -295,8 +295,12 @@ class LocalBackend(BuildBackend):
                 record.last_used = self.collector.ledger.last_used([record.image])
         return sorted(records.values(), key=lambda r: r.created or 0, reverse=True)
 
-    async def get_build(self, namespace: str, name: str) -> BuildRecord | None:
-        return next((r for r in await self.list_builds() if r.name == name and namespace == NAMESPACE), None)
+    async def get_build(self, namespace: str, name: str, details: bool = True) -> BuildRecord | None:
+        if namespace != NAMESPACE:
+            return None
+        if not details and name in self.builds:
+            return self._record(self.builds[name])
+        return next((r for r in await self.list_builds() if r.name == name), None)
 
     async def cancel(self, namespace: str, name: str) -> None:
         build = self.builds.get(name)
