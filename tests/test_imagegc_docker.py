@@ -100,7 +100,7 @@ async def test_lru_images_go_used_and_in_use_ones_stay_and_the_daemon_frees_the_
         assert image_exists(docker_client, recently_used) and image_exists(docker_client, served)
         # The daemon's own accounting (`docker system df`) shows the bytes gone.
         assert report.freed >= 0.95 * (sizes[old1] + sizes[old2]), (report.freed, sizes)
-        assert [tags for tags, _ in removed_seen] == [(old1,), (old2,)]
+        assert sorted(tags for tags, _ in removed_seen) == sorted([(old1,), (old2,)])  # built within a second
         assert all("high watermark" in reason for _, reason in removed_seen)
 
         # However low the budget: the image a server runs from stays, the rest goes.
@@ -180,6 +180,9 @@ async def test_the_operator_collects_with_its_flags_counts_in_metrics_and_keeps_
         await asyncio.to_thread(wait_until, lambda: not any(image_exists(docker_client, i) for i in unused),
                                 timeout=60, what="the operator to remove the unused images")
         assert image_exists(docker_client, served)
+        # The gauge is set once the pass has measured again after its removals.
+        await asyncio.to_thread(wait_until, lambda: (metric(operator.metrics(), "repo2docker_image_bytes") or 0) >= BLOB,
+                                timeout=30, what="the pass to report the bytes left under the prefix")
         metrics = operator.metrics()
         assert metric(metrics, "repo2docker_images_removed_total") == 2
         assert metric(metrics, "repo2docker_image_bytes_removed_total") >= 2 * BLOB
