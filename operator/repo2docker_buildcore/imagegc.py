@@ -24,6 +24,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterable
 
+from .contract import parse_quantity
+
 
 @dataclass(frozen=True)
 class GCPolicy:
@@ -46,6 +48,13 @@ class GCPolicy:
             raise ValueError("the maximum age must be positive (or unset)")
         if self.grace < 0:
             raise ValueError("the grace period must not be negative")
+
+    @classmethod
+    def from_settings(cls, prefix: str, high: str | None, low: str | None, max_age: float, grace: float) -> "GCPolicy":
+        """From settings as users write them: quantities ('100Gi', '' for none), 0 for no max age.
+        Raises ValueError with the message for them."""
+        return cls(prefix=prefix, high_watermark=parse_quantity(high), low_watermark=parse_quantity(low),
+                   max_age=max_age or None, grace=grace)
 
     @property
     def target(self) -> int | None:

@@ -105,7 +105,7 @@ class OperatorConfig:
         try:
             self.gc_policy()
             store_from_setting(self.gc_use_record)
-        except (ValueError, contract.InvalidBuildRequest) as exc:
+        except ValueError as exc:
             raise ConfigError(f"image GC: {exc}") from None
         checks = [
             (self.gc_interval >= 0, "the image GC interval must be 0 (off) or more seconds"),
@@ -131,11 +131,8 @@ class OperatorConfig:
         return derive(BuildSettings, self)
 
     def gc_policy(self) -> GCPolicy:
-        return GCPolicy(
-            prefix=self.image_prefix, high_watermark=contract.parse_quantity(self.gc_high_watermark),
-            low_watermark=contract.parse_quantity(self.gc_low_watermark), max_age=self.gc_max_age or None,
-            grace=self.gc_grace,
-        )
+        return GCPolicy.from_settings(self.image_prefix, self.gc_high_watermark, self.gc_low_watermark,
+                                      self.gc_max_age, self.gc_grace)
 
 
 def derive(cls: type, source: Any, **overrides: Any) -> Any:

@@ -3,13 +3,15 @@ by an admin under the same rules the garbage collector follows."""
 
 from __future__ import annotations
 
+from typing import Iterable, Mapping
+
 from repo2docker_buildcore.collector import usage_from_df
 from repo2docker_buildcore.contract import Phase
 from repo2docker_buildcore.imagegc import ImageInfo
 from repo2docker_buildcore.imageuse import UseLedger
 from repo2docker_buildcore.runner import BuildRunner, RunnerError
 
-from . import ActionRefused
+from . import ActionRefused, BuildRecord
 
 
 async def image_facts(runner: BuildRunner | None) -> dict[str, ImageInfo]:
@@ -21,6 +23,21 @@ async def image_facts(runner: BuildRunner | None) -> dict[str, ImageInfo]:
     except (RunnerError, OSError):
         return {}
     return {tag: image for image in usage.images for tag in image.tags}
+
+
+def add_image_facts(records: Iterable[BuildRecord], facts: Mapping[str, ImageInfo],
+                    uses: Mapping[str, float]) -> list[BuildRecord]:
+    """Each record with its image's size on the daemon and its last use, where known."""
+    records = list(records)
+    for record in records:
+        info = facts.get(record.image)
+        record.image_size = info.unique_size if info else None
+        record.last_used = uses.get(record.image)
+    return records
+
+
+def newest_first(records: Iterable[BuildRecord]) -> list[BuildRecord]:
+    return sorted(records, key=lambda r: r.created or 0, reverse=True)
 
 
 async def remove_built_image(runner: BuildRunner | None, image: str, phase: Phase) -> ImageInfo:

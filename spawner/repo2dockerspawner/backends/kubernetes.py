@@ -28,7 +28,7 @@ from repo2docker_buildcore.status import unix_time
 from repo2docker_buildcore.versions import DEFAULT_BUILD_IMAGE
 
 from . import ActionRefused, BuildBackend, BuildRecord
-from .images import image_facts, remove_built_image
+from .images import add_image_facts, image_facts, newest_first, remove_built_image
 from .watcher import BuildWatcher, Seen
 
 log = logging.getLogger(__name__)
@@ -239,12 +239,7 @@ class KubernetesBackend(BuildBackend):
     async def list_builds(self) -> list[BuildRecord]:
         _resources, watcher = await self._connect()
         facts, uses = await asyncio.gather(image_facts(self.docker), self._last_uses())
-        records = [self._record(obj) for obj in list(watcher.objects.values())]
-        for record in records:
-            info = facts.get(record.image)
-            record.image_size = info.unique_size if info else None
-            record.last_used = uses.get(record.image)
-        return sorted(records, key=lambda r: r.created or 0, reverse=True)
+        return newest_first(add_image_facts([self._record(obj) for obj in list(watcher.objects.values())], facts, uses))
 
     async def get_build(self, namespace: str, name: str, details: bool = True) -> BuildRecord | None:
         _resources, watcher = await self._connect()
@@ -255,9 +250,7 @@ class KubernetesBackend(BuildBackend):
         if details:
             facts, uses, record.events = await asyncio.gather(image_facts(self.docker), self._last_uses(),
                                                               self._events(name))
-            info = facts.get(record.image)
-            record.image_size = info.unique_size if info else None
-            record.last_used = uses.get(record.image)
+            add_image_facts([record], facts, uses)
         return record
 
     async def _events(self, name: str) -> list[tuple[float, str, str]]:

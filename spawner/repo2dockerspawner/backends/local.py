@@ -37,7 +37,7 @@ from repo2docker_buildcore.status import StatusPublisher, unix_time
 from repo2docker_buildcore.versions import DEFAULT_BUILD_IMAGE
 
 from . import ActionRefused, BuildBackend, BuildRecord
-from .images import image_facts, remove_built_image
+from .images import add_image_facts, image_facts, newest_first, remove_built_image
 
 log = logging.getLogger(__name__)
 NAMESPACE = "local"
@@ -166,12 +166,9 @@ class LocalBackend(BuildBackend):
 
     def gc_policy(self, prefix: str) -> GCPolicy:
         try:
-            return GCPolicy(
-                prefix=prefix, high_watermark=contract.parse_quantity(self.image_gc_high_watermark),
-                low_watermark=contract.parse_quantity(self.image_gc_low_watermark),
-                max_age=self.image_gc_max_age or None, grace=self.image_gc_grace,
-            )
-        except (ValueError, contract.InvalidBuildRequest) as exc:
+            return GCPolicy.from_settings(prefix, self.image_gc_high_watermark, self.image_gc_low_watermark,
+                                          self.image_gc_max_age, self.image_gc_grace)
+        except ValueError as exc:
             raise TraitError(f"LocalBackend.image_gc_*: {exc}") from None
 
     @validate("build_memory_limit")
@@ -287,13 +284,8 @@ class LocalBackend(BuildBackend):
         records = {b.name: self._record(b) for b in self.builds.values()}
         for record in self._image_records(facts):
             records.setdefault(record.name, record)
-        for record in records.values():
-            info = facts.get(record.image)
-            if info is not None:
-                record.image_size = info.unique_size
-            if self.collector is not None:
-                record.last_used = self.collector.ledger.last_used([record.image])
-        return sorted(records.values(), key=lambda r: r.created or 0, reverse=True)
+        uses = self.collector.ledger.uses if self.collector else {}
+        return newest_first(add_image_facts(records.values(), facts, uses))
 
     async def get_build(self, namespace: str, name: str, details: bool = True) -> BuildRecord | None:
         if namespace != NAMESPACE:
