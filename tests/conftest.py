@@ -8,6 +8,8 @@ never a skip: a skipped tier would hide exactly the breakage these tests exist t
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import uuid
 from pathlib import Path
 
@@ -26,6 +28,20 @@ def testenv() -> TestEnv:
     if not env_file.exists():
         pytest.fail(f"{env_file} is missing: run `make testenv` (or `make test`) first", pytrace=False)
     return load_env(env_file)
+
+
+ARTIFACTS = Path(os.environ.get("R2D_ARTIFACTS", REPO_ROOT / "test-artifacts"))
+
+
+@pytest.fixture
+def artifacts(request) -> Path:
+    """This test's folder under test-artifacts/ (or $R2D_ARTIFACTS): emptied when the test
+    starts and kept after the run, in CI too, for the screenshots and logs worth looking at."""
+    module = request.node.module.__name__.rpartition(".")[2]
+    path = ARTIFACTS / module / re.sub(r"[^\w.-]+", "_", request.node.name)
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,6 @@
 """A person in Debian's Chromium: log in, fill in the form, watch the build on the
-spawn-pending page, end up on their server. Screenshots land in the test's tmp dir."""
+spawn-pending page, end up on their server; an admin on the builds page. Screenshots are kept
+in test-artifacts/test_browser/<test>/ (each page's last view too, when a test fails)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ pytestmark = pytest.mark.browser
 
 
 @pytest.fixture
-def browser(testenv, tmp_path):
+def browser(testenv, artifacts):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -26,6 +27,11 @@ def browser(testenv, tmp_path):
                   "--disable-sync", "--no-first-run", "--disable-quic"],
         )
         yield browser
+        for n, page in enumerate(page for context in browser.contexts for page in context.pages):
+            try:  # what each page showed last: the first thing to look at when a test failed
+                page.screenshot(path=str(artifacts / f"last-{n}.png"), full_page=True, timeout=5_000)
+            except Exception:  # noqa: BLE001 - a closed or crashed page has nothing to show
+                pass
         browser.close()
 
 
@@ -38,7 +44,7 @@ def login(page, hub, name: str) -> None:
 
 
 def test_form_pending_page_shows_the_build_log_then_the_server(
-        request, browser, testenv, tmp_path, docker_client, git_repos):
+        request, browser, testenv, tmp_path, artifacts, docker_client, git_repos):
     hub = start_hub(request, "local", testenv, tmp_path, docker_client)
     try:
         repo = dockerfile_repo(git_repos, testenv["R2D_SINGLEUSER_IMAGE"], sleep=3, marker="seen in a browser")
@@ -57,7 +63,7 @@ def test_form_pending_page_shows_the_build_log_then_the_server(
         assert page.input_value("input[name=repo]") == "file:///etc/passwd"
         assert page.input_value("input[name=ref]") == "my-branch"
         assert "must start with" in page.locator("#r2d-form-error").inner_text()
-        page.screenshot(path=str(tmp_path / "refused-form.png"), full_page=True)
+        page.screenshot(path=str(artifacts / "refused-form.png"), full_page=True)
 
         page.fill("input[name=repo]", repo.url)
         page.fill("input[name=ref]", "main")
@@ -69,7 +75,7 @@ def test_form_pending_page_shows_the_build_log_then_the_server(
         # The newest repo2docker (the default build image) builds with BuildKit: its plain
         # progress arrives as readable lines, ending with the image being named.
         log.get_by_text("naming to", exact=False).wait_for(state="attached", timeout=120_000)
-        page.screenshot(path=str(tmp_path / "pending.png"), full_page=True)
+        page.screenshot(path=str(artifacts / "pending.png"), full_page=True)
         assert log.is_visible()
         lines = log.locator(".progress-log-event").all_text_contents()
         assert any(re.match(r"^\[1/\d+\] FROM ", line) for line in lines), lines
@@ -79,7 +85,7 @@ def test_form_pending_page_shows_the_build_log_then_the_server(
         page.wait_for_url(f"**/user/{name}/**", timeout=120_000)
         # JupyterLab from the built image lists the repository's files.
         page.locator(".jp-DirListing-item", has_text="marker.txt").wait_for(timeout=120_000)
-        page.screenshot(path=str(tmp_path / "server.png"))
+        page.screenshot(path=str(artifacts / "server.png"))
         hub.wait_ready(name)
         assert hub.user_file(name, "marker.txt") == "seen in a browser\n"
         hub.stop_server(name)
@@ -88,7 +94,7 @@ def test_form_pending_page_shows_the_build_log_then_the_server(
 
 
 def test_a_failed_builds_last_lines_are_visible_on_the_pending_page(
-        request, browser, testenv, tmp_path, docker_client, git_repos):
+        request, browser, testenv, tmp_path, artifacts, docker_client, git_repos):
     hub = start_hub(request, "local", testenv, tmp_path, docker_client)
     try:
         token = uuid.uuid4().hex[:8]
@@ -110,61 +116,86 @@ def test_a_failed_builds_last_lines_are_visible_on_the_pending_page(
         assert last.is_visible() and page.evaluate(
             """(() => { const log = document.getElementById('progress-log');
                         return log.scrollHeight - log.scrollTop - log.clientHeight < 80; })()""")
-        page.screenshot(path=str(tmp_path / "failed-build.png"), full_page=True)
+        page.screenshot(path=str(artifacts / "failed-build.png"), full_page=True)
     finally:
         stop_hub(hub, docker_client)
 
 
+def slow_repo(git_repos, base: str):
+    """A build that prints one line, a second one 30 s later, then runs on: long enough to watch
+    it queued, running, and its log growing on an open page."""
+    token = uuid.uuid4().hex[:8]
+    # Printed upper-cased: the log also shows the RUN line itself, which must not count.
+    repo = git_repos.create({"Dockerfile": f"FROM {base}\n"
+                             f"RUN echo first-{token} | tr a-z A-Z && sleep 30 && echo later-{token} | tr a-z A-Z"
+                             " && sleep 60\n"})
+    return repo, token.upper()
+
+
 def test_admin_builds_page_lists_running_and_queued_builds_shows_a_live_log_and_cancels(
-        request, browser, testenv, tmp_path, docker_client, git_repos):
+        request, browser, testenv, tmp_path, artifacts, docker_client, git_repos):
     from repo2docker_buildcore import contract
     from support.builds import head
     from support.hub import ADMIN
 
     hub = start_hub(request, "local", testenv, tmp_path, docker_client)  # two build slots
     try:
-        repos = [dockerfile_repo(git_repos, testenv["R2D_SINGLEUSER_IMAGE"], sleep=90) for _ in range(3)]
-        for i, repo in enumerate(repos):
+        builds = [slow_repo(git_repos, testenv["R2D_SINGLEUSER_IMAGE"]) for _ in range(3)]
+        for i, (repo, _token) in enumerate(builds):
             hub.create_user(f"u{i}")
             assert hub.spawn(f"u{i}", {"repo": repo.url, "ref": "main"}).status_code == 202
         page = browser.new_page()
         login(page, hub, ADMIN)
+        names = {contract.build_name(repo.url, head(repo)): token for repo, token in builds}
 
-        ours = [contract.build_name(r.url, head(r)) for r in repos]
-
-        def phases() -> list[str]:  # of these three builds (the page also lists earlier tests' images)
+        def rows() -> dict[str, str]:  # these three builds' phases (the page lists earlier tests' images too)
             page.goto(f"{hub.url}/hub/builds")
-            rows = page.locator("tr.r2d-build").evaluate_all("rows => rows.map(r => [r.dataset.name, r.dataset.phase])")
-            return sorted(phase for name, phase in rows if name in ours)
-        deadline = 120
-        while phases() != ["Building", "Building", "Queued"] and deadline > 0:
+            found = page.locator("tr.r2d-build").evaluate_all("rows => rows.map(r => [r.dataset.name, r.dataset.phase])")
+            return {name: phase for name, phase in found if name in names}
+        deadline = time.monotonic() + 120
+        while sorted(rows().values()) != ["Building", "Building", "Queued"] and time.monotonic() < deadline:
             page.wait_for_timeout(1000)
-            deadline -= 1
-        assert phases() == ["Building", "Building", "Queued"]
-        page.screenshot(path=str(tmp_path / "builds.png"), full_page=True)
+        assert sorted(rows().values()) == ["Building", "Building", "Queued"]
+        page.screenshot(path=str(artifacts / "builds.png"), full_page=True)
+        askers = page.locator("tr.r2d-build").evaluate_all(
+            "rows => rows.map(r => [r.dataset.name, r.querySelector('.r2d-asked-by').textContent])")
+        assert sorted(who for n, who in askers if n in names) == ["u0", "u1", "u2"]
 
-        running = next(r for r in repos if page.locator(f"tr.r2d-build[data-phase=Building] a", has_text=r.url).count())
-        name = contract.build_name(running.url, head(running))
+        # The detail page of a running build, opened right after its first line and long before
+        # its second: the second arrives on the open page, with no reload.
+        name = next(n for n, phase in rows().items() if phase == "Building")
+        token = names[name]
+        status = f"{hub.url}/hub/builds/local/{name}/status"
+        page.wait_for_function(
+            """([url, line]) => fetch(url).then(r => r.json()).then(s => s.logTail.some(l => l.includes(line)))""",
+            arg=[status, f"FIRST-{token}"], polling=500, timeout=90_000)
         page.click(f"tr.r2d-build[data-name='{name}'] a")
+        page.wait_for_url(f"**/hub/builds/local/{name}")
         log = page.locator("#r2d-log")
-        log.get_by_text("build-", exact=False).wait_for(timeout=60_000)  # the build's own output, live
-        page.screenshot(path=str(tmp_path / "build-live-log.png"), full_page=True)
+        assert f"FIRST-{token}" in log.inner_text() and f"LATER-{token}" not in log.inner_text()
+        page.evaluate("window.r2dSameDocument = true")
+        duration_at_load = page.inner_text("#r2d-duration")
+        page.wait_for_function("line => document.getElementById('r2d-log').textContent.includes(line)",
+                               arg=f"LATER-{token}", polling=250, timeout=60_000)  # case-sensitive, unlike get_by_text
+        assert page.evaluate("window.r2dSameDocument === true"), "the page reloaded instead of updating"
+        assert page.inner_text("#r2d-duration") != duration_at_load  # the clock moves with the log
+        page.screenshot(path=str(artifacts / "build-live-log.png"), full_page=True)
 
-        label = f"repo2dockerspawner.jupyter.org/build-name={name}"
+        label = f"{contract.LABEL_BUILD_NAME}={name}"
         assert docker_client.containers.list(filters={"label": label})
         page.click("#r2d-cancel")
         page.locator("#r2d-message").wait_for(timeout=30_000)
         started = time.monotonic()
-        while docker_client.containers.list(filters={"label": label}) and time.monotonic() - started < 30:
+        while docker_client.containers.list(all=True, filters={"label": label}) and time.monotonic() - started < 30:
             time.sleep(0.2)
-        assert not docker_client.containers.list(filters={"label": label}), "the build container still runs"
+        assert not docker_client.containers.list(all=True, filters={"label": label}), "the build container is still there"
         assert page.locator("#r2d-phase").inner_text() == "Cancelled"
-        page.screenshot(path=str(tmp_path / "build-cancelled.png"), full_page=True)
+        page.screenshot(path=str(artifacts / "build-cancelled.png"), full_page=True)
         # Its slot went to the queued build.
-        deadline = 60
-        while phases().count("Building") != 2 and deadline > 0:
+        deadline = time.monotonic() + 60
+        while sorted(rows().values()) != ["Building", "Building", "Cancelled"] and time.monotonic() < deadline:
             page.wait_for_timeout(1000)
-            deadline -= 1
-        assert phases().count("Building") == 2 and "Queued" not in phases()
+        assert sorted(rows().values()) == ["Building", "Building", "Cancelled"]
+        page.screenshot(path=str(artifacts / "builds-after-cancel.png"), full_page=True)
     finally:
         stop_hub(hub, docker_client)

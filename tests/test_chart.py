@@ -105,7 +105,7 @@ def test_all_namespaces_uses_cluster_rbac(testenv):
 @pytest.mark.parametrize("bad", [
     "build.concurrency=two", "build.concurrency=-1", "bogus=1", "build.bogus=1", "build.imagePrefix=UPPER",
     "build.memoryLimit=lots", "metrics.port=70000", "docker.socketPath=relative", "watch.namespaces={Bad_NS}",
-    "build.env.1BAD=x",
+    "build.env.1BAD=x", "imageGC.highWatermark=lots", "imageGC.highWatermark=120%", "imageGC.lowWatermark=-5%", "imageGC.interval=-1",
 ])
 def test_schema_rejects_bad_values(testenv, bad):
     proc = helm(testenv, "template", "r2d", str(CHART), "--kube-version", testenv["R2D_KUBE_VERSION"],

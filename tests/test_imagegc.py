@@ -1,5 +1,6 @@
 """The garbage collector's decision on plain data: what stays, what goes, in which order."""
 
+import asyncio
 import json
 
 import pytest
@@ -111,3 +112,130 @@ async def test_the_ledger_keeps_the_latest_use_survives_a_restart_in_its_file_an
     broken = UseLedger(FileStore(str(path)))
     await broken.load()  # a damaged record costs the order, not the collector
     assert broken.uses == {}
+
+
+class DfRunner:
+    """Answers `docker system df` from a list of images and removes what it is told to."""
+
+    def __init__(self, *images: dict) -> None:
+        self.images = list(images)
+        self.removed: list[str] = []
+        self.df_calls = 0
+
+    async def disk_usage(self) -> dict:
+        self.df_calls += 1
+        return {"LayersSize": sum(i["Size"] for i in self.images), "Images": list(self.images), "BuildCache": []}
+
+    async def remove_image(self, image_id: str) -> bool:
+        self.removed.append(image_id)
+        self.images = [i for i in self.images if i["Id"] != image_id]
+        return True
+
+
+def df_image(name: str, created: float = 1.0) -> dict:
+    return {"Id": f"sha256:{name}", "RepoTags": [f"r2d-{name}:1"], "Size": 100, "SharedSize": 0,
+            "Created": created, "Containers": 0}
+
+
+async def test_an_image_asked_for_after_the_choice_is_kept_and_a_removed_one_is_forgotten_at_once():
+    from repo2docker_buildcore.collector import ImageCollector
+
+    runner = DfRunner(df_image("old"), df_image("asked-for-meanwhile"))
+    asks = iter([set(), {"r2d-asked-for-meanwhile:1"}])  # the choice, then the check before each removal
+    collector = ImageCollector(runner, GCPolicy(prefix="r2d-", high_watermark=0, low_watermark=0, grace=0),
+                               wanted=lambda: next(asks, {"r2d-asked-for-meanwhile:1"}), interval=0)
+    collector.ledger.touch("r2d-old:1", 2.0)
+    removed_seen = []
+    collector.on_removed = lambda image, reason: removed_seen.append(
+        (image.tags, collector.ledger.last_used(image.tags)))
+    report = await collector.run_once()
+    assert runner.removed == ["sha256:old"] and [i.tags for i in report.skipped] == [("r2d-asked-for-meanwhile:1",)]
+    assert removed_seen == [(("r2d-old:1",), None)]  # out of the record before anything else runs
+
+
+async def test_the_pages_image_facts_are_shared_refreshed_when_a_built_image_is_missing_and_invalidated():
+    from repo2dockerspawner.backends.images import ImageFacts
+
+    runner = DfRunner(df_image("a"))
+    facts = ImageFacts(runner, max_age=3600, min_age=0)
+    first, second = await asyncio.gather(facts.get(), facts.get())
+    assert set(first) == set(second) == {"r2d-a:1"} and runner.df_calls == 1
+    await facts.get(expect={"r2d-a:1"})
+    assert runner.df_calls == 1  # everything expected is known: no new df
+    runner.images.append(df_image("b"))
+    assert "r2d-b:1" in await facts.get(expect={"r2d-b:1"}) and runner.df_calls == 2
+    runner.images = []
+    facts.invalidate()
+    assert await facts.get() == {} and runner.df_calls == 3
+
+
+def test_watermarks_are_sizes_or_shares_of_the_disk():
+    from repo2docker_buildcore.imagegc import parse_watermark
+
+    assert parse_watermark("100Gi") == (100 * 2**30, None) and parse_watermark(" 85% ") == (None, 85.0)
+    assert parse_watermark("") == parse_watermark(None) == (None, None) and parse_watermark("0.5%") == (None, 0.5)
+    for bad, message in [("lots", "neither a size"), ("85 %", "not a percentage"), ("101%", "between 0% and 100%"),
+                         ("-1%", "not a percentage")]:
+        with pytest.raises(ValueError, match=message):
+            parse_watermark(bad)
+    with pytest.raises(ValueError, match="both watermarks as sizes"):
+        GCPolicy.from_settings("r2d-", "100Gi", "80%", 0, 0)
+    with pytest.raises(ValueError, match="low watermark must not be above"):
+        GCPolicy.from_settings("r2d-", "80%", "85%", 0, 0)
+    off = GCPolicy.from_settings("r2d-", "", "80%", 0, 0)  # the high one off: the low default is moot
+    assert not off.enabled and off.target is None
+
+
+def test_a_share_of_the_disk_is_what_images_may_hold_once_everything_else_is_counted():
+    from repo2docker_buildcore.imagegc import DiskUsage
+
+    policy = GCPolicy.from_settings("r2d-", "85%", "80%", 0, 3600)
+    # 1000 GB disk, 900 GB used, 600 GB of it images: the rest (300 GB) is not ours to free.
+    disk = DiskUsage(size=1000 * MB * 1000, available=100 * MB * 1000)
+    sized = policy.for_disk(disk, images=600 * MB * 1000)
+    assert (sized.high_watermark, sized.target) == (550 * MB * 1000, 500 * MB * 1000)
+    assert not sized.by_disk_share and sized.grace == 3600
+    # Over the high watermark by 50 GB: images go least recently used first down to 500 GB.
+    images = [image(f"i{n}", used_days_ago=n, size=60 * MB * 1000) for n in range(10)]
+    decision = choose(images, 600 * MB * 1000, sized, (), NOW)
+    assert names(decision) == ["i9", "i8"] and decision.usage_after == 480 * MB * 1000
+    # Everything else alone over the share: every image may go, the budget does not go below 0.
+    full = policy.for_disk(DiskUsage(size=1000, available=0), images=10)
+    assert (full.high_watermark, full.target) == (0, 0)
+    assert policy.without_size_limits().enabled is False
+
+
+async def test_a_pass_that_cannot_measure_the_disk_removes_nothing_by_size():
+    from repo2docker_buildcore.collector import ImageCollector
+    from repo2docker_buildcore.imagegc import DiskUsage
+    from repo2docker_buildcore.runner import RunnerError
+
+    class DiskRunner(DfRunner):
+        disk: DiskUsage | None = None
+
+        async def data_root_usage(self):
+            if self.disk is None:
+                raise RunnerError("the build image b:1 is not on the daemon yet")
+            return self.disk
+
+    runner = DiskRunner(df_image("old"))
+    collector = ImageCollector(runner, GCPolicy.from_settings("r2d-", "85%", "80%", 0, 0), interval=0)
+    report = await collector.run_once()
+    assert report.removed == [] and report.policy.high_watermark is None
+    runner.disk = DiskUsage(size=1000, available=100)  # 90% used, all of it images: 85% is over
+    runner.images[0]["Size"] = 900
+    report = await collector.run_once()
+    assert runner.removed == ["sha256:old"] and report.policy.high_watermark == 850
+
+
+async def test_a_use_by_image_id_counts_for_our_images_only():
+    from repo2docker_buildcore.collector import ImageCollector
+
+    runner = DfRunner(df_image("ours"), {**df_image("base"), "RepoTags": ["python:3.11"]})
+    collector = ImageCollector(runner, GCPolicy(prefix="r2d-"), interval=0)
+    await collector.run_once()  # learns which ids are ours
+    collector._on_container("sha256:base", 50.0)  # a builder's step container, from a base image by id
+    collector._on_container("sha256:ours", 60.0)  # someone ran one of ours by id
+    collector._on_container("r2d-ours:1", 40.0)
+    assert collector.ledger.uses == {"sha256:ours": 60.0, "r2d-ours:1": 40.0}
+    assert collector.ledger.last_used(("r2d-ours:1", "sha256:ours")) == 60.0

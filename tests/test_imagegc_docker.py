@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
 import time
 import uuid
 
@@ -82,6 +83,9 @@ async def test_lru_images_go_used_and_in_use_ones_stay_and_the_daemon_frees_the_
     try:
         serve(docker_client, served)
         docker_client.containers.run(recently_used, ["true"], remove=True)  # a server that came and went
+        # The loop is busy for over a second (as on a loaded machine) before the collector's
+        # tasks run again: uses from right after start() must count all the same.
+        time.sleep(1.5)
         await asyncio.to_thread(wait_until, lambda: collector.ledger.last_used([recently_used]), timeout=30,
                                 what="the container events to record the use")
 
@@ -164,6 +168,26 @@ async def test_the_build_cache_is_pruned_first_down_to_the_budget(testenv, docke
     after = await collector.usage()
     assert report.cache_freed > 0 and after.build_cache < before.build_cache
     assert report.removed == [] and image_exists(docker_client, spec.image)
+
+
+async def test_shares_of_the_disk_are_measured_on_the_daemons_data_root_and_drive_removal(
+        testenv, docker_client, prefix, runner):
+    """'85%' is of the filesystem that holds Docker's data root, measured from a container of the
+    build image, as from a pod that sees no host path: the same numbers the host's statvfs gives."""
+    disk = await runner.data_root_usage()
+    host = os.statvfs(docker_client.info()["DockerRootDir"])
+    assert disk.size == host.f_frsize * host.f_blocks
+    assert abs(disk.available - host.f_frsize * host.f_bavail) < 0.01 * disk.size  # others write meanwhile
+    assert not docker_client.containers.list(all=True, filters={"label": contract.LABEL_PROBE}), "the probe stays"
+
+    image = build_like_repo2docker(docker_client, testenv["R2D_SINGLEUSER_IMAGE"], prefix, "shared-disk")
+    never = ImageCollector(runner, GCPolicy.from_settings(prefix, "100%", "100%", 0, 0), interval=0)
+    report = await never.run_once()
+    assert report.removed == [] and report.policy.high_watermark > report.before.total
+    always = ImageCollector(runner, GCPolicy.from_settings(prefix, "0%", "0%", 0, 0), interval=0)
+    report = await always.run_once()
+    assert [i.tags for i in report.removed] == [(image,)] and report.policy.high_watermark == 0
+    assert not image_exists(docker_client, image)
 
 
 async def test_the_operator_collects_with_its_flags_counts_in_metrics_and_keeps_uses_in_its_configmap(
@@ -252,14 +276,20 @@ def test_gc_settings_are_checked_where_they_are_given():
 
     with pytest.raises(ConfigError, match="low watermark"):
         from_sources({"R2D_NAMESPACES": "x", "R2D_GC_HIGH_WATERMARK": "1Gi", "R2D_GC_LOW_WATERMARK": "2Gi"})
-    with pytest.raises(ConfigError, match="memory quantity"):
+    with pytest.raises(ConfigError, match="neither a size such as 100Gi nor a share of the disk"):
         from_sources({"R2D_NAMESPACES": "x", "R2D_GC_HIGH_WATERMARK": "lots"})
+    with pytest.raises(ConfigError, match="between 0% and 100%"):
+        from_sources({"R2D_NAMESPACES": "x", "R2D_GC_HIGH_WATERMARK": "120%"})
+    with pytest.raises(ConfigError, match="both watermarks as sizes"):
+        from_sources({"R2D_NAMESPACES": "x", "R2D_GC_HIGH_WATERMARK": "90%", "R2D_GC_LOW_WATERMARK": "10Gi"})
     with pytest.raises(ConfigError, match="configmap:NAMESPACE/NAME"):
         from_sources({"R2D_NAMESPACES": "x", "R2D_GC_USE_RECORD": "configmap:only-a-name"})
     off = from_sources({"R2D_NAMESPACES": "x", "R2D_GC_HIGH_WATERMARK": "", "R2D_GC_MAX_AGE": "0"})
     assert not off.gc_policy().enabled
     on = from_sources({"R2D_NAMESPACES": "x", "R2D_GC_MAX_AGE": "86400"})
-    assert on.gc_policy().max_age == 86400 and on.gc_policy().high_watermark == 100 * 2**30
+    assert on.gc_policy().max_age == 86400 and (on.gc_policy().high_percent, on.gc_policy().low_percent) == (85, 80)
+    sized = from_sources({"R2D_NAMESPACES": "x", "R2D_GC_HIGH_WATERMARK": "100Gi", "R2D_GC_LOW_WATERMARK": "80Gi"})
+    assert (sized.gc_policy().high_watermark, sized.gc_policy().target) == (100 * 2**30, 80 * 2**30)
     backend = LocalBackend(config=Config({"LocalBackend": {"image_gc_high_watermark": "1Gi",
                                                            "image_gc_low_watermark": "2Gi"}}))
     with pytest.raises(TraitError, match="low watermark"):

@@ -42,9 +42,10 @@ class FakeApi:
         self.created.append(manifest)
         return self._new(manifest), True
 
-    async def delete(self, namespace, name):
+    async def delete(self, namespace, name, uid=None):
         self.deleted.append(name)
-        self.objects.pop(name, None)
+        if uid is None or self.objects.get(name, {}).get("metadata", {}).get("uid") == uid:
+            self.objects.pop(name, None)
 
     # BuildWatcher
     def start(self):
@@ -88,3 +89,13 @@ async def test_a_finished_failure_is_retried_with_a_fresh_resource(phase):
     handle = await backend(api).ensure(SPEC, requested_by="bob")
     assert api.deleted == [handle.name] and len(api.created) == 1
     assert handle.uid != old_uid and handle.current().phase.value == "Pending"
+
+
+async def test_a_success_whose_image_is_gone_is_replaced_and_a_successor_is_joined():
+    api = FakeApi(existing_phase="Succeeded")
+    old_uid = next(iter(api.objects.values()))["metadata"]["uid"]
+    handle = await backend(api).ensure(SPEC, requested_by="bob", image_gone=True)
+    assert api.deleted == [handle.name] and handle.uid != old_uid and handle.current().phase.value == "Pending"
+    # Another spawn saw the same missing image a moment later: it joins the new build.
+    again = await backend(api).ensure(SPEC, requested_by="carol", image_gone=True)
+    assert again.uid == handle.uid and api.deleted == [handle.name]

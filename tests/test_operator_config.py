@@ -128,6 +128,8 @@ def test_every_setting_has_a_variable_a_flag_and_help():
         assert option.env.startswith("R2D_") and option.flag.startswith("--") and option.help, name
     assert _OPTIONS["build_env"].many and _OPTIONS["build_env"].flag == "--build-env"
     assert _OPTIONS["cpu_limit"].kind is float and not _OPTIONS["cpu_limit"].many
+    text = cli.parser().format_help()  # what `--help` prints: every text, defaults with '%' too
+    assert "--gc-high-watermark" in text and "default '85%'" in text.replace("\n", " ").replace("  ", " ")
 
 
 def test_the_operator_refuses_specs_outside_its_prefix_and_build_images():

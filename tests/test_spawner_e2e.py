@@ -20,7 +20,7 @@ import pytest
 import requests
 
 from repo2docker_buildcore import contract
-from support.builds import dockerfile_repo, shows_first_step, tagged
+from support.builds import dockerfile_repo, head, image_exists, shows_first_step, tagged
 from support.env import both_repo2docker_versions
 from support.registry import login_config, registry_tags
 from support.hub import start_hub, stop_hub
@@ -174,6 +174,60 @@ def test_hub_restart_loses_nothing(hub, git_repos, testenv, docker_client):
     assert build["repo"] == repo.url and build["ref"] == "main" and len(build["commit"]) == 40
     assert build["image"].startswith("r2d-e2e-") and build["build"]
     hub.stop_server(alice)
+
+
+def test_a_build_whose_image_was_removed_builds_again(hub, git_repos, testenv, docker_client):
+    """The build's record (the resource, or the embedded backend's memory) outlives its image:
+    `docker image prune -a` on the host, say. The next spawn builds again instead of failing to
+    pull an image that exists nowhere."""
+    repo = dockerfile_repo(git_repos, testenv["R2D_SINGLEUSER_IMAGE"], marker="built again")
+    alice = user()
+    with ContainerWatcher(docker_client, hub.build_instance) as watcher:
+        _response, events = hub.spawn_and_follow(alice, {"repo": repo.url, "ref": "main"})
+        assert events[-1].get("ready"), events
+        hub.stop_server(alice)
+        image = contract.image_name("r2d-e2e-", repo.url, head(repo))
+        docker_client.images.remove(image)
+
+        _response, events = hub.spawn_and_follow(alice, {"repo": repo.url, "ref": "main"})
+        assert events[-1].get("ready"), events
+        assert tagged([e.get("message", "") for e in events]), "the second spawn showed a real build's log"
+        assert hub.user_file(alice, "marker.txt") == "built again\n"
+    assert sum(len(ids) for ids in watcher.seen_ids.values()) == 2, watcher.seen_ids
+    hub.stop_server(alice)
+
+
+def test_the_hubs_collector_removes_unused_built_images_and_keeps_the_one_a_server_runs(
+        request, testenv, tmp_path, docker_client, git_repos):
+    """The embedded backend's collector inside the hub, with watermarks no image fits under: the
+    image of a server DockerSpawner started stays; the one whose server stopped goes once its
+    grace period is over, counted on /hub/metrics; the next start of that commit builds again."""
+    hub = start_hub(request, "local", testenv, tmp_path, docker_client, **{
+        "LocalBackend.image_gc_interval": 2.0, "LocalBackend.image_gc_high_watermark": "1",
+        "LocalBackend.image_gc_low_watermark": "0", "LocalBackend.image_gc_grace": 15.0})
+    try:
+        base = testenv["R2D_SINGLEUSER_IMAGE"]
+        served, stopped = dockerfile_repo(git_repos, base, marker="served"), dockerfile_repo(git_repos, base)
+        alice, bob = user(), user()
+        for name, repo in ((alice, served), (bob, stopped)):
+            _response, events = hub.spawn_and_follow(name, {"repo": repo.url, "ref": "main"})
+            assert events[-1].get("ready"), events
+        hub.stop_server(bob)
+        gone = contract.image_name("r2d-e2e-", stopped.url, head(stopped))
+        wait_until(lambda: not image_exists(docker_client, gone), timeout=120,
+                   what="the hub's collector to remove the image nobody uses")
+        assert image_exists(docker_client, contract.image_name("r2d-e2e-", served.url, head(served)))
+        assert hub.user_file(alice, "marker.txt") == "served\n"
+        assert hub.metric("repo2docker_images_removed_total") >= 1
+        assert hub.metric("repo2docker_image_bytes_removed_total") > 0
+        assert "removed image " + gone in hub.log()
+
+        _response, events = hub.spawn_and_follow(bob, {"repo": stopped.url, "ref": "main"})
+        assert events[-1].get("ready") and tagged([e.get("message", "") for e in events]), events
+        hub.stop_server(bob)
+        hub.stop_server(alice)
+    finally:
+        stop_hub(hub, docker_client)
 
 
 def build_watches(kubectl) -> int:

@@ -40,11 +40,14 @@ class ScriptedBuild:
 
 class ScriptedBackend(BuildBackend):
     build = None
+    replacement = None
     specs: list = []
+    image_gone: list = []
 
-    async def ensure(self, spec, requested_by=""):
+    async def ensure(self, spec, requested_by="", image_gone=False):
         ScriptedBackend.specs.append((spec, requested_by))
-        return ScriptedBackend.build
+        ScriptedBackend.image_gone.append(image_gone)
+        return ScriptedBackend.replacement if image_gone else ScriptedBackend.build
 
 
 @pytest.fixture
@@ -65,7 +68,8 @@ def spawner(monkeypatch):
     monkeypatch.setattr(DockerSpawner, "stop", docker_stop)
     monkeypatch.setattr("repo2dockerspawner.spawner.resolve_ref", resolve)
     shared.clear()
-    ScriptedBackend.build, ScriptedBackend.specs = ScriptedBuild(), []
+    ScriptedBackend.build, ScriptedBackend.specs, ScriptedBackend.image_gone = ScriptedBuild(), [], []
+    ScriptedBackend.replacement = ScriptedBuild()
     s = Repo2DockerSpawner(user=SimpleNamespace(name="alice", id=1, url="/user/alice/"),
                            config=Config({"Repo2DockerSpawner": {"backend_class": ScriptedBackend}}))
     s.started = started
@@ -111,3 +115,34 @@ async def test_no_repository_starts_the_configured_image_without_a_build(spawner
     spawner.user_options = {}
     await spawner.start()
     assert spawner.started == [spawner._configured_image] and ScriptedBackend.specs == []
+
+
+async def test_a_succeeded_build_whose_image_is_gone_is_built_again(spawner, monkeypatch):
+    ScriptedBackend.build.last = BuildStatus(Phase.SUCCEEDED, image="r2d-gone:1")
+    present = []
+
+    async def image_available(self, image):
+        present.append(image)
+        return False
+
+    monkeypatch.setattr(Repo2DockerSpawner, "_image_available", image_available)
+    task = asyncio.create_task(spawner.start())
+    await asyncio.sleep(0.01)
+    assert ScriptedBackend.image_gone == [False, True]  # joined, found no image, asked again
+    assert spawner._build is ScriptedBackend.replacement  # progress follows the new build
+    spec = ScriptedBackend.specs[0][0]
+    await ScriptedBackend.replacement.updates.put(BuildStatus(Phase.SUCCEEDED, image=spec.image))
+    await asyncio.wait_for(task, 2)
+    assert present == [spec.image] and spawner.started == [spec.image]
+
+
+async def test_a_running_build_is_joined_without_asking_the_daemon(spawner, monkeypatch):
+    async def image_available(self, image):
+        raise AssertionError("only a build that already succeeded can have lost its image")
+
+    monkeypatch.setattr(Repo2DockerSpawner, "_image_available", image_available)
+    task = asyncio.create_task(spawner.start())
+    await asyncio.sleep(0.01)
+    await ScriptedBackend.build.updates.put(BuildStatus(Phase.SUCCEEDED, image=ScriptedBackend.specs[0][0].image))
+    await asyncio.wait_for(task, 2)
+    assert ScriptedBackend.image_gone == [False]

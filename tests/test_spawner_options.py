@@ -101,6 +101,25 @@ def test_a_refused_form_comes_back_with_what_was_typed_and_the_message_next_to_i
     assert spawner._refused_form is None
 
 
+async def test_a_ref_refused_at_start_comes_back_on_the_form_but_not_on_a_later_one(monkeypatch):
+    from repo2dockerspawner.options import bad_request
+
+    async def resolve(repo, ref, timeout):
+        raise bad_request(f"The ref {ref!r} was not found in {repo}.")
+
+    monkeypatch.setattr("repo2dockerspawner.spawner.resolve_ref", resolve)
+    spawner = make_spawner(allowed_repo_hosts=["github.com"])
+    spawner.user_options = {"repo": "https://github.com/a/b", "ref": "no-such-branch"}
+    with pytest.raises(web.HTTPError):
+        await spawner.start()
+    form = spawner.options_form(spawner)
+    assert 'value="no-such-branch"' in form and "was not found" in form and "is-invalid" in form
+    with pytest.raises(web.HTTPError):  # a REST request, say: no form is rendered right after it
+        await spawner.start()
+    spawner._refused_at -= 3600
+    assert 'id="r2d-form-error"' not in spawner.options_form(spawner)
+
+
 def test_form_and_query_share_validation():
     spawner = make_spawner(allowed_repo_hosts=["github.com"])
     assert spawner.run_options_from_form({"repo": ["https://github.com/a/b"], "ref": ["v1"]}) == {

@@ -14,18 +14,20 @@ future builds, while losing an image makes its next user wait for a whole build.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
-from .imagegc import Decision, GCPolicy, ImageInfo, choose
+from .imagegc import Decision, GCPolicy, ImageInfo, choose, removable
 from .imageuse import UseLedger
 from .runner import BuildRunner, RunnerError
 
 log = logging.getLogger(__name__)
 NO_TAG = "<none>:<none>"
 FIRST_PASS_AFTER = 30.0  # seconds after start, at most
+SUBSCRIBE_WAIT = 10.0  # seconds start() waits for a daemon that neither answers nor refuses
 
 
 @dataclass
@@ -47,6 +49,7 @@ class GCReport:
     before: Usage
     after: Usage
     decision: Decision
+    policy: GCPolicy  # as applied: with shares of the disk turned into bytes for this pass
     removed: list[ImageInfo] = field(default_factory=list)
     skipped: list[ImageInfo] = field(default_factory=list)
     cache_freed: int = 0
@@ -90,6 +93,10 @@ class ImageCollector:
         self._tasks: list[asyncio.Task] = []
         self._started = False
         self._last_event = 0.0
+        # Ids of our images as of the last pass: a container created by image id is a use of
+        # one of these or of nothing we keep (builders create theirs from base images by id).
+        self._our_ids: set[str] = set()
+        self._first_attempt = asyncio.Event()  # the first subscription to events answered or failed
         self._lock = asyncio.Lock()
 
     # ---- use ------------------------------------------------------------------------------
@@ -100,19 +107,22 @@ class ImageCollector:
 
     def _on_container(self, image: str, when: float) -> None:
         self._last_event = max(self._last_event, when)
-        if image.startswith(self.policy.prefix) or image.startswith("sha256:"):
+        if image.startswith(self.policy.prefix) or image in self._our_ids:
             self.ledger.touch(image, when)
 
     async def _follow_uses(self) -> None:
         backoff = 1.0
         while True:
             try:
-                # Resuming from the last event seen replays what the daemon still remembers.
-                await self.runner.container_uses(self._on_container, since=self._last_event or time.time())
+                # From the start (or the last event seen): the daemon replays what happened
+                # before the subscription, so no use between start() and here is lost.
+                await self.runner.container_uses(self._on_container, since=self._last_event,
+                                                 on_subscribed=self._first_attempt.set)
                 backoff = 1.0
             except Exception as exc:  # noqa: BLE001 - Docker away: retry
                 log.debug("cannot follow container events (%s); retrying", exc)
                 backoff = min(backoff * 2, 30.0)
+            self._first_attempt.set()
             await asyncio.sleep(backoff)
 
     # ---- passes -----------------------------------------------------------------------------
@@ -129,21 +139,22 @@ class ImageCollector:
                 if image.containers and image.ours(self.policy.prefix):
                     for tag in image.tags:
                         self.ledger.touch(tag, now)
+            policy = await self._policy_for(before)
             current, cache_freed = before, 0
-            high, target = self.policy.high_watermark, self.policy.target
+            high, target = policy.high_watermark, policy.target
             if high is not None and before.total > high and before.build_cache:
                 keep = max(target - before.layers, 0)
                 cache_freed = await self.runner.prune_build_cache(keep)
                 log.info("%spruned the build cache to %s bytes: %s bytes freed", self.where, keep, cache_freed)
                 current = await self.usage()
-            decision = choose(current.images, current.total, self.policy, set(self.wanted()), now)
-            report = GCReport(before=before, after=current, decision=decision, cache_freed=cache_freed)
+            decision = choose(current.images, current.total, policy, set(self.wanted()), now)
+            report = GCReport(before=before, after=current, decision=decision, policy=policy, cache_freed=cache_freed)
             for image in decision.remove:
                 await self._remove(image, decision.reasons[image.id], report)
             if report.removed or cache_freed:
                 report.after = await self.usage()
-            # Only our images' uses are worth keeping (an event names an image by id when its
-            # container was created by id, so foreign ones are recorded at first).
+            # Only our images' uses are worth keeping: the record stays as small as the store.
+            self._our_ids = {i.id for i in report.after.images if i.ours(self.policy.prefix)}
             self.ledger.keep_only({ref for i in report.after.images if i.ours(self.policy.prefix)
                                    for ref in (*i.tags, i.id)})
             await self.ledger.save()
@@ -154,8 +165,32 @@ class ImageCollector:
                          report.freed, report.before.total, report.after.total)
             return report
 
+    async def _policy_for(self, usage: Usage) -> GCPolicy:
+        """The policy in bytes for this pass: shares of the disk are measured now."""
+        if not self.policy.by_disk_share:
+            return self.policy
+        try:
+            disk = await self.runner.data_root_usage()
+        except RunnerError as exc:
+            log.warning("%sno removal by size this pass: %s", self.where, exc)
+            return self.policy.without_size_limits()
+        policy = self.policy.for_disk(disk, usage.total)
+        log.debug("%sdisk %s of %s bytes used; images may hold %s (high) / %s (low) bytes, hold %s", self.where,
+                  disk.used, disk.size, policy.high_watermark, policy.target, usage.total)
+        return policy
+
+    def _still_removable(self, image: ImageInfo) -> bool:
+        """Checked again just before removing: the pass measured a while ago, and meanwhile a
+        build may have found the image and told a spawn to use it (a use, or a wanted image)."""
+        fresh = dataclasses.replace(image, last_used=self.ledger.last_used((*image.tags, image.id)))
+        return removable(fresh, self.policy, set(self.wanted()), time.time())
+
     async def _remove(self, image: ImageInfo, reason: str, report: GCReport) -> None:
         name = ", ".join(image.tags) or image.id[:19]
+        if not self._still_removable(image):
+            log.info("%skept image %s: it was just asked for", self.where, name)
+            report.skipped.append(image)
+            return
         try:
             removed = await self.runner.remove_image(image.id)
         except RunnerError as exc:  # one image is never worth the pass
@@ -166,6 +201,7 @@ class ImageCollector:
             report.skipped.append(image)
             return
         report.removed.append(image)
+        self.ledger.forget((*image.tags, image.id))  # at once: a stop mid-pass saves the record
         log.info("%sremoved image %s (%s bytes): %s", self.where, name, image.unique_size, reason)
         if self.on_removed:
             self.on_removed(image, reason)
@@ -191,8 +227,15 @@ class ImageCollector:
         if self._started:
             return
         self._started = True
+        self._last_event = time.time()
         await self.ledger.load()
         self._tasks = [asyncio.create_task(self._follow_uses(), name="follow image uses")]
+        # Returns once the daemon follows (or refused): a container created after start()
+        # is then a use for sure. Docker away costs no wait; it is retried in the background.
+        try:
+            await asyncio.wait_for(self._first_attempt.wait(), SUBSCRIBE_WAIT)
+        except asyncio.TimeoutError:
+            log.warning("%sthe Docker daemon does not answer a subscription to its events yet", self.where)
         if self.policy.enabled and self.interval > 0:
             self._tasks.append(asyncio.create_task(self._passes(), name="image GC"))
 

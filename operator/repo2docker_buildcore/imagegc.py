@@ -17,14 +17,53 @@ The rules, in the order they protect an image:
 What remains is removed if it is older than ``max_age`` (when set), and otherwise least
 recently used first while the daemon's image disk usage is above the high watermark, until it
 is at or below the low one. Hysteresis: a single new image must not trigger a pass each time.
+
+A watermark is a size ('100Gi': bytes of images and build cache) or, as kubelet's image GC
+thresholds are, a share of the filesystem that holds Docker's data root ('85%': of everything
+on it, logs and volumes included). A share is turned into bytes for each pass (``for_disk``):
+what images may hold once everything else on that filesystem is counted. The size of a node's
+disk is then no setting of ours, which is what makes a share the safe default.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from .contract import parse_quantity
+from .contract import InvalidBuildRequest, parse_quantity
+
+
+@dataclass(frozen=True)
+class DiskUsage:
+    """The filesystem that holds Docker's data root, in bytes (as `df` counts it)."""
+
+    size: int
+    available: int  # to unprivileged writers: blocks reserved for root count as used, as kubelet counts them
+
+    @property
+    def used(self) -> int:
+        return self.size - self.available
+
+
+def parse_watermark(value: str | int | None) -> tuple[int | None, float | None]:
+    """(bytes, None) for a size such as '100Gi', (None, percent) for a share such as '85%',
+    (None, None) for '' or None. Raises ValueError with the message for the person who set it."""
+    text = "" if value is None else str(value).strip()
+    if not text:
+        return None, None
+    if text.endswith("%"):
+        if not re.fullmatch(r"[0-9]+(\.[0-9]+)?%", text):
+            raise ValueError(f"{text!r} is not a percentage such as 85%")
+        percent = float(text[:-1])
+        if percent > 100:
+            raise ValueError(f"{text!r}: a share of the disk is between 0% and 100%")
+        return None, percent
+    try:
+        return parse_quantity(text), None
+    except InvalidBuildRequest:
+        raise ValueError(f"{text!r} is neither a size such as 100Gi nor a share of the disk such as 85%") from None
 
 
 @dataclass(frozen=True)
@@ -38,12 +77,21 @@ class GCPolicy:
     max_age: float | None = None
     # Seconds after a build or a use during which an image always stays.
     grace: float = 3600.0
+    # Watermarks as shares (0-100) of the data root's filesystem, instead of the two above.
+    high_percent: float | None = None
+    low_percent: float | None = None
 
     def __post_init__(self) -> None:
         if self.high_watermark is not None and self.high_watermark < 0:
             raise ValueError("the high watermark must be positive")
         if self.low_watermark is not None and self.high_watermark is not None and self.low_watermark > self.high_watermark:
             raise ValueError("the low watermark must not be above the high watermark")
+        if self.low_percent is not None and self.high_percent is not None and self.low_percent > self.high_percent:
+            raise ValueError("the low watermark must not be above the high watermark")
+        # Without a high watermark the low one means nothing (its default stays as it is).
+        if self.high_percent is not None and self.low_watermark is not None or \
+                self.high_watermark is not None and self.low_percent is not None:
+            raise ValueError("give both watermarks as sizes (100Gi) or both as shares of the disk (85%)")
         if self.max_age is not None and self.max_age <= 0:
             raise ValueError("the maximum age must be positive (or unset)")
         if self.grace < 0:
@@ -51,10 +99,30 @@ class GCPolicy:
 
     @classmethod
     def from_settings(cls, prefix: str, high: str | None, low: str | None, max_age: float, grace: float) -> "GCPolicy":
-        """From settings as users write them: quantities ('100Gi', '' for none), 0 for no max age.
-        Raises ValueError with the message for them."""
-        return cls(prefix=prefix, high_watermark=parse_quantity(high), low_watermark=parse_quantity(low),
-                   max_age=max_age or None, grace=grace)
+        """From settings as users write them: sizes ('100Gi') or shares of the disk ('85%'),
+        '' for none; 0 for no max age. Raises ValueError with the message for them."""
+        (high_bytes, high_percent), (low_bytes, low_percent) = parse_watermark(high), parse_watermark(low)
+        return cls(prefix=prefix, high_watermark=high_bytes, low_watermark=low_bytes, max_age=max_age or None,
+                   grace=grace, high_percent=high_percent, low_percent=low_percent)
+
+    @property
+    def by_disk_share(self) -> bool:
+        return self.high_percent is not None
+
+    def for_disk(self, disk: DiskUsage, images: int) -> "GCPolicy":
+        """This policy with its shares as bytes that `images` (image layers and build cache,
+        now) may grow to: the share of the disk, less what everything else on it holds."""
+        others = max(disk.used - images, 0)
+
+        def budget(percent: float | None) -> int | None:
+            return None if percent is None else max(int(disk.size * percent / 100) - others, 0)
+
+        return dataclasses.replace(self, high_watermark=budget(self.high_percent),
+                                   low_watermark=budget(self.low_percent), high_percent=None, low_percent=None)
+
+    def without_size_limits(self) -> "GCPolicy":
+        """For a pass that could not measure the disk: only the maximum age applies."""
+        return dataclasses.replace(self, high_watermark=None, low_watermark=None, high_percent=None, low_percent=None)
 
     @property
     def target(self) -> int | None:
@@ -63,9 +131,23 @@ class GCPolicy:
             return None
         return self.low_watermark if self.low_watermark is not None else self.high_watermark
 
+    def describe(self) -> str:
+        """One line for the start-up log: what will be removed, and when."""
+        if not self.enabled:
+            return "off"
+        rules = []
+        if self.high_percent is not None:
+            low = self.low_percent if self.low_percent is not None else self.high_percent
+            rules.append(f"above {self.high_percent:g}% of the disk of Docker's data root, down to {low:g}%")
+        elif self.high_watermark is not None:
+            rules.append(f"above {self.high_watermark} bytes of images and build cache, down to {self.target}")
+        if self.max_age is not None:
+            rules.append(f"unused for {self.max_age:g} s")
+        return f"images under {self.prefix!r} {' or '.join(rules)}; never within {self.grace:g} s of a build or use"
+
     @property
     def enabled(self) -> bool:
-        return self.high_watermark is not None or self.max_age is not None
+        return self.high_watermark is not None or self.high_percent is not None or self.max_age is not None
 
 
 @dataclass(frozen=True)

@@ -72,6 +72,12 @@ class UseLedger:
         times = [self.uses[r] for r in refs if r in self.uses]
         return max(times) if times else None
 
+    def forget(self, refs: Iterable[str]) -> None:
+        """A removed image's uses: nothing can use it any more."""
+        for ref in refs:
+            if self.uses.pop(ref, None) is not None:
+                self.dirty = True
+
     def keep_only(self, refs: set[str]) -> None:
         """Forget images that no longer exist, so the record stays as small as the image store."""
         gone = [r for r in self.uses if r not in refs]

@@ -26,6 +26,7 @@ import docker.errors
 
 from . import contract
 from .contract import BuildSpec, registry_of
+from .imagegc import DiskUsage
 from .versions import Repo2DockerVersion, UnsupportedSetting, check_supported
 
 log = logging.getLogger(__name__)
@@ -188,6 +189,10 @@ def container_labels(config: RunnerConfig, ref: BuildRef, spec: BuildSpec) -> di
         contract.LABEL_REF: spec.ref,
         contract.LABEL_IMAGE: spec.image,
     }
+
+
+# statvfs of argv[1]: fragment size, blocks, blocks available to unprivileged users.
+_STATVFS = "import os, sys; s = os.statvfs(sys.argv[1]); print(s.f_frsize, s.f_blocks, s.f_bavail)"
 
 
 async def _in_own_thread(fn: Callable):
@@ -471,6 +476,30 @@ class BuildRunner:
         and container counts, the total image layer bytes, and the build cache."""
         return await self._call((await self._docker()).api.df)
 
+    async def data_root_usage(self) -> DiskUsage:
+        """The filesystem that holds the daemon's data root, measured by a short container of
+        the build image with that directory mounted read-only.
+
+        The daemon names its own data root (`docker info`), so the answer is right wherever this
+        process runs, in a pod or a hub in a container, with no host path or mount of its own.
+        The build image is on the daemon once anything was built, and it has Python (repo2docker
+        is a Python program); before the first build there is nothing to remove anyway."""
+        client = await self._docker()
+        image = self.config.build_image
+        try:
+            root = (await self._call(client.info)).get("DockerRootDir") or "/var/lib/docker"
+            await self._call(client.images.get, image)  # containers.run would pull a missing one
+            output = await self._call(
+                client.containers.run, image, ["python3", "-c", _STATVFS, "/data-root"], remove=True,
+                network_disabled=True, volumes={root: {"bind": "/data-root", "mode": "ro"}},
+                labels={contract.LABEL_MANAGED_BY: contract.MANAGED_BY, contract.LABEL_PROBE: "disk"})
+            frsize, blocks, available = (int(n) for n in output.decode().split()[:3])
+        except docker.errors.ImageNotFound:
+            raise RunnerError(f"the build image {image} is not on the daemon yet") from None
+        except (docker.errors.DockerException, ValueError) as exc:
+            raise RunnerError(f"could not measure the disk of Docker's data root: {exc}") from exc
+        return DiskUsage(size=frsize * blocks, available=frsize * available)
+
     async def remove_image(self, image_id: str) -> bool:
         """Remove an image by id, every tag of it. False when Docker refuses because a container
         started using it meanwhile (409), or it is already gone."""
@@ -489,13 +518,17 @@ class BuildRunner:
         result = await self._call((await self._docker()).api.prune_builds, keep_storage=keep_storage)
         return int((result or {}).get("SpaceReclaimed") or 0)
 
-    async def container_uses(self, on_image: Callable[[str, float], None], since: float | None = None) -> None:
+    async def container_uses(self, on_image: Callable[[str, float], None], since: float | None = None,
+                             on_subscribed: Callable[[], None] | None = None) -> None:
         """Call `on_image(image reference, unix time)` for every container created or started,
         until the stream ends (the daemon went away) or this task is cancelled. `since` replays
-        what the daemon still remembers from that time on."""
+        what the daemon still remembers from that time on; `on_subscribed` is called once the
+        daemon has accepted the subscription (it answers before the first event)."""
         client = await self._docker()
         filters = {"type": "container", "event": ["create", "start"]}
         stream = await self._call(client.events, decode=True, filters=filters, since=int(since) if since else None)
+        if on_subscribed:
+            on_subscribed()
         loop = asyncio.get_running_loop()
         ended = loop.create_future()
 

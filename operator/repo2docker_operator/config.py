@@ -73,11 +73,11 @@ class OperatorConfig:
     gc_interval: float = option(
         300.0, "R2D_GC_INTERVAL", "seconds between image garbage collection passes (0: no image GC)")
     gc_high_watermark: str | None = option(
-        "100Gi", "R2D_GC_HIGH_WATERMARK",
-        "image and build cache storage on the daemon above which built images are removed, least recently "
-        "used first ('' : never by size)")
+        "85%", "R2D_GC_HIGH_WATERMARK",
+        "use of the disk that holds Docker's data root (85%), or image and build cache storage (100Gi), above "
+        "which built images are removed, least recently used first ('' : never by size)")
     gc_low_watermark: str | None = option(
-        "80Gi", "R2D_GC_LOW_WATERMARK", "storage to remove built images down to once over the high watermark")
+        "80%", "R2D_GC_LOW_WATERMARK", "what to remove built images down to once over the high watermark")
     gc_max_age: float = option(
         0.0, "R2D_GC_MAX_AGE", "seconds without use after which a built image is removed whatever the storage (0: never)")
     gc_grace: float = option(
@@ -212,7 +212,8 @@ def from_sources(environ: Mapping[str, str], args: argparse.Namespace | None = N
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = {f.name: f.default for f in fields(OperatorConfig)}
     for name, option in _OPTIONS.items():
-        text = f"{option.help} [env {option.env}; default {defaults[name]!r}]"
+        # argparse %-formats help texts: a literal % (as in '85%') must be doubled.
+        text = f"{option.help} [env {option.env}; default {defaults[name]!r}]".replace("%", "%%")
         if option.kind is bool:
             parser.add_argument(option.flag, dest=name, action="store_true", default=None, help=text)
         elif option.many:

@@ -96,6 +96,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
         on_removed=lambda image, reason: _image_removed(memo, config, image, reason), on_usage=memo.metrics.gc.usage,
     )
     await memo.collector.start()
+    logger.info("Image GC (every %s s): %s", config.gc_interval, config.gc_policy().describe() if config.gc_interval else "off")
     try:
         await memo.runner.ping()
         await _adopt_running_builds(memo)

@@ -65,7 +65,9 @@ def human_size(size: int | None) -> str:
 
 def record_json(record: BuildRecord) -> dict[str, Any]:
     return {"phase": record.phase.value, "queuePosition": record.queue_position, "message": record.message,
-            "logTail": record.log_tail, "active": record.phase in ACTIVE}
+            "logTail": record.log_tail, "active": record.phase in ACTIVE,
+            "age": human_age(time.time() - record.created) if record.created else "—",
+            "duration": human_age(record.duration)}
 
 
 class BuildsBase(BaseHandler):

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import html
+import logging
+import time
 from copy import deepcopy
 from typing import Any, AsyncIterator
 
+import docker.errors
 from dockerspawner import DockerSpawner
 from traitlets import CaselessStrEnum, Float, Int, List, TraitError, Type, Unicode, default, validate
 from tornado import web
@@ -24,6 +27,9 @@ from .backends import BuildBackend, BuildHandle
 from .backends.shared import shared_backend
 from .options import RepoPolicy, RepoRequest, bad_request, parse_options
 from .refs import resolve_ref
+
+# Seconds a refused request's message waits for the form JupyterHub renders right after it.
+REFUSAL_SHOWN_FOR = 60.0
 
 FORM_TEMPLATE = """
 <div class="form-group">
@@ -146,6 +152,7 @@ class Repo2DockerSpawner(DockerSpawner):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        join_hub_log(self.log)
         # Created (or found) now, so that a bad backend setting is refused when the
         # configuration is loaded, not at the first spawn.
         self.build_backend: BuildBackend = shared_backend(self.backend_class, self.backend_config())
@@ -157,6 +164,7 @@ class Repo2DockerSpawner(DockerSpawner):
         self._build_state: dict[str, Any] = {}
         self._stop_waiting = asyncio.Event()
         self._refused_form: dict[str, str] | None = None
+        self._refused_at = 0.0
 
     # ---- user options -------------------------------------------------------------------
 
@@ -169,8 +177,9 @@ class Repo2DockerSpawner(DockerSpawner):
     def _default_options_form(self) -> Any:
         def form(spawner: "Repo2DockerSpawner") -> str:
             # After a refused submission: what the user typed, and why it was refused, once.
-            previous = spawner._refused_form or spawner.user_options or {}
-            message, spawner._refused_form = (spawner._refused_form or {}).get("error"), None
+            refused = spawner._take_refusal()
+            previous = refused or spawner.user_options or {}
+            message = (refused or {}).get("error")
             error = (f'<div class="invalid-feedback d-block" id="r2d-form-error" role="alert">{html.escape(message)}</div>'
                      if message else "")
             return FORM_TEMPLATE.format(
@@ -188,12 +197,23 @@ class Repo2DockerSpawner(DockerSpawner):
             try:
                 request = parse_options(formdata, spawner.policy)
             except web.HTTPError as exc:
-                typed = {key: str((formdata.get(key) or [""])[0])[:contract.MAX_URL_LENGTH] for key in ("repo", "ref")}
-                spawner._refused_form = {**typed, "error": getattr(exc, "jupyterhub_message", exc.log_message)}
+                spawner._remember_refusal({key: (formdata.get(key) or [""])[0] for key in ("repo", "ref")}, exc)
                 raise
             spawner._refused_form = None
             return request.as_user_options() if request else {}
         return options_from_form
+
+    def _remember_refusal(self, typed: dict[str, Any], exc: web.HTTPError) -> None:
+        """For the form JupyterHub renders again after a refusal: the fields as typed, the reason."""
+        self._refused_form = {key: str(typed.get(key) or "")[:contract.MAX_URL_LENGTH] for key in ("repo", "ref")}
+        self._refused_form["error"] = getattr(exc, "jupyterhub_message", None) or exc.log_message or str(exc)
+        self._refused_at = time.monotonic()
+
+    def _take_refusal(self) -> dict[str, str] | None:
+        """The refusal the form is being rendered for, once. An older one (of a REST request,
+        which renders no form) is not this form's."""
+        refused, self._refused_form = self._refused_form, None
+        return refused if refused and time.monotonic() - self._refused_at < REFUSAL_SHOWN_FOR else None
 
     def options_from_query(self, query_data: dict[str, Any]) -> dict[str, str]:
         request = parse_options(query_data, self.policy)
@@ -235,6 +255,10 @@ class Repo2DockerSpawner(DockerSpawner):
                 self._build_state = {}
             else:
                 self.image = await self.build_for(request)
+        except web.HTTPError as exc:
+            if exc.status_code == 400:  # e.g. a ref the repository does not have: the form shows it
+                self._remember_refusal(self.user_options or {}, exc)
+            raise
         finally:
             self._build_ready.set()  # progress() must never wait for a start that failed early
         return await super().start()
@@ -245,6 +269,12 @@ class Repo2DockerSpawner(DockerSpawner):
         spec = self.build_spec(request, commit)
         try:
             handle = await self.build_backend.ensure(spec, requested_by=self.user.name)
+            if handle.current().phase == Phase.SUCCEEDED and not await self._image_available(spec.image):
+                # The build's record outlived its image (garbage-collected, or removed by hand
+                # on the daemon): build it again rather than fail the server's start.
+                self.log.info("%s: image %s of build %s is gone; building it again", self._log_name,
+                              spec.image, handle.name)
+                handle = await self.build_backend.ensure(spec, requested_by=self.user.name, image_gone=True)
         except Exception as exc:
             self.log.exception("%s: could not start a build of %s", self._log_name, request.repo)
             raise BuildFailed(f"Could not start the image build: {self.build_backend.describe_error(exc)}") from exc
@@ -257,6 +287,15 @@ class Repo2DockerSpawner(DockerSpawner):
         if status.phase != Phase.SUCCEEDED:
             raise BuildFailed(f"The image build {status.phase.value.lower()}: {status.message or 'no details'}")
         return status.image or spec.image
+
+    async def _image_available(self, image: str) -> bool:
+        """Whether DockerSpawner can start `image`: on its daemon, or in a registry to pull from
+        (images under a prefix that names one were pushed there)."""
+        try:
+            await self.docker("inspect_image", image)
+            return True
+        except docker.errors.ImageNotFound:
+            return contract.prefix_names_registry(image)
 
     async def _wait_for_build(self, handle: BuildHandle) -> BuildStatus:
         async def last_status() -> BuildStatus:
@@ -307,6 +346,22 @@ class Repo2DockerSpawner(DockerSpawner):
     def clear_state(self) -> None:
         super().clear_state()
         self._build_state = {}
+
+
+# Packages whose module loggers write what the backends do: build outcomes, adopted builds,
+# image removals. JupyterHub configures only its own logger (and hooks tornado's into it).
+LOGGED_PACKAGES = ("repo2dockerspawner", "repo2docker_buildcore")
+
+
+def join_hub_log(hub_log: logging.Logger) -> None:
+    """Send our packages' log lines through the hub's logger, its handlers, format and level,
+    as JupyterHub does with tornado's: without it an INFO line such as 'removed image …' goes
+    nowhere (Python's last-resort handler prints warnings only, unformatted)."""
+    for name in LOGGED_PACKAGES:
+        logger = logging.getLogger(name)
+        if logger.parent is not hub_log and hub_log.name != name:
+            logger.parent = hub_log
+            logger.propagate = True
 
 
 async def progress_events(handle: BuildHandle) -> AsyncIterator[dict[str, Any]]:

@@ -14,6 +14,8 @@ from typing import Any, Iterator
 
 import requests
 
+from repo2docker_buildcore.contract import LABEL_INSTANCE
+
 from .env import TestEnv
 from .operator import free_port, offline_build_env
 from .process import stop_process
@@ -66,7 +68,7 @@ class Hub:
             "c.Authenticator.allow_all = True",
             f'c.JupyterHub.services = [{{"name": "tester", "api_token": "{self.token}"}}]',
             'c.JupyterHub.load_roles = [{"name": "tester", "services": ["tester"], '
-            '"scopes": ["admin:users", "admin:servers", "access:servers", "read:users", "read:hub", "admin:server_state"]}]',
+            '"scopes": ["admin:users", "admin:servers", "access:servers", "read:users", "read:hub", "admin:server_state", "read:metrics"]}]',
             "c.Spawner.http_timeout = 120",
             # A spawn that fails within this answers the REST request itself (bad options: 400);
             # a longer one answers 202 and the progress stream follows it.
@@ -150,6 +152,12 @@ class Hub:
         assert r.status_code == 200, f"{r.status_code}: {r.text[:500]}"
         return r.json()["content"]
 
+    def metric(self, name: str) -> float | None:
+        """A sample of /hub/metrics (the hub's Prometheus registry), as the tester service reads it."""
+        r = requests.get(f"{self.url}/hub/metrics", headers={"Authorization": f"token {self.token}"}, timeout=30)
+        r.raise_for_status()
+        return next((float(line.split()[1]) for line in r.text.splitlines() if line.split(" ")[0] == name), None)
+
     def stop_server(self, name: str) -> None:
         r = self.api("DELETE", f"/users/{name}/server")
         assert r.status_code in (202, 204), r.text
@@ -214,4 +222,8 @@ def start_hub(request, backend: str, testenv, tmp_path, docker_client, operator_
 def stop_hub(hub: Hub, docker_client) -> None:
     hub.stop()
     for c in docker_client.containers.list(all=True, filters={"name": "r2d-e2e-"}):
+        c.remove(force=True)
+    # The embedded backend's builds outlive the hub by design (the next hub adopts them); no
+    # next hub has this one's instance label, so its builds would run on for nobody.
+    for c in docker_client.containers.list(all=True, filters={"label": f"{LABEL_INSTANCE}={hub.instance}"}):
         c.remove(force=True)

@@ -78,8 +78,9 @@ class BuildBackend(LoggingConfigurable):
         """BuildSpec fields this backend sets itself (e.g. memory and CPU limits)."""
         return {}
 
-    async def ensure(self, spec: BuildSpec, requested_by: str = "") -> BuildHandle:
-        """Start the build for `spec`, or join the one that exists."""
+    async def ensure(self, spec: BuildSpec, requested_by: str = "", image_gone: bool = False) -> BuildHandle:
+        """Start the build for `spec`, or join the one that exists. With `image_gone` (the
+        caller found a succeeded build's image missing) a succeeded build is replaced too."""
         raise NotImplementedError
 
     def check_image_prefix(self, prefix: str) -> None:

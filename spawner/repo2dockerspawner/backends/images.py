@@ -3,6 +3,8 @@ by an admin under the same rules the garbage collector follows."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Iterable, Mapping
 
 from repo2docker_buildcore.collector import usage_from_df
@@ -25,6 +27,37 @@ async def image_facts(runner: BuildRunner | None) -> dict[str, ImageInfo]:
     return {tag: image for image in usage.images for tag in image.tags}
 
 
+class ImageFacts:
+    """`image_facts` as the builds page asks for it: at most one `docker system df` per
+    `max_age` seconds, shared by every page load meanwhile. The daemon walks every layer to
+    answer it, and the list refreshes every few seconds while builds run, per open page."""
+
+    def __init__(self, runner: BuildRunner | None, max_age: float = 15.0, min_age: float = 2.0) -> None:
+        self.runner = runner
+        self.max_age = max_age
+        self.min_age = min_age  # a missing image is asked about again after this long
+        self._pending: asyncio.Future | None = None
+        self._at = 0.0
+
+    async def get(self, expect: Iterable[str] = ()) -> dict[str, ImageInfo]:
+        """`expect`: images of succeeded builds; one that is missing (built since the last
+        answer, most likely) makes the answer stale once it is `min_age` old."""
+        now = time.monotonic()
+        if self._pending is not None and self._pending.done() and not self._pending.exception():
+            age, known = now - self._at, self._pending.result()
+            if age > self.max_age or (age > self.min_age and any(i not in known for i in expect)):
+                self._pending = None
+        elif self._pending is not None and self._pending.done():
+            self._pending = None
+        if self._pending is None:
+            self._pending, self._at = asyncio.ensure_future(image_facts(self.runner)), now
+        return await asyncio.shield(self._pending)
+
+    def invalidate(self) -> None:
+        """An image was removed: the next page shows it gone."""
+        self._pending = None
+
+
 def add_image_facts(records: Iterable[BuildRecord], facts: Mapping[str, ImageInfo],
                     uses: Mapping[str, float]) -> list[BuildRecord]:
     """Each record with its image's size on the daemon and its last use, where known."""
@@ -34,6 +67,10 @@ def add_image_facts(records: Iterable[BuildRecord], facts: Mapping[str, ImageInf
         record.image_size = info.unique_size if info else None
         record.last_used = uses.get(record.image)
     return records
+
+
+def succeeded_images(records: Iterable[BuildRecord]) -> set[str]:
+    return {r.image for r in records if r.phase == Phase.SUCCEEDED and r.image}
 
 
 def newest_first(records: Iterable[BuildRecord]) -> list[BuildRecord]:

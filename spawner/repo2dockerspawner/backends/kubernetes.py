@@ -28,7 +28,7 @@ from repo2docker_buildcore.status import unix_time
 from repo2docker_buildcore.versions import DEFAULT_BUILD_IMAGE
 
 from . import ActionRefused, BuildBackend, BuildRecord
-from .images import add_image_facts, image_facts, newest_first, remove_built_image
+from .images import ImageFacts, add_image_facts, newest_first, remove_built_image, succeeded_images
 from .watcher import BuildWatcher, Seen
 
 log = logging.getLogger(__name__)
@@ -173,6 +173,7 @@ class KubernetesBackend(BuildBackend):
         # The hub's Docker daemon (DockerSpawner's): image sizes and removal for the builds page,
         # and live logs. It never starts a container, so the build settings are the defaults.
         self.docker = BuildRunner(RunnerConfig(build_image=DEFAULT_BUILD_IMAGE))
+        self.image_facts = ImageFacts(self.docker)
         self.log_runner = self.docker if self.follow_build_logs else None
 
     async def _connect(self) -> tuple[BuildResources, BuildWatcher]:
@@ -196,20 +197,23 @@ class KubernetesBackend(BuildBackend):
         reason = getattr(exc, "reason", None)
         return f"{reason}" if reason else super().describe_error(exc)
 
-    async def ensure(self, spec: BuildSpec, requested_by: str = "") -> KubernetesBuild:
+    async def ensure(self, spec: BuildSpec, requested_by: str = "", image_gone: bool = False) -> KubernetesBuild:
         resources, watcher = await self._connect()
         manifest = contract.build_manifest(spec, self.namespace, requested_by)
+        redo = {Phase.FAILED, Phase.CANCELLED} | ({Phase.SUCCEEDED} if image_gone else set())
         for _attempt in range(3):
             obj, created = await resources.create(manifest)
             phase = contract.BuildStatus.from_status(obj.get("status")).phase
-            if created or phase not in (Phase.FAILED, Phase.CANCELLED):
+            if created or phase not in redo:
                 log.info("%s build %s for %s", "created" if created else "joined", obj["metadata"]["name"], requested_by)
                 return KubernetesBuild(watcher, obj, self.log_runner)
-            # A finished failure: retry with a fresh resource (the finalizer may hold the old one a moment).
-            name = obj["metadata"]["name"]
-            log.info("retrying failed build %s", name)
-            await resources.delete(self.namespace, name)
-            await watcher.wait_for(lambda: watcher.get(name) is None or watcher.get(name)["metadata"]["uid"] != obj["metadata"]["uid"], timeout=60)
+            # Finished, and of no use: start over with a fresh resource. The uid precondition
+            # leaves alone a successor that another spawn created meanwhile (it is joined next).
+            name, uid = obj["metadata"]["name"], obj["metadata"]["uid"]
+            log.info("replacing %s build %s%s", phase.value.lower(), name, " (its image is gone)" * image_gone)
+            await resources.delete(self.namespace, name, uid)
+            await watcher.wait_for(lambda: watcher.get(name) is None or watcher.get(name)["metadata"]["uid"] != uid,
+                                   timeout=60)
         raise RuntimeError("could not start a new build: the previous one keeps coming back")
 
     # ---- the admin builds page --------------------------------------------------------------
@@ -238,8 +242,9 @@ class KubernetesBackend(BuildBackend):
 
     async def list_builds(self) -> list[BuildRecord]:
         _resources, watcher = await self._connect()
-        facts, uses = await asyncio.gather(image_facts(self.docker), self._last_uses())
-        return newest_first(add_image_facts([self._record(obj) for obj in list(watcher.objects.values())], facts, uses))
+        records = [self._record(obj) for obj in list(watcher.objects.values())]
+        facts, uses = await asyncio.gather(self.image_facts.get(succeeded_images(records)), self._last_uses())
+        return newest_first(add_image_facts(records, facts, uses))
 
     async def get_build(self, namespace: str, name: str, details: bool = True) -> BuildRecord | None:
         _resources, watcher = await self._connect()
@@ -248,8 +253,8 @@ class KubernetesBackend(BuildBackend):
             return None
         record = self._record(obj)
         if details:
-            facts, uses, record.events = await asyncio.gather(image_facts(self.docker), self._last_uses(),
-                                                              self._events(name))
+            facts, uses, record.events = await asyncio.gather(
+                self.image_facts.get(succeeded_images([record])), self._last_uses(), self._events(name))
             add_image_facts([record], facts, uses)
         return record
 
@@ -296,6 +301,7 @@ class KubernetesBackend(BuildBackend):
         if phase != Phase.SUCCEEDED:
             raise ActionRefused("Only a succeeded build has an image to delete.")
         await remove_built_image(self.docker, obj["spec"]["image"], phase)
+        self.image_facts.invalidate()
         # Its resource would tell the next spawn that the image exists: let it go too.
         await resources.delete(namespace, name, obj["metadata"]["uid"])
 

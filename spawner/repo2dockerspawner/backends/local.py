@@ -37,7 +37,7 @@ from repo2docker_buildcore.status import StatusPublisher, unix_time
 from repo2docker_buildcore.versions import DEFAULT_BUILD_IMAGE
 
 from . import ActionRefused, BuildBackend, BuildRecord
-from .images import add_image_facts, image_facts, newest_first, remove_built_image
+from .images import ImageFacts, add_image_facts, newest_first, remove_built_image, succeeded_images
 
 log = logging.getLogger(__name__)
 NAMESPACE = "local"
@@ -144,13 +144,15 @@ class LocalBackend(BuildBackend):
     image_gc_interval = Float(
         300.0, config=True, help="Seconds between passes of the image garbage collector; 0 turns it off.")
     image_gc_high_watermark = Unicode(
-        "100Gi", allow_none=True, config=True,
-        help="""Image and build cache storage on the Docker daemon above which built images (only
-        those under Repo2DockerSpawner.image_prefix) are removed, least recently used first.
-        None or '' : never by size.""",
+        "85%", allow_none=True, config=True,
+        help="""Use of the disk that holds the Docker daemon's data root ('85%'), or bytes of
+        image and build cache storage ('100Gi'), above which built images (only those under
+        Repo2DockerSpawner.image_prefix) are removed, least recently used first. None or '':
+        never by size.""",
     )
     image_gc_low_watermark = Unicode(
-        "80Gi", allow_none=True, config=True, help="Storage to remove built images down to once over the high watermark.")
+        "80%", allow_none=True, config=True,
+        help="What to remove built images down to once over the high watermark (a share, or bytes, as the high one).")
     image_gc_max_age = Float(
         0.0, config=True, help="Seconds without use after which a built image is removed whatever the storage; 0: never.")
     image_gc_grace = Float(
@@ -203,6 +205,7 @@ class LocalBackend(BuildBackend):
         self.settings = BuildSettings(build_timeout=self.build_timeout, tail_lines=self.log_tail_lines)
         self.builds: dict[str, LocalBuild] = {}
         self.collector: ImageCollector | None = None
+        self.image_facts = ImageFacts(self.runner)
         self._adopted = False
         self._lock = asyncio.Lock()
         # JupyterHub creates its spawners (and so this backend) at start-up, inside its loop:
@@ -229,6 +232,8 @@ class LocalBackend(BuildBackend):
             wanted=self.wanted_images, interval=self.image_gc_interval,
             on_removed=self._image_removed, on_usage=_hub_gc_metrics().usage, where="hub: ",
         )
+        log.info("image GC (every %s s): %s", self.image_gc_interval,
+                 policy.describe() if self.image_gc_interval else "off")
         try:
             asyncio.get_running_loop().create_task(self.collector.start(), name="start image GC")
         except RuntimeError:
@@ -241,6 +246,7 @@ class LocalBackend(BuildBackend):
     def _forget_image(self, tags) -> None:
         """A succeeded build whose image is gone must not be joined: the next request builds.
         (With push the registry still has it, and servers pull it.)"""
+        self.image_facts.invalidate()
         if self.push:
             return
         for build in list(self.builds.values()):
@@ -280,8 +286,8 @@ class LocalBackend(BuildBackend):
         return records
 
     async def list_builds(self) -> list[BuildRecord]:
-        facts = await image_facts(self.runner)
         records = {b.name: self._record(b) for b in self.builds.values()}
+        facts = await self.image_facts.get(succeeded_images(records.values()))
         for record in self._image_records(facts):
             records.setdefault(record.name, record)
         uses = self.collector.ledger.uses if self.collector else {}
@@ -300,8 +306,7 @@ class LocalBackend(BuildBackend):
             raise ActionRefused("Only a queued or running build can be cancelled.")
         build.job.kill_on_cancel = True  # the job kills its container and records Cancelled
         build.task.cancel()
-        await asyncio.gather(build.task, return_exceptions=True)
-        asyncio.get_running_loop().call_later(self.keep_finished, self._forget, build)
+        await asyncio.gather(build.task, return_exceptions=True)  # _run keeps it for keep_finished
 
     async def rebuild(self, namespace: str, name: str, requested_by: str) -> None:
         build = self.builds.get(name)
@@ -327,14 +332,15 @@ class LocalBackend(BuildBackend):
     def build_resources(self) -> dict[str, Any]:
         return {"memory_limit": contract.parse_quantity(self.build_memory_limit), "cpu_limit": self.build_cpu_limit}
 
-    async def ensure(self, spec: BuildSpec, requested_by: str = "") -> LocalBuild:
+    async def ensure(self, spec: BuildSpec, requested_by: str = "", image_gone: bool = False) -> LocalBuild:
         name = contract.build_name(spec.repo_url, spec.commit)
         await self._adopt_once()
         if self.collector is not None and not self.collector.started:
             await self.collector.start()
+        redo = {Phase.FAILED, Phase.CANCELLED} | ({Phase.SUCCEEDED} if image_gone else set())
         async with self._lock:
             build = self.builds.get(name)
-            if build is not None and build.current().phase not in (Phase.FAILED, Phase.CANCELLED):
+            if build is not None and build.current().phase not in redo:
                 return build  # running, queued or done: join it
             # New, or a retry after a failure: a new attempt, with a uid of its own.
             build = self._start(name, f"{name}-{uuid.uuid4().hex[:8]}", spec,
@@ -394,12 +400,12 @@ class LocalBackend(BuildBackend):
         try:
             outcome = await job.run()
             log.info("build %s: %s", build.name, outcome.phase.value)
+            if outcome.phase == Phase.SUCCEEDED and self.collector:  # its server starts next: a use
+                self.collector.touch(outcome.image or build.image)
         except asyncio.CancelledError:
             if not job.kill_on_cancel:
                 raise  # the hub is stopping: the container goes on for the next hub to adopt
             log.info("build %s: cancelled by an admin", build.name)  # recorded as Cancelled by the job
-            if outcome.phase == Phase.SUCCEEDED and self.collector:  # its server starts next: a use
-                self.collector.touch(outcome.image or build.image)
         except Exception as exc:  # noqa: BLE001 - reported to every waiting user
             log.exception("build %s crashed", build.name)
             await build.publish({"phase": Phase.FAILED.value, "message": f"The build crashed: {exc}"})
