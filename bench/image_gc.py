@@ -1,7 +1,9 @@
-"""What image garbage collection costs on the daemon: a pass with nothing to remove, a pass
-that removes images, and the builds page's listing of the embedded backend, each against a
-plain `docker image ls` of the same daemon in the same run (the cheapest question one can ask
-about images). N images under a fresh prefix, each with a layer of its own (1 MB).
+"""What image garbage collection costs on the daemon: a pass with nothing to remove (with
+watermarks as sizes, and as shares of the disk, the default, which measures the disk with a
+short container each pass), a pass that removes images, and the builds page's listing of the
+embedded backend (cold, and from its cache), each against a plain `docker image ls` of the
+same daemon in the same run (the cheapest question one can ask about images). N images under
+a fresh prefix, each with a layer of its own (1 MB).
 
 Usage: .venv/bin/python bench/image_gc.py [N]   (needs `make testenv`)
 """
@@ -63,7 +65,14 @@ async def measure_async(env, count: int) -> list[tuple[str, str, str, str]]:
         listing = await median_time(lambda: asyncio.to_thread(client.api.images))
         idle = ImageCollector(runner, GCPolicy(prefix=prefix, high_watermark=10**15), interval=0)
         idle_pass = await median_time(idle.run_once)
-        page = await median_time(backend.list_builds)
+        shares = ImageCollector(runner, GCPolicy.from_settings(prefix, "100%", "100%", 0, 3600), interval=0)
+        share_pass = await median_time(shares.run_once)
+
+        async def cold_page():
+            backend.image_facts.invalidate()
+            await backend.list_builds()
+        page = await median_time(cold_page)
+        cached_page = await median_time(backend.list_builds)
         remover = ImageCollector(runner, GCPolicy(prefix=prefix, high_watermark=0, low_watermark=0, grace=0), interval=0)
         start = time.perf_counter()
         report = await remover.run_once()
@@ -80,10 +89,14 @@ async def measure_async(env, count: int) -> list[tuple[str, str, str, str]]:
     return [
         (f"GC pass, nothing to remove ({count} images)", ms(idle_pass), f"docker image ls {ms(listing)}",
          f"x{idle_pass / listing:.1f}"),
+        ("the same with watermarks as shares of the disk (probe)", ms(share_pass), f"docker image ls {ms(listing)}",
+         f"x{share_pass / listing:.1f}"),
         (f"GC pass removing {removed} images", ms(removing), f"docker image ls {ms(listing)}",
          f"{removing / max(removed, 1) * 1000:.0f} ms per image"),
         (f"builds page list, embedded backend ({count} images)", ms(page), f"docker image ls {ms(listing)}",
          f"x{page / listing:.1f}"),
+        ("the same, within 15 s of the last (cached)", ms(cached_page), f"docker image ls {ms(listing)}",
+         f"x{cached_page / listing:.2f}"),
     ]
 
 

@@ -356,16 +356,20 @@ def test_pushed_image_is_pulled_from_the_registry_by_the_next_spawn(
 @pytest.mark.parametrize("follow_build_logs", [True, False])
 def test_build_lines_reach_the_user_as_printed_from_the_builders_daemon(
         request, testenv, tmp_path, docker_client, git_repos, follow_build_logs):
-    """The operator here writes the resource's status at most every 30 s, so a line that
+    """The operator here writes the resource's status at most every 60 s, so a line that
     reaches the user long before the build ends came from the build container itself (the hub
     shares the builder's daemon). With following off, the same line comes from the resource:
-    only with the final write."""
+    only with the final write.
+
+    The step sleeps 20 s: BuildKit's plain progress printer (buildx) may itself hold a step's
+    lines back for up to 10 s while another step is the one it prints (its `maxDelay`), so a
+    shorter build would make the builder's delay, not ours, decide the test."""
     hub = start_hub(request, "kubernetes", testenv, tmp_path, docker_client,
-                    operator_options={"status-interval": 30},
+                    operator_options={"status-interval": 60},
                     **{"KubernetesBackend.follow_build_logs": follow_build_logs})
     try:
         repo = git_repos.create({"Dockerfile": f"FROM {testenv['R2D_SINGLEUSER_IMAGE']}\n"
-                                               f"RUN echo tick-{uuid.uuid4().hex[:6]}-start && sleep 8 && echo tick-end\n"})
+                                               f"RUN echo tick-{uuid.uuid4().hex[:6]}-start && sleep 20 && echo tick-end\n"})
         name = user()
         hub.create_user(name)
         assert hub.spawn(name, {"repo": repo.url, "ref": "main"}).status_code == 202
