@@ -15,6 +15,7 @@ import os
 import time
 import uuid
 
+import docker
 import pytest
 from traitlets.config import Config
 
@@ -53,7 +54,8 @@ def prefix(docker_client):
 
 @pytest.fixture
 async def runner(testenv):
-    runner = BuildRunner(RunnerConfig(build_image=testenv["R2D_BUILD_IMAGE"]))
+    # An instance of its own: hubs and operators of other tests may measure the same daemon.
+    runner = BuildRunner(RunnerConfig(build_image=testenv["R2D_BUILD_IMAGE"], instance=f"t{uuid.uuid4().hex[:8]}"))
     yield runner
     runner.close()
 
@@ -174,11 +176,30 @@ async def test_shares_of_the_disk_are_measured_on_the_daemons_data_root_and_driv
         testenv, docker_client, prefix, runner):
     """'85%' is of the filesystem that holds Docker's data root, measured from a container of the
     build image, as from a pod that sees no host path: the same numbers the host's statvfs gives."""
-    disk = await runner.data_root_usage()
-    host = os.statvfs(docker_client.info()["DockerRootDir"])
-    assert disk.size == host.f_frsize * host.f_blocks
-    assert abs(disk.available - host.f_frsize * host.f_bavail) < 0.01 * disk.size  # others write meanwhile
-    assert not docker_client.containers.list(all=True, filters={"label": contract.LABEL_PROBE}), "the probe stays"
+    # What a hub killed mid-measurement leaves: an exited probe of its instance (and of another's).
+    def left_probe(instance):
+        container = docker_client.containers.run(
+            testenv["R2D_BUILD_IMAGE"], ["true"], detach=True, network_disabled=True,
+            labels={contract.LABEL_MANAGED_BY: contract.MANAGED_BY, contract.LABEL_PROBE: instance})
+        container.wait()
+        return container
+
+    ours, sibling = left_probe(runner.config.instance), left_probe(f"{runner.config.instance}-other")
+    try:
+        disk = await runner.data_root_usage()
+        host = os.statvfs(docker_client.info()["DockerRootDir"])
+        assert disk.size == host.f_frsize * host.f_blocks
+        assert abs(disk.available - host.f_frsize * host.f_bavail) < 0.01 * disk.size  # others write meanwhile
+        probes = docker_client.containers.list(
+            all=True, filters={"label": f"{contract.LABEL_PROBE}={runner.config.instance}"})
+        assert probes == [], "neither this probe nor the one left before stays"
+        assert docker_client.containers.get(sibling.id), "another instance's probe is its own to sweep"
+    finally:
+        for container in (ours, sibling):
+            try:
+                container.remove(force=True)
+            except docker.errors.NotFound:
+                pass
 
     image = build_like_repo2docker(docker_client, testenv["R2D_SINGLEUSER_IMAGE"], prefix, "shared-disk")
     never = ImageCollector(runner, GCPolicy.from_settings(prefix, "100%", "100%", 0, 0), interval=0)
@@ -259,9 +280,11 @@ async def test_the_embedded_backend_collects_with_its_traits_and_keeps_uses_in_i
         await asyncio.to_thread(wait_until, lambda: not image_exists(docker_client, unused), timeout=30,
                                 what="the hub's collector to remove the least recently used image")
         assert image_exists(docker_client, used)
-        # Counted in the hub's own registry, which JupyterHub serves at /hub/metrics.
+        # Counted in the hub's own registry, which JupyterHub serves at /hub/metrics (once the
+        # pass is back from Docker's removal, a moment after the image is gone).
         from prometheus_client import REGISTRY
-        assert REGISTRY.get_sample_value("repo2docker_images_removed_total") >= 1
+        await asyncio.to_thread(wait_until, lambda: REGISTRY.get_sample_value("repo2docker_images_removed_total") >= 1,
+                                timeout=10, what="the removal to be counted")
         assert REGISTRY.get_sample_value("repo2docker_image_bytes_removed_total") >= BLOB
     finally:
         await backend.close()

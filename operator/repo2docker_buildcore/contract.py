@@ -43,7 +43,8 @@ LABEL_COMMIT = f"{LABEL_PREFIX}/commit"
 LABEL_REPO_URL = f"{LABEL_PREFIX}/repo-url"
 LABEL_REF = f"{LABEL_PREFIX}/ref"
 LABEL_IMAGE = f"{LABEL_PREFIX}/image"
-# On short-lived helper containers (the image GC's disk probe): never a build, no instance.
+# On short-lived helper containers (the image GC's disk probe), valued with the instance that
+# measures; never a build, so no instance label (build listings select on that).
 LABEL_PROBE = f"{LABEL_PREFIX}/probe"
 MANAGED_BY = "repo2docker-operator"
 # Who first asked for a build (the hub's user name), on the resource.

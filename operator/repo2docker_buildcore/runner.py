@@ -486,19 +486,37 @@ class BuildRunner:
         is a Python program); before the first build there is nothing to remove anyway."""
         client = await self._docker()
         image = self.config.build_image
+        # Not the instance label: listings of build containers select on that one.
+        labels = {contract.LABEL_MANAGED_BY: contract.MANAGED_BY, contract.LABEL_PROBE: self.config.instance}
         try:
+            await self._remove_left_probes(labels)
             root = (await self._call(client.info)).get("DockerRootDir") or "/var/lib/docker"
             await self._call(client.images.get, image)  # containers.run would pull a missing one
             output = await self._call(
                 client.containers.run, image, ["python3", "-c", _STATVFS, "/data-root"], remove=True,
-                network_disabled=True, volumes={root: {"bind": "/data-root", "mode": "ro"}},
-                labels={contract.LABEL_MANAGED_BY: contract.MANAGED_BY, contract.LABEL_PROBE: "disk"})
+                network_disabled=True, volumes={root: {"bind": "/data-root", "mode": "ro"}}, labels=labels)
             frsize, blocks, available = (int(n) for n in output.decode().split()[:3])
         except docker.errors.ImageNotFound:
             raise RunnerError(f"the build image {image} is not on the daemon yet") from None
         except (docker.errors.DockerException, ValueError) as exc:
             raise RunnerError(f"could not measure the disk of Docker's data root: {exc}") from exc
         return DiskUsage(size=frsize * blocks, available=frsize * available)
+
+    async def _remove_left_probes(self, labels: dict[str, str]) -> None:
+        """Remove this instance's probes that a process killed mid-measurement left behind.
+
+        `containers.run(remove=True)` removes the probe only after reading its output, so a
+        hub or operator stopped in between leaves an exited container each time. Only exited
+        ones go: a running probe belongs to a sibling process of the same instance."""
+        filters = {"label": [f"{k}={v}" for k, v in labels.items()], "status": "exited"}
+        for container in await self._call((await self._docker()).containers.list, all=True, filters=filters):
+            try:
+                await self._call(container.remove, force=True)
+            except docker.errors.NotFound:
+                pass
+            except docker.errors.APIError as exc:
+                if exc.status_code != 409:
+                    raise
 
     async def remove_image(self, image_id: str) -> bool:
         """Remove an image by id, every tag of it. False when Docker refuses because a container
