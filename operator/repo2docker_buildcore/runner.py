@@ -510,13 +510,7 @@ class BuildRunner:
         ones go: a running probe belongs to a sibling process of the same instance."""
         filters = {"label": [f"{k}={v}" for k, v in labels.items()], "status": "exited"}
         for container in await self._call((await self._docker()).containers.list, all=True, filters=filters):
-            try:
-                await self._call(container.remove, force=True)
-            except docker.errors.NotFound:
-                pass
-            except docker.errors.APIError as exc:
-                if exc.status_code != 409:
-                    raise
+            await self.remove(container.id)
 
     async def remove_image(self, image_id: str) -> bool:
         """Remove an image by id, every tag of it. False when Docker refuses because a container
