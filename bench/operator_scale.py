@@ -50,7 +50,8 @@ async def create_finished(env, namespace: str, count: int, image: str) -> None:
         # As the operator leaves a finished build: marked with its finish time.
         manifest["metadata"].setdefault("labels", {})[contract.LABEL_FINISHED_AT] = str(int(finished_epoch))
         status = {"status": {"phase": "Succeeded", "image": image, "message": f"Built {image}.",
-                             "completionTime": finished, "startTime": finished, "logLineCount": 0}}
+                             "completionTime": finished, "startTime": finished, "logLineCount": 0,
+                             contract.STATUS_FINISHED_AT: int(finished_epoch)}}
         async with limit:
             async with session.post(base, json=manifest) as r:
                 assert r.status == 201, await r.text()

@@ -24,6 +24,8 @@ c.JupyterHub.authenticator_class = "shared-password"
 c.SharedPasswordAuthenticator.user_password = env.get("DEMO_PASSWORD", "repo2docker")
 c.Authenticator.allow_all = True
 c.Authenticator.admin_users = {"admin"}
+# Admins log in only with a password of their own (demo/run.sh generates and prints it).
+c.SharedPasswordAuthenticator.admin_password = env["DEMO_ADMIN_PASSWORD"]
 
 c.Repo2DockerSpawner.backend = env.get("DEMO_BACKEND", "local")
 c.Repo2DockerSpawner.image = env["R2D_SINGLEUSER_IMAGE"]  # no repository: this image
@@ -37,8 +39,9 @@ c.Repo2DockerSpawner.image_prefix = "r2d-demo-"
 c.Repo2DockerSpawner.allowed_repo_schemes = ["https", "http"]
 c.Repo2DockerSpawner.allowed_repo_hosts = [env["R2D_BRIDGE_IP"], "*"]
 c.DockerSpawner.name_template = "r2d-demo-{username}--{servername}"
-# The admin builds page at /hub/builds (log in as "admin"), and the spawn-pending page with
-# the build log open.
+# The admin builds page at /hub/builds (log in as "admin" with the admin password), and the
+# spawn-pending page with the build log open. A Binder-style link fills in the spawn form;
+# the user's click on Start launches it (Repo2DockerSpawner.autolaunch_repos to skip that).
 repo2dockerspawner.buildspage.setup(c)
 if c.Repo2DockerSpawner.backend == "kubernetes":
     c.KubernetesBackend.namespace = env.get("DEMO_NAMESPACE", "r2d-demo")

@@ -63,15 +63,24 @@ if [[ "$backend" == kubernetes ]]; then
 fi
 
 port="${DEMO_PORT:-8000}"
+# The admin's password: SharedPasswordAuthenticator lets admins in only with one of their own
+# (at least 32 characters), generated once and kept with the demo's state.
+mkdir -p "$TESTENV_DIR/demo"
+admin_file="$TESTENV_DIR/demo/admin-password"
+[[ -s "$admin_file" ]] || (umask 077 && openssl rand -hex 16 >"$admin_file")
+export DEMO_ADMIN_PASSWORD="${DEMO_ADMIN_PASSWORD:-$(cat "$admin_file")}"
+hub_url="http://${DEMO_IP:-127.0.0.1}:$port"
 cat <<MSG
 
   Repo2DockerSpawner demo ($backend backend)
   ------------------------------------------------------------------
-  Open:        http://${DEMO_IP:-127.0.0.1}:$port/
+  Open:        $hub_url/
   Log in as:   any user name, password '${DEMO_PASSWORD:-repo2docker}'
   Repository:  $repo_url
   Ref:         v1   (or main, or a commit SHA)
-  Binder link: http://${DEMO_IP:-127.0.0.1}:$port/hub/spawn?repo=$repo_url&ref=v1
+  Binder link: $hub_url/hub/spawn?repo=$repo_url&ref=v1
+               (opens the form filled in; click Start to launch it)
+  Admin:       log in as 'admin' with password '$DEMO_ADMIN_PASSWORD'; builds page: $hub_url/hub/builds
   Leave the repository empty for the default image. Stop with Ctrl-C.
 MSG
 if [[ "$backend" == kubernetes ]]; then
@@ -81,7 +90,6 @@ if [[ "$backend" == kubernetes ]]; then
 fi
 echo
 
-mkdir -p "$TESTENV_DIR/demo"
 cd "$TESTENV_DIR/demo"
 export DEMO_BACKEND="$backend"
 export PATH="$R2D_CHP_BIN:$root/.venv/bin:$PATH"

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from support.builds import IMAGE_PREFIX
 from support.env import REPO2DOCKER_VERSIONS, TestEnv, load_env
 from support.gitrepos import GitRepoFactory
 from support.kube import Kubectl
@@ -83,12 +84,15 @@ def docker_client(testenv: TestEnv):
     yield client
     # Images built by tests would pile up run after run on a reused machine.
     registries = tuple(f"{testenv[k]}/" for k in ("R2D_REGISTRY", "R2D_REGISTRY_ANON") if k in testenv)
+    # By tag, not by id: an image that also carries a tag of its own (a base image a test
+    # tagged) keeps it; the last tag's removal removes the image.
     for image in client.images.list():
-        if any(tag.startswith(TEST_IMAGE_PREFIXES + registries) for tag in image.tags):
-            try:
-                client.images.remove(image.id, force=True)
-            except docker.errors.APIError:
-                pass  # still used by a container another test left; the next run retries
+        for tag in image.tags:
+            if tag.startswith(TEST_IMAGE_PREFIXES + registries):
+                try:
+                    client.images.remove(tag, force=True)
+                except docker.errors.APIError:
+                    pass  # still used by a container another test left; the next run retries
     client.close()
 
 
@@ -133,7 +137,9 @@ def operator_factory(testenv, namespace, crd, tmp_path_factory, docker_client, b
     started: list[OperatorProcess] = []
 
     def start(**options) -> OperatorProcess:
-        op = OperatorProcess(testenv, namespace, log_dir, **{"build_image": build_image, **options})
+        # The prefix the tests' resources are made with (support.builds.create_build).
+        op = OperatorProcess(testenv, namespace, log_dir,
+                             **{"build_image": build_image, "image_prefix": IMAGE_PREFIX, **options})
         started.append(op)
         return op.start()
 

@@ -93,7 +93,7 @@ def test_form_pending_page_shows_the_build_log_then_the_server(
         stop_hub(hub, docker_client)
 
 
-def test_a_failed_builds_last_lines_are_visible_on_the_pending_page(
+def test_a_link_fills_in_the_form_and_the_click_shows_a_failed_builds_last_lines(
         request, browser, testenv, tmp_path, artifacts, docker_client, git_repos):
     hub = start_hub(request, "local", testenv, tmp_path, docker_client)
     try:
@@ -103,7 +103,16 @@ def test_a_failed_builds_last_lines_are_visible_on_the_pending_page(
         name = f"f{uuid.uuid4().hex[:8]}"
         page = browser.new_page()
         login(page, hub, name)
+        # A Binder-style link opens the form, filled in, with the repository in plain sight.
         page.goto(f"{hub.url}/hub/spawn?repo={repo.url}&ref=main")
+        notice = page.locator("#r2d-link-notice")
+        notice.wait_for(timeout=30_000)
+        assert repo.url in notice.inner_text() and notice.is_visible()
+        assert page.input_value("input[name=repo]") == repo.url and page.input_value("input[name=ref]") == "main"
+        assert "/hub/spawn" in page.url
+        page.screenshot(path=str(artifacts / "link-form.png"), full_page=True)
+        assert not hub.api("GET", f"/users/{name}").json().get("servers"), "the link alone started a server"
+        page.click("#spawn_form button[type=submit]")
         page.wait_for_url("**/spawn-pending/**", timeout=30_000)
         message = page.locator("#progress-message")
         message.get_by_text(f"the reason it broke {token}", exact=False).wait_for(timeout=120_000)

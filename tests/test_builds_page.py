@@ -9,6 +9,7 @@ import time
 import uuid
 
 import pytest
+import requests
 
 from repo2docker_buildcore import contract
 from support.builds import dockerfile_repo, head, image_exists
@@ -140,5 +141,64 @@ def test_kubernetes_builds_page_lists_resources_with_events_and_cancel_ends_the_
         assert "<td>Building</td>" in detail and "<td>Succeeded</td>" in detail  # the operator's Events
         assert "erin" in detail
         hub.stop_server("erin")
+    finally:
+        stop_hub(hub, docker_client)
+
+
+VIEWER = "r2d-viewer"
+
+
+def own_xsrf(hub, session) -> str:
+    """A session's own, valid XSRF token: the cookie a page view sets, which the hub's pages
+    send back with their forms."""
+    session.get(f"{hub.url}/hub/home")
+    return session.cookies.get("_xsrf")
+
+
+def test_destructive_actions_need_admin_servers_not_a_viewing_scope(request, testenv, tmp_path, docker_client, git_repos):
+    """Each attempt is made with the attacker's own valid XSRF token, so only the scope check
+    can refuse it: a plain user, and a user whose role lets them *view* the admin pages."""
+    hub = start_hub(request, "local", testenv, tmp_path, docker_client, hub_config=[
+        f'c.JupyterHub.load_roles.append({{"name": "build-viewer", "users": ["{VIEWER}"], '
+        '"scopes": ["admin-ui", "list:users", "read:users"]})'])
+    try:
+        base = testenv["R2D_SINGLEUSER_IMAGE"]
+        slow = dockerfile_repo(git_repos, base, sleep=120)
+        hub.create_user("dave")
+        assert hub.spawn("dave", {"repo": slow.url, "ref": "main"}).status_code == 202
+        name = contract.build_name(slow.url, head(slow))
+        image = contract.image_name("r2d-e2e-", slow.url, head(slow))
+        label = {"label": f"{contract.LABEL_BUILD_NAME}={name}"}
+        wait_until(lambda: docker_client.containers.list(filters=label), timeout=60, what="the build to run")
+
+        viewer = hub.login(VIEWER)
+        assert viewer.get(f"{hub.url}/hub/builds").status_code == 200  # viewing is what admin-ui is for
+        for who, session in (("bob", hub.login("bob")), (VIEWER, viewer)):
+            for action in ("cancel", "delete-image", "rebuild"):
+                r = session.post(build_url(hub, "local", name, action), data={"_xsrf": own_xsrf(hub, session)},
+                                 allow_redirects=False)
+                assert r.status_code == 403, (who, action, r.status_code, r.text[-300:])
+        assert docker_client.containers.list(filters=label), "a refused action stopped the build"
+
+        admin = hub.login(ADMIN)
+        assert admin.get(build_url(hub, "local", name, "cancel"), allow_redirects=False).status_code == 405
+
+        # The image of a build under way is not removed, even when a tag of that name exists
+        # (an earlier image of the commit, being built again).
+        docker_client.images.get(base).tag(*image.rsplit(":", 1))
+        try:
+            refused = admin.post(build_url(hub, "local", name, "delete-image"), data={"_xsrf": own_xsrf(hub, admin)},
+                                 allow_redirects=False)
+            assert refused.status_code == 409 and "still under way" in refused.text, refused.text[-500:]
+            assert image_exists(docker_client, image)
+        finally:
+            docker_client.images.remove(image)  # the tag only: the base image keeps its own
+
+        # Automation with a token that holds admin:servers (the tests' service) may act.
+        by_token = requests.post(build_url(hub, "local", name, "cancel"), allow_redirects=False, timeout=30,
+                                 headers={"Authorization": f"token {hub.token}"})
+        assert by_token.status_code in (200, 302), (by_token.status_code, by_token.text[-300:])
+        wait_until(lambda: not docker_client.containers.list(all=True, filters=label), timeout=30,
+                   what="the cancelled build's container to go")
     finally:
         stop_hub(hub, docker_client)

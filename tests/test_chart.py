@@ -93,6 +93,8 @@ def test_rendered_manifests_pass_server_side_dry_run(testenv, kubectl, namespace
                                                     "NO_PROXY": "localhost,10.0.0.0/8"}
         assert pod["securityContext"]["runAsNonRoot"] and pod["securityContext"]["supplementalGroups"] == [998]
         assert pod["volumes"][0]["hostPath"]["path"] == "/run/docker.sock"
+        assert env["R2D_LIVENESS"] == "http://[::]:8181/healthz" and env["R2D_METRICS_ADDRESS"] == "::"
+        assert "networkpolicy.networking.k8s.io/r2d-repo2docker-operator created (server dry run)" in out
 
 
 def test_all_namespaces_uses_cluster_rbac(testenv):
@@ -106,11 +108,30 @@ def test_all_namespaces_uses_cluster_rbac(testenv):
     "build.concurrency=two", "build.concurrency=-1", "bogus=1", "build.bogus=1", "build.imagePrefix=UPPER",
     "build.memoryLimit=lots", "metrics.port=70000", "docker.socketPath=relative", "watch.namespaces={Bad_NS}",
     "build.env.1BAD=x", "imageGC.highWatermark=lots", "imageGC.highWatermark=120%", "imageGC.lowWatermark=-5%", "imageGC.interval=-1",
+    "build.imagePrefix=", "networkPolicy.apiServer.cidrs={not-a-cidr}",
 ])
 def test_schema_rejects_bad_values(testenv, bad):
     proc = helm(testenv, "template", "r2d", str(CHART), "--kube-version", testenv["R2D_KUBE_VERSION"],
                 "--set", bad, check=False)
     assert proc.returncode != 0 and "schema" in proc.stderr, (bad, proc.stderr)
+
+
+def test_network_policy_admits_metrics_in_and_only_the_api_server_and_dns_out(testenv):
+    docs = [d for d in yaml.safe_load_all(template(
+        testenv, "--set", "networkPolicy.enabled=true", "--set", "networkPolicy.apiServer.cidrs={172.17.0.1/32}")) if d]
+    policy = next(d for d in docs if d["kind"] == "NetworkPolicy")["spec"]
+    assert policy["policyTypes"] == ["Ingress", "Egress"]
+    assert policy["podSelector"]["matchLabels"]["app.kubernetes.io/name"] == "repo2docker-operator"
+    assert policy["ingress"] == [{"ports": [{"protocol": "TCP", "port": 9090}]}]
+    api, dns = policy["egress"]
+    assert api == {"to": [{"ipBlock": {"cidr": "172.17.0.1/32"}}],
+                   "ports": [{"protocol": "TCP", "port": 443}, {"protocol": "TCP", "port": 6443}]}
+    assert dns["to"][0]["podSelector"] == {"matchLabels": {"k8s-app": "kube-dns"}}
+    assert {(p["protocol"], p["port"]) for p in dns["ports"]} == {("UDP", 53), ("TCP", 53)}
+    assert not [d for d in yaml.safe_load_all(template(testenv)) if d and d["kind"] == "NetworkPolicy"]  # off by default
+    refused = helm(testenv, "template", "r2d", str(CHART), "--kube-version", testenv["R2D_KUBE_VERSION"],
+                   "--set", "networkPolicy.enabled=true", check=False)
+    assert refused.returncode != 0 and "networkPolicy.apiServer.cidrs" in refused.stderr
 
 
 @pytest.fixture

@@ -51,7 +51,7 @@ def test_image_name_is_valid_and_tagged_with_the_commit():
     assert contract.image_name("r2d-", "https://github.com/a/b.git", SHA) == contract.image_name("r2d-", "https://github.com/a/b", SHA)
 
 
-@pytest.mark.parametrize("prefix", ["UPPER-", "a b", "-x", "x//y"])
+@pytest.mark.parametrize("prefix", ["UPPER-", "a b", "-x", "x//y", "", "r2d-\n"])
 def test_bad_image_prefixes_are_refused(prefix):
     with pytest.raises(InvalidBuildRequest):
         contract.image_name(prefix, "https://github.com/a/b", SHA)
@@ -60,6 +60,7 @@ def test_bad_image_prefixes_are_refused(prefix):
 @pytest.mark.parametrize("url", [
     "", "file:///etc/passwd", "github.com/a/b", "https://", "https://host/a b", "https://host/a;$(touch x)`",
     "-uhttps://x/y", "https://host/a?x=1", "https://user:token@github.com/a/b", "ext::sh -c touch% /tmp/pwned", "https://" + "a" * 3000,
+    "https://github.com/a/b\n", "https://github.com]/x", "https://[::1/x", "https://host:99999/x", "https://host:-1/x",
 ])
 def test_bad_repo_urls_are_refused(url):
     with pytest.raises(InvalidBuildRequest):
@@ -71,7 +72,8 @@ def test_good_repo_urls_pass(url):
     assert contract.validate_repo_url(url) == url
 
 
-@pytest.mark.parametrize("ref", ["", "-n", "--upload-pack=x", "/abs", "a..b", "a b", "x;rm", "a.lock", "ref/", "$(x)", "x" * 300])
+@pytest.mark.parametrize("ref", ["", "-n", "--upload-pack=x", "/abs", "a..b", "a b", "x;rm", "a.lock", "ref/", "$(x)", "x" * 300,
+                                 "main\n", "main\r"])
 def test_bad_refs_are_refused(ref):
     with pytest.raises(InvalidBuildRequest):
         contract.validate_ref(ref)
@@ -119,3 +121,40 @@ def test_status_new_lines_gives_each_line_once():
     assert status.new_lines(5) == []
     assert BuildStatus.from_status({"phase": "Bogus"}).phase == Phase.PENDING
     assert Phase.FAILED.terminal and not Phase.QUEUED.terminal
+
+
+def test_validation_is_of_the_whole_value():
+    """Python's `$` also matches before a final newline: every check is a full match."""
+    for check, value in ((contract.validate_commit, SHA + "\n"), (contract.validate_image, "r2d-x:1\n"),
+                         (contract.validate_image_prefix, "r2d-\n"), (contract.parse_quantity, "1Gi\n")):
+        with pytest.raises(InvalidBuildRequest):
+            check(value)
+
+
+def test_the_image_a_spec_may_produce_is_derived_from_its_own_repository_and_commit():
+    theirs = contract.image_name("r2d-", "https://github.com/victim/course", SHA)
+    mine = BuildSpec("https://github.com/attacker/x", "main", SHA, theirs)
+    with pytest.raises(InvalidBuildRequest) as info:
+        contract.check_image_of(mine, "r2d-")
+    expected = contract.image_name("r2d-", "https://github.com/attacker/x", SHA)
+    assert expected in str(info.value)
+    honest = BuildSpec("https://github.com/attacker/x.git", "main", SHA, expected)
+    assert contract.check_image_of(honest, "r2d-") is honest
+    with pytest.raises(InvalidBuildRequest):  # the right name under another prefix
+        contract.check_image_of(BuildSpec(honest.repo_url, "main", SHA, "other-" + expected[4:]), "r2d-")
+
+
+def test_a_build_is_the_same_build_when_its_identity_matches():
+    ours = BuildSpec("https://github.com/a/b", "main", SHA, contract.image_name("r2d-", "https://github.com/a/b", SHA))
+    assert contract.same_build(ours, BuildSpec("HTTPS://github.com/a/b.git", "v1", SHA, ours.image, cpu_limit=1.0))
+    for other in (BuildSpec("https://github.com/a/c", "main", SHA, ours.image),
+                  BuildSpec(ours.repo_url, "main", "f" * 40, ours.image),
+                  BuildSpec(ours.repo_url, "main", SHA, "r2d-elsewhere:1")):
+        assert not contract.same_build(ours, other), other
+
+
+@pytest.mark.parametrize("asked, allowed, granted", [
+    (None, None, None), (4.0, None, 4.0), (None, 0.5, 0.5), (4.0, 0.5, 0.5), (0.25, 0.5, 0.25),
+])
+def test_a_resource_may_lower_a_limit_never_raise_it(asked, allowed, granted):
+    assert contract.lower_only(asked, allowed) == granted

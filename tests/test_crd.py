@@ -49,3 +49,12 @@ def test_printer_columns():
     columns = {c["name"]: c for c in VERSION["additionalPrinterColumns"]}
     default = [name for name, c in columns.items() if not c.get("priority")]
     assert default == ["Repo", "Commit", "Phase", "Image", "Age"]
+
+
+def test_the_operators_watch_selects_on_a_field_only_the_operator_writes():
+    from repo2docker_buildcore.resources import FINISHED_SELECTOR, UNFINISHED_SELECTOR
+
+    assert VERSION["selectableFields"] == [{"jsonPath": f".status.{contract.STATUS_FINISHED_AT}"}]
+    assert STATUS["properties"][contract.STATUS_FINISHED_AT]["type"] == "integer"
+    assert UNFINISHED_SELECTOR == "status.finishedAt=" and FINISHED_SELECTOR == "status.finishedAt!="
+    assert "must be exactly the image derived from repoUrl" in SPEC["properties"]["image"]["description"]

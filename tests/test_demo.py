@@ -40,7 +40,13 @@ def test_make_demo_spawns_a_server_from_the_sample_repository(backend, testenv, 
         xsrf = re.search(r'name="_xsrf" value="([^"]+)"', page.text).group(1)
         assert session.post(f"{base}/hub/login", data={"username": user, "password": password, "_xsrf": xsrf}).ok
 
-        session.get(link.group(1), timeout=30)  # the Binder link from the banner starts the build
+        # The Binder link from the banner opens the form, filled in; the click (a POST) launches.
+        form = session.get(link.group(1), timeout=30)
+        assert form.status_code == 200 and 'id="r2d-link-notice"' in form.text, form.text[-500:]
+        repo, ref = re.search(r"repo=(\S+)&ref=(\S+)", link.group(1)).groups()
+        launched = session.post(f"{base}/hub/spawn", data={"repo": repo, "ref": ref, "_xsrf": session.cookies.get("_xsrf")},
+                                timeout=30)
+        assert launched.ok, launched.text[-500:]
         headers = {"X-XSRFToken": session.cookies.get("_xsrf")}
 
         def ready():
@@ -52,6 +58,16 @@ def test_make_demo_spawns_a_server_from_the_sample_repository(backend, testenv, 
         assert readme.status_code == 200 and "built from this repository" in readme.text
         container = docker_client.containers.get(f"r2d-demo-{user}--")
         assert container.image.tags[0].startswith("r2d-demo-")
+        # The admin login the banner prints works, and leads to the builds page it names.
+        admin_name, admin_password, builds = re.search(
+            r"Admin:\s+log in as '([^']+)' with password '([^']+)'; builds page: (\S+)", log.read_text()).groups()
+        admin = requests.Session()
+        page = admin.get(f"{base}/hub/login")
+        xsrf = re.search(r'name="_xsrf" value="([^"]+)"', page.text).group(1)
+        assert admin.post(f"{base}/hub/login", data={"username": admin_name, "password": admin_password,
+                                                     "_xsrf": xsrf}).ok
+        listing = admin.get(builds, timeout=30)
+        assert listing.status_code == 200 and repo.replace("&", "&amp;") in listing.text, listing.text[-500:]
         if backend == "kubernetes":
             assert_built_by_the_chart_pod(kubectl, env["DEMO_NAMESPACE"], container.image.tags[0])
     finally:

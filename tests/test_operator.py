@@ -100,7 +100,8 @@ def test_concurrency_cap_holds_across_six_builds(kubectl, namespace, operator_fa
 
 @both_repo2docker_versions
 async def test_tag_branch_and_sha_resolved_as_the_spawner_does_build_their_own_commits(
-        kubectl, namespace, operator_factory, git_repos, base, docker_client):
+        kubectl, namespace, operator_factory, git_repos, base, docker_client, testenv):
+    from repo2dockerspawner.options import RepoPolicy
     from repo2dockerspawner.refs import resolve_ref
 
     operator_factory()
@@ -113,7 +114,7 @@ async def test_tag_branch_and_sha_resolved_as_the_spawner_does_build_their_own_c
     expected = {"v1": "at the tag\n", "feature": "on the branch\n", sha: "at the sha\n"}
     names = {}
     for ref in expected:
-        commit = await resolve_ref(repo.url, ref)
+        commit = await resolve_ref(repo.url, ref, RepoPolicy(schemes=("http",), hosts=(testenv["R2D_BRIDGE_IP"],)))
         names[ref] = create_build(kubectl, namespace, repo.url, commit, ref=ref)
     for ref, marker in expected.items():
         status = wait_phase(kubectl, namespace, names[ref], "Succeeded", "Failed")["status"]
@@ -231,7 +232,7 @@ def test_image_outside_the_prefix_is_refused(kubectl, namespace, operator_factor
     manifest = contract.build_manifest(contract.BuildSpec(repo.url, "main", commit, "python:3"), namespace)
     kubectl("create", "-f", "-", input=json.dumps(manifest))
     status = wait_phase(kubectl, namespace, manifest["metadata"]["name"], "Failed")["status"]
-    assert "must start with the prefix 'r2d-test-'" in status["message"]
+    assert f"must be {contract.image_name('r2d-test-', repo.url, commit)}, not python:3" in status["message"]
 
 
 def test_build_image_outside_the_allow_list_is_refused(kubectl, namespace, operator_factory, git_repos, base, docker_client):
@@ -349,8 +350,9 @@ def test_memory_limit_is_refused_for_buildx_releases_and_applied_for_older_ones(
 
 def test_finished_resources_leave_the_watch_and_still_expire_after_a_restart(
         kubectl, namespace, operator_factory, git_repos, base):
-    """A finished build is marked (label with its finish time, no finalizer), so a restarted
-    operator neither watches nor re-handles it, and still deletes it when its TTL ends."""
+    """A finished build is marked (label with its finish time, no finalizer, status.finishedAt),
+    so a restarted operator neither watches nor re-handles it, and still deletes it when its
+    TTL ends."""
     op = operator_factory(finished_ttl=15)
     repo = dockerfile_repo(git_repos, base)
     name = create_build(kubectl, namespace, repo.url, head(repo))
@@ -358,6 +360,9 @@ def test_finished_resources_leave_the_watch_and_still_expire_after_a_restart(
     meta = wait_until(lambda: (m := get_build(kubectl, namespace, name)["metadata"]).get("labels", {}).get(
         contract.LABEL_FINISHED_AT) and m, timeout=10, what="the finished mark")
     assert not meta.get("finalizers"), meta.get("finalizers")
+    released = wait_until(lambda: get_build(kubectl, namespace, name)["status"].get(contract.STATUS_FINISHED_AT),
+                          timeout=10, what="status.finishedAt")
+    assert released == int(meta["labels"][contract.LABEL_FINISHED_AT])
     op.kill()
     op.start()  # its watch excludes the marked resource: only the finished-listing knows it
     wait_until(lambda: kubectl.run("get", contract.PLURAL, name, "-n", namespace, check=False).returncode != 0,

@@ -37,6 +37,7 @@ def test_environment_then_flags():
     ({"R2D_NAMESPACES": "a", "R2D_DOCKER_CONFIG": "/x"}, "only makes sense with --push"),
     ({"R2D_NAMESPACES": "a", "R2D_PUSH": "true", "R2D_IMAGE_PREFIX": "binder/r2d-"}, "names a registry"),
     ({"R2D_NAMESPACES": "a", "R2D_ALLOWED_BUILD_IMAGES": "Not An Image"}, "allowed build image"),
+    ({"R2D_NAMESPACES": "a", "R2D_IMAGE_PREFIX": ""}, "image prefix"),
 ])
 def test_bad_configuration_is_one_clear_error(env, message):
     with pytest.raises(ConfigError, match=message):
@@ -132,19 +133,23 @@ def test_every_setting_has_a_variable_a_flag_and_help():
     assert "--gc-high-watermark" in text and "default '85%'" in text.replace("\n", " ").replace("  ", " ")
 
 
-def test_the_operator_refuses_specs_outside_its_prefix_and_build_images():
-    from repo2docker_buildcore.contract import InvalidBuildRequest
+def test_the_operator_builds_only_the_image_of_a_specs_own_repository_and_commit():
+    from repo2docker_buildcore.contract import InvalidBuildRequest, image_name
     from repo2docker_operator.handlers import _build_spec
 
     config = OperatorConfig(namespaces=("a",), image_prefix="reg:5000/b/r2d-", build_image="r2d/build:2",
                             allowed_build_images=("r2d/build:1",), memory_limit="1Gi", cpu_limit=2.0)
-    spec = {"repoUrl": "https://h/a/b", "ref": "main", "commit": "a" * 40, "image": "reg:5000/b/r2d-x:1"}
+    own = image_name("reg:5000/b/r2d-", "https://h/a/b", "a" * 40)
+    spec = {"repoUrl": "https://h/a/b", "ref": "main", "commit": "a" * 40, "image": own}
     built = _build_spec(spec, config)
-    assert (built.image, built.build_image, built.memory_limit, built.cpu_limit) == ("reg:5000/b/r2d-x:1", None, 2**30, 2.0)
+    assert (built.image, built.build_image, built.memory_limit, built.cpu_limit) == (own, None, 2**30, 2.0)
     assert _build_spec({**spec, "buildImage": "r2d/build:1", "resources": {"cpu": 0.5}}, config).cpu_limit == 0.5
+    assert _build_spec({**spec, "resources": {"cpu": 8, "memory": "64Gi"}}, config).cpu_limit == 2.0
+    assert _build_spec({**spec, "resources": {"memory": "64Gi"}}, config).memory_limit == 2**30
     assert _build_spec({**spec, "buildImage": "r2d/build:2"}, config).build_image == "r2d/build:2"
-    with pytest.raises(InvalidBuildRequest, match="must start with the prefix 'reg:5000/b/r2d-'"):
-        _build_spec({**spec, "image": "reg:5000/other/r2d-x:1"}, config)
+    for image in ("reg:5000/other/r2d-x:1", "reg:5000/b/r2d-x:1", image_name("reg:5000/b/r2d-", "https://h/victim/c", "a" * 40)):
+        with pytest.raises(InvalidBuildRequest, match=f"must be {own}"):
+            _build_spec({**spec, "image": image}, config)
     with pytest.raises(InvalidBuildRequest, match="not one this operator allows"):
         _build_spec({**spec, "buildImage": "evil/image:1"}, config)
 

@@ -8,6 +8,7 @@ import json
 import tarfile
 import uuid
 
+import docker.errors
 import pytest
 
 from repo2docker_buildcore import contract
@@ -123,3 +124,31 @@ async def test_registry_checks_and_push_through_the_daemon(testenv, tmp_path, do
         docker_client.images.remove(image, force=True)
         for r in (runner, refused, down):
             r.close()
+
+
+async def test_the_version_check_is_a_labelled_probe_and_sweeps_what_a_killed_process_left(testenv, docker_client):
+    import time
+
+    instance = f"t{uuid.uuid4().hex[:8]}"
+    probe_labels = {contract.LABEL_MANAGED_BY: contract.MANAGED_BY, contract.LABEL_PROBE: instance}
+    # What a process killed during its version check leaves: an exited, labelled container.
+    left = docker_client.containers.run(testenv["R2D_BUILD_IMAGE"], ["true"], detach=True, network_disabled=True,
+                                        labels=probe_labels)
+    left.wait()
+    runner = BuildRunner(RunnerConfig(build_image=testenv["R2D_BUILD_IMAGE"], instance=instance))
+    since = time.time() - 1
+    try:
+        version = await runner.repo2docker_version(testenv["R2D_BUILD_IMAGE"])
+        assert version.uses_buildx
+        until = time.time() + 1
+        created = list(docker_client.events(since=since, until=until, decode=True, filters={
+            "type": "container", "event": "create", "label": f"{contract.LABEL_PROBE}={instance}"}))
+        assert [e["Actor"]["Attributes"]["image"] for e in created if e["id"] != left.id] == \
+            [testenv["R2D_BUILD_IMAGE"]], "the version check runs as this instance's probe"
+        assert not docker_client.containers.list(all=True, filters={"label": f"{contract.LABEL_PROBE}={instance}"})
+    finally:
+        runner.close()
+        try:
+            left.remove(force=True)
+        except docker.errors.NotFound:
+            pass

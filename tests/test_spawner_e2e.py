@@ -282,7 +282,10 @@ def test_form_and_query_paths(local_hub, git_repos, testenv):
     bad = session.get(f"{hub.url}/hub/spawn/{name}", params={"repo": "https://github.com/a/b"})
     assert bad.status_code == 400 and "http:// URLs on this hub" in html.unescape(bad.text)
 
-    ok = session.get(f"{hub.url}/hub/spawn/{name}", params={"repo": repo.url, "ref": "main"})
+    # A link fills in the form (test_attacks_hub.py has the rest); the form's POST launches.
+    filled = session.get(f"{hub.url}/hub/spawn/{name}", params={"repo": repo.url, "ref": "main"})
+    assert filled.status_code == 200 and f'value="{html.escape(repo.url)}"' in filled.text
+    ok = session.post(f"{hub.url}/hub/spawn/{name}", data={"repo": repo.url, "ref": "main", "_xsrf": xsrf})
     assert ok.status_code == 200 and ("/spawn-pending/" in ok.url or f"/user/{name}/" in ok.url), ok.url
     hub.wait_ready(name)
     assert hub.user_file(name, "marker.txt") == "via query\n"

@@ -61,7 +61,7 @@ def spawner(monkeypatch):
     async def docker_stop(self, now=False):
         pass
 
-    async def resolve(repo, ref, timeout):
+    async def resolve(repo, ref, policy, limits):
         return SHA
 
     monkeypatch.setattr(DockerSpawner, "start", docker_start)
@@ -82,7 +82,9 @@ async def test_a_built_image_is_what_the_server_starts_from(spawner):
     await asyncio.sleep(0.01)
     spec, requested_by = ScriptedBackend.specs[0]
     assert (spec.commit, requested_by) == (SHA, "alice")
-    await ScriptedBackend.build.updates.put(BuildStatus(Phase.SUCCEEDED, image=spec.image))
+    # Whatever a status says (anyone who can create a resource under the name can have it say
+    # anything): the server starts from the image the hub derived.
+    await ScriptedBackend.build.updates.put(BuildStatus(Phase.SUCCEEDED, image="r2d-someone-else:1"))
     assert await asyncio.wait_for(task, 2) == ("127.0.0.1", 8888)
     assert spawner.started == [spec.image] and spawner.get_state()["repo2docker"]["image"] == spec.image
 

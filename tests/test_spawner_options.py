@@ -13,7 +13,7 @@ from repo2docker_buildcore.contract import BuildStatus, Phase
 from repo2dockerspawner import Repo2DockerSpawner
 from repo2dockerspawner.options import RepoPolicy, RepoRequest, parse_options
 from repo2dockerspawner.refs import pick_commit, resolve_ref
-from repo2dockerspawner.spawner import progress_events
+from repo2dockerspawner.spawner import LinkOpensForm, progress_events
 
 pytestmark = pytest.mark.unit
 
@@ -74,7 +74,7 @@ def test_pick_commit(ref, sha):
 
 
 async def test_full_sha_needs_no_lookup():
-    assert await resolve_ref("https://nowhere.invalid/x", "a" * 40) == "a" * 40
+    assert await resolve_ref("https://nowhere.invalid/x", "a" * 40, RepoPolicy(hosts=("nowhere.invalid",))) == "a" * 40
 
 
 def test_form_renders_fields_and_escapes_previous_values():
@@ -104,7 +104,7 @@ def test_a_refused_form_comes_back_with_what_was_typed_and_the_message_next_to_i
 async def test_a_ref_refused_at_start_comes_back_on_the_form_but_not_on_a_later_one(monkeypatch):
     from repo2dockerspawner.options import bad_request
 
-    async def resolve(repo, ref, timeout):
+    async def resolve(repo, ref, policy, limits):
         raise bad_request(f"The ref {ref!r} was not found in {repo}.")
 
     monkeypatch.setattr("repo2dockerspawner.spawner.resolve_ref", resolve)
@@ -121,7 +121,7 @@ async def test_a_ref_refused_at_start_comes_back_on_the_form_but_not_on_a_later_
 
 
 def test_form_and_query_share_validation():
-    spawner = make_spawner(allowed_repo_hosts=["github.com"])
+    spawner = make_spawner(allowed_repo_hosts=["github.com"], autolaunch_repos=["https://github.com/*"])
     assert spawner.run_options_from_form({"repo": ["https://github.com/a/b"], "ref": ["v1"]}) == {
         "repo": "https://github.com/a/b", "ref": "v1"}
     assert spawner.options_from_query({"repo": ["https://github.com/a/b"]}) == {"repo": "https://github.com/a/b", "ref": "HEAD"}
@@ -194,6 +194,8 @@ def test_api_errors_are_described_in_one_line():
     ({"LocalBackend": {"build_memory_limit": "lots"}}, "memory quantity"),
     ({"Repo2DockerSpawner": {"allowed_repo_schemes": ["file"]}}, "not among"),
     ({"Repo2DockerSpawner": {"image_prefix": "UPPER/"}}, "image prefix"),
+    ({"Repo2DockerSpawner": {"image_prefix": ""}}, "image prefix"),
+    ({"Repo2DockerSpawner": {"autolaunch_repos": ["github.com/*"]}}, "autolaunch_repos"),
     ({"LocalBackend": {"push": True}, "Repo2DockerSpawner": {"image_prefix": "binder/r2d-"}},
      "needs a Repo2DockerSpawner.image_prefix that names a registry"),
     ({"LocalBackend": {"docker_config": "/nonexistent/config.json"}}, "is not a file"),
@@ -248,3 +250,48 @@ def test_build_spec_takes_the_backends_resources():
     assert (spec.memory_limit, spec.cpu_limit) == (2**30, 1.5)
     kube = make_spawner({"LocalBackend": {"build_memory_limit": "1Gi"}}, backend="kubernetes")
     assert kube.build_spec(RepoRequest("https://github.com/a/b", "main"), "a" * 40).memory_limit is None
+
+
+def test_a_link_only_fills_in_the_form():
+    spawner = make_spawner(allowed_repo_hosts=["github.com"])
+    with pytest.raises(LinkOpensForm):
+        spawner.options_from_query({"repo": ["https://github.com/someone/course"], "ref": ["week-1"]})
+    form = spawner.options_form(spawner)
+    assert 'id="r2d-link-notice"' in form and "<strong><code>https://github.com/someone/course</code></strong>" in form
+    assert 'value="https://github.com/someone/course"' in form and 'value="week-1"' in form and "Start" in form
+    assert 'id="r2d-link-notice"' not in spawner.options_form(spawner)  # for the link's page only
+    # A hostile link is refused; the form shows it, escaped, with the reason.
+    with pytest.raises(web.HTTPError):
+        spawner.options_from_query({"repo": ['https://github.com/evil/"><script>x</script>'], "ref": ["main"]})
+    form = spawner.options_form(spawner)
+    assert 'value="https://github.com/evil/&quot;&gt;&lt;script&gt;x&lt;/script&gt;"' in form
+    assert "<script>" not in form and 'id="r2d-form-error"' in form and 'id="r2d-link-notice"' not in form
+    with pytest.raises(LinkOpensForm):  # a link without a repository: the form, not the default image
+        spawner.options_from_query({"foo": ["bar"]})
+    # JupyterHub shows no error box for it: its messages are None.
+    assert (LinkOpensForm().jupyterhub_message, LinkOpensForm().jupyterhub_html_message) == (None, None)
+
+
+@pytest.mark.parametrize("url, launches", [
+    ("https://github.com/course/lecture-1", True), ("https://GitHub.com/course/lecture-1.git/", True),
+    ("https://github.com/course-fork/lecture-1", False), ("https://github.com/other/x", False),
+])
+def test_autolaunch_repos_match_the_normalised_url(url, launches):
+    spawner = make_spawner(allowed_repo_hosts=["github.com"], autolaunch_repos=["https://github.com/course/*"])
+    if launches:
+        assert spawner.options_from_query({"repo": [url], "ref": ["main"]})["repo"] == url
+    else:
+        with pytest.raises(LinkOpensForm):
+            spawner.options_from_query({"repo": [url], "ref": ["main"]})
+
+
+def test_protocol_v2_asks_for_what_pick_commit_may_choose_and_its_answer_reads_like_ls_remote():
+    from repo2dockerspawner.refs import ls_refs_listing, ref_prefixes
+
+    assert ref_prefixes("main") == ["main", "refs/heads/main", "refs/tags/main"]
+    assert ref_prefixes("HEAD") == ["HEAD"] and ref_prefixes("refs/tags/v2") == ["refs/tags/v2"]
+    answer = [b"1" * 40 + b" HEAD symref-target:refs/heads/main\n", b"2" * 40 + b" refs/heads/main\n",
+              b"3" * 40 + b" refs/tags/v1 peeled:" + b"4" * 40 + b"\n", b"unborn refs/heads/x\n"]
+    listing = ls_refs_listing(answer)
+    assert (pick_commit(listing, "HEAD"), pick_commit(listing, "main"), pick_commit(listing, "v1")) == \
+        ("1" * 40, "2" * 40, "4" * 40)

@@ -33,9 +33,12 @@ LABEL_BUILD_NAME = f"{LABEL_PREFIX}/build-name"
 LABEL_BUILD_NAMESPACE = f"{LABEL_PREFIX}/build-namespace"
 LABEL_BUILD_UID = f"{LABEL_PREFIX}/build-uid"
 LABEL_INSTANCE = f"{LABEL_PREFIX}/instance"
-# On a build resource once it has finished: when (unix seconds). The operator's watch selects
-# resources without it, so finished ones cost it nothing; its TTL sweep lists those with it.
+# On a build resource once the operator has released it: when (unix seconds), for its TTL
+# sweep, which reads metadata only. Anyone who may create a resource may set a label, so the
+# operator never trusts it alone: what takes a resource out of its watch is the status field
+# STATUS_FINISHED_AT (a selectable field of the CRD), which only the operator can write.
 LABEL_FINISHED_AT = f"{LABEL_PREFIX}/finished-at"
+STATUS_FINISHED_AT = "finishedAt"
 LABEL_REPO_HASH = f"{LABEL_PREFIX}/repo-hash"
 LABEL_COMMIT = f"{LABEL_PREFIX}/commit"
 # On build containers only: enough of the spec to follow a build after a restart when no
@@ -107,13 +110,28 @@ def validate_repo_url(url: str) -> str:
         raise InvalidBuildRequest(
             f"the repository URL must start with one of {', '.join(s + '://' for s in ALLOWED_URL_SCHEMES)}"
         )
-    if not _URL_RE.match(url):
+    if not _URL_RE.fullmatch(url):
         raise InvalidBuildRequest("the repository URL contains characters that are not allowed")
     netloc = url.split("://", 1)[1].split("/", 1)[0]
     if "@" in netloc and scheme != "ssh":
         # Credentials in a URL would end up in resources, image labels and logs for all to read.
         raise InvalidBuildRequest("the repository URL must not contain credentials")
+    url_host(url)
     return url
+
+
+def url_host(url: str) -> tuple[str, int | None]:
+    """The host (lower case, IPv6 without brackets) and port of a URL, or a refusal for one
+    Python's own parser rejects ('https://github.com]/x', a port out of range): every later
+    reader of the URL (allow-lists, git, the operator) must see the same host."""
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        raise InvalidBuildRequest("the repository URL is not a valid URL (check its host and port)") from None
+    if not host:
+        raise InvalidBuildRequest("the repository URL names no host")
+    return host.lower(), port
 
 
 def validate_ref(ref: str) -> str:
@@ -121,7 +139,7 @@ def validate_ref(ref: str) -> str:
         raise InvalidBuildRequest("a git ref (branch, tag or commit) is required")
     if len(ref) > MAX_REF_LENGTH:
         raise InvalidBuildRequest(f"the git ref is longer than {MAX_REF_LENGTH} characters")
-    if not _REF_RE.match(ref) or ".." in ref or ref.endswith((".lock", "/", ".")) or "//" in ref:
+    if not _REF_RE.fullmatch(ref) or ".." in ref or ref.endswith((".lock", "/", ".")) or "//" in ref:
         raise InvalidBuildRequest(
             "the git ref may contain only letters, digits and . _ / + - and may not start with - or /"
         )
@@ -129,19 +147,21 @@ def validate_ref(ref: str) -> str:
 
 
 def validate_commit(sha: str) -> str:
-    if not isinstance(sha, str) or not _SHA_RE.match(sha):
+    if not isinstance(sha, str) or not _SHA_RE.fullmatch(sha):
         raise InvalidBuildRequest("the commit must be a full 40-character lower-case hex SHA")
     return sha
 
 
 def validate_image(image: str, what: str = "image") -> str:
-    if not isinstance(image, str) or not image or len(image) > MAX_IMAGE_LENGTH or not _IMAGE_RE.match(image):
+    if not isinstance(image, str) or not image or len(image) > MAX_IMAGE_LENGTH or not _IMAGE_RE.fullmatch(image):
         raise InvalidBuildRequest(f"{what} {image!r} is not a valid Docker image reference")
     return image
 
 
 def validate_image_prefix(prefix: str) -> str:
-    if len(prefix) > 128 or not _IMAGE_PREFIX_RE.match(prefix):
+    """A prefix is required: built images (which users of other repositories may be served)
+    and the image GC's reach are both defined by it, so an empty one would claim every name."""
+    if not isinstance(prefix, str) or not prefix or len(prefix) > 128 or not _IMAGE_PREFIX_RE.fullmatch(prefix):
         raise InvalidBuildRequest(
             f"image prefix {prefix!r} must be lower-case [registry/]path segments, e.g. 'r2d-' or 'registry:5000/binder/'"
         )
@@ -172,7 +192,7 @@ def parse_quantity(value: str | int | float | None) -> int | None:
     if value is None or value == "":
         return None
     text = str(value)
-    if not _QUANTITY_RE.match(text):
+    if not _QUANTITY_RE.fullmatch(text):
         raise InvalidBuildRequest(f"{text!r} is not a memory quantity such as 512Mi or 2G")
     number = re.match(r"^[0-9.]+", text).group(0)  # type: ignore[union-attr]
     suffix = text[len(number):]
@@ -224,6 +244,36 @@ def image_name(prefix: str, repo_url: str, commit: str) -> str:
     validate_image_prefix(prefix)
     budget = MAX_IMAGE_LENGTH - len(prefix) - len(commit) - 12
     return validate_image(f"{prefix}{_slug(repo_url, min(60, budget))}-{repo_hash(repo_url)}:{commit}")
+
+
+def check_image_of(spec: "BuildSpec", prefix: str) -> "BuildSpec":
+    """Refuse a spec whose image is not the one derived from its own repository and commit.
+
+    The image name is what the hub serves to every user of that repository and commit, so a
+    resource that may name any image under the prefix could build its author's repository
+    under someone else's name. Deriving it here, from the spec's own fields, leaves the name
+    nothing to choose."""
+    expected = image_name(prefix, spec.repo_url, spec.commit)
+    if spec.image != expected:
+        raise InvalidBuildRequest(
+            f"the image of a build of {spec.repo_url} at {spec.commit} must be {expected}, not {spec.image}")
+    return spec
+
+
+def same_build(ours: "BuildSpec", theirs: "BuildSpec") -> bool:
+    """Whether an existing resource builds what we would ask for: same repository (as named
+    for naming), same commit, same image. The ref is for display and the limits are the
+    operator's to bound, so they may differ."""
+    return (normalize_repo_url(ours.repo_url) == normalize_repo_url(theirs.repo_url)
+            and ours.commit == theirs.commit and ours.image == theirs.image)
+
+
+def lower_only(asked: float | int | None, allowed: float | int | None) -> float | int | None:
+    """A limit a resource asks for, within the one its operator allows: it may lower it, never
+    raise it (nor lift it). No limit on either side is no limit."""
+    if allowed is None:
+        return asked
+    return allowed if asked is None else min(asked, allowed)
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,14 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from . import contract
 
 MERGE_PATCH = "application/merge-patch+json"
+# Field selectors on the resource's `status.finishedAt` (a selectable field of the CRD; an
+# absent field reads as ""): builds the operator has not released yet, and those it has.
+UNFINISHED_SELECTOR = f"status.{contract.STATUS_FINISHED_AT}="
+FINISHED_SELECTOR = f"status.{contract.STATUS_FINISHED_AT}!="
+
+
+class OutdatedCRD(RuntimeError):
+    """The cluster's CRD lacks what this version relies on; the message says what to apply."""
 
 
 async def api_client(kubeconfig: str | None = None) -> client.ApiClient:
@@ -63,10 +71,9 @@ class BuildResources:
             {"status": status}, _content_type=MERGE_PATCH,
         )
 
-    async def mark_finished(self, namespace: str, name: str, uid: str, finished_at: int, finalizer: str) -> bool:
-        """Label a finished resource with its finish time and drop `finalizer` from it, in one
-        write guarded by its resourceVersion (retried on a conflict). Without the finalizer a
-        deletion needs nobody; with the label the operator's watch no longer sees it.
+    async def _patch_metadata(self, namespace: str, name: str, uid: str, change) -> bool:
+        """Apply `change(meta) -> metadata patch` to this incarnation (uid) of a resource, in a
+        write guarded by its resourceVersion (read again and retried on a conflict).
         False if the resource is gone or is another incarnation."""
         for _attempt in range(5):
             try:
@@ -78,9 +85,7 @@ class BuildResources:
             meta = obj["metadata"]
             if meta["uid"] != uid:
                 return False
-            patch = {"metadata": {"resourceVersion": meta["resourceVersion"],
-                                  "labels": {contract.LABEL_FINISHED_AT: str(finished_at)},
-                                  "finalizers": [f for f in meta.get("finalizers", []) if f != finalizer]}}
+            patch = {"metadata": {"resourceVersion": meta["resourceVersion"], **change(meta)}}
             try:
                 await self.custom.patch_namespaced_custom_object(
                     contract.GROUP, contract.VERSION, namespace, contract.PLURAL, name, patch,
@@ -92,17 +97,60 @@ class BuildResources:
                     return False
                 if exc.status != 409:
                     raise
-        raise RuntimeError(f"{namespace}/{name} kept changing; it stays unmarked until the next relist")
+        raise RuntimeError(f"{namespace}/{name} kept changing; it stays as it was until the next relist")
+
+    async def mark_finished(self, namespace: str, name: str, uid: str, finished_at: int, finalizer: str) -> bool:
+        """Record that a finished resource needs the operator no more, in two writes.
+
+        First its metadata: the finish time as a label (what the TTL sweep reads, from
+        metadata alone) and `finalizer` dropped, so a deletion needs nobody. Then
+        `status.finishedAt`, which takes it out of the operator's watch. The watch selects on
+        that status field, not on the label, because anyone who may create a resource may
+        also label it, and only the operator may write status. In this order a crash in
+        between leaves it in the watch, to be marked again. False if it is gone."""
+        marked = await self._patch_metadata(namespace, name, uid, lambda meta: {
+            "labels": {contract.LABEL_FINISHED_AT: str(finished_at)},
+            "finalizers": [f for f in meta.get("finalizers", []) if f != finalizer]})
+        if marked:
+            try:
+                await self.patch_status(namespace, name, {contract.STATUS_FINISHED_AT: finished_at})
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+                return False
+        return marked
+
+    async def remove_finished_label(self, namespace: str, name: str, uid: str) -> bool:
+        """Drop a finished-at label from a resource that has not finished (put there by whoever
+        created it): the label means nothing to the operator's watch, but the TTL sweep and
+        people reading `kubectl get` would take it at its word."""
+        return await self._patch_metadata(namespace, name, uid, lambda meta: {
+            "labels": {contract.LABEL_FINISHED_AT: None}})
+
+    async def check_selectable_fields(self, namespace: str | None) -> None:
+        """Raise OutdatedCRD if the API server cannot select on `status.finishedAt` (a CRD
+        from before this field; Helm installs a chart's CRD only once)."""
+        try:
+            await self.list(namespace, field_selector=UNFINISHED_SELECTOR, limit=1)
+        except ApiException as exc:
+            if exc.status == 400:
+                raise OutdatedCRD(
+                    f"the {contract.CRD_NAME} CustomResourceDefinition on this cluster is older than this operator: "
+                    f"it cannot select builds by {contract.STATUS_FINISHED_AT!r} ({exc.reason}). Apply this "
+                    f"release's CRD (kubectl apply -f crds/repo2dockerbuilds.yaml; Helm never upgrades CRDs)"
+                ) from None
+            raise
 
     async def list_finished(self, namespace: str | None, page: int = 500) -> AsyncIterator[tuple[str, str, str, int]]:
-        """(namespace, name, uid, finished_at) of every resource marked finished, read as
-        metadata only and page by page: thousands of finished builds with their log tails
-        would be megabytes. `namespace` None: all namespaces."""
+        """(namespace, name, uid, finished_at) of every resource the operator marked finished,
+        read as metadata only and page by page: thousands of finished builds with their log
+        tails would be megabytes. `namespace` None: all namespaces."""
         path = (f"/apis/{contract.GROUP}/{contract.VERSION}/namespaces/{namespace}/{contract.PLURAL}" if namespace
                 else f"/apis/{contract.GROUP}/{contract.VERSION}/{contract.PLURAL}")
         token = ""
         while True:
-            query = [("labelSelector", contract.LABEL_FINISHED_AT), ("limit", page)]
+            # Both: the label carries the time, the status field says the operator put it there.
+            query = [("labelSelector", contract.LABEL_FINISHED_AT), ("fieldSelector", FINISHED_SELECTOR), ("limit", page)]
             if token:
                 query.append(("continue", token))
             response = await self.api.call_api(

@@ -300,9 +300,8 @@ class BuildRunner:
         except docker.errors.ImageNotFound as exc:
             raise RunnerError(f"the build image {image} is not available on the Docker daemon") from exc
         if image_id not in self._versions:
-            try:  # auto_remove: the daemon removes it even if this process dies meanwhile
-                output = await self._call(client.containers.run, image, ["repo2docker", "--version"],
-                                          remove=True, network_disabled=True, stdout=True, stderr=True)
+            try:
+                output = await self._run_probe(image, ["repo2docker", "--version"])
                 self._versions[image_id] = Repo2DockerVersion.parse(output.decode(errors="replace"))
             except (docker.errors.ContainerError, ValueError) as exc:
                 raise RunnerError(f"the build image {image} did not report a repo2docker version: {exc}") from exc
@@ -486,15 +485,11 @@ class BuildRunner:
         is a Python program); before the first build there is nothing to remove anyway."""
         client = await self._docker()
         image = self.config.build_image
-        # Not the instance label: listings of build containers select on that one.
-        labels = {contract.LABEL_MANAGED_BY: contract.MANAGED_BY, contract.LABEL_PROBE: self.config.instance}
         try:
-            await self._remove_left_probes(labels)
             root = (await self._call(client.info)).get("DockerRootDir") or "/var/lib/docker"
             await self._call(client.images.get, image)  # containers.run would pull a missing one
-            output = await self._call(
-                client.containers.run, image, ["python3", "-c", _STATVFS, "/data-root"], remove=True,
-                network_disabled=True, volumes={root: {"bind": "/data-root", "mode": "ro"}}, labels=labels)
+            output = await self._run_probe(image, ["python3", "-c", _STATVFS, "/data-root"],
+                                           volumes={root: {"bind": "/data-root", "mode": "ro"}})
             frsize, blocks, available = (int(n) for n in output.decode().split()[:3])
         except docker.errors.ImageNotFound:
             raise RunnerError(f"the build image {image} is not on the daemon yet") from None
@@ -502,10 +497,19 @@ class BuildRunner:
             raise RunnerError(f"could not measure the disk of Docker's data root: {exc}") from exc
         return DiskUsage(size=frsize * blocks, available=frsize * available)
 
-    async def _remove_left_probes(self, labels: dict[str, str]) -> None:
-        """Remove this instance's probes that a process killed mid-measurement left behind.
+    async def _run_probe(self, image: str, command: list[str], **kwargs) -> bytes:
+        """Output of a short helper container (a version check, a disk measurement), labelled
+        as this instance's probe, after sweeping the probes a killed process left behind."""
+        # Not the instance label: listings of build containers select on that one.
+        labels = {contract.LABEL_MANAGED_BY: contract.MANAGED_BY, contract.LABEL_PROBE: self.config.instance}
+        await self._remove_left_probes(labels)
+        return await self._call((await self._docker()).containers.run, image, command, remove=True,
+                                network_disabled=True, stdout=True, stderr=True, labels=labels, **kwargs)
 
-        `containers.run(remove=True)` removes the probe only after reading its output, so a
+    async def _remove_left_probes(self, labels: dict[str, str]) -> None:
+        """Remove this instance's probes that a process killed mid-run left behind.
+
+        `containers.run(remove=True)` removes a probe only after reading its output, so a
         hub or operator stopped in between leaves an exited container each time. Only exited
         ones go: a running probe belongs to a sibling process of the same instance."""
         filters = {"label": [f"{k}={v}" for k, v in labels.items()], "status": "exited"}

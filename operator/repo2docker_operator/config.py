@@ -64,6 +64,7 @@ class OperatorConfig:
     liveness: str | None = option(
         "http://0.0.0.0:8080/healthz", "R2D_LIVENESS", "kopf liveness endpoint URL ('' to disable)")
     metrics_port: int = option(9090, "R2D_METRICS_PORT", "port of the Prometheus metrics endpoint (0: off)")
+    metrics_address: str = option("0.0.0.0", "R2D_METRICS_ADDRESS", "address the metrics endpoint listens on")
     instance: str = option("default", "R2D_INSTANCE", "label value separating operators that share one Docker daemon")
     user_id: int = option(1000, "R2D_USER_ID", "user id inside built images")
     user_name: str = option("jovyan", "R2D_USER_NAME", "user name inside built images")

@@ -30,7 +30,7 @@ from repo2docker_buildcore.contract import BuildSpec, BuildStatus, InvalidBuildR
 from repo2docker_buildcore.imagegc import ImageInfo
 from repo2docker_buildcore.imageuse import UseLedger, store_from_setting
 from repo2docker_buildcore.queue import BuildQueue
-from repo2docker_buildcore.resources import BuildResources, api_client
+from repo2docker_buildcore.resources import UNFINISHED_SELECTOR, BuildResources, OutdatedCRD, api_client
 from repo2docker_buildcore.runner import BuildContainer, BuildRef, BuildRunner, RunnerError
 from repo2docker_buildcore.status import StatusPublisher, now_iso
 from repo2docker_buildcore.versions import UnsupportedSetting, check_supported
@@ -62,9 +62,10 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
         prefix=contract.GROUP, key="last-handled-configuration"
     )
     settings.persistence.finalizer = FINALIZER
-    # Finished resources are labelled and drop out of the watch on the server side: thousands
-    # of them cost the operator nothing, at start-up or after. Listings come in pages.
-    settings.watching.label_selectors[contract.GROUP, contract.PLURAL] = f"!{contract.LABEL_FINISHED_AT}"
+    # Released resources (status.finishedAt set) drop out of the watch on the server side:
+    # thousands of them cost the operator nothing, at start-up or after. A status field, not a
+    # label: whoever creates a resource may label it, and must not hide it from the operator.
+    settings.watching.field_selectors[contract.GROUP, contract.PLURAL] = UNFINISHED_SELECTOR
     settings.watching.chunk_size = 500
     settings.posting.level = logging.WARNING  # our own events say what happened; keep kopf's chatter out
     settings.watching.server_timeout = 300
@@ -80,12 +81,17 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
 
     memo.api = await api_client()
     memo.resources = BuildResources(memo.api)
+    try:
+        for namespace in ([None] if config.all_namespaces else config.namespaces):
+            await memo.resources.check_selectable_fields(namespace)
+    except OutdatedCRD as exc:
+        raise kopf.PermanentError(str(exc)) from None
     memo.expiries = Expiries(memo.resources.delete, config.finished_ttl)
     memo.sweeper = asyncio.create_task(_sweep(memo, config), name="delete expired build resources")
     memo.queue = BuildQueue(config.concurrency)
     memo.metrics = OperatorMetrics(memo.queue)
     if config.metrics_port:
-        memo.metrics.serve(config.metrics_port)
+        memo.metrics.serve(config.metrics_port, config.metrics_address)
     memo.runner = BuildRunner(config.runner_config())
     # Images that unfinished builds will produce (a count: two namespaces may build one image).
     memo.wanted_images = collections.Counter()
@@ -242,6 +248,8 @@ async def build_daemon(
     publisher.current.update(dict(status))
     if phase.terminal:  # filtered out by `when`; kept for a status that changed under the filter
         return
+    if contract.LABEL_FINISHED_AT in (meta.get("labels") or {}):
+        await _remove_forged_mark(memo, body, namespace, name, uid, logger)
 
     try:
         build_spec = _build_spec(spec, config)
@@ -288,6 +296,21 @@ async def build_daemon(
     await _mark_finished(memo, namespace, name, uid, logger)
 
 
+async def _remove_forged_mark(memo: kopf.Memo, body: kopf.Body, namespace: str, name: str, uid: str,
+                              logger: logging.Logger) -> None:
+    """An unfinished resource that says it finished: its creator labelled it so (the
+    operator marks only finished ones). Build it, and drop the label, which the TTL sweep
+    and people reading `kubectl get` would believe."""
+    message = (f"The label {contract.LABEL_FINISHED_AT} was set on a build that has not finished; "
+               f"it was removed and the build goes ahead.")
+    logger.warning(message)
+    try:
+        kopf.event(body, type="Warning", reason="ForgedMark", message=message)
+        await memo.resources.remove_finished_label(namespace, name, uid)
+    except Exception as exc:  # noqa: BLE001 - the build goes ahead either way; the sweep ignores the label
+        logger.warning("could not remove the label: %s", exc)
+
+
 def _finishing(stopped: kopf.DaemonStopped) -> bool:
     reason = stopped.reason
     return bool(reason and reason & kopf.DaemonStoppingReason.FILTERS_MISMATCH
@@ -311,16 +334,17 @@ async def _until_stopped(stopped: kopf.DaemonStopped) -> None:
 
 
 def _build_spec(spec: Any, config: OperatorConfig) -> BuildSpec:
-    """Validate the spec (again: the CRD schema may be older than this code) and apply defaults."""
-    build_spec = BuildSpec.from_spec(dict(spec))
-    if not build_spec.image.startswith(config.image_prefix):
-        raise InvalidBuildRequest(f"the image must start with the prefix {config.image_prefix!r} this operator builds under")
+    """Validate the spec (again: the CRD schema may be older than this code) against what this
+    operator allows. Whoever may create a resource is not trusted: the image must be the one
+    derived from the spec's own repository and commit, the build image one the admin listed,
+    and the limits may only be lowered."""
+    build_spec = contract.check_image_of(BuildSpec.from_spec(dict(spec)), config.image_prefix)
     if build_spec.build_image and build_spec.build_image not in (config.build_image, *config.allowed_build_images):
         raise InvalidBuildRequest(f"the build image {build_spec.build_image!r} is not one this operator allows")
     return dataclasses.replace(
         build_spec,
-        memory_limit=build_spec.memory_limit or contract.parse_quantity(config.memory_limit),
-        cpu_limit=build_spec.cpu_limit or config.cpu_limit,
+        memory_limit=contract.lower_only(build_spec.memory_limit, contract.parse_quantity(config.memory_limit)),
+        cpu_limit=contract.lower_only(build_spec.cpu_limit, config.cpu_limit),
     )
 
 

@@ -37,5 +37,5 @@ class OperatorMetrics:
         if duration is not None:
             self.duration.labels(outcome).observe(duration)
 
-    def serve(self, port: int, addr: str = "0.0.0.0") -> None:
+    def serve(self, port: int, addr: str) -> None:
         start_http_server(port, addr=addr, registry=self.registry)

@@ -3,7 +3,8 @@
 Why handlers in the hub rather than a JupyterHub service: the embedded backend's queue, logs
 and build tasks live in the hub process, and a service (another process) could neither see nor
 cancel them. So the page is a set of hub handlers (JupyterHub's `extra_handlers`), which gives
-it the hub's login, scopes (`admin-ui`, as the admin page), XSRF checks, templates and look.
+it the hub's login, scopes (`admin-ui` to view, as the admin page; `admin:servers` to act),
+XSRF checks, templates and look.
 Every action calls the backend's own method, the code its builds run through anyway.
 
 Set up with one line in jupyterhub_config.py: ``repo2dockerspawner.buildspage.setup(c)``.
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import os
 import time
+from types import SimpleNamespace
 from typing import Any
 
 from jupyterhub.handlers import BaseHandler
@@ -32,6 +34,10 @@ DONE = {
     "delete-image": "The image was removed; the next start of this commit builds it again.",
 }
 NAME_PATTERN = r"([a-z0-9][a-z0-9.-]{0,252})"
+# Viewing is what the admin page's scope is for; acting on every user's builds and images is
+# administering servers.
+VIEW_SCOPE = "admin-ui"
+ACTION_SCOPE = "admin:servers"
 
 
 def setup(c: Any) -> None:
@@ -73,14 +79,22 @@ def record_json(record: BuildRecord) -> dict[str, Any]:
 class BuildsBase(BaseHandler):
     @property
     def backend(self) -> BuildBackend:
-        """The hub's shared build backend, as the admin's own spawner has it (JupyterHub makes
-        that spawner from the hub's configuration, like every user's)."""
+        """The hub's shared build backend. It is made from the hub's configuration, as every
+        user's spawner makes it (one per configuration and process), so a request from a
+        service, which has no spawner, finds the same one."""
         from .spawner import Repo2DockerSpawner
 
-        spawner = self.current_user.spawner
-        if not isinstance(spawner, Repo2DockerSpawner):
-            raise web.HTTPError(404, "The builds page needs Repo2DockerSpawner as the hub's spawner.")
-        return spawner.build_backend
+        backend = self.settings.get("repo2docker_backend")
+        if backend is None:
+            spawner_class = self.settings.get("spawner_class")
+            if not (isinstance(spawner_class, type) and issubclass(spawner_class, Repo2DockerSpawner)):
+                raise web.HTTPError(404, "The builds page needs Repo2DockerSpawner as the hub's spawner.")
+            # DockerSpawner renders names from its user as soon as it is configured: a
+            # placeholder owner for a spawner that is never started, only asked for its backend.
+            owner = SimpleNamespace(name="repo2docker-builds-page", id=0, url="/")
+            spawner = spawner_class(config=self.settings["config"], user=owner)
+            backend = self.settings["repo2docker_backend"] = spawner.build_backend
+        return backend
 
     async def record(self, namespace: str, name: str, details: bool = True) -> BuildRecord:
         record = await self.backend.get_build(namespace, name, details=details)
@@ -91,10 +105,15 @@ class BuildsBase(BaseHandler):
     def template_helpers(self) -> dict[str, Any]:
         return {"human_age": human_age, "human_size": human_size, "now": time.time(), "active_phases": ACTIVE}
 
+    async def render_build(self, record: BuildRecord, message: str | None = None, error: str | None = None) -> None:
+        html = await self.render_template("r2d-build.html", build=record, message=message, error=error,
+                                          **self.template_helpers())
+        self.finish(html)
+
 
 class BuildListHandler(BuildsBase):
     @web.authenticated
-    @needs_scope("admin-ui")
+    @needs_scope(VIEW_SCOPE)
     async def get(self) -> None:
         builds = await self.backend.list_builds()
         html = await self.render_template(
@@ -105,31 +124,40 @@ class BuildListHandler(BuildsBase):
 
 class BuildHandler(BuildsBase):
     @web.authenticated
-    @needs_scope("admin-ui")
+    @needs_scope(VIEW_SCOPE)
     async def get(self, namespace: str, name: str) -> None:
         await self.render_build(await self.record(namespace, name), message=DONE.get(self.get_argument("done", "")))
-
-    async def render_build(self, record: BuildRecord, message: str | None = None, error: str | None = None) -> None:
-        html = await self.render_template("r2d-build.html", build=record, message=message, error=error,
-                                          **self.template_helpers())
-        self.finish(html)
 
 
 class BuildStatusHandler(BuildsBase):
     """The detail page's live view: phase, queue position, message and log tail as JSON."""
 
+    _accept_token_auth = True  # for scripts and services too
+
     @web.authenticated
-    @needs_scope("admin-ui")
+    @needs_scope(VIEW_SCOPE)
     async def get(self, namespace: str, name: str) -> None:
         self.set_header("Content-Type", "application/json")
         self.set_header("Cache-Control", "no-store")
         self.finish(record_json(await self.record(namespace, name, details=False)))
 
 
-class BuildActionHandler(BuildHandler):
+class BuildActionHandler(BuildsBase):
+    """Cancel, rebuild, delete an image: POST only (tornado answers 405 to anything else).
+
+    They act on every user's builds and servers' images, so they need ACTION_SCOPE without a
+    filter: `admin-ui` only lets one *view* the admin pages, and `admin:servers!user=x` is
+    about one user's servers. A service's token with the scope works too (token requests
+    carry no cookie, so they need no XSRF token; a browser's do)."""
+
+    _accept_token_auth = True
+
     @web.authenticated
-    @needs_scope("admin-ui")
     async def post(self, namespace: str, name: str, action: str) -> None:
+        from jupyterhub.scopes import Scope
+
+        if self.parsed_scopes.get(ACTION_SCOPE) != Scope.ALL:
+            raise web.HTTPError(403, f"Acting on builds needs the scope {ACTION_SCOPE}.")
         await self.record(namespace, name, details=False)  # 404 for no such build
         try:
             if action == "cancel":

@@ -31,32 +31,43 @@ class RepoRequest:
 
 @dataclass(frozen=True)
 class RepoPolicy:
-    """This hub's allow-lists. Host patterns are fnmatch-style ('github.com', '*.example.org')."""
+    """This hub's allow-lists. Host patterns are fnmatch-style ('github.com', '*.example.org').
+
+    A host matched by a pattern other than the catch-all ('*') is one the admin *named*: it
+    may be on an internal network. Hosts admitted only by '*' must be public (``hosts.py``)."""
 
     schemes: tuple[str, ...] = ("https",)
     hosts: tuple[str, ...] = ("*",)
     default_ref: str = "HEAD"
 
     def check(self, url: str) -> None:
-        parts = urlsplit(url)
-        if parts.scheme.lower() not in self.schemes:
+        if urlsplit(url).scheme.lower() not in self.schemes:
             raise InvalidBuildRequest(
                 f"repositories must be given as {' or '.join(s + '://' for s in self.schemes)} URLs on this hub"
             )
-        host = (parts.hostname or "").lower()
+        host, _port = contract.url_host(url)
         if not any(fnmatch.fnmatchcase(host, pattern.lower()) for pattern in self.hosts):
-            raise InvalidBuildRequest(f"repositories from {host or 'that host'} are not allowed on this hub")
+            raise InvalidBuildRequest(f"repositories from {host} are not allowed on this hub")
+
+    def names(self, host: str) -> bool:
+        """Whether an admin named this host (a pattern other than '*' matches it)."""
+        return any(pattern.strip("*") and fnmatch.fnmatchcase(host.lower(), pattern.lower()) for pattern in self.hosts)
 
 
-def bad_request(message: str) -> web.HTTPError:
+def bad_request(message: str, status: int = 400) -> web.HTTPError:
     """A 400 whose message JupyterHub shows as is: on the form, in the REST answer, on the
     pending page. ('%s' keeps tornado from %-formatting a URL that contains '%'.)"""
-    exc = web.HTTPError(400, "%s", message)
+    exc = web.HTTPError(status, "%s", message)
     exc.jupyterhub_message = message  # type: ignore[attr-defined]
     return exc
 
 
-def _first(value: Any) -> Any:
+def conflict(message: str) -> web.HTTPError:
+    """A 409: the request is fine, but something in the way (a foreign build) must go first."""
+    return bad_request(message, 409)
+
+
+def first_value(value: Any) -> Any:
     """Form and query data arrive as lists of strings; REST as plain values."""
     if isinstance(value, (list, tuple)):
         return value[0] if value else ""
@@ -66,8 +77,8 @@ def _first(value: Any) -> Any:
 def parse_options(raw: Mapping[str, Any] | None, policy: RepoPolicy) -> RepoRequest | None:
     """The validated request, or None for 'no repository: start the default image'."""
     raw = raw or {}
-    repo = _first(raw.get("repo", ""))
-    ref = _first(raw.get("ref", ""))
+    repo = first_value(raw.get("repo", ""))
+    ref = first_value(raw.get("ref", ""))
     if repo is None:
         repo = ""
     if not isinstance(repo, str) or not isinstance(ref, (str, type(None))):

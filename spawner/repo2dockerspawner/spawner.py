@@ -8,6 +8,7 @@ into JupyterHub progress events. Once the image exists, DockerSpawner starts it 
 from __future__ import annotations
 
 import asyncio
+import fnmatch
 import html
 import logging
 import time
@@ -23,16 +24,25 @@ from traitlets.config import Config
 from repo2docker_buildcore import contract
 from repo2docker_buildcore.contract import BuildSpec, BuildStatus, Phase
 
-from .backends import BuildBackend, BuildHandle
+from .backends import BuildBackend, BuildHandle, ForeignBuild
 from .backends.shared import shared_backend
-from .options import RepoPolicy, RepoRequest, bad_request, parse_options
-from .refs import resolve_ref
+from .options import RepoPolicy, RepoRequest, bad_request, conflict, first_value, parse_options
+from .refs import LookupLimits, resolve_ref
 
 # Seconds a refused request's message waits for the form JupyterHub renders right after it.
 REFUSAL_SHOWN_FOR = 60.0
 
+LINK_NOTICE = """
+<div class="alert alert-info" id="r2d-link-notice" role="status">
+  <p class="mb-1">A link asks to start your server from this repository:</p>
+  <p class="mb-1"><strong><code>{repo}</code></strong> at <code>{ref}</code></p>
+  <p class="mb-0">Its code will run as you, with your files. Check the repository below, then
+  click <strong>Start</strong> to launch it.</p>
+</div>
+"""
+
 FORM_TEMPLATE = """
-<div class="form-group">
+{notice}<div class="form-group">
   <p>Build your own environment from a git repository, as on Binder: repo2docker reads its
   <code>Dockerfile</code>, <code>environment.yml</code> or <code>requirements.txt</code>.
   Leave the repository empty to start the default image (<code>{default_image}</code>).</p>
@@ -63,6 +73,30 @@ ALIASES = {
     "namespace": ("KubernetesBackend", "namespace"),
     "kubeconfig": ("KubernetesBackend", "kubeconfig"),
 }
+
+
+class LinkOpensForm(Exception):
+    """Raised from `options_from_query` so that JupyterHub shows the form (filled in) instead
+    of launching: a link can be sent by anyone, and a launch runs the repository's code as the
+    user who clicked it. Both messages are None, so JupyterHub shows no error box."""
+
+    jupyterhub_message = None
+    jupyterhub_html_message = None
+
+
+class _LinkFormLog(logging.Filter):
+    """JupyterHub logs any exception from `options_from_query` as a failed spawn with a
+    traceback. For LinkOpensForm that is the intended path: one INFO line instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], LinkOpensForm):
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.msg, record.args, record.exc_info, record.exc_text = \
+                "A link to the spawn page opened the form (filled in); nothing was launched.", (), None, None
+        return True
+
+
+_LINK_FORM_LOG = _LinkFormLog()
 
 
 class BuildFailed(Exception):
@@ -116,6 +150,14 @@ class Repo2DockerSpawner(DockerSpawner):
         Unicode(), default_value=["*"], config=True,
         help="Host patterns users may build from, fnmatch style: ['github.com', '*.gitlab.example.org'].",
     )
+    autolaunch_repos = List(
+        Unicode(), default_value=[], config=True,
+        help="""Repositories that a link (/hub/spawn?repo=…&ref=…) launches at once, as on Binder:
+        fnmatch patterns on the normalised URL (lower-case scheme and host, no trailing '.git'
+        or '/'), e.g. ['https://github.com/my-course/*']. Any other link only fills in the form,
+        and the user's click on Start launches it: a link can come from anyone, and launching
+        runs the repository's code as the user, with their files.""",
+    )
     default_ref = Unicode("HEAD", config=True, help="The ref built when the user gives none.")
     ref_resolve_timeout = Float(30.0, config=True, help="Seconds to wait for `git ls-remote` when resolving a ref.")
     @validate("allowed_repo_schemes")
@@ -125,6 +167,14 @@ class Repo2DockerSpawner(DockerSpawner):
         if unknown:
             raise TraitError(f"Repo2DockerSpawner.allowed_repo_schemes: {unknown} not among {list(contract.ALLOWED_URL_SCHEMES)}")
         return schemes
+
+    @validate("autolaunch_repos")
+    def _validate_autolaunch(self, proposal: Any) -> Any:
+        for pattern in proposal["value"]:
+            if "://" not in pattern:
+                raise TraitError(f"Repo2DockerSpawner.autolaunch_repos: {pattern!r} must be a pattern of whole URLs, "
+                                 f"e.g. 'https://github.com/my-course/*'")
+        return proposal["value"]
 
     @validate("image_prefix")
     def _validate_prefix(self, proposal: Any) -> Any:
@@ -165,6 +215,7 @@ class Repo2DockerSpawner(DockerSpawner):
         self._stop_waiting = asyncio.Event()
         self._refused_form: dict[str, str] | None = None
         self._refused_at = 0.0
+        self._link: dict[str, str] | None = None  # what the link being shown asked for
 
     # ---- user options -------------------------------------------------------------------
 
@@ -177,13 +228,16 @@ class Repo2DockerSpawner(DockerSpawner):
     def _default_options_form(self) -> Any:
         def form(spawner: "Repo2DockerSpawner") -> str:
             # After a refused submission: what the user typed, and why it was refused, once.
+            # After a link: what it asks for, with a notice saying so, once.
             refused = spawner._take_refusal()
-            previous = refused or spawner.user_options or {}
+            link, spawner._link = spawner._link, None
+            previous = refused or link or spawner.user_options or {}
             message = (refused or {}).get("error")
             error = (f'<div class="invalid-feedback d-block" id="r2d-form-error" role="alert">{html.escape(message)}</div>'
                      if message else "")
+            notice = LINK_NOTICE.format(repo=html.escape(link["repo"]), ref=html.escape(link["ref"])) if link else ""
             return FORM_TEMPLATE.format(
-                default_image=html.escape(spawner._configured_image), invalid=" is-invalid" if message else "",
+                notice=notice, default_image=html.escape(spawner._configured_image), invalid=" is-invalid" if message else "",
                 error=error, repo=html.escape(str(previous.get("repo", "")), quote=True),
                 ref=html.escape(str(previous.get("ref", "")), quote=True),
                 default_ref=html.escape(spawner.default_ref), max_url=contract.MAX_URL_LENGTH,
@@ -216,8 +270,24 @@ class Repo2DockerSpawner(DockerSpawner):
         return refused if refused and time.monotonic() - self._refused_at < REFUSAL_SHOWN_FOR else None
 
     def options_from_query(self, query_data: dict[str, Any]) -> dict[str, str]:
-        request = parse_options(query_data, self.policy)
-        return request.as_user_options() if request else {}
+        """A link's options: launched at once only for a repository in `autolaunch_repos`;
+        otherwise LinkOpensForm, and JupyterHub renders the form, filled in from the link."""
+        try:
+            request = parse_options(query_data, self.policy)
+        except web.HTTPError as exc:
+            self._remember_refusal({key: first_value(query_data.get(key)) for key in ("repo", "ref")}, exc)
+            raise
+        if request and self.autolaunches(request.repo):
+            return request.as_user_options()
+        self._link = request.as_user_options() if request else None
+        handler = getattr(self, "handler", None)  # JupyterHub's SpawnHandler, which logs what we raise
+        if handler is not None and _LINK_FORM_LOG not in handler.log.filters:
+            handler.log.addFilter(_LINK_FORM_LOG)
+        raise LinkOpensForm()
+
+    def autolaunches(self, repo: str) -> bool:
+        url = contract.normalize_repo_url(repo)
+        return any(fnmatch.fnmatchcase(url, pattern) for pattern in self.autolaunch_repos)
 
     def repo_request(self) -> RepoRequest | None:
         """The validated request in user_options (REST options arrive here unvalidated)."""
@@ -265,7 +335,7 @@ class Repo2DockerSpawner(DockerSpawner):
 
     async def build_for(self, request: RepoRequest) -> str:
         """Resolve, build (or join, or reuse) and return the image for `request`."""
-        commit = await resolve_ref(request.repo, request.ref, self.ref_resolve_timeout)
+        commit = await resolve_ref(request.repo, request.ref, self.policy, LookupLimits(timeout=self.ref_resolve_timeout))
         spec = self.build_spec(request, commit)
         try:
             handle = await self.build_backend.ensure(spec, requested_by=self.user.name)
@@ -275,6 +345,8 @@ class Repo2DockerSpawner(DockerSpawner):
                 self.log.info("%s: image %s of build %s is gone; building it again", self._log_name,
                               spec.image, handle.name)
                 handle = await self.build_backend.ensure(spec, requested_by=self.user.name, image_gone=True)
+        except ForeignBuild as exc:  # the backend logged it for the admin
+            raise conflict(str(exc)) from None
         except Exception as exc:
             self.log.exception("%s: could not start a build of %s", self._log_name, request.repo)
             raise BuildFailed(f"Could not start the image build: {self.build_backend.describe_error(exc)}") from exc
@@ -286,7 +358,7 @@ class Repo2DockerSpawner(DockerSpawner):
         status = await self._wait_for_build(handle)
         if status.phase != Phase.SUCCEEDED:
             raise BuildFailed(f"The image build {status.phase.value.lower()}: {status.message or 'no details'}")
-        return status.image or spec.image
+        return spec.image  # the image this hub derived, never a name read back from a status
 
     async def _image_available(self, image: str) -> bool:
         """Whether DockerSpawner can start `image`: on its daemon, or in a registry to pull from

@@ -27,9 +27,10 @@ ADMIN = "r2d-admin"
 
 class Hub:
     def __init__(self, env: TestEnv, workdir: Path, process_env: dict[str, str] | None = None,
-                 **spawner_config: Any) -> None:
+                 hub_config: list[str] | None = None, **spawner_config: Any) -> None:
         self.env = env
         self.process_env = process_env or {}
+        self.hub_config = list(hub_config or [])  # further lines of jupyterhub_config.py
         self.workdir = workdir
         self.token = secrets.token_hex(16)
         self.password = "r2d-test-password"
@@ -81,7 +82,7 @@ class Hub:
         ]
         for key, value in self.spawner_config.items():  # "trait" (the spawner's) or "Class.trait"
             lines.append(f"c.{key if '.' in key else 'Repo2DockerSpawner.' + key} = {value!r}")
-        return "\n".join(lines) + "\n"
+        return "\n".join(lines + self.hub_config) + "\n"
 
     def start(self) -> "Hub":
         (self.workdir / "jupyterhub_config.py").write_text(self.config())
@@ -199,7 +200,7 @@ def timed(fn, *args, **kwargs) -> tuple[Any, float]:
 
 
 def start_hub(request, backend: str, testenv, tmp_path, docker_client, operator_options: dict | None = None,
-              process_env: dict[str, str] | None = None, **extra) -> Hub:
+              process_env: dict[str, str] | None = None, hub_config: list[str] | None = None, **extra) -> Hub:
     """A hub for a test; with the Kubernetes backend also an operator in the test's namespace.
     `extra` is spawner configuration, `process_env` the hub process's environment."""
     # allowed_images is set: built images must start anyway (they are not user-chosen images).
@@ -212,8 +213,8 @@ def start_hub(request, backend: str, testenv, tmp_path, docker_client, operator_
         operator = request.getfixturevalue("operator_factory")(
             image_prefix=extra.get("image_prefix", "r2d-e2e-"), **(operator_options or {}))
         instance = operator.instance
-        config.update(namespace=namespace, kubeconfig=testenv["KUBECONFIG"])
-    hub = Hub(testenv, tmp_path, process_env=process_env, **config).start()
+        config.update(namespace=namespace, kubeconfig=extra.get("kubeconfig", testenv["KUBECONFIG"]))
+    hub = Hub(testenv, tmp_path, process_env=process_env, hub_config=hub_config, **config).start()
     hub.build_instance = instance or hub.instance  # whose containers are builds
     hub.backend = backend
     return hub

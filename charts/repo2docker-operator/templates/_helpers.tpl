@@ -35,3 +35,8 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- define "r2d.instance" -}}
 {{- printf "%s.%s" .Release.Namespace .Release.Name | trunc 63 | trimSuffix "." | trimSuffix "-" -}}
 {{- end }}
+
+{{/* An address as the host part of a URL: IPv6 in brackets. */}}
+{{- define "r2d.urlHost" -}}
+{{- if contains ":" . -}}[{{ . }}]{{- else -}}{{ . }}{{- end -}}
+{{- end }}

@@ -34,6 +34,12 @@ class ActionRefused(Exception):
     """An admin action that cannot be done now; the message says why, for the builds page."""
 
 
+class ForeignBuild(Exception):
+    """The build under our build's name builds something else: someone who may create build
+    resources took the name first. Joining it would serve their image or wait for nothing;
+    the message, for the user, says so without a wait."""
+
+
 @dataclass
 class BuildRecord:
     """One build as the admin builds page shows it, from either backend."""

@@ -78,9 +78,13 @@ def newest_first(records: Iterable[BuildRecord]) -> list[BuildRecord]:
 
 
 async def remove_built_image(runner: BuildRunner | None, image: str, phase: Phase) -> ImageInfo:
-    """Remove a finished build's image unless a container (a server, running or stopped) uses it."""
+    """Remove a succeeded build's image unless a container (a server, running or stopped)
+    uses it. A build under way may already have a tag of that name (an earlier image of the
+    commit, being built again): never while it runs."""
     if not phase.terminal:
         raise ActionRefused("The build is still under way; cancel it first.")
+    if phase != Phase.SUCCEEDED:
+        raise ActionRefused("Only a succeeded build has an image to delete.")
     if runner is None:
         raise ActionRefused("This hub has no Docker daemon to remove images from.")
     info = (await image_facts(runner)).get(image)

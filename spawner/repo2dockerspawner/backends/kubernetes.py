@@ -27,7 +27,7 @@ from repo2docker_buildcore.runner import BuildRunner, RunnerConfig
 from repo2docker_buildcore.status import unix_time
 from repo2docker_buildcore.versions import DEFAULT_BUILD_IMAGE
 
-from . import ActionRefused, BuildBackend, BuildRecord
+from . import ActionRefused, BuildBackend, BuildRecord, ForeignBuild
 from .images import ImageFacts, add_image_facts, newest_first, remove_built_image, succeeded_images
 from .watcher import BuildWatcher, Seen
 
@@ -203,6 +203,8 @@ class KubernetesBackend(BuildBackend):
         redo = {Phase.FAILED, Phase.CANCELLED} | ({Phase.SUCCEEDED} if image_gone else set())
         for _attempt in range(3):
             obj, created = await resources.create(manifest)
+            if not created:
+                self._check_same_build(spec, obj)
             phase = contract.BuildStatus.from_status(obj.get("status")).phase
             if created or phase not in redo:
                 log.info("%s build %s for %s", "created" if created else "joined", obj["metadata"]["name"], requested_by)
@@ -215,6 +217,24 @@ class KubernetesBackend(BuildBackend):
             await watcher.wait_for(lambda: watcher.get(name) is None or watcher.get(name)["metadata"]["uid"] != uid,
                                    timeout=60)
         raise RuntimeError("could not start a new build: the previous one keeps coming back")
+
+    def _check_same_build(self, ours: BuildSpec, obj: dict[str, Any]) -> None:
+        """Join an existing resource only if it builds what we asked for (ForeignBuild if not)."""
+        name = f"{obj['metadata']['namespace']}/{obj['metadata']['name']}"
+        try:
+            theirs = BuildSpec.from_spec(obj.get("spec") or {})
+        except contract.InvalidBuildRequest as exc:
+            theirs, why = None, f"its spec is invalid ({exc})"
+        else:
+            why = f"it builds {theirs.repo_url} at {theirs.commit} into {theirs.image}"
+        if theirs is not None and contract.same_build(ours, theirs):
+            return
+        log.warning("build resource %s is not the build this hub asked for: %s, not %s at %s into %s. "
+                    "Someone who may create build resources made it (creator: %s); delete it once looked at.",
+                    name, why, ours.repo_url, ours.commit, ours.image,
+                    (obj["metadata"].get("annotations") or {}).get(contract.ANNOTATION_REQUESTED_BY, "unknown"))
+        raise ForeignBuild(f"The build resource {name} is not the build this hub asked for: it was made for "
+                           f"another repository, commit or image. Ask an administrator to remove it.")
 
     # ---- the admin builds page --------------------------------------------------------------
 
@@ -297,10 +317,7 @@ class KubernetesBackend(BuildBackend):
     async def delete_image(self, namespace: str, name: str) -> None:
         resources, _watcher = await self._connect()
         obj = self._current(namespace, name)
-        phase = BuildStatus.from_status(obj.get("status")).phase
-        if phase != Phase.SUCCEEDED:
-            raise ActionRefused("Only a succeeded build has an image to delete.")
-        await remove_built_image(self.docker, obj["spec"]["image"], phase)
+        await remove_built_image(self.docker, obj["spec"]["image"], BuildStatus.from_status(obj.get("status")).phase)
         self.image_facts.invalidate()
         # Its resource would tell the next spawn that the image exists: let it go too.
         await resources.delete(namespace, name, obj["metadata"]["uid"])

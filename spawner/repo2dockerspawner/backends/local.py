@@ -316,8 +316,8 @@ class LocalBackend(BuildBackend):
 
     async def delete_image(self, namespace: str, name: str) -> None:
         record = await self.get_build(namespace, name)
-        if record is None or record.phase != Phase.SUCCEEDED:
-            raise ActionRefused("Only a succeeded build has an image to delete.")
+        if record is None:
+            raise ActionRefused(f"There is no build {namespace}/{name}.")
         info = await remove_built_image(self.runner, record.image, record.phase)
         log.info("image %s of build %s removed by an admin", record.image, name)
         self._forget_image(info.tags)

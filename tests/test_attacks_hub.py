@@ -1,0 +1,136 @@
+"""Attacks through the hub's own doors: links, repository URLs, hostile input.
+
+A user's session, a link someone else wrote, and the repository URLs users type are all
+attacker-controlled. Each test makes the attack with its exact input against a real hub.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import uuid
+
+import pytest
+
+from repo2docker_buildcore import contract
+from support.builds import dockerfile_repo
+from support.hub import start_hub, stop_hub
+from support.loopback import LoopbackServer
+from support.waiting import wait_until
+
+pytestmark = pytest.mark.e2e
+
+
+def user() -> str:
+    return f"u{uuid.uuid4().hex[:8]}"
+
+
+def servers(hub, name: str) -> dict:
+    return hub.api("GET", f"/users/{name}").json().get("servers") or {}
+
+
+def test_a_link_fills_in_the_form_and_only_a_click_launches(request, testenv, tmp_path, docker_client, git_repos):
+    base = testenv["R2D_SINGLEUSER_IMAGE"]
+    trusted = git_repos.create({"Dockerfile": f"FROM {base}\n", "marker.txt": "trusted\n"}, prefix="trusted")
+    hub = start_hub(request, "local", testenv, tmp_path, docker_client,
+                    autolaunch_repos=[contract.normalize_repo_url(trusted.url).rsplit("/", 1)[0] + "/trusted-*"])
+    try:
+        repo = dockerfile_repo(git_repos, base, marker="launched by a click")
+        name = user()
+        session = hub.login(name)
+        # The attack: a link in an e-mail, opened by a logged-in user.
+        link = f"{hub.url}/hub/spawn?repo={repo.url}&ref=main"
+        page = session.get(link, allow_redirects=False)
+        assert page.status_code == 200, (page.status_code, page.headers.get("Location"))
+        assert f'value="{html.escape(repo.url)}"' in page.text and 'value="main"' in page.text
+        assert 'id="r2d-link-notice"' in page.text and html.escape(repo.url) in page.text
+        assert not servers(hub, name), "opening a link must start nothing"
+        assert not docker_client.containers.list(all=True, filters={"label": f"{contract.LABEL_INSTANCE}={hub.instance}"})
+
+        # The click: the form as the page posts it, with the user's own XSRF token.
+        launched = session.post(f"{hub.url}/hub/spawn/{name}", allow_redirects=False,
+                                data={"repo": repo.url, "ref": "main", "_xsrf": session.cookies.get("_xsrf")})
+        assert launched.status_code == 302 and "/spawn-pending/" in launched.headers["Location"], launched.text[-300:]
+        hub.wait_ready(name)
+        assert hub.user_file(name, "marker.txt") == "launched by a click\n"
+        hub.stop_server(name)
+
+        # A repository the admin trusts (autolaunch_repos) launches from the link, as on Binder.
+        other = user()
+        binder = hub.login(other).get(f"{hub.url}/hub/spawn?repo={trusted.url}&ref=main", allow_redirects=False)
+        assert binder.status_code == 302 and "/spawn-pending/" in binder.headers["Location"]
+        hub.wait_ready(other)
+        hub.stop_server(other)
+    finally:
+        stop_hub(hub, docker_client)
+
+
+@pytest.fixture
+def open_hub(request, testenv, tmp_path, docker_client):
+    """A hub as most are configured: any host (the default '*'), https and http, plus the test
+    environment's git server named as an internal host."""
+    hub = start_hub(request, "local", testenv, tmp_path, docker_client, allowed_repo_schemes=["https", "http"],
+                    allowed_repo_hosts=["*", testenv["R2D_BRIDGE_IP"]])
+    yield hub
+    stop_hub(hub, docker_client)
+
+
+def test_repositories_on_the_hubs_own_network_are_refused_before_any_connection(open_hub, git_repos, testenv):
+    hub = open_hub
+    name = user()
+    hub.create_user(name)
+    with LoopbackServer() as internal:
+        port = internal.port
+        for url in [
+            "https://127.0.0.1:1/x.git", "https://localhost:1/x.git",
+            f"http://127.0.0.1:{port}/x.git", f"http://localhost:{port}/x.git", f"http://127.1:{port}/x.git",
+            f"http://2130706433:{port}/x.git", f"http://[::1]:{port}/x.git", f"http://[::ffff:127.0.0.1]:{port}/x.git",
+            f"http://0.0.0.0:{port}/x.git", "http://169.254.169.254/latest/meta-data.git", "http://10.1.2.3/x.git",
+            "http://192.168.0.1/x.git", "http://[fd00::1]/x.git", "http://[fe80::1]/x.git",
+        ]:
+            r = hub.spawn(name, {"repo": url, "ref": "main"})
+            assert r.status_code == 400, (url, r.status_code, r.text)
+            message = r.json()["message"]
+            if "[" in url:  # IPv6 literals: the URL contract itself takes none
+                assert "not allowed" in message, (url, message)
+            else:
+                assert "is not allowed on this hub" in message and "network" in message, (url, message)
+            assert "fatal" not in message and "curl" not in message.lower(), message
+        assert internal.connections == 0, "git reached the hub's own network"
+    # The git server the admin named is internal too, and reachable.
+    repo = dockerfile_repo(git_repos, testenv["R2D_SINGLEUSER_IMAGE"], marker="named host")
+    response, events = hub.spawn_and_follow(name, {"repo": repo.url, "ref": "main"})
+    assert events[-1].get("ready"), events[-3:]
+    hub.stop_server(name)
+
+
+def test_lookup_failures_say_what_went_wrong_without_echoing_git(open_hub, git_repos, testenv):
+    hub = open_hub
+    name = user()
+    hub.create_user(name)
+    git_url = testenv["R2D_GIT_URL"]
+    repo = dockerfile_repo(git_repos, testenv["R2D_SINGLEUSER_IMAGE"])
+    cases = [
+        ({"repo": f"{git_url}/no-such-repo-{uuid.uuid4().hex[:6]}.git"}, "was not found"),
+        ({"repo": repo.url, "ref": "no-such-branch"}, "ref 'no-such-branch' was not found"),
+        ({"repo": f"http://{testenv['R2D_BRIDGE_IP']}:1/x.git"}, "could not be reached"),
+    ]
+    for options, expected in cases:
+        r = hub.spawn(name, {"ref": "main", **options})
+        assert r.status_code == 400, (options, r.text)
+        message = r.json()["message"]
+        assert expected in message, (options, message)
+        assert not re.search(r"fatal|curl|HTTP \d|Couldn't|returned error", message), message
+
+
+@pytest.mark.parametrize("options, expected", [
+    ({"repo": "https://github.com]/x"}, "not a valid URL"),
+    ({"repo": "https://github.com:99999/x"}, "not a valid URL"),
+    ({"repo": "https://github.com/a/b", "ref": "ma\nin"}, "git ref may contain"),
+])
+def test_malformed_input_is_a_400_with_a_message_not_a_500(open_hub, options, expected):
+    name = user()
+    open_hub.create_user(name)
+    r = open_hub.spawn(name, options)
+    assert r.status_code == 400, (options, r.status_code, r.text[-500:])
+    assert expected in r.json()["message"], r.json()

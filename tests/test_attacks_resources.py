@@ -1,0 +1,188 @@
+"""Attacks through build resources, made with the tokens of the people who hold them.
+
+Whoever may create a Repo2DockerBuild (the hub's identity, a namespace user given `create`)
+must not decide what another user runs. Each test creates the attacker's resource with the
+exact manifest below through `kubectl` under that identity's own token, then launches the
+victim's repository through a hub that has only the chart's hub identity, with an operator
+that has only the chart's operator identity.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+
+from repo2docker_buildcore import contract
+from support.builds import dockerfile_repo, get_build, head, image_exists, wait_phase
+from support.hub import start_hub, stop_hub
+from support.operator import ContainerWatcher
+from support.tenants import chart_identities, token_kubeconfig, uninstall_chart
+from support.waiting import wait_until
+
+PREFIX = "r2d-e2e-"
+
+
+@pytest.fixture
+def identities(testenv, kubectl, namespace):
+    ids = chart_identities(testenv, kubectl, namespace)
+    yield ids
+    uninstall_chart(testenv, namespace)
+
+
+@pytest.fixture
+def victim_hub(request, identities, testenv, tmp_path, docker_client):
+    """A hub that knows the cluster only as the chart's hub identity; its operator runs as the
+    chart's operator identity."""
+    kubeconfig = token_kubeconfig(testenv, identities.hub.token, tmp_path / "hub.kubeconfig", identities.namespace)
+    hub = start_hub(request, "kubernetes", testenv, tmp_path, docker_client, kubeconfig=str(kubeconfig),
+                    operator_options={"token": identities.operator.token})
+    yield hub
+    stop_hub(hub, docker_client)
+
+
+def attack(kubectl, manifest: dict) -> str:
+    """Create the attacker's resource exactly as given; its name."""
+    kubectl("create", "-f", "-", input=json.dumps(manifest))
+    return manifest["metadata"]["name"]
+
+
+def launch(hub, repo, refused: bool = False) -> tuple[str, list[dict]]:
+    """A launch through REST; its events. A refusal within the hub's slow_spawn_timeout is the
+    REST answer itself (a 4xx with the message), later one the stream's last event."""
+    name = f"victim{uuid.uuid4().hex[:6]}"
+    response, events = hub.spawn_and_follow(name, {"repo": repo.url, "ref": "main"})
+    if refused and response.status_code == 409:
+        return name, [{"failed": True, "message": response.json()["message"]}]
+    assert response.status_code in (201, 202), response.text
+    return name, events
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("who", ["hub", "student"])
+def test_a_resource_cannot_build_the_image_of_another_repository(who, identities, victim_hub, kubectl, git_repos,
+                                                                 testenv, docker_client):
+    base = testenv["R2D_SINGLEUSER_IMAGE"]
+    victim = dockerfile_repo(git_repos, base, marker="the victim's own files")
+    attacker = dockerfile_repo(git_repos, base, marker="the attacker's files")
+    victim_image = contract.image_name(PREFIX, victim.url, head(victim))
+    # The attack: my repository and commit, built under the name the hub derives for the victim's.
+    name = attack(identities.as_(who), {
+        "apiVersion": contract.API_VERSION, "kind": contract.KIND,
+        "metadata": {"name": f"attack-{uuid.uuid4().hex[:6]}", "namespace": identities.namespace},
+        "spec": {"repoUrl": attacker.url, "ref": "main", "commit": head(attacker), "image": victim_image},
+    })
+    status = wait_phase(kubectl, identities.namespace, name, "Succeeded", "Failed", timeout=180)["status"]
+    assert status["phase"] == "Failed", status
+    expected = contract.image_name(PREFIX, attacker.url, head(attacker))
+    assert expected in status["message"] and "image" in status["message"], status["message"]
+    assert not image_exists(docker_client, victim_image)
+
+    user, events = launch(victim_hub, victim)
+    assert events[-1].get("ready"), events[-3:]
+    assert victim_hub.user_file(user, "marker.txt") == "the victim's own files\n"
+    victim_hub.stop_server(user)
+
+
+@pytest.mark.integration
+def test_a_resource_may_lower_the_operators_limits_but_never_raise_them(identities, operator_factory, kubectl,
+                                                                       git_repos, testenv, docker_client):
+    # The classic builder (2024.7.0) honours a memory limit; the operator sets 512Mi and 0.5 CPU
+    # (Docker itself refuses more CPUs than the machine has: this one has 2).
+    op = operator_factory(token=identities.operator.token, image_prefix="r2d-test-",
+                          build_image=testenv["R2D_BUILD_IMAGE_2024"], memory_limit="512Mi", cpu_limit=0.5)
+    base = testenv["R2D_SINGLEUSER_IMAGE"]
+    greedy, modest = dockerfile_repo(git_repos, base, sleep=20), dockerfile_repo(git_repos, base, sleep=20)
+
+    def manifest(repo, resources: dict) -> dict:
+        spec = contract.BuildSpec(repo.url, "main", head(repo), contract.image_name("r2d-test-", repo.url, head(repo)))
+        body = contract.build_manifest(spec, identities.namespace)
+        body["spec"]["resources"] = resources
+        return body
+
+    with ContainerWatcher(docker_client, op.instance):
+        names = [attack(identities.student, manifest(greedy, {"cpu": 2, "memory": "64Gi"})),
+                 attack(identities.student, manifest(modest, {"cpu": 0.25, "memory": "256Mi"}))]
+        for name in names:
+            wait_phase(kubectl, identities.namespace, name, "Building", "Succeeded", "Failed", timeout=120)
+        limits = {}
+        for name in names:
+            container = wait_until(lambda: docker_client.containers.list(
+                filters={"label": f"{contract.LABEL_BUILD_NAME}={name}"}), timeout=60, what=f"{name}'s container")[0]
+            host = container.attrs["HostConfig"]
+            limits[name] = (host["NanoCpus"], host["Memory"])
+    assert limits[names[0]] == (500_000_000, 512 * 2**20), "asked for more than the operator allows: capped"
+    assert limits[names[1]] == (250_000_000, 256 * 2**20), "asked for less: granted"
+
+
+@pytest.mark.e2e
+def test_a_squatted_build_name_fails_the_launch_at_once_and_never_serves_its_image(
+        identities, victim_hub, kubectl, git_repos, testenv, docker_client):
+    base = testenv["R2D_SINGLEUSER_IMAGE"]
+    victim = dockerfile_repo(git_repos, base, marker="the victim's own files")
+    attacker = dockerfile_repo(git_repos, base, marker="the attacker's files")
+    # The victim's repository was launched before: its image is on the daemon, and its
+    # resource has expired after its TTL (here: deleted by the admin), as happens every day.
+    user, events = launch(victim_hub, victim)
+    assert events[-1].get("ready"), events[-3:]
+    victim_hub.stop_server(user)
+    kubectl("delete", contract.PLURAL, contract.build_name(victim.url, head(victim)), "-n", identities.namespace)
+    # The attack: the name the hub derives for the victim's repository and commit, taken by
+    # a resource that builds the attacker's (with the image that one may have).
+    name = attack(identities.student, {
+        "apiVersion": contract.API_VERSION, "kind": contract.KIND,
+        "metadata": {"name": contract.build_name(victim.url, head(victim)), "namespace": identities.namespace},
+        "spec": {"repoUrl": attacker.url, "ref": "main", "commit": head(attacker),
+                 "image": contract.image_name(PREFIX, attacker.url, head(attacker))},
+    })
+    assert wait_phase(kubectl, identities.namespace, name, "Succeeded", "Failed")["status"]["phase"] == "Succeeded"
+
+    user, events = launch(victim_hub, victim, refused=True)
+    assert events[-1].get("failed"), events[-3:]
+    message = events[-1]["message"]
+    assert "not the build this hub asked for" in message and name in message, message
+    assert not victim_hub.server_ready(user)
+    assert f"build resource {identities.namespace}/{name} is not the build" in victim_hub.log()
+    assert get_build(kubectl, identities.namespace, name)["spec"]["repoUrl"] == attacker.url  # left for the admin
+
+
+@pytest.mark.e2e
+def test_a_forged_finished_label_neither_stalls_the_launch_nor_skips_the_build(
+        identities, victim_hub, kubectl, git_repos, testenv, docker_client):
+    victim = dockerfile_repo(git_repos, testenv["R2D_SINGLEUSER_IMAGE"], marker="the victim's own files")
+    commit = head(victim)
+    # The attack: exactly the resource the hub would create, but labelled finished, which
+    # would keep it out of the operator's watch for good.
+    spec = contract.BuildSpec(victim.url, "main", commit, contract.image_name(PREFIX, victim.url, commit))
+    manifest = contract.build_manifest(spec, identities.namespace)
+    manifest["metadata"]["labels"][contract.LABEL_FINISHED_AT] = "1"
+    name = attack(identities.student, manifest)
+
+    user, events = launch(victim_hub, victim)
+    assert events[-1].get("ready"), events[-3:]
+    assert victim_hub.user_file(user, "marker.txt") == "the victim's own files\n"
+    obj = get_build(kubectl, identities.namespace, name)
+    assert obj["status"]["phase"] == "Succeeded"
+    assert obj["metadata"]["labels"].get(contract.LABEL_FINISHED_AT) != "1", "the forged mark was removed"
+    victim_hub.stop_server(user)
+
+
+@pytest.mark.integration
+def test_the_operator_removes_a_forged_finished_label_and_builds(identities, operator_factory, kubectl, git_repos,
+                                                                 testenv):
+    repo = dockerfile_repo(git_repos, testenv["R2D_SINGLEUSER_IMAGE"])
+    spec = contract.BuildSpec(repo.url, "main", head(repo), contract.image_name("r2d-test-", repo.url, head(repo)))
+    manifest = contract.build_manifest(spec, identities.namespace)
+    # An old forged time: an operator that trusted it would also expire the resource at once
+    # (its TTL sweep learns finished resources from a listing at start: made before it starts).
+    manifest["metadata"]["labels"][contract.LABEL_FINISHED_AT] = "1"
+    name = attack(identities.hub, manifest)
+    operator_factory(token=identities.operator.token, image_prefix="r2d-test-", **{"finished-ttl": 3600})
+    status = wait_phase(kubectl, identities.namespace, name, "Succeeded", "Failed", timeout=120)["status"]
+    assert status["phase"] == "Succeeded", status
+    events = kubectl.json("get", "events", "-n", identities.namespace, "--field-selector", f"involvedObject.name={name}")
+    assert "ForgedMark" in {e["reason"] for e in events["items"]}
+    # Marked again by the operator itself once built, with a real time, and kept for its TTL.
+    wait_until(lambda: int(get_build(kubectl, identities.namespace, name)["metadata"]["labels"]
+                           .get(contract.LABEL_FINISHED_AT, "0")) > 1, timeout=30, what="the operator's own mark")
