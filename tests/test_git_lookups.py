@@ -4,6 +4,7 @@ output and processes, and cheap for repositories with a million refs."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 
@@ -37,9 +38,14 @@ async def refused(repo: str, policy: RepoPolicy, limits: LookupLimits = LookupLi
 async def test_a_server_that_never_finishes_is_cut_off_with_every_git_process(policy):
     with LoopbackServer(trickle(byte_every=0.5)) as slow:
         url = f"{slow.url}/slow-{uuid.uuid4().hex[:6]}.git"
-        # Fast enough for the low-speed limit (it sends a byte every half second... and
-        # stays under 1000 B/s, so give that limit more time than the timeout).
-        message = await refused(url, policy, LookupLimits(timeout=3, low_speed_time=60))
+        # Under 1000 B/s, but the low-speed limit gets far more time than the timeout: only
+        # the timeout can end it. A git helper left alive would hold the lookup open (waiting
+        # for git means waiting for its pipes), so the lookup must end well within 10 times it.
+        limits = LookupLimits(timeout=3, low_speed_time=600)
+        try:
+            message = await asyncio.wait_for(refused(url, policy, limits), 10 * limits.timeout)
+        except asyncio.TimeoutError:
+            raise AssertionError("the lookup outlived its timeout: a git process held it open") from None
         assert "did not answer within 3 s" in message, message
         assert slow.connections >= 1
         assert not git_children(url), "a git process outlived the lookup"
