@@ -15,6 +15,7 @@ from kubernetes_asyncio import client, config, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from . import contract
+from .backoff import Backoff, retry
 
 MERGE_PATCH = "application/merge-patch+json"
 # Field selectors on the resource's `status.finishedAt` (a selectable field of the CRD; an
@@ -25,6 +26,14 @@ FINISHED_SELECTOR = f"status.{contract.STATUS_FINISHED_AT}!="
 
 class OutdatedCRD(RuntimeError):
     """The cluster's CRD lacks what this version relies on; the message says what to apply."""
+
+
+class _Busy(Exception):
+    """The API server answered "not now" (429, 5xx): worth asking again."""
+
+    def __init__(self, error: ApiException) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 async def api_client(kubeconfig: str | None = None) -> client.ApiClient:
@@ -127,19 +136,28 @@ class BuildResources:
         return await self._patch_metadata(namespace, name, uid, lambda meta: {
             "labels": {contract.LABEL_FINISHED_AT: None}})
 
-    async def check_selectable_fields(self, namespace: str | None) -> None:
+    async def check_selectable_fields(self, namespace: str | None, within: float = 60.0) -> None:
         """Raise OutdatedCRD if the API server cannot select on `status.finishedAt` (a CRD
-        from before this field; Helm installs a chart's CRD only once)."""
+        from before this field; Helm installs a chart's CRD only once). A CRD installed a
+        moment ago answers 429 ("storage is (re)initializing") for a while: asked again."""
+        async def ask() -> None:
+            try:
+                await self.list(namespace, field_selector=UNFINISHED_SELECTOR, limit=1)
+            except ApiException as exc:
+                if exc.status == 400:
+                    raise OutdatedCRD(
+                        f"the {contract.CRD_NAME} CustomResourceDefinition on this cluster is older than this "
+                        f"operator: it cannot select builds by {contract.STATUS_FINISHED_AT!r} ({exc.reason}). Apply "
+                        f"this release's CRD (kubectl apply -f crds/repo2dockerbuilds.yaml; Helm never upgrades CRDs)"
+                    ) from None
+                if exc.status == 429 or exc.status >= 500:
+                    raise _Busy(exc) from exc
+                raise
+
         try:
-            await self.list(namespace, field_selector=UNFINISHED_SELECTOR, limit=1)
-        except ApiException as exc:
-            if exc.status == 400:
-                raise OutdatedCRD(
-                    f"the {contract.CRD_NAME} CustomResourceDefinition on this cluster is older than this operator: "
-                    f"it cannot select builds by {contract.STATUS_FINISHED_AT!r} ({exc.reason}). Apply this "
-                    f"release's CRD (kubectl apply -f crds/repo2dockerbuilds.yaml; Helm never upgrades CRDs)"
-                ) from None
-            raise
+            await retry(ask, retry_on=_Busy, backoff=Backoff.doubling(0.5, 5.0), within=within)
+        except _Busy as busy:
+            raise busy.error from None
 
     async def list_finished(self, namespace: str | None, page: int = 500) -> AsyncIterator[tuple[str, str, str, int]]:
         """(namespace, name, uid, finished_at) of every resource the operator marked finished,

@@ -278,8 +278,18 @@ class GitProcess:
                 os.killpg(self.proc.pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
-        await asyncio.shield(self.proc.wait())
-        self._errors.cancel()
+        await asyncio.shield(self._finish())
+
+    async def _finish(self) -> None:
+        """Until the process is reaped. asyncio's wait() also waits for every pipe to report
+        its end, and a pipe whose reader stopped early (a cap) is paused by flow control and
+        never would: what is left in it is read and dropped."""
+        if not self.proc.stdin.is_closing():
+            self.proc.stdin.close()
+        while await self.proc.stdout.read(65536):
+            pass
+        await self._errors
+        await self.proc.wait()
 
     async def _read_stderr(self) -> None:
         while chunk := await self.proc.stderr.read(65536):

@@ -1,0 +1,49 @@
+"""Reading build resources: what the operator makes of the API server's answers at start
+(pure logic, with the listing scripted)."""
+
+from __future__ import annotations
+
+import pytest
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from repo2docker_buildcore.resources import UNFINISHED_SELECTOR, BuildResources, OutdatedCRD
+
+pytestmark = pytest.mark.unit
+
+
+def resources(*answers) -> tuple[BuildResources, list]:
+    """BuildResources whose listing gives `answers` in turn (an exception is raised)."""
+    asked: list = []
+    pending = list(answers)
+
+    async def listing(namespace, **query):
+        asked.append((namespace, query))
+        answer = pending.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    r = BuildResources.__new__(BuildResources)
+    r.list = listing
+    return r, asked
+
+
+async def test_a_crd_installed_a_moment_ago_is_waited_for():
+    busy = ApiException(status=429, reason="Too Many Requests")  # "storage is (re)initializing"
+    r, asked = resources(busy, busy, {"items": []})
+    await r.check_selectable_fields("ns")
+    assert asked == [("ns", {"field_selector": UNFINISHED_SELECTOR, "limit": 1})] * 3
+
+
+async def test_a_crd_without_the_selectable_field_is_named_and_other_refusals_are_not_retried():
+    r, _ = resources(ApiException(status=400, reason="field label not supported"))
+    with pytest.raises(OutdatedCRD, match="kubectl apply -f crds/repo2dockerbuilds.yaml"):
+        await r.check_selectable_fields("ns")
+    r, asked = resources(ApiException(status=403, reason="Forbidden"))
+    with pytest.raises(ApiException):
+        await r.check_selectable_fields("ns")
+    assert len(asked) == 1
+    r, asked = resources(*[ApiException(status=503, reason="Unavailable")] * 3)
+    with pytest.raises(ApiException):
+        await r.check_selectable_fields("ns", within=1.0)  # 0.5 s, then 1 s would pass it
+    assert len(asked) == 2
