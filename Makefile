@@ -39,8 +39,17 @@ testenv:
 testenv-down:
 	@bash testenv/down.sh
 
+# Every tier, in two phases: tests whose effects stay in their own namespace, instance label
+# and ports run in parallel workers (most of their time is builds and servers they wait for);
+# tests that act on the whole Docker daemon (`serial`: restarting it, collecting images by its
+# totals) run alone afterwards. Both run whatever the other gives; either failing fails.
+# A phase that PYTEST_ARGS leaves empty (pytest's exit code 5) is no failure.
+TEST_WORKERS ?= 4
 test: install testenv
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+	@status=0; \
+	$(VENV)/bin/pytest -m "not serial" -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS) || { rc=$$?; [ $$rc -eq 5 ] || status=$$rc; }; \
+	$(VENV)/bin/pytest -m serial $(PYTEST_ARGS) || { rc=$$?; [ $$rc -eq 5 ] || status=$$rc; }; \
+	exit $$status
 
 test-unit: install
 	$(VENV)/bin/pytest -m unit $(PYTEST_ARGS)

@@ -87,7 +87,7 @@ class Backend:
             kubectl("create", "namespace", self.namespace)
             self.operator = OperatorProcess(env, self.namespace, workdir, image_prefix="r2d-bench-",
                                             **{"status-interval": 1.0}).start()
-            config.update(namespace=self.namespace, kubeconfig=env["KUBECONFIG"])
+            config.update({"KubernetesBackend.namespace": self.namespace, "KubernetesBackend.kubeconfig": env["KUBECONFIG"]})
         self.hub = Hub(env, workdir, **config).start()
         self.instance = self.operator.instance if self.operator else self.hub.instance
 

@@ -57,15 +57,15 @@ async def measure_async(env, count: int) -> list[tuple[str, str, str, str]]:
     client = docker.from_env()
     prefix = f"r2d-bench-gc{uuid.uuid4().hex[:6]}-"
     runner = BuildRunner(RunnerConfig(build_image=env["R2D_BUILD_IMAGE"]))
-    backend = LocalBackend(config=Config({"LocalBackend": {"build_image": env["R2D_BUILD_IMAGE"], "image_use_file": "",
-                                                           "image_gc_interval": 0}}))
+    backend = LocalBackend(config=Config({"LocalBackend": {"build_image": env["R2D_BUILD_IMAGE"], "gc_use_record": "",
+                                                           "gc_interval": 0}}))
     try:
         build_images(client, env["R2D_SINGLEUSER_IMAGE"], prefix, count)
         backend.start_image_gc(prefix)
         listing = await median_time(lambda: asyncio.to_thread(client.api.images))
-        idle = ImageCollector(runner, GCPolicy(prefix=prefix, high_watermark=10**15), interval=0)
+        idle = ImageCollector(runner.images, GCPolicy(prefix=prefix, high_watermark=10**15), interval=0)
         idle_pass = await median_time(idle.run_once)
-        shares = ImageCollector(runner, GCPolicy.from_settings(prefix, "100%", "100%", 0, 3600), interval=0)
+        shares = ImageCollector(runner.images, GCPolicy.from_settings(prefix, "100%", "100%", 0, 3600), interval=0)
         share_pass = await median_time(shares.run_once)
 
         async def cold_page():
@@ -73,7 +73,7 @@ async def measure_async(env, count: int) -> list[tuple[str, str, str, str]]:
             await backend.list_builds()
         page = await median_time(cold_page)
         cached_page = await median_time(backend.list_builds)
-        remover = ImageCollector(runner, GCPolicy(prefix=prefix, high_watermark=0, low_watermark=0, grace=0), interval=0)
+        remover = ImageCollector(runner.images, GCPolicy(prefix=prefix, high_watermark=0, low_watermark=0, grace=0), interval=0)
         start = time.perf_counter()
         report = await remover.run_once()
         removing = time.perf_counter() - start

@@ -30,7 +30,7 @@ c.SharedPasswordAuthenticator.admin_password = env["DEMO_ADMIN_PASSWORD"]
 c.Repo2DockerSpawner.backend = env.get("DEMO_BACKEND", "local")
 c.Repo2DockerSpawner.image = env["R2D_SINGLEUSER_IMAGE"]  # no repository: this image
 c.LocalBackend.build_image = env["R2D_BUILD_IMAGE"]
-c.LocalBackend.concurrent_builds_limit = 2
+c.LocalBackend.concurrency = 2
 # This machine has no internet access: repo2docker >= 2025.08 fetches the list of Dataverse
 # installations before every build, so point it at the test environment's copy.
 c.LocalBackend.build_env = {"R2D_DATAVERSE_INSTALLATIONS_URL": env["R2D_DATAVERSE_INSTALLATIONS_URL"]}

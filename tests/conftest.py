@@ -64,6 +64,32 @@ def namespace(kubectl: Kubectl) -> str:
     kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
+@pytest.fixture
+def base(testenv: TestEnv) -> str:
+    """The image test repositories build FROM: the local single-user image (nothing is pulled)."""
+    return testenv["R2D_SINGLEUSER_IMAGE"]
+
+
+@pytest.fixture
+def hubs(request, testenv, tmp_path, docker_client):
+    """`hubs(backend, **config)` starts a real hub for this test (with the Kubernetes backend
+    also an operator in the test's namespace); each is stopped afterwards, its servers and
+    build containers removed, whatever the test did."""
+    from support.hub import start_hub, stop_hub
+
+    started = []
+
+    def start(backend: str, **options):
+        workdir = tmp_path if not started else tmp_path / f"hub-{len(started)}"
+        workdir.mkdir(exist_ok=True)
+        started.append(start_hub(request, backend, testenv, workdir, docker_client, **options))
+        return started[-1]
+
+    yield start
+    for hub in started:
+        stop_hub(hub, docker_client)
+
+
 @pytest.fixture(scope="session")
 def git_repos(testenv: TestEnv) -> GitRepoFactory:
     return GitRepoFactory(Path(testenv["R2D_GIT_ROOT"]), testenv["R2D_GIT_URL"])
@@ -82,17 +108,52 @@ def docker_client(testenv: TestEnv):
     client = docker.from_env()
     client.ping()
     yield client
-    # Images built by tests would pile up run after run on a reused machine.
+    client.close()
+
+
+TIERS = ("integration", "e2e", "browser", "cluster")
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+def pytest_collection_modifyitems(config, items):
+    """A test is of one tier: a module-wide mark must not make a pure unit test a daemon test
+    too (`-m unit` would run it, `-m integration` as well). Tests that share the session's
+    operator image run on one worker, which builds and loads it once."""
+    for item in items:
+        if "operator_image" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("operator-image"))
+        marks = {m.name for m in item.iter_markers()}
+        if "unit" in marks and marks & set(TIERS):
+            raise pytest.UsageError(f"{item.nodeid} is marked unit and {sorted(marks & set(TIERS))}: pick one")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Images built by tests would pile up run after run on a reused machine. Removed once,
+    at the very end: in a parallel run by the controller, after every worker is done (a
+    worker's own end would remove images that other workers' tests are still using)."""
+    if hasattr(session.config, "workerinput"):
+        return
+    env_file = Path(os.environ.get("R2D_TESTENV_FILE", REPO_ROOT / ".testenv" / "env"))
+    if not env_file.exists():
+        return
+    import docker
+
+    testenv = load_env(env_file)
     registries = tuple(f"{testenv[k]}/" for k in ("R2D_REGISTRY", "R2D_REGISTRY_ANON") if k in testenv)
+    try:
+        client = docker.from_env()
+        images = client.images.list()
+    except docker.errors.DockerException:
+        return
     # By tag, not by id: an image that also carries a tag of its own (a base image a test
     # tagged) keeps it; the last tag's removal removes the image.
-    for image in client.images.list():
+    for image in images:
         for tag in image.tags:
             if tag.startswith(TEST_IMAGE_PREFIXES + registries):
                 try:
                     client.images.remove(tag, force=True)
                 except docker.errors.APIError:
-                    pass  # still used by a container another test left; the next run retries
+                    pass  # still used by a container a test left; the next run retries
     client.close()
 
 

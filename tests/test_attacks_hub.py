@@ -14,9 +14,7 @@ import pytest
 
 from repo2docker_buildcore import contract
 from support.builds import dockerfile_repo
-from support.hub import start_hub, stop_hub
 from support.loopback import LoopbackServer
-from support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -29,50 +27,44 @@ def servers(hub, name: str) -> dict:
     return hub.api("GET", f"/users/{name}").json().get("servers") or {}
 
 
-def test_a_link_fills_in_the_form_and_only_a_click_launches(request, testenv, tmp_path, docker_client, git_repos):
+def test_a_link_fills_in_the_form_and_only_a_click_launches(testenv, docker_client, git_repos, hubs):
     base = testenv["R2D_SINGLEUSER_IMAGE"]
     trusted = git_repos.create({"Dockerfile": f"FROM {base}\n", "marker.txt": "trusted\n"}, prefix="trusted")
-    hub = start_hub(request, "local", testenv, tmp_path, docker_client,
+    hub = hubs("local",
                     autolaunch_repos=[contract.normalize_repo_url(trusted.url).rsplit("/", 1)[0] + "/trusted-*"])
-    try:
-        repo = dockerfile_repo(git_repos, base, marker="launched by a click")
-        name = user()
-        session = hub.login(name)
-        # The attack: a link in an e-mail, opened by a logged-in user.
-        link = f"{hub.url}/hub/spawn?repo={repo.url}&ref=main"
-        page = session.get(link, allow_redirects=False)
-        assert page.status_code == 200, (page.status_code, page.headers.get("Location"))
-        assert f'value="{html.escape(repo.url)}"' in page.text and 'value="main"' in page.text
-        assert 'id="r2d-link-notice"' in page.text and html.escape(repo.url) in page.text
-        assert not servers(hub, name), "opening a link must start nothing"
-        assert not docker_client.containers.list(all=True, filters={"label": f"{contract.LABEL_INSTANCE}={hub.instance}"})
+    repo = dockerfile_repo(git_repos, base, marker="launched by a click")
+    name = user()
+    session = hub.login(name)
+    # The attack: a link in an e-mail, opened by a logged-in user.
+    link = f"{hub.url}/hub/spawn?repo={repo.url}&ref=main"
+    page = session.get(link, allow_redirects=False)
+    assert page.status_code == 200, (page.status_code, page.headers.get("Location"))
+    assert f'value="{html.escape(repo.url)}"' in page.text and 'value="main"' in page.text
+    assert 'id="r2d-link-notice"' in page.text and html.escape(repo.url) in page.text
+    assert not servers(hub, name), "opening a link must start nothing"
+    assert not docker_client.containers.list(all=True, filters={"label": f"{contract.LABEL_INSTANCE}={hub.instance}"})
 
-        # The click: the form as the page posts it, with the user's own XSRF token.
-        launched = session.post(f"{hub.url}/hub/spawn/{name}", allow_redirects=False,
-                                data={"repo": repo.url, "ref": "main", "_xsrf": session.cookies.get("_xsrf")})
-        assert launched.status_code == 302 and "/spawn-pending/" in launched.headers["Location"], launched.text[-300:]
-        hub.wait_ready(name)
-        assert hub.user_file(name, "marker.txt") == "launched by a click\n"
-        hub.stop_server(name)
+    # The click: the form as the page posts it, with the user's own XSRF token.
+    launched = session.post(f"{hub.url}/hub/spawn/{name}", allow_redirects=False,
+                            data={"repo": repo.url, "ref": "main", "_xsrf": session.cookies.get("_xsrf")})
+    assert launched.status_code == 302 and "/spawn-pending/" in launched.headers["Location"], launched.text[-300:]
+    hub.wait_ready(name)
+    assert hub.user_file(name, "marker.txt") == "launched by a click\n"
+    hub.stop_server(name)
 
-        # A repository the admin trusts (autolaunch_repos) launches from the link, as on Binder.
-        other = user()
-        binder = hub.login(other).get(f"{hub.url}/hub/spawn?repo={trusted.url}&ref=main", allow_redirects=False)
-        assert binder.status_code == 302 and "/spawn-pending/" in binder.headers["Location"]
-        hub.wait_ready(other)
-        hub.stop_server(other)
-    finally:
-        stop_hub(hub, docker_client)
+    # A repository the admin trusts (autolaunch_repos) launches from the link, as on Binder.
+    other = user()
+    binder = hub.login(other).get(f"{hub.url}/hub/spawn?repo={trusted.url}&ref=main", allow_redirects=False)
+    assert binder.status_code == 302 and "/spawn-pending/" in binder.headers["Location"]
+    hub.wait_ready(other)
+    hub.stop_server(other)
 
 
 @pytest.fixture
-def open_hub(request, testenv, tmp_path, docker_client):
+def open_hub(hubs, testenv):
     """A hub as most are configured: any host (the default '*'), https and http, plus the test
     environment's git server named as an internal host."""
-    hub = start_hub(request, "local", testenv, tmp_path, docker_client, allowed_repo_schemes=["https", "http"],
-                    allowed_repo_hosts=["*", testenv["R2D_BRIDGE_IP"]])
-    yield hub
-    stop_hub(hub, docker_client)
+    return hubs("local", allowed_repo_schemes=["https", "http"], allowed_repo_hosts=["*", testenv["R2D_BRIDGE_IP"]])
 
 
 def test_repositories_on_the_hubs_own_network_are_refused_before_any_connection(open_hub, git_repos, testenv):

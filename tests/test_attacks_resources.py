@@ -16,7 +16,6 @@ import pytest
 
 from repo2docker_buildcore import contract
 from support.builds import dockerfile_repo, get_build, head, image_exists, wait_phase
-from support.hub import start_hub, stop_hub
 from support.operator import ContainerWatcher
 from support.tenants import chart_identities, token_kubeconfig, uninstall_chart
 from support.waiting import wait_until
@@ -32,14 +31,11 @@ def identities(testenv, kubectl, namespace):
 
 
 @pytest.fixture
-def victim_hub(request, identities, testenv, tmp_path, docker_client):
+def victim_hub(hubs, identities, testenv, tmp_path):
     """A hub that knows the cluster only as the chart's hub identity; its operator runs as the
     chart's operator identity."""
     kubeconfig = token_kubeconfig(testenv, identities.hub.token, tmp_path / "hub.kubeconfig", identities.namespace)
-    hub = start_hub(request, "kubernetes", testenv, tmp_path, docker_client, kubeconfig=str(kubeconfig),
-                    operator_options={"token": identities.operator.token})
-    yield hub
-    stop_hub(hub, docker_client)
+    return hubs("kubernetes", kubeconfig=str(kubeconfig), operator_options={"token": identities.operator.token})
 
 
 def attack(kubectl, manifest: dict) -> str:

@@ -15,9 +15,11 @@ from repo2docker_buildcore import build
 from repo2docker_buildcore.build import ALREADY_BUILT
 from repo2docker_buildcore.contract import Phase
 from repo2docker_buildcore.queue import BuildQueue
-from repo2docker_buildcore.runner import BuildContainer, BuildRef, RunnerError
+from repo2docker_buildcore.docker_api import RunnerError
+from repo2docker_buildcore.runner import BuildContainer, BuildRef
 from repo2docker_buildcore.status import now_iso
 from support.fakes import FakeRunner, make_job, run_job
+from support.waiting import until
 
 pytestmark = pytest.mark.unit
 
@@ -43,7 +45,7 @@ async def test_a_survivor_holds_its_slot_while_it_runs():
     queue = BuildQueue(1)
     runner = FakeRunner(existing=survivor, hold=True)
     task = asyncio.create_task(make_job(runner, [], queue=queue).run())
-    await asyncio.sleep(0.01)
+    await until(lambda: runner.reading, what="the job to follow the survivor's log")
     assert queue.running == 1  # adopted: a new build would wait
     runner.release.set()
     await task
@@ -75,8 +77,7 @@ async def test_cancelling_kills_only_when_the_build_itself_is_cancelled():
         runner = FakeRunner(hold=True)
         job = make_job(runner, [])
         task = asyncio.create_task(job.run())
-        while not runner.started:
-            await asyncio.sleep(0.001)
+        await until(lambda: runner.reading, what="the build to run")
         job.kill_on_cancel = kill
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -103,11 +104,7 @@ async def test_a_build_that_lost_docker_removes_its_container_when_docker_is_bac
     runner = DockerGoesAway()
     outcome, _ = await run_job(runner)
     assert outcome.phase == Phase.FAILED and "Docker daemon" in outcome.message
-    for _ in range(100):
-        if runner.removed:
-            break
-        await asyncio.sleep(0.01)
-    assert runner.removed == [("c1", True)]
+    assert await until(lambda: runner.removed, what="the container's removal") == [("c1", True)]
 
 
 async def test_builds_wait_for_a_slot_in_order():
@@ -115,11 +112,10 @@ async def test_builds_wait_for_a_slot_in_order():
     first = FakeRunner(hold=True)
     second = FakeRunner()
     one = asyncio.create_task(make_job(first, [], queue=queue, uid="u1").run())
-    while not first.started:
-        await asyncio.sleep(0.001)
+    await until(lambda: first.reading, what="the first build to run")
     sent: list[dict] = []
     two = asyncio.create_task(make_job(second, sent, queue=queue, uid="u2").run())
-    await asyncio.sleep(0.01)
+    await until(lambda: queue.waiting, what="the second build to queue")
     assert second.started == []
     assert any(f.get("phase") == "Queued" for f in sent) and any(f.get("queuePosition") == 1 for f in sent), sent
     first.release.set()

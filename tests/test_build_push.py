@@ -11,7 +11,7 @@ import pytest
 from repo2docker_buildcore import build
 from repo2docker_buildcore.build import ALREADY_PUSHED, PUSHED_EXISTING
 from repo2docker_buildcore.contract import Phase
-from repo2docker_buildcore.runner import RegistryUnavailable
+from repo2docker_buildcore.docker_api import RegistryUnavailable
 from support.fakes import FakeRunner, run_job
 
 pytestmark = pytest.mark.unit

@@ -19,7 +19,7 @@ import yaml
 from repo2docker_buildcore import contract
 from support.builds import create_build, dockerfile_repo, head, wait_phase
 from support.cluster import CHART, helm
-from support.kube import Kubectl
+from support.tenants import install_chart_rbac, token_for, uninstall_chart
 
 ROOT = Path(__file__).resolve().parent.parent
 FULL_VALUES = ROOT / "tests" / "data" / "chart-values-full.yaml"
@@ -29,25 +29,30 @@ def template(testenv, *args: str) -> str:
     return helm(testenv, "template", "r2d", str(CHART), "--kube-version", testenv["R2D_KUBE_VERSION"], *args).stdout
 
 
-@pytest.mark.unit
-def test_chart_crd_is_the_single_source():
-    assert (CHART / "crds" / "repo2dockerbuilds.yaml").read_bytes() == (ROOT / "crds" / "repo2dockerbuilds.yaml").read_bytes(), \
-        "charts/repo2docker-operator/crds/ differs from crds/: copy crds/repo2dockerbuilds.yaml into the chart"
+def test_the_deployment_passes_every_chart_setting_to_its_variable(testenv):
+    """Rendered with every option set: each table row's variable carries its value."""
+    from repo2docker_buildcore.settings import ENV, SETTINGS
+    from test_chart_files import chart_value
 
-
-@pytest.mark.unit
-def test_full_values_file_sets_every_default_key():
-    """The all-options file must exercise every option the chart has."""
-    def keys(tree, prefix=""):
-        for key, value in tree.items():
-            path = f"{prefix}{key}"
-            yield path
-            if isinstance(value, dict) and value and key not in ("resources", "affinity", "nodeSelector",
-                                                                   "podAnnotations", "podLabels", "annotations"):
-                yield from keys(value, path + ".")
-    defaults = set(keys(yaml.safe_load((CHART / "values.yaml").read_text())))
-    full = set(keys(yaml.safe_load(FULL_VALUES.read_text())))
-    assert defaults <= full, sorted(defaults - full)
+    full = yaml.safe_load(FULL_VALUES.read_text())
+    docs = yaml.safe_load_all(template(testenv, "-f", str(FULL_VALUES), "-n", "ns-one"))
+    deployment = next(d for d in docs if d and d["kind"] == "Deployment")
+    env = {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    for row in SETTINGS:
+        if row.chart is None:
+            continue
+        value = chart_value(full, row.chart)
+        if row.kind is tuple:
+            expected = ",".join(value)
+        elif row.kind == ENV:
+            expected = json.dumps(value, separators=(",", ":"))
+        elif row.kind is bool:
+            expected = str(value).lower()
+        else:
+            expected = str(value)
+        assert env.get(row.env) == expected, (row.name, row.env, env.get(row.env), expected)
+    table = {row.env for row in SETTINGS}
+    assert {name for name in env if name.startswith("R2D_")} <= table, "a variable the table does not know"
 
 
 pytestmark = pytest.mark.integration
@@ -138,15 +143,9 @@ def test_network_policy_admits_metrics_in_and_only_the_api_server_and_dns_out(te
 def release(testenv, kubectl, namespace):
     other = f"{namespace}-other"
     kubectl("create", "namespace", other)
-    helm(testenv, "install", "r2d", str(CHART), "-n", namespace, "--set", "hub.rbac.create=true",
-         "--set", "image.repository=r2d-test/operator", "--set", "image.tag=dev", "--set", "image.pullPolicy=Never",
-         "--set", f"build.image={testenv['R2D_BUILD_IMAGE']}", "--set", "build.imagePrefix=r2d-test-")
+    install_chart_rbac(testenv, namespace)
     yield {"namespace": namespace, "other": other}
-    helm(testenv, "uninstall", "r2d", "-n", namespace, "--wait=false", check=False)
-
-
-def token_for(kubectl: Kubectl, namespace: str, account: str) -> Kubectl:
-    return kubectl.as_token(kubectl("create", "token", account, "-n", namespace, "--duration=1h").strip())
+    uninstall_chart(testenv, namespace)
 
 
 def refused(result: subprocess.CompletedProcess) -> bool:

@@ -7,7 +7,6 @@ import os
 import re
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -78,7 +77,6 @@ def test_make_demo_spawns_a_server_from_the_sample_repository(backend, testenv, 
             os.killpg(proc.pid, signal.SIGKILL)
         for c in docker_client.containers.list(all=True, filters={"name": f"r2d-demo-{user}"}):
             c.remove(force=True)
-        time.sleep(0.5)
         if backend == "kubernetes":
             helm(testenv, "uninstall", "r2d", "-n", env["DEMO_NAMESPACE"], "--wait=false", check=False)
             kubectl("delete", "namespace", env["DEMO_NAMESPACE"], "--wait=false", check=False)

@@ -8,6 +8,7 @@ import asyncio
 import pytest
 
 from repo2docker_operator.expiry import RETRY_AFTER, Expiries
+from support.waiting import until
 
 pytestmark = pytest.mark.unit
 
@@ -74,9 +75,8 @@ async def test_the_sleeper_wakes_for_an_earlier_expiry():
     exp._clock = lambda: asyncio.get_running_loop().time() + 1_000_000
     task = asyncio.create_task(exp.run())
     try:
-        await asyncio.sleep(0.02)  # asleep with nothing to do
+        await asyncio.sleep(0)  # the sleeper goes to sleep with nothing to do
         exp.finished("ns", "a", "u1", None)
-        await asyncio.sleep(0.2)
-        assert deleted == [("ns", "a", "u1")]
+        await until(lambda: deleted == [("ns", "a", "u1")], timeout=2, what="the sleeper to wake and delete")
     finally:
         task.cancel()

@@ -208,7 +208,7 @@ def test_a_share_of_the_disk_is_what_images_may_hold_once_everything_else_is_cou
 async def test_a_pass_that_cannot_measure_the_disk_removes_nothing_by_size():
     from repo2docker_buildcore.collector import ImageCollector
     from repo2docker_buildcore.imagegc import DiskUsage
-    from repo2docker_buildcore.runner import RunnerError
+    from repo2docker_buildcore.docker_api import RunnerError
 
     class DiskRunner(DfRunner):
         disk: DiskUsage | None = None
@@ -239,3 +239,31 @@ async def test_a_use_by_image_id_counts_for_our_images_only():
     collector._on_container("r2d-ours:1", 40.0)
     assert collector.ledger.uses == {"sha256:ours": 60.0, "r2d-ours:1": 40.0}
     assert collector.ledger.last_used(("r2d-ours:1", "sha256:ours")) == 60.0
+
+
+def test_gc_settings_are_checked_where_they_are_given():
+    from traitlets import TraitError
+    from traitlets.config import Config
+
+    from repo2docker_operator.config import ConfigError, from_sources
+    from repo2dockerspawner.backends.local import LocalBackend
+
+    with pytest.raises(ConfigError, match="low watermark"):
+        from_sources({"R2D_NAMESPACES": "x", "R2D_GC_HIGH_WATERMARK": "1Gi", "R2D_GC_LOW_WATERMARK": "2Gi"})
+    with pytest.raises(ConfigError, match="neither a size such as 100Gi nor a share of the disk"):
+        from_sources({"R2D_NAMESPACES": "x", "R2D_GC_HIGH_WATERMARK": "lots"})
+    with pytest.raises(ConfigError, match="between 0% and 100%"):
+        from_sources({"R2D_NAMESPACES": "x", "R2D_GC_HIGH_WATERMARK": "120%"})
+    with pytest.raises(ConfigError, match="both watermarks as sizes"):
+        from_sources({"R2D_NAMESPACES": "x", "R2D_GC_HIGH_WATERMARK": "90%", "R2D_GC_LOW_WATERMARK": "10Gi"})
+    with pytest.raises(ConfigError, match="configmap:NAMESPACE/NAME"):
+        from_sources({"R2D_NAMESPACES": "x", "R2D_GC_USE_RECORD": "configmap:only-a-name"})
+    off = from_sources({"R2D_NAMESPACES": "x", "R2D_GC_HIGH_WATERMARK": "", "R2D_GC_MAX_AGE": "0"})
+    assert not off.gc_policy().enabled
+    on = from_sources({"R2D_NAMESPACES": "x", "R2D_GC_MAX_AGE": "86400"})
+    assert on.gc_policy().max_age == 86400 and (on.gc_policy().high_percent, on.gc_policy().low_percent) == (85, 80)
+    sized = from_sources({"R2D_NAMESPACES": "x", "R2D_GC_HIGH_WATERMARK": "100Gi", "R2D_GC_LOW_WATERMARK": "80Gi"})
+    assert (sized.gc_policy().high_watermark, sized.gc_policy().target) == (100 * 2**30, 80 * 2**30)
+    backend = LocalBackend(config=Config({"LocalBackend": {"gc_high_watermark": "1Gi", "gc_low_watermark": "2Gi"}}))
+    with pytest.raises(TraitError, match="low watermark"):
+        backend.start_image_gc("r2d-")

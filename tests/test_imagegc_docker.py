@@ -26,7 +26,8 @@ from repo2docker_buildcore.runner import BuildRunner, RunnerConfig
 from support.builds import create_build, dockerfile_repo, head, image_exists
 from support.waiting import wait_until
 
-pytestmark = pytest.mark.integration
+# Serial: watermarks are of the whole daemon's storage, which other tests' builds change.
+pytestmark = [pytest.mark.integration, pytest.mark.serial]
 MB = 1_000_000
 BLOB = 12 * MB
 
@@ -79,7 +80,7 @@ async def test_lru_images_go_used_and_in_use_ones_stay_and_the_daemon_frees_the_
     old2 = build_like_repo2docker(docker_client, base, prefix, "old-two")
     served = build_like_repo2docker(docker_client, base, prefix, "served")
     removed_seen = []
-    collector = ImageCollector(runner, GCPolicy(prefix=prefix), interval=0,
+    collector = ImageCollector(runner.images, GCPolicy(prefix=prefix), interval=0,
                                on_removed=lambda image, reason: removed_seen.append((image.tags, reason)))
     await collector.start()
     try:
@@ -92,7 +93,7 @@ async def test_lru_images_go_used_and_in_use_ones_stay_and_the_daemon_frees_the_
                                 what="the container events to record the use")
 
         # Earlier builds' BuildKit cache would go first and could be enough: start without it.
-        await runner.prune_build_cache(0)
+        await runner.images.prune_build_cache(0)
         usage = await collector.usage()
         sizes = {tag: i.unique_size for i in usage.images for tag in i.tags if tag.startswith(prefix)}
         assert all(size >= BLOB for size in sizes.values()), sizes
@@ -125,12 +126,12 @@ async def test_wanted_and_young_images_stay_and_a_refused_removal_is_skipped(tes
     stopped = build_like_repo2docker(docker_client, base, prefix, "stopped-server")
     container = docker_client.containers.create(stopped, ["true"])
     # Docker itself refuses to remove an image a (stopped) container uses: skipped, not fatal.
-    assert await runner.remove_image(docker_client.images.get(stopped).id) is False
+    assert await runner.images.remove_image(docker_client.images.get(stopped).id) is False
 
-    young = ImageCollector(runner, GCPolicy(prefix=prefix, high_watermark=0, low_watermark=0, grace=3600), interval=0)
+    young = ImageCollector(runner.images, GCPolicy(prefix=prefix, high_watermark=0, low_watermark=0, grace=3600), interval=0)
     assert (await young.run_once()).removed == []  # built seconds ago: within the grace period
 
-    collector = ImageCollector(runner, GCPolicy(prefix=prefix, high_watermark=0, low_watermark=0, grace=0),
+    collector = ImageCollector(runner.images, GCPolicy(prefix=prefix, high_watermark=0, low_watermark=0, grace=0),
                                wanted=lambda: {wanted}, interval=0)
     report = await collector.run_once()
     assert report.removed == [] and image_exists(docker_client, wanted) and image_exists(docker_client, stopped)
@@ -161,7 +162,7 @@ async def test_the_build_cache_is_pruned_first_down_to_the_budget(testenv, docke
     outcome = await job.run()
     build_runner.close()
     assert outcome.phase.value == "Succeeded", outcome.message
-    collector = ImageCollector(runner, GCPolicy(prefix=prefix), interval=0)
+    collector = ImageCollector(runner.images, GCPolicy(prefix=prefix), interval=0)
     before = await collector.usage()
     assert before.build_cache > 0, "a buildx build leaves BuildKit cache in the daemon"
     # Over the high watermark by less than the cache: pruning the cache alone is enough.
@@ -186,7 +187,7 @@ async def test_shares_of_the_disk_are_measured_on_the_daemons_data_root_and_driv
 
     ours, sibling = left_probe(runner.config.instance), left_probe(f"{runner.config.instance}-other")
     try:
-        disk = await runner.data_root_usage()
+        disk = await runner.images.data_root_usage()
         host = os.statvfs(docker_client.info()["DockerRootDir"])
         assert disk.size == host.f_frsize * host.f_blocks
         assert abs(disk.available - host.f_frsize * host.f_bavail) < 0.01 * disk.size  # others write meanwhile
@@ -202,10 +203,10 @@ async def test_shares_of_the_disk_are_measured_on_the_daemons_data_root_and_driv
                 pass
 
     image = build_like_repo2docker(docker_client, testenv["R2D_SINGLEUSER_IMAGE"], prefix, "shared-disk")
-    never = ImageCollector(runner, GCPolicy.from_settings(prefix, "100%", "100%", 0, 0), interval=0)
+    never = ImageCollector(runner.images, GCPolicy.from_settings(prefix, "100%", "100%", 0, 0), interval=0)
     report = await never.run_once()
     assert report.removed == [] and report.policy.high_watermark > report.before.total
-    always = ImageCollector(runner, GCPolicy.from_settings(prefix, "0%", "0%", 0, 0), interval=0)
+    always = ImageCollector(runner.images, GCPolicy.from_settings(prefix, "0%", "0%", 0, 0), interval=0)
     report = await always.run_once()
     assert [i.tags for i in report.removed] == [(image,)] and report.policy.high_watermark == 0
     assert not image_exists(docker_client, image)
@@ -266,15 +267,15 @@ async def test_the_embedded_backend_collects_with_its_traits_and_keeps_uses_in_i
     record.write_text(json.dumps({unused: time.time() - 7200, used: time.time()}))
     measure = BuildRunner(RunnerConfig(build_image=testenv["R2D_BUILD_IMAGE"]))
     await measure.prune_build_cache(0)  # else the cache, pruned first, could be enough
-    usage = await ImageCollector(measure, GCPolicy(prefix=prefix)).usage()
+    usage = await ImageCollector(measure.images, GCPolicy(prefix=prefix)).usage()
     measure.close()
     size = {t: i.unique_size for i in usage.images for t in i.tags}
     # Over budget by one byte, and one image is enough to get back under it.
     backend = LocalBackend(config=Config({"LocalBackend": {
         "build_image": testenv["R2D_BUILD_IMAGE"], "instance": f"t{uuid.uuid4().hex[:8]}",
-        "image_gc_interval": 0.5, "image_gc_high_watermark": str(usage.total - 1),
-        "image_gc_low_watermark": str(usage.total - size[unused]), "image_gc_grace": 0,
-        "image_use_file": str(record)}}))
+        "gc_interval": 0.5, "gc_high_watermark": str(usage.total - 1),
+        "gc_low_watermark": str(usage.total - size[unused]), "gc_grace": 0,
+        "gc_use_record": str(record)}}))
     backend.start_image_gc(prefix)
     try:
         await asyncio.to_thread(wait_until, lambda: not image_exists(docker_client, unused), timeout=30,
@@ -289,31 +290,3 @@ async def test_the_embedded_backend_collects_with_its_traits_and_keeps_uses_in_i
     finally:
         await backend.close()
     assert json.loads(record.read_text()).keys() == {used}
-
-
-@pytest.mark.unit
-def test_gc_settings_are_checked_where_they_are_given():
-    from repo2docker_operator.config import ConfigError, from_sources
-    from repo2dockerspawner.backends.local import LocalBackend
-    from traitlets import TraitError
-
-    with pytest.raises(ConfigError, match="low watermark"):
-        from_sources({"R2D_NAMESPACES": "x", "R2D_GC_HIGH_WATERMARK": "1Gi", "R2D_GC_LOW_WATERMARK": "2Gi"})
-    with pytest.raises(ConfigError, match="neither a size such as 100Gi nor a share of the disk"):
-        from_sources({"R2D_NAMESPACES": "x", "R2D_GC_HIGH_WATERMARK": "lots"})
-    with pytest.raises(ConfigError, match="between 0% and 100%"):
-        from_sources({"R2D_NAMESPACES": "x", "R2D_GC_HIGH_WATERMARK": "120%"})
-    with pytest.raises(ConfigError, match="both watermarks as sizes"):
-        from_sources({"R2D_NAMESPACES": "x", "R2D_GC_HIGH_WATERMARK": "90%", "R2D_GC_LOW_WATERMARK": "10Gi"})
-    with pytest.raises(ConfigError, match="configmap:NAMESPACE/NAME"):
-        from_sources({"R2D_NAMESPACES": "x", "R2D_GC_USE_RECORD": "configmap:only-a-name"})
-    off = from_sources({"R2D_NAMESPACES": "x", "R2D_GC_HIGH_WATERMARK": "", "R2D_GC_MAX_AGE": "0"})
-    assert not off.gc_policy().enabled
-    on = from_sources({"R2D_NAMESPACES": "x", "R2D_GC_MAX_AGE": "86400"})
-    assert on.gc_policy().max_age == 86400 and (on.gc_policy().high_percent, on.gc_policy().low_percent) == (85, 80)
-    sized = from_sources({"R2D_NAMESPACES": "x", "R2D_GC_HIGH_WATERMARK": "100Gi", "R2D_GC_LOW_WATERMARK": "80Gi"})
-    assert (sized.gc_policy().high_watermark, sized.gc_policy().target) == (100 * 2**30, 80 * 2**30)
-    backend = LocalBackend(config=Config({"LocalBackend": {"image_gc_high_watermark": "1Gi",
-                                                           "image_gc_low_watermark": "2Gi"}}))
-    with pytest.raises(TraitError, match="low watermark"):
-        backend.start_image_gc("r2d-")

@@ -4,13 +4,17 @@ The real API server path is proven in test_spawner_e2e.py."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import json
 
 import pytest
 
 from repo2docker_buildcore import contract
 from repo2docker_buildcore.contract import BuildSpec
-from repo2dockerspawner.backends.kubernetes import KubernetesBackend
+from repo2dockerspawner.backends.kubernetes import KubernetesBackend, KubernetesBuild
+from repo2dockerspawner.backends.watcher import Seen, Sighting
+from support.waiting import until
 
 pytestmark = pytest.mark.unit
 
@@ -99,3 +103,116 @@ async def test_a_success_whose_image_is_gone_is_replaced_and_a_successor_is_join
     # Another spawn saw the same missing image a moment later: it joins the new build.
     again = await backend(api).ensure(SPEC, requested_by="carol", image_gone=True)
     assert again.uid == handle.uid and api.deleted == [handle.name]
+
+
+# ---- KubernetesBuild.statuses: the resource and the live log, merged --------------------------
+
+class ScriptedFollow:
+    """The shared watch of one resource, moved on by the test: `show(status)` or `delete()`."""
+
+    def __init__(self) -> None:
+        self.sightings: asyncio.Queue = asyncio.Queue()
+        self.resources = self  # KubernetesBuild asks `watcher.resources.get` whether it exists
+
+    def get(self, name):
+        return None
+
+    def show(self, **status) -> None:
+        self.sightings.put_nowait(Sighting(Seen.CHANGED, {"metadata": {"name": "b", "namespace": "ns", "uid": "u",
+                                                                       "resourceVersion": str(id(status))},
+                                                          "status": status}))
+
+    def delete(self) -> None:
+        self.sightings.put_nowait(Sighting(Seen.GONE))
+
+    async def follow(self, name, uid):
+        while True:
+            sighting = await self.sightings.get()
+            yield sighting
+            if sighting.seen is Seen.GONE:
+                return
+
+
+class ScriptedLog:
+    """A build container's log on the hub's daemon, printed by the test with `print_line`."""
+
+    def __init__(self) -> None:
+        self.lines: asyncio.Queue = asyncio.Queue()
+        self.closed = False
+
+    def print_line(self, text: str | None) -> None:  # None: the container exited
+        self.lines.put_nowait(None if text is None else json.dumps({"message": text}))
+
+    async def logs(self, container_id):
+        try:
+            while (line := await self.lines.get()) is not None:
+                yield line
+        finally:
+            self.closed = True
+
+
+def building(lines: list[str], count: int | None = None) -> dict:
+    return {"phase": "Building", "containerId": "c1", "logTail": lines,
+            "logLineCount": len(lines) if count is None else count}
+
+
+async def reader(build: KubernetesBuild, seen: list) -> list:
+    """What a pending page shows: each status, and each line once (as progress_events reads)."""
+    lines_seen = 0
+    async for status in build.statuses():
+        new = status.new_lines(lines_seen)
+        lines_seen = max(lines_seen, status.log_line_count)
+        seen.append((status.phase.value, new))
+    return seen
+
+
+async def test_without_a_live_log_the_resource_alone_is_followed_to_its_end():
+    follow = ScriptedFollow()
+    build = KubernetesBuild(follow, {"metadata": {"name": "b", "namespace": "ns", "uid": "u"}})
+    seen: list = []
+    task = asyncio.create_task(reader(build, seen))
+    follow.show(phase="Queued", queuePosition=1)
+    follow.show(**building(["a", "b"]))
+    follow.show(phase="Succeeded", logTail=["a", "b", "c"], logLineCount=3)
+    assert await asyncio.wait_for(task, 2) == [("Queued", []), ("Building", ["a", "b"]), ("Succeeded", ["c"])]
+
+
+async def test_the_resource_ahead_of_a_slow_live_log_gives_its_lines():
+    follow, log = ScriptedFollow(), ScriptedLog()
+    build = KubernetesBuild(follow, {"metadata": {"name": "b", "namespace": "ns", "uid": "u"}}, runner=log)
+    seen: list = []
+    task = asyncio.create_task(reader(build, seen))
+    follow.show(**building(["one", "two", "three"]))
+    await until(lambda: seen, what="the first status")
+    log.print_line("one")  # the live stream starts from the container's first line, behind
+    await until(lambda: len(seen) == 2, what="the status again, with the live line")
+    assert seen[1] == ("Building", []), "the live stream behind the resource repeats nothing"
+    follow.show(phase="Failed", message="exit 1", logTail=["one", "two", "three"], logLineCount=3)
+    log.print_line(None)
+    await asyncio.wait_for(task, 2)
+    assert [line for _, new in seen for line in new] == ["one", "two", "three"] and seen[-1][0] == "Failed"
+
+
+async def test_a_build_whose_resource_is_deleted_ends_as_cancelled():
+    follow, log = ScriptedFollow(), ScriptedLog()
+    build = KubernetesBuild(follow, {"metadata": {"name": "b", "namespace": "ns", "uid": "u"}}, runner=log)
+    seen: list = []
+    task = asyncio.create_task(reader(build, seen))
+    follow.show(**building(["one"]))
+    await until(lambda: seen, what="the first status")
+    log.print_line(None)  # the operator kills the container of a deleted build ...
+    follow.delete()  # ... and lets the resource go
+    assert (await asyncio.wait_for(task, 2))[-1][0] == "Cancelled" and log.closed
+
+
+async def test_a_reader_that_stops_early_leaves_no_task_and_no_stream():
+    follow, log = ScriptedFollow(), ScriptedLog()
+    build = KubernetesBuild(follow, {"metadata": {"name": "b", "namespace": "ns", "uid": "u"}}, runner=log)
+    statuses = build.statuses()
+    follow.show(**building([]))
+    assert (await asyncio.wait_for(statuses.__anext__(), 2)).phase.value == "Building"
+    relays = [t for t in asyncio.all_tasks() if t.get_name() in ("status of b", "log of b")]
+    assert len(relays) == 2
+    await statuses.aclose()
+    await until(lambda: log.closed, what="the live log stream to be closed")
+    assert all(t.done() for t in relays)

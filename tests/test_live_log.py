@@ -14,6 +14,7 @@ import pytest
 from repo2dockerspawner.backends.kubernetes import KubernetesBuild
 from repo2dockerspawner.backends.watcher import Seen, Sighting
 from repo2dockerspawner.spawner import progress_events
+from support.waiting import until
 
 pytestmark = pytest.mark.unit
 OBJ = {"metadata": {"name": "b", "namespace": "ns", "uid": "u1"}}
@@ -57,19 +58,14 @@ async def collect(build: KubernetesBuild, into: list[str]) -> None:
         into.append(event["message"])
 
 
-async def settle() -> None:
-    for _ in range(20):
-        await asyncio.sleep(0.005)
-
-
 async def test_lines_come_live_from_the_container_once_each_and_the_outcome_from_the_resource():
     watcher, runner, messages = FakeWatcher(), FakeRunner(), []
     task = asyncio.create_task(collect(KubernetesBuild(watcher, obj(), runner), messages))
     watcher.queue.put_nowait(obj(phase="Building", containerId="c1", logTail=[], logLineCount=0))
-    await settle()
+    await until(lambda: any("Building your image" in m for m in messages), what="the build to show")
     await runner.lines.put("Step 1/2 : FROM base")
-    await settle()
-    assert "Step 1/2 : FROM base" in messages, "a printed line must not wait for the resource"
+    # Shown with no further status from the resource: a printed line does not wait for it.
+    await until(lambda: "Step 1/2 : FROM base" in messages, what="the printed line")
     # The resource catches up with the same line: not shown again.
     watcher.queue.put_nowait(obj(phase="Building", containerId="c1", logTail=["Step 1/2 : FROM base"], logLineCount=1))
     await runner.lines.put("Step 2/2 : COPY x")

@@ -11,6 +11,7 @@ from traitlets.config import Config
 from repo2docker_buildcore.contract import BuildSpec, Phase
 from repo2dockerspawner.backends.local import LocalBackend
 from support.fakes import SHA, FakeRunner
+from support.waiting import until
 
 pytestmark = pytest.mark.unit
 SPEC = BuildSpec("https://h/a/b", "main", SHA, "r2d-x:" + SHA)
@@ -28,8 +29,7 @@ async def test_finished_builds_are_forgotten_after_keep_finished():
     build = await b.ensure(SPEC)
     await build.task
     assert build.current().phase == Phase.SUCCEEDED and b.builds == {build.name: build}  # late joiners see it
-    await asyncio.sleep(0.1)
-    assert b.builds == {}
+    await until(lambda: b.builds == {}, what="the build to be forgotten after keep_finished")
 
 
 async def test_a_retry_is_a_new_attempt_with_its_own_uid():

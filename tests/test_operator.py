@@ -22,11 +22,6 @@ from support.waiting import wait_until
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def base(testenv) -> str:
-    return testenv["R2D_SINGLEUSER_IMAGE"]
-
-
 @both_repo2docker_versions
 def test_build_reaches_succeeded_with_an_existing_image(kubectl, namespace, operator_factory, git_repos, base, docker_client):
     op = operator_factory()

@@ -10,7 +10,8 @@ from repo2docker_operator import cli
 from repo2docker_buildcore.build import BuildSettings
 from repo2docker_operator.config import ConfigError, OperatorConfig, from_sources
 from repo2docker_buildcore.contract import BuildSpec
-from repo2docker_buildcore.runner import RunnerConfig, build_args, registry_of
+from repo2docker_buildcore.contract import registry_of
+from repo2docker_buildcore.runner import RunnerConfig, build_args
 from repo2docker_buildcore.versions import Repo2DockerVersion, UnsupportedSetting
 
 pytestmark = pytest.mark.unit
@@ -123,12 +124,18 @@ def test_the_core_settings_are_derived_from_the_operators():
 
 
 def test_every_setting_has_a_variable_a_flag_and_help():
+    from dataclasses import fields
+
+    from repo2docker_buildcore.settings import SETTINGS
     from repo2docker_operator.config import _OPTIONS
 
+    assert [f.name for f in fields(OperatorConfig)] == [s.name for s in SETTINGS], "one field per row of the table"
     for name, option in _OPTIONS.items():
-        assert option.env.startswith("R2D_") and option.flag.startswith("--") and option.help, name
-    assert _OPTIONS["build_env"].many and _OPTIONS["build_env"].flag == "--build-env"
+        assert option.env.startswith("R2D_") and option.option.startswith("--") and option.help, name
+    assert _OPTIONS["build_env"].option == "--build-env" and _OPTIONS["namespaces"].option == "--namespace"
     assert _OPTIONS["cpu_limit"].kind is float and not _OPTIONS["cpu_limit"].many
+    args = cli.parser().parse_args(["--all-namespaces", "--build-env", "A=1", "--build-env", "B=x,y"])
+    assert from_sources({}, args).build_env == ("A=1", "B=x,y")
     text = cli.parser().format_help()  # what `--help` prints: every text, defaults with '%' too
     assert "--gc-high-watermark" in text and "default '85%'" in text.replace("\n", " ").replace("  ", " ")
 
@@ -191,7 +198,7 @@ def test_an_empty_variable_unsets_an_optional_setting():
     ('Get "http://127.0.0.1:5999/v2/": dial tcp 127.0.0.1:5999: connect: connection refused', "RegistryUnavailable"),
 ])
 def test_registry_errors_are_told_apart(text, kind):
-    from repo2docker_buildcore.runner import _registry_error
+    from repo2docker_buildcore.daemon_images import _registry_error
 
     error = _registry_error("127.0.0.1:5000/b/r2d-x:1", text, "reading from")
     assert type(error).__name__ == kind

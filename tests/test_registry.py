@@ -20,11 +20,6 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def base(testenv) -> str:
-    return testenv["R2D_SINGLEUSER_IMAGE"]
-
-
-@pytest.fixture
 def prefix(testenv, namespace) -> str:
     """Images of this test live in a repository path of their own in the registry."""
     return f"{testenv['R2D_REGISTRY']}/{namespace}/r2d-test-"

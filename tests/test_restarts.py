@@ -32,39 +32,35 @@ def build_containers(client, instance: str) -> list:
     return client.containers.list(all=True, filters={"label": [f"{contract.LABEL_INSTANCE}={instance}"]})
 
 
-def test_builds_survive_a_hub_restart_finish_unasked_and_free_their_slots(
-        request, testenv, tmp_path, docker_client, git_repos):
+def test_builds_survive_a_hub_restart_finish_unasked_and_free_their_slots(testenv, docker_client, git_repos, hubs):
     """Two builds run at limit 2 when the hub restarts. Nobody asks for them again: the new
     hub process still follows both to their end and removes their containers, and a third
     build, asked for right after the restart, waits for a slot and starts when one frees."""
-    hub = start_hub(request, "local", testenv, tmp_path, docker_client, concurrent_builds_limit=2)
+    hub = hubs("local", **{"LocalBackend.concurrency": 2})
     base = testenv["R2D_SINGLEUSER_IMAGE"]
-    try:
-        first = [dockerfile_repo(git_repos, base, sleep=s) for s in (15, 25)]  # both outlive the restart
-        third = dockerfile_repo(git_repos, base, marker="third")
-        with ContainerWatcher(docker_client, hub.instance) as watcher:
-            for repo in first:
-                name = user()
-                hub.create_user(name)
-                assert hub.spawn(name, {"repo": repo.url, "ref": "main"}).status_code == 202
-            wait_until(lambda: len(watcher.running_until) == 2, timeout=60, what="both builds to run")
-            hub.stop()
-            hub.start()
-            response, events = hub.spawn_and_follow(user(), {"repo": third.url, "ref": "main"})
-            assert events[-1].get("ready"), events
-            wait_until(lambda: not build_containers(docker_client, hub.instance), timeout=60,
-                       what="every build container to be removed")
-        assert watcher.max_running == 2, f"the cap broke after the restart: {watcher.max_running} at once"
-        survivors = [cid for cid, name in watcher.names.items() if name != contract.build_name(third.url, _head(third))]
-        third_id = next(cid for cid, name in watcher.names.items() if name == contract.build_name(third.url, _head(third)))
-        assert len(survivors) == 2 and len(watcher.names) == 3, watcher.names
-        # The third started only once a survivor had finished, and without waiting for anyone to ask.
-        freed = min(watcher.running_until[cid] for cid in survivors)
-        assert freed <= watcher.running_since[third_id] <= freed + 5, (freed, watcher.running_since[third_id])
-        for repo in first:  # both finished: their images exist
-            assert image_exists(docker_client, contract.image_name(hub.spawner_config["image_prefix"], repo.url, _head(repo)))
-    finally:
-        stop_hub(hub, docker_client)
+    first = [dockerfile_repo(git_repos, base, sleep=s) for s in (15, 25)]  # both outlive the restart
+    third = dockerfile_repo(git_repos, base, marker="third")
+    with ContainerWatcher(docker_client, hub.instance) as watcher:
+        for repo in first:
+            name = user()
+            hub.create_user(name)
+            assert hub.spawn(name, {"repo": repo.url, "ref": "main"}).status_code == 202
+        wait_until(lambda: len(watcher.running_until) == 2, timeout=60, what="both builds to run")
+        hub.stop()
+        hub.start()
+        response, events = hub.spawn_and_follow(user(), {"repo": third.url, "ref": "main"})
+        assert events[-1].get("ready"), events
+        wait_until(lambda: not build_containers(docker_client, hub.instance), timeout=60,
+                   what="every build container to be removed")
+    assert watcher.max_running == 2, f"the cap broke after the restart: {watcher.max_running} at once"
+    survivors = [cid for cid, name in watcher.names.items() if name != contract.build_name(third.url, _head(third))]
+    third_id = next(cid for cid, name in watcher.names.items() if name == contract.build_name(third.url, _head(third)))
+    assert len(survivors) == 2 and len(watcher.names) == 3, watcher.names
+    # The third started only once a survivor had finished, and without waiting for anyone to ask.
+    freed = min(watcher.running_until[cid] for cid in survivors)
+    assert freed <= watcher.running_since[third_id] <= freed + 5, (freed, watcher.running_since[third_id])
+    for repo in first:  # both finished: their images exist
+        assert image_exists(docker_client, contract.image_name(hub.spawner_config["image_prefix"], repo.url, _head(repo)))
 
 
 def _head(repo) -> str:
@@ -82,6 +78,7 @@ def restart_dockerd(testenv) -> None:
     wait_until(lambda: docker.from_env().ping(), timeout=60, what="dockerd to answer again")
 
 
+@pytest.mark.serial  # restarts dockerd: every container on it stops
 @pytest.mark.parametrize("backend", ["local", "kubernetes"])
 def test_a_docker_restart_mid_build_fails_the_spawn_and_the_first_retry_builds(
         request, backend, testenv, tmp_path, git_repos):

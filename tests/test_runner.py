@@ -13,8 +13,8 @@ import pytest
 
 from repo2docker_buildcore import contract
 from repo2docker_buildcore.contract import BuildSpec
-from repo2docker_buildcore.runner import (BuildRef, BuildRunner, RegistryError, RegistryUnavailable, RunnerConfig,
-                                         RunnerError)
+from repo2docker_buildcore.docker_api import RegistryError, RegistryUnavailable, RunnerError
+from repo2docker_buildcore.runner import BuildRef, BuildRunner, RunnerConfig
 from support.builds import dockerfile_repo, head
 from support.env import both_repo2docker_versions
 from support.operator import free_port
@@ -62,7 +62,6 @@ async def test_start_labels_the_container_copies_push_credentials_and_never_star
 async def test_unreachable_daemon_is_a_clear_error(testenv):
     import docker
 
-    from repo2docker_buildcore.runner import RunnerError
 
     runner = BuildRunner(RunnerConfig(build_image=testenv["R2D_BUILD_IMAGE"]),
                          client_factory=lambda: docker.DockerClient(base_url="unix:///nonexistent/docker.sock"))
@@ -109,17 +108,17 @@ async def test_registry_checks_and_push_through_the_daemon(testenv, tmp_path, do
     refused = BuildRunner(RunnerConfig(build_image=testenv["R2D_BUILD_IMAGE"], push=True, docker_config=bad))
     down = BuildRunner(RunnerConfig(build_image=testenv["R2D_BUILD_IMAGE"], push=True))
     try:
-        assert await runner.registry_has(image) is False
+        assert await runner.images.registry_has(image) is False
         with pytest.raises(RegistryError, match=f"registry {registry} refused the push") as exc:
-            await refused.push(image)
+            await refused.images.push(image)
         assert "not-the-password" not in str(exc.value)
         with pytest.raises(RegistryError, match="refused"):
-            await refused.registry_has(image)
-        await runner.push(image)
+            await refused.images.registry_has(image)
+        await runner.images.push(image)
         assert registry_tags(testenv, name) == ["1"]
-        assert await runner.registry_has(image) is True
+        assert await runner.images.registry_has(image) is True
         with pytest.raises(RegistryUnavailable, match="could not be reached"):
-            await down.registry_has(f"127.0.0.1:{free_port()}/x/r2d-y:1")
+            await down.images.registry_has(f"127.0.0.1:{free_port()}/x/r2d-y:1")
     finally:
         docker_client.images.remove(image, force=True)
         for r in (runner, refused, down):

@@ -23,7 +23,6 @@ from repo2docker_buildcore import contract
 from support.builds import dockerfile_repo, head, image_exists, shows_first_step, tagged
 from support.env import both_repo2docker_versions
 from support.registry import login_config, registry_tags
-from support.hub import start_hub, stop_hub
 from support.operator import ContainerWatcher
 from support.waiting import wait_until
 
@@ -31,24 +30,18 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(params=["local", "kubernetes"])
-def hub(request, testenv, tmp_path, docker_client, build_image):
-    hub = start_hub(request, request.param, testenv, tmp_path, docker_client)
-    yield hub
-    stop_hub(hub, docker_client)
+def hub(request, hubs, build_image):
+    return hubs(request.param)
 
 
 @pytest.fixture
-def local_hub(request, testenv, tmp_path, docker_client):
-    hub = start_hub(request, "local", testenv, tmp_path, docker_client)
-    yield hub
-    stop_hub(hub, docker_client)
+def local_hub(hubs):
+    return hubs("local")
 
 
 @pytest.fixture
-def kubernetes_hub(request, testenv, tmp_path, docker_client):
-    hub = start_hub(request, "kubernetes", testenv, tmp_path, docker_client)
-    yield hub
-    stop_hub(hub, docker_client)
+def kubernetes_hub(hubs):
+    return hubs("kubernetes")
 
 
 def user() -> str:
@@ -125,7 +118,7 @@ def test_no_repo_starts_the_default_image(hub, docker_client):
     response, events = hub.spawn_and_follow(name, None)
     assert response.status_code in (201, 202)
     hub.wait_ready(name)
-    container = docker_client.containers.get(f"r2d-e2e-{name}--")
+    container = docker_client.containers.get(hub.server_container(name))
     assert container.image.tags == [hub.env["R2D_SINGLEUSER_IMAGE"]]
     hub.stop_server(name)
 
@@ -197,37 +190,35 @@ def test_a_build_whose_image_was_removed_builds_again(hub, git_repos, testenv, d
     hub.stop_server(alice)
 
 
+@pytest.mark.serial  # watermarks no image fits under: every unused r2d-e2e- image is its to remove
 def test_the_hubs_collector_removes_unused_built_images_and_keeps_the_one_a_server_runs(
-        request, testenv, tmp_path, docker_client, git_repos):
+        testenv, docker_client, git_repos, hubs):
     """The embedded backend's collector inside the hub, with watermarks no image fits under: the
     image of a server DockerSpawner started stays; the one whose server stopped goes once its
     grace period is over, counted on /hub/metrics; the next start of that commit builds again."""
-    hub = start_hub(request, "local", testenv, tmp_path, docker_client, **{
-        "LocalBackend.image_gc_interval": 2.0, "LocalBackend.image_gc_high_watermark": "1",
-        "LocalBackend.image_gc_low_watermark": "0", "LocalBackend.image_gc_grace": 15.0})
-    try:
-        base = testenv["R2D_SINGLEUSER_IMAGE"]
-        served, stopped = dockerfile_repo(git_repos, base, marker="served"), dockerfile_repo(git_repos, base)
-        alice, bob = user(), user()
-        for name, repo in ((alice, served), (bob, stopped)):
-            _response, events = hub.spawn_and_follow(name, {"repo": repo.url, "ref": "main"})
-            assert events[-1].get("ready"), events
-        hub.stop_server(bob)
-        gone = contract.image_name("r2d-e2e-", stopped.url, head(stopped))
-        wait_until(lambda: not image_exists(docker_client, gone), timeout=120,
-                   what="the hub's collector to remove the image nobody uses")
-        assert image_exists(docker_client, contract.image_name("r2d-e2e-", served.url, head(served)))
-        assert hub.user_file(alice, "marker.txt") == "served\n"
-        assert hub.metric("repo2docker_images_removed_total") >= 1
-        assert hub.metric("repo2docker_image_bytes_removed_total") > 0
-        assert "removed image " + gone in hub.log()
+    hub = hubs("local", **{
+        "LocalBackend.gc_interval": 2.0, "LocalBackend.gc_high_watermark": "1",
+        "LocalBackend.gc_low_watermark": "0", "LocalBackend.gc_grace": 15.0})
+    base = testenv["R2D_SINGLEUSER_IMAGE"]
+    served, stopped = dockerfile_repo(git_repos, base, marker="served"), dockerfile_repo(git_repos, base)
+    alice, bob = user(), user()
+    for name, repo in ((alice, served), (bob, stopped)):
+        _response, events = hub.spawn_and_follow(name, {"repo": repo.url, "ref": "main"})
+        assert events[-1].get("ready"), events
+    hub.stop_server(bob)
+    gone = contract.image_name("r2d-e2e-", stopped.url, head(stopped))
+    wait_until(lambda: not image_exists(docker_client, gone), timeout=120,
+               what="the hub's collector to remove the image nobody uses")
+    assert image_exists(docker_client, contract.image_name("r2d-e2e-", served.url, head(served)))
+    assert hub.user_file(alice, "marker.txt") == "served\n"
+    assert hub.metric("repo2docker_images_removed_total") >= 1
+    assert hub.metric("repo2docker_image_bytes_removed_total") > 0
+    assert "removed image " + gone in hub.log()
 
-        _response, events = hub.spawn_and_follow(bob, {"repo": stopped.url, "ref": "main"})
-        assert events[-1].get("ready") and tagged([e.get("message", "") for e in events]), events
-        hub.stop_server(bob)
-        hub.stop_server(alice)
-    finally:
-        stop_hub(hub, docker_client)
+    _response, events = hub.spawn_and_follow(bob, {"repo": stopped.url, "ref": "main"})
+    assert events[-1].get("ready") and tagged([e.get("message", "") for e in events]), events
+    hub.stop_server(bob)
+    hub.stop_server(alice)
 
 
 def build_watches(kubectl) -> int:
@@ -254,7 +245,13 @@ def test_watch_connections_do_not_grow_with_pending_spawns(kubernetes_hub, kubec
         assert hub.spawn(name, {"repo": repo.url, "ref": "main"}).status_code == 202
     pending = [n for n in users if hub.api("GET", f"/users/{n}").json()["servers"].get("", {}).get("pending") == "spawn"]
     assert len(pending) == 6
-    time.sleep(2)  # time enough for any per-spawn watch to show up
+    # Every spawn has its build (it logs it, then follows it at once), and the operator has
+    # queued or started all six: a watch per spawn would be open by now.
+    namespace = hub.spawner_config["KubernetesBackend.namespace"]
+    wait_until(lambda: hub.log().count(f": build {namespace}/") == 6, timeout=60, what="six spawns following builds")
+    wait_until(lambda: sorted({b.get("status", {}).get("phase") for b in kubectl.json(
+        "get", contract.PLURAL, "-n", namespace)["items"]} - {"Queued", "Building"}) == [] and len(kubectl.json(
+        "get", contract.PLURAL, "-n", namespace)["items"]) == 6, timeout=60, what="the six builds queued or running")
     assert build_watches(kubectl) == one == baseline + 1
     for name in users:
         hub.api("DELETE", f"/users/{name}/server")
@@ -292,35 +289,32 @@ def test_form_and_query_paths(local_hub, git_repos, testenv):
     hub.stop_server(name)
 
 
-def test_local_backend_caps_builds_and_queues_users(request, testenv, tmp_path, docker_client, git_repos):
-    hub = start_hub(request, "local", testenv, tmp_path, docker_client, concurrent_builds_limit=1)
-    try:
-        repos = [dockerfile_repo(git_repos, testenv["R2D_SINGLEUSER_IMAGE"], sleep=4, marker=f"repo {i}") for i in range(3)]
-        users = [user() for _ in repos]
-        with ContainerWatcher(docker_client, hub.instance) as watcher:
-            def spawn_and_watch(name: str, repo) -> list[dict]:  # one user: start, then watch the pending page
-                hub.create_user(name)
-                assert hub.spawn(name, {"repo": repo.url, "ref": "main"}).status_code == 202
-                return list(hub.progress(name))
+def test_local_backend_caps_builds_and_queues_users(testenv, docker_client, git_repos, hubs):
+    hub = hubs("local", **{"LocalBackend.concurrency": 1})
+    repos = [dockerfile_repo(git_repos, testenv["R2D_SINGLEUSER_IMAGE"], sleep=4, marker=f"repo {i}") for i in range(3)]
+    users = [user() for _ in repos]
+    with ContainerWatcher(docker_client, hub.instance) as watcher:
+        def spawn_and_watch(name: str, repo) -> list[dict]:  # one user: start, then watch the pending page
+            hub.create_user(name)
+            assert hub.spawn(name, {"repo": repo.url, "ref": "main"}).status_code == 202
+            return list(hub.progress(name))
 
-            with concurrent.futures.ThreadPoolExecutor(len(users)) as pool:  # three users at once
-                futures = {name: pool.submit(spawn_and_watch, name, repo) for name, repo in zip(users, repos)}
-                streams = {name: future.result() for name, future in futures.items()}
-        for i, name in enumerate(users):
-            assert streams[name][-1].get("ready"), streams[name]
-            assert hub.user_file(name, "marker.txt") == f"repo {i}\n"
-        assert watcher.max_running == 1 and len(watcher.seen_ids) == 3
-        queued = [e["message"] for events in streams.values() for e in events if "ahead of yours" in e["message"]]
-        assert queued, ("a waiting user is told how many builds are ahead", streams)
-        for name in users:
-            hub.stop_server(name)
-    finally:
-        stop_hub(hub, docker_client)
+        with concurrent.futures.ThreadPoolExecutor(len(users)) as pool:  # three users at once
+            futures = {name: pool.submit(spawn_and_watch, name, repo) for name, repo in zip(users, repos)}
+            streams = {name: future.result() for name, future in futures.items()}
+    for i, name in enumerate(users):
+        assert streams[name][-1].get("ready"), streams[name]
+        assert hub.user_file(name, "marker.txt") == f"repo {i}\n"
+    assert watcher.max_running == 1 and len(watcher.seen_ids) == 3
+    queued = [e["message"] for events in streams.values() for e in events if "ahead of yours" in e["message"]]
+    assert queued, ("a waiting user is told how many builds are ahead", streams)
+    for name in users:
+        hub.stop_server(name)
 
 
 @pytest.mark.parametrize("backend", ["local", "kubernetes"])
 def test_pushed_image_is_pulled_from_the_registry_by_the_next_spawn(
-        request, backend, testenv, tmp_path, docker_client, git_repos):
+        backend, testenv, tmp_path, docker_client, git_repos, hubs):
     """Builds push; a server whose image is gone from this daemon (as on another Docker node)
     is started from the registry, with the pull credentials DockerSpawner users configure: the
     hub's own Docker client configuration. No second build runs."""
@@ -330,35 +324,31 @@ def test_pushed_image_is_pulled_from_the_registry_by_the_next_spawn(
     hub_docker = Path(login_config(testenv, tmp_path / "hub-docker")).parent  # what the hub pulls with
     options = {"push": True, "docker_config": push_config}
     spawner = {"LocalBackend.push": True, "LocalBackend.docker_config": push_config} if backend == "local" else {}
-    hub = start_hub(request, backend, testenv, tmp_path, docker_client, image_prefix=prefix,
+    hub = hubs(backend, image_prefix=prefix,
                     operator_options=options, process_env={"DOCKER_CONFIG": str(hub_docker)}, **spawner)
-    try:
-        repo = dockerfile_repo(git_repos, testenv["R2D_SINGLEUSER_IMAGE"], marker="from the registry")
-        commit = subprocess.check_output(["git", "-C", str(repo.work), "rev-parse", "HEAD"], text=True).strip()
-        image = contract.image_name(prefix, repo.url, commit)
-        alice = user()
-        with ContainerWatcher(docker_client, hub.build_instance) as watcher:
-            response, events = hub.spawn_and_follow(alice, {"repo": repo.url, "ref": "main"})
-            assert events[-1].get("ready"), events
-            assert hub.user_file(alice, "marker.txt") == "from the registry\n"
-            hub.stop_server(alice)
-            assert registry_tags(testenv, image.split("/", 1)[1].rsplit(":", 1)[0]) == [commit]
-
-            docker_client.images.remove(image, force=True)
-            response, events = hub.spawn_and_follow(alice, {"repo": repo.url, "ref": "main"})
-            assert events[-1].get("ready"), events
-            assert hub.user_file(alice, "marker.txt") == "from the registry\n"
-        assert docker_client.images.get(image)  # pulled back into this daemon
-        assert len(watcher.seen_ids) == 1 and all(len(ids) == 1 for ids in watcher.seen_ids.values()), watcher.seen_ids
-        assert testenv["R2D_REGISTRY_PASSWORD"] not in hub.log()
+    repo = dockerfile_repo(git_repos, testenv["R2D_SINGLEUSER_IMAGE"], marker="from the registry")
+    commit = subprocess.check_output(["git", "-C", str(repo.work), "rev-parse", "HEAD"], text=True).strip()
+    image = contract.image_name(prefix, repo.url, commit)
+    alice = user()
+    with ContainerWatcher(docker_client, hub.build_instance) as watcher:
+        response, events = hub.spawn_and_follow(alice, {"repo": repo.url, "ref": "main"})
+        assert events[-1].get("ready"), events
+        assert hub.user_file(alice, "marker.txt") == "from the registry\n"
         hub.stop_server(alice)
-    finally:
-        stop_hub(hub, docker_client)
+        assert registry_tags(testenv, image.split("/", 1)[1].rsplit(":", 1)[0]) == [commit]
+
+        docker_client.images.remove(image, force=True)
+        response, events = hub.spawn_and_follow(alice, {"repo": repo.url, "ref": "main"})
+        assert events[-1].get("ready"), events
+        assert hub.user_file(alice, "marker.txt") == "from the registry\n"
+    assert docker_client.images.get(image)  # pulled back into this daemon
+    assert len(watcher.seen_ids) == 1 and all(len(ids) == 1 for ids in watcher.seen_ids.values()), watcher.seen_ids
+    assert testenv["R2D_REGISTRY_PASSWORD"] not in hub.log()
+    hub.stop_server(alice)
 
 
 @pytest.mark.parametrize("follow_build_logs", [True, False])
-def test_build_lines_reach_the_user_as_printed_from_the_builders_daemon(
-        request, testenv, tmp_path, docker_client, git_repos, follow_build_logs):
+def test_build_lines_reach_the_user_as_printed_from_the_builders_daemon(testenv, git_repos, follow_build_logs, hubs):
     """The operator here writes the resource's status at most every 60 s, so a line that
     reaches the user long before the build ends came from the build container itself (the hub
     shares the builder's daemon). With following off, the same line comes from the resource:
@@ -367,23 +357,20 @@ def test_build_lines_reach_the_user_as_printed_from_the_builders_daemon(
     The step sleeps 20 s: BuildKit's plain progress printer (buildx) may itself hold a step's
     lines back for up to 10 s while another step is the one it prints (its `maxDelay`), so a
     shorter build would make the builder's delay, not ours, decide the test."""
-    hub = start_hub(request, "kubernetes", testenv, tmp_path, docker_client,
+    hub = hubs("kubernetes",
                     operator_options={"status-interval": 60},
                     **{"KubernetesBackend.follow_build_logs": follow_build_logs})
-    try:
-        repo = git_repos.create({"Dockerfile": f"FROM {testenv['R2D_SINGLEUSER_IMAGE']}\n"
-                                               f"RUN echo tick-{uuid.uuid4().hex[:6]}-start && sleep 20 && echo tick-end\n"})
-        name = user()
-        hub.create_user(name)
-        assert hub.spawn(name, {"repo": repo.url, "ref": "main"}).status_code == 202
-        received: list[tuple[float, str]] = [(time.monotonic(), e.get("message", "")) for e in hub.progress(name)]
-        start = next(t for t, message in received if re.search(r"tick-\w+-start$", message))
-        built = next(t for t, message in received if message.startswith("Built "))
-        ahead = built - start
-        if follow_build_logs:
-            assert ahead > 5, f"the line arrived only {ahead:.1f} s before the build ended"
-        else:
-            assert ahead < 5, f"without following, lines come with the resource's writes ({ahead:.1f} s)"
-        hub.stop_server(name)
-    finally:
-        stop_hub(hub, docker_client)
+    repo = git_repos.create({"Dockerfile": f"FROM {testenv['R2D_SINGLEUSER_IMAGE']}\n"
+                                           f"RUN echo tick-{uuid.uuid4().hex[:6]}-start && sleep 20 && echo tick-end\n"})
+    name = user()
+    hub.create_user(name)
+    assert hub.spawn(name, {"repo": repo.url, "ref": "main"}).status_code == 202
+    received: list[tuple[float, str]] = [(time.monotonic(), e.get("message", "")) for e in hub.progress(name)]
+    start = next(t for t, message in received if re.search(r"tick-\w+-start$", message))
+    built = next(t for t, message in received if message.startswith("Built "))
+    ahead = built - start
+    if follow_build_logs:
+        assert ahead > 5, f"the line arrived only {ahead:.1f} s before the build ended"
+    else:
+        assert ahead < 5, f"without following, lines come with the resource's writes ({ahead:.1f} s)"
+    hub.stop_server(name)

@@ -14,6 +14,7 @@ from repo2docker_buildcore.contract import BuildStatus, Phase
 from repo2dockerspawner import Repo2DockerSpawner
 from repo2dockerspawner.backends import BuildBackend, shared
 from repo2dockerspawner.spawner import BuildFailed
+from support.waiting import until
 
 pytestmark = pytest.mark.unit
 SHA = "b" * 40
@@ -77,9 +78,14 @@ def spawner(monkeypatch):
     return s
 
 
+async def following(build: ScriptedBuild) -> None:
+    """Until the spawner follows `build`'s statuses (it has asked for it and waits)."""
+    await until(lambda: build.followers, what="the spawner to follow the build")
+
+
 async def test_a_built_image_is_what_the_server_starts_from(spawner):
     task = asyncio.create_task(spawner.start())
-    await asyncio.sleep(0.01)
+    await following(ScriptedBackend.build)
     spec, requested_by = ScriptedBackend.specs[0]
     assert (spec.commit, requested_by) == (SHA, "alice")
     # Whatever a status says (anyone who can create a resource under the name can have it say
@@ -92,7 +98,7 @@ async def test_a_built_image_is_what_the_server_starts_from(spawner):
 async def test_stopping_a_pending_spawn_stops_waiting_not_the_build(spawner):
     build = ScriptedBackend.build
     task = asyncio.create_task(spawner.start())
-    await asyncio.sleep(0.01)
+    await following(build)
     await spawner.stop()
     with pytest.raises(BuildFailed, match="the build continues"):
         await asyncio.wait_for(task, 2)
@@ -106,7 +112,7 @@ async def test_stopping_a_pending_spawn_stops_waiting_not_the_build(spawner):
 
 async def test_a_failed_build_fails_the_spawn_with_its_message(spawner):
     task = asyncio.create_task(spawner.start())
-    await asyncio.sleep(0.01)
+    await following(ScriptedBackend.build)
     await ScriptedBackend.build.updates.put(BuildStatus(Phase.FAILED, message="repo2docker exited with code 1."))
     with pytest.raises(BuildFailed, match="The image build failed: repo2docker exited with code 1"):
         await asyncio.wait_for(task, 2)
@@ -129,7 +135,7 @@ async def test_a_succeeded_build_whose_image_is_gone_is_built_again(spawner, mon
 
     monkeypatch.setattr(Repo2DockerSpawner, "_image_available", image_available)
     task = asyncio.create_task(spawner.start())
-    await asyncio.sleep(0.01)
+    await following(ScriptedBackend.replacement)
     assert ScriptedBackend.image_gone == [False, True]  # joined, found no image, asked again
     assert spawner._build is ScriptedBackend.replacement  # progress follows the new build
     spec = ScriptedBackend.specs[0][0]
@@ -144,7 +150,7 @@ async def test_a_running_build_is_joined_without_asking_the_daemon(spawner, monk
 
     monkeypatch.setattr(Repo2DockerSpawner, "_image_available", image_available)
     task = asyncio.create_task(spawner.start())
-    await asyncio.sleep(0.01)
+    await following(ScriptedBackend.build)
     await ScriptedBackend.build.updates.put(BuildStatus(Phase.SUCCEEDED, image=ScriptedBackend.specs[0][0].image))
     await asyncio.wait_for(task, 2)
     assert ScriptedBackend.image_gone == [False]

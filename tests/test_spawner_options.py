@@ -191,7 +191,8 @@ def test_api_errors_are_described_in_one_line():
 
 @pytest.mark.parametrize("config, message", [
     ({"Repo2DockerSpawner": {"build_memory_limit": "lots"}}, "memory quantity"),
-    ({"LocalBackend": {"build_memory_limit": "lots"}}, "memory quantity"),
+    ({"LocalBackend": {"memory_limit": "lots"}}, "memory quantity"),
+    ({"LocalBackend": {"gc_use_record": "configmap:ns/x"}}, "keeps it in a file"),
     ({"Repo2DockerSpawner": {"allowed_repo_schemes": ["file"]}}, "not among"),
     ({"Repo2DockerSpawner": {"image_prefix": "UPPER/"}}, "image prefix"),
     ({"Repo2DockerSpawner": {"image_prefix": ""}}, "image prefix"),
@@ -213,23 +214,44 @@ def test_push_with_a_registry_prefix_is_accepted():
     assert spawner.build_backend.push and spawner.build_backend.runner.config.push
 
 
-def test_backends_own_their_settings_and_the_first_release_names_still_work():
+def test_backends_own_their_settings_and_older_names_still_work_with_a_deprecation_line(caplog):
+    from repo2dockerspawner.backends import traits
     from repo2dockerspawner.backends.kubernetes import KubernetesBackend
     from repo2dockerspawner.backends.local import LocalBackend
 
-    local = make_spawner({"Repo2DockerSpawner": {"build_image": "old/name:1", "concurrent_builds_limit": 5,
-                                                 "build_instance": "hub-a"},
-                          "LocalBackend": {"build_timeout": 60.0}}).build_backend
+    traits._announced.clear()
+    local = make_spawner({"LocalBackend": {"concurrency": 5, "instance": "hub-a", "build_timeout": 60.0}}).build_backend
     assert type(local) is LocalBackend
-    assert (local.build_image, local.concurrent_builds_limit, local.instance, local.build_timeout) == ("old/name:1", 5, "hub-a", 60.0)
-    assert (local.runner.config.build_image, local.queue.limit) == ("old/name:1", 5)
-    # A setting made on the backend itself wins over the old alias.
+    assert (local.concurrency, local.instance, local.build_timeout) == (5, "hub-a", 60.0)
+    assert (local.runner.config.instance, local.queue.limit, local.settings.build_timeout) == ("hub-a", 5, 60.0)
+    assert not caplog.records
+
+    # The first release's spawner names, and LocalBackend's names before the settings table.
+    old = make_spawner({"Repo2DockerSpawner": {"build_image": "old/name:1", "concurrent_builds_limit": 4,
+                                               "build_instance": "hub-b"},
+                        "LocalBackend": {"log_tail_lines": 7, "image_gc_interval": 0.0, "image_use_file": ""}}).build_backend
+    assert (old.build_image, old.concurrency, old.instance, old.tail_lines, old.gc_interval, old.gc_use_record) == \
+        ("old/name:1", 4, "hub-b", 7, 0.0, "")
+    lines = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert "Repo2DockerSpawner.concurrent_builds_limit is deprecated: set LocalBackend.concurrency instead" in lines
+    assert "LocalBackend.image_use_file is deprecated: set LocalBackend.gc_use_record instead" in lines
+    assert len(lines) == 6, lines
+    make_spawner({"Repo2DockerSpawner": {"build_image": "old/name:1"}})
+    assert len([r for r in caplog.records if r.levelname == "WARNING"]) == 6, "one line per name and process"
+    # A setting made under the current name wins over the old one.
     both = make_spawner({"Repo2DockerSpawner": {"build_image": "alias:1"}, "LocalBackend": {"build_image": "own:1"}})
     assert both.build_backend.build_image == "own:1"
 
     kube = make_spawner({"Repo2DockerSpawner": {"backend": "kubernetes", "namespace": "binder"}}).build_backend
     assert type(kube) is KubernetesBackend and kube.namespace == "binder"
     assert make_spawner({"KubernetesBackend": {"namespace": "own"}}, backend="kubernetes").build_backend.namespace == "own"
+
+
+def test_start_timeout_follows_the_backends_build_timeout():
+    local = make_spawner({"LocalBackend": {"build_timeout": 600.0}})
+    kube = make_spawner({"KubernetesBackend": {"build_timeout": 1200.0}}, backend="kubernetes")
+    assert (local.start_timeout, kube.start_timeout) == (900, 1500)
+    assert make_spawner(backend="kubernetes").start_timeout == 3900  # the chart's build.timeout, 3600 s, by default
 
 
 def test_backend_class_selects_any_build_backend_and_is_shared_per_configuration():
@@ -245,10 +267,10 @@ def test_backend_class_selects_any_build_backend_and_is_shared_per_configuration
 
 
 def test_build_spec_takes_the_backends_resources():
-    spawner = make_spawner({"LocalBackend": {"build_memory_limit": "1Gi", "build_cpu_limit": 1.5}})
+    spawner = make_spawner({"LocalBackend": {"memory_limit": "1Gi", "cpu_limit": 1.5}})
     spec = spawner.build_spec(RepoRequest("https://github.com/a/b", "main"), "a" * 40)
     assert (spec.memory_limit, spec.cpu_limit) == (2**30, 1.5)
-    kube = make_spawner({"LocalBackend": {"build_memory_limit": "1Gi"}}, backend="kubernetes")
+    kube = make_spawner({"LocalBackend": {"memory_limit": "1Gi"}}, backend="kubernetes")
     assert kube.build_spec(RepoRequest("https://github.com/a/b", "main"), "a" * 40).memory_limit is None
 
 
@@ -295,3 +317,22 @@ def test_protocol_v2_asks_for_what_pick_commit_may_choose_and_its_answer_reads_l
     listing = ls_refs_listing(answer)
     assert (pick_commit(listing, "HEAD"), pick_commit(listing, "main"), pick_commit(listing, "v1")) == \
         ("1" * 40, "2" * 40, "4" * 40)
+
+
+def test_local_backend_has_a_trait_for_every_hub_row_of_the_settings_table_and_no_other():
+    from repo2docker_buildcore.settings import SETTINGS
+    from repo2dockerspawner.backends.kubernetes import KubernetesBackend
+    from repo2dockerspawner.backends.local import LocalBackend
+
+    traits = LocalBackend.class_traits(config=True)
+    backend = LocalBackend()
+    for row in SETTINGS:
+        if row.hub:
+            assert row.name in traits, row.name
+            value = getattr(backend, row.name)
+            assert (list(value) if row.many else dict(value) if isinstance(value, dict) else value) == \
+                (list(row.hub_value) if row.many else dict(row.hub_value) if row.kind == "env" else row.hub_value), row.name
+            assert traits[row.name].help.startswith(row.help[:1].upper() + row.help[1:]), row.name
+        else:
+            assert row.no_hub and row.name not in traits, row.name
+    assert KubernetesBackend().build_timeout == next(r for r in SETTINGS if r.name == "build_timeout").default

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 
 import pytest
 
 from repo2docker_buildcore.status import StatusPublisher, failure_message
+from support.waiting import until
 
 pytestmark = pytest.mark.unit
 
@@ -30,7 +30,7 @@ async def test_log_updates_are_coalesced_and_phase_changes_are_immediate():
     for i in range(50):
         await pub.update({"logLineCount": i})
     assert rec.sent == [{"phase": "Building"}]  # the rest waits for the interval
-    await asyncio.sleep(0.3)
+    await until(lambda: len(rec.sent) > 1, what="the interval's one write")
     assert rec.sent[-1] == {"logLineCount": 49} and len(rec.sent) == 2
     await pub.update({"phase": "Succeeded"})
     assert rec.sent[-1] == {"phase": "Succeeded"}

@@ -179,19 +179,7 @@ def test_load_image_puts_a_docker_image_into_the_node_runtime(testenv):
     assert bad.returncode != 0 and "docker has no image r2d-test-no-such-image:1" in bad.stderr
 
 
-@pytest.mark.unit
-def test_node_down_succeeds_when_nothing_of_the_node_runs(tmp_path):
-    """`make testenv-down` goes on to stop the control plane and dockerd only if stopping a
-    node that has no pods (or none at all) succeeds."""
-    (tmp_path / "node").mkdir()
-    (tmp_path / "node" / "kubelet.pid").write_text("999999999\n")  # a pid file of a gone process
-    root = Path(__file__).resolve().parent.parent
-    done = subprocess.run(["bash", str(root / "testenv" / "node-down.sh")], capture_output=True, text=True,
-                          env={**os.environ, "TESTENV_DIR": str(tmp_path)}, timeout=60)
-    assert done.returncode == 0, done.stderr
-    assert not (tmp_path / "node" / "kubelet.pid").exists()
-
-
+@pytest.mark.serial  # it runs `make testenv` itself
 def test_make_testenv_again_restarts_nothing():
     """`make testenv` on a running environment is a no-op: every daemon keeps its pid (kube-proxy
     would exit if its config file were merely rewritten)."""

@@ -12,6 +12,7 @@ import pytest
 
 from repo2dockerspawner.backends.kubernetes import KubernetesBuild
 from repo2dockerspawner.backends.watcher import BuildWatcher, Gone
+from support.waiting import until
 
 pytestmark = pytest.mark.unit
 
@@ -96,11 +97,11 @@ async def test_followers_see_changes_and_deletion_as_cancelled():
             seen.append(status.phase.value)
 
     task = asyncio.create_task(follow())
-    for event in ({"type": "ADDED", "object": obj("b", "2", "Queued")},
-                  {"type": "MODIFIED", "object": obj("b", "3", "Building")},
-                  {"type": "DELETED", "object": obj("b", "4", "Building")}):
+    for count, event in enumerate(({"type": "ADDED", "object": obj("b", "2", "Queued")},
+                                   {"type": "MODIFIED", "object": obj("b", "3", "Building")},
+                                   {"type": "DELETED", "object": obj("b", "4", "Building")}), start=1):
         await watcher._apply(event, "0")
-        await asyncio.sleep(0.01)
+        await until(lambda: len(seen) == count or task.done(), timeout=2, what="the follower to see the change")
     await asyncio.wait_for(task, 1)
     assert seen == ["Queued", "Building", "Cancelled"]
     await watcher.stop()

@@ -26,11 +26,14 @@ import logging
 from dataclasses import dataclass, field
 from typing import Callable
 
+from .backoff import Backoff, retry
 from .contract import BuildSpec, Phase, registry_of
 from .livelog import readable_lines
 from .logtail import BuildOutput, LogTail
 from .queue import BuildQueue
-from .runner import BuildContainer, BuildRef, BuildRunner, RegistryUnavailable, RunnerError, registry_refused
+from .daemon_images import registry_refused
+from .docker_api import RegistryUnavailable, RunnerError
+from .runner import BuildContainer, BuildRef, BuildRunner
 from .status import StatusPublisher, failure_message, now_iso, parse_iso
 
 log = logging.getLogger(__name__)
@@ -96,7 +99,7 @@ class BuildJob:
         try:
             container = await self.runner.find(self.ref.uid)
             if container is None:
-                if done := await self._already_built(retry=True):
+                if done := await self._already_built(retrying=True):
                     return await self._finish(Phase.SUCCEEDED, done, cached=True)
                 # Asked before queueing, so an unsupported setting fails the build at once.
                 command = await self.runner.command(self.spec)
@@ -118,55 +121,50 @@ class BuildJob:
     def _remove_later(self, container_id: str) -> None:
         """Docker failed mid-build: remove the container as soon as Docker answers again."""
         async def remove() -> None:
-            delays = iter(CLEANUP_BACKOFF)
-            deadline = asyncio.get_running_loop().time() + CLEANUP_FOR
-            delay = CLEANUP_BACKOFF[0]
-            while asyncio.get_running_loop().time() < deadline:
-                await asyncio.sleep(delay)
-                try:
-                    await self.runner.remove(container_id, kill=True)
-                    log.info("removed build container %s of a build that failed", container_id[:12])
-                    return
-                except RunnerError:
-                    delay = next(delays, delay)
-            log.warning("gave up removing build container %s: Docker did not answer", container_id[:12])
+            backoff = Backoff(CLEANUP_BACKOFF)
+            await asyncio.sleep(backoff.next())
+            try:
+                await retry(lambda: self.runner.remove(container_id, kill=True), retry_on=RunnerError,
+                            backoff=backoff, within=CLEANUP_FOR)
+                log.info("removed build container %s of a build that failed", container_id[:12])
+            except RunnerError:
+                log.warning("gave up removing build container %s: Docker did not answer", container_id[:12])
 
         task = asyncio.ensure_future(remove())
         _cleanups.add(task)
         task.add_done_callback(_cleanups.discard)
 
-    async def _already_built(self, retry: bool) -> str | None:
+    async def _already_built(self, retrying: bool) -> str | None:
         """Why no build is needed, or None. With push on, the registry decides."""
         if not self.runner.config.push:
-            return ALREADY_BUILT if await self.runner.image_exists(self.spec.image) else None
-        in_registry = await self._in_registry(retry)
+            return ALREADY_BUILT if await self.runner.images.image_exists(self.spec.image) else None
+        in_registry = await self._in_registry(retrying)
         if in_registry:
             return ALREADY_PUSHED
-        if in_registry is not None and await self.runner.image_exists(self.spec.image):
+        if in_registry is not None and await self.runner.images.image_exists(self.spec.image):
             await self.publisher.update({"message": f"Pushing the existing image {self.spec.image}."})
-            await self.runner.push(self.spec.image)
+            await self.runner.images.push(self.spec.image)
             return PUSHED_EXISTING
         return None
 
-    async def _in_registry(self, retry: bool) -> bool | None:
+    async def _in_registry(self, retrying: bool) -> bool | None:
         """Whether the registry has the image. An unreachable registry is asked again with
-        back-off (saying so in the status) within the build timeout when `retry`; otherwise
-        the answer is None, "unknown", and the build's own push will tell."""
-        delays = iter(REGISTRY_BACKOFF)
-        delay, waited = 0.0, 0.0
-        while True:
+        back-off (saying so in the status) within the build timeout when `retrying`;
+        otherwise the answer is None, "unknown", and the build's own push will tell."""
+        async def tell(exc: BaseException, delay: float) -> None:
+            log.warning("%s; retrying in %.0f s", exc, delay)
+            await self.publisher.update({"message": f"{exc} Retrying in {delay:.0f} s."})
+
+        def ask():
+            return self.runner.images.registry_has(self.spec.image)
+
+        if not retrying:
             try:
-                return await self.runner.registry_has(self.spec.image)
-            except RegistryUnavailable as exc:
-                if not retry:
-                    return None
-                delay = next(delays, delay)
-                waited += delay
-                if waited > self.settings.build_timeout:
-                    raise
-                log.warning("%s; retrying in %.0f s", exc, delay)
-                await self.publisher.update({"message": f"{exc} Retrying in {delay:.0f} s."})
-                await asyncio.sleep(delay)
+                return await ask()
+            except RegistryUnavailable:
+                return None
+        return await retry(ask, retry_on=RegistryUnavailable, backoff=Backoff(REGISTRY_BACKOFF),
+                           within=self.settings.build_timeout, on_retry=tell)
 
     def _failure_lines(self) -> list[str]:
         return self.output.failure_lines(self.tail.lines())
@@ -179,7 +177,7 @@ class BuildJob:
                                      "message": "Waiting for a free build slot."})
         self._notify(Phase.QUEUED, "waiting for a free build slot")
         await self.queue.acquire(self.ref.uid, self.order, on_position)
-        if done := await self._already_built(retry=False):
+        if done := await self._already_built(retrying=False):
             return done
         container = self.container = await self.runner.start(self.ref, self.spec, command)
         self.recorded_start = now_iso()
@@ -223,11 +221,11 @@ class BuildJob:
         if code != 0:
             return await self._finish(Phase.FAILED, failure_message(await self._exit_reason(code), self._failure_lines()))
         if self.runner.config.push:
-            if not await self.runner.registry_has(self.spec.image):
+            if not await self.runner.images.registry_has(self.spec.image):
                 reason = f"repo2docker exited successfully but the image {self.spec.image} is not in the registry."
                 return await self._finish(Phase.FAILED, failure_message(reason, self._failure_lines()))
             return await self._finish(Phase.SUCCEEDED, f"Built and pushed {self.spec.image}.")
-        if not await self.runner.image_exists(self.spec.image):
+        if not await self.runner.images.image_exists(self.spec.image):
             reason = f"repo2docker exited successfully but the image {self.spec.image} does not exist."
             return await self._finish(Phase.FAILED, failure_message(reason, self._failure_lines()))
         return await self._finish(Phase.SUCCEEDED, f"Built {self.spec.image}.")
@@ -236,7 +234,7 @@ class BuildJob:
         """Why repo2docker failed, in the user's terms where that can be told: with push on, a
         tagged image in the daemon means the build worked and the push did not, which is a
         registry or credentials problem, not a broken repository."""
-        if self.runner.config.push and await self.runner.image_exists(self.spec.image):
+        if self.runner.config.push and await self.runner.images.image_exists(self.spec.image):
             registry = registry_of(self.spec.image)
             lines = [*self.output.failed_step, *self.tail.lines()[-10:]]
             if any(registry_refused(line) for line in lines):

@@ -22,7 +22,9 @@ from typing import Callable, Iterable
 
 from .imagegc import Decision, GCPolicy, ImageInfo, choose, removable
 from .imageuse import UseLedger
-from .runner import BuildRunner, RunnerError
+from .backoff import Backoff
+from .daemon_images import ImageStore
+from .docker_api import RunnerError
 
 log = logging.getLogger(__name__)
 NO_TAG = "<none>:<none>"
@@ -78,11 +80,11 @@ def usage_from_df(df: dict, prefix: str, ledger: UseLedger) -> Usage:
 
 
 class ImageCollector:
-    def __init__(self, runner: BuildRunner, policy: GCPolicy, ledger: UseLedger | None = None,
+    def __init__(self, images: ImageStore, policy: GCPolicy, ledger: UseLedger | None = None,
                  wanted: Callable[[], Iterable[str]] = lambda: (), interval: float = 300.0,
                  on_removed: Callable[[ImageInfo, str], None] | None = None,
                  on_usage: Callable[[int], None] | None = None, where: str = "") -> None:
-        self.runner = runner
+        self.images = images
         self.policy = policy
         self.ledger = ledger or UseLedger()
         self.wanted = wanted
@@ -111,24 +113,23 @@ class ImageCollector:
             self.ledger.touch(image, when)
 
     async def _follow_uses(self) -> None:
-        backoff = 1.0
+        backoff = Backoff.doubling(1.0, 30.0)
         while True:
             try:
                 # From the start (or the last event seen): the daemon replays what happened
                 # before the subscription, so no use between start() and here is lost.
-                await self.runner.container_uses(self._on_container, since=self._last_event,
+                await self.images.container_uses(self._on_container, since=self._last_event,
                                                  on_subscribed=self._first_attempt.set)
-                backoff = 1.0
+                backoff.reset()  # followed until the daemon went away: try again soon
             except Exception as exc:  # noqa: BLE001 - Docker away: retry
                 log.debug("cannot follow container events (%s); retrying", exc)
-                backoff = min(backoff * 2, 30.0)
             self._first_attempt.set()
-            await asyncio.sleep(backoff)
+            await asyncio.sleep(backoff.next())
 
     # ---- passes -----------------------------------------------------------------------------
 
     async def usage(self) -> Usage:
-        return usage_from_df(await self.runner.disk_usage(), self.policy.prefix, self.ledger)
+        return usage_from_df(await self.images.disk_usage(), self.policy.prefix, self.ledger)
 
     async def run_once(self, now: float | None = None) -> GCReport:
         """One pass: prune the cache if over the watermark, then remove the chosen images."""
@@ -144,7 +145,7 @@ class ImageCollector:
             high, target = policy.high_watermark, policy.target
             if high is not None and before.total > high and before.build_cache:
                 keep = max(target - before.layers, 0)
-                cache_freed = await self.runner.prune_build_cache(keep)
+                cache_freed = await self.images.prune_build_cache(keep)
                 log.info("%spruned the build cache to %s bytes: %s bytes freed", self.where, keep, cache_freed)
                 current = await self.usage()
             decision = choose(current.images, current.total, policy, set(self.wanted()), now)
@@ -170,7 +171,7 @@ class ImageCollector:
         if not self.policy.by_disk_share:
             return self.policy
         try:
-            disk = await self.runner.data_root_usage()
+            disk = await self.images.data_root_usage()
         except RunnerError as exc:
             log.warning("%sno removal by size this pass: %s", self.where, exc)
             return self.policy.without_size_limits()
@@ -192,7 +193,7 @@ class ImageCollector:
             report.skipped.append(image)
             return
         try:
-            removed = await self.runner.remove_image(image.id)
+            removed = await self.images.remove_image(image.id)
         except RunnerError as exc:  # one image is never worth the pass
             log.warning("%scould not remove image %s: %s", self.where, name, exc)
             removed = False

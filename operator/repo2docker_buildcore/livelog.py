@@ -16,7 +16,8 @@ from typing import AsyncIterator
 import docker.errors
 
 from .logtail import BuildOutput, LogTail, parse_line
-from .runner import BuildRunner, RunnerError
+from .docker_api import RunnerError
+from .runner import BuildRunner
 
 log = logging.getLogger(__name__)
 

@@ -1,48 +1,33 @@
-"""Running repo2docker as a container through a Docker daemon.
+"""Running repo2docker as a container through a Docker daemon: build containers only.
 
-Shared by the operator and the hub's embedded backend. Every blocking docker-py call runs in
-a thread so neither kopf's event loop nor JupyterHub's ever waits on Docker. Build containers
-carry labels naming their resource; after a restart those labels are the only way to find a
-build that is still running, so the runner never starts a container without them.
+Shared by the operator and the hub's embedded backend. Calls go through ``DockerAPI``, so
+neither kopf's event loop nor JupyterHub's ever waits on Docker; images and the registry are
+``ImageStore``'s (``runner.images``, on the same client). Build containers carry labels
+naming their resource; after a restart those labels are the only way to find a build that is
+still running, so the runner never starts a container without them.
 """
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import hashlib
 import io
 import logging
 import re
 import tarfile
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import AsyncIterator, Callable, Iterable, Mapping
 
 import docker
-import docker.auth
 import docker.errors
 
 from . import contract
-from .contract import BuildSpec, registry_of
-from .imagegc import DiskUsage
+from .contract import BuildSpec
+from .daemon_images import ImageStore
+from .docker_api import DockerAPI, RunnerError
 from .versions import Repo2DockerVersion, UnsupportedSetting, check_supported
 
 log = logging.getLogger(__name__)
-
-
-class RunnerError(RuntimeError):
-    """Docker could not do what a build needs; the message is meant for the user."""
-
-
-class RegistryError(RunnerError):
-    """The image registry answered, but not with what a build needs (refused credentials, a
-    refused push). Retrying will not help until someone changes the configuration."""
-
-
-class RegistryUnavailable(RunnerError):
-    """The image registry could not be reached; retrying later may help."""
 
 
 @dataclass(frozen=True)
@@ -157,26 +142,6 @@ def build_args(config: RunnerConfig, spec: BuildSpec, version: Repo2DockerVersio
     return args + ["--", spec.repo_url]
 
 
-# What a registry (through the daemon or a build's log) says when it refuses credentials.
-_REFUSED_WORDS = ("unauthorized", "authentication required", "denied", "forbidden", "no basic auth")
-
-
-def registry_refused(text: str) -> bool:
-    """Whether a registry's message says it refused the credentials or the access."""
-    lowered = text.lower()
-    return any(word in lowered for word in _REFUSED_WORDS)
-
-
-def _registry_error(image: str, text: str, doing: str) -> RunnerError:
-    """A daemon's registry error, classified for the user. Never includes credentials: the
-    daemon's messages name the registry and the repository, not the auth it was given."""
-    registry = registry_of(image)
-    if registry_refused(text):
-        return RegistryError(f"The registry {registry} refused the push: {text.strip()[:300]} "
-                             f"(check the registry credentials the builds are given)")
-    return RegistryUnavailable(f"The registry {registry} could not be reached while {doing} it: {text.strip()[:300]}")
-
-
 def container_labels(config: RunnerConfig, ref: BuildRef, spec: BuildSpec) -> dict[str, str]:
     return {
         contract.LABEL_MANAGED_BY: contract.MANAGED_BY,
@@ -189,28 +154,6 @@ def container_labels(config: RunnerConfig, ref: BuildRef, spec: BuildSpec) -> di
         contract.LABEL_REF: spec.ref,
         contract.LABEL_IMAGE: spec.image,
     }
-
-
-# statvfs of argv[1]: fragment size, blocks, blocks available to unprivileged users.
-_STATVFS = "import os, sys; s = os.statvfs(sys.argv[1]); print(s.f_frsize, s.f_blocks, s.f_bavail)"
-
-
-async def _in_own_thread(fn: Callable):
-    """Run a call that may block for a whole build in a thread of its own, not the pool."""
-    loop = asyncio.get_running_loop()
-    future = loop.create_future()
-
-    def target() -> None:
-        try:
-            result = fn()
-        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
-            # Bound now: Python unbinds `exc` when the except block ends, before the loop runs this.
-            loop.call_soon_threadsafe(lambda error=exc: future.done() or future.set_exception(error))
-        else:
-            loop.call_soon_threadsafe(lambda: future.done() or future.set_result(result))
-
-    threading.Thread(target=target, daemon=True).start()
-    return await future
 
 
 def _describe(container) -> BuildContainer:
@@ -242,37 +185,13 @@ class BuildRunner:
     def __init__(self, config: RunnerConfig, client_factory: Callable[[], docker.DockerClient] | None = None) -> None:
         contract.validate_image(config.build_image, "build image")
         self.config = config
-        self._client_factory = client_factory or (lambda: docker.from_env(max_pool_size=32))
-        self._client: docker.DockerClient | None = None
+        self.api = DockerAPI(client_factory)
+        self.images = ImageStore(self.api, config.build_image, config.instance, config.docker_config)
         # repo2docker version per build image *id*: a tag can move to another release.
         self._versions: dict[str, Repo2DockerVersion] = {}
-        # Short calls only; log streams get threads of their own (they last a whole build).
-        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="docker")
 
-    @property
-    def client(self) -> docker.DockerClient:
-        if self._client is None:
-            try:
-                self._client = self._client_factory()
-            except (docker.errors.DockerException, OSError) as exc:
-                raise RunnerError(f"the Docker daemon did not answer as expected: {exc}") from exc
-        return self._client
-
-    async def _docker(self) -> docker.DockerClient:
-        """The client, created in a thread: creating it negotiates the API version over the wire."""
-        if self._client is None:
-            loop = asyncio.get_running_loop()
-            await loop.run_in_executor(self._pool, lambda: self.client)
-        return self.client
-
-    async def _call(self, fn: Callable, *args, **kwargs):
-        loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(self._pool, lambda: fn(*args, **kwargs))
-        except docker.errors.APIError:
-            raise  # the daemon answered; callers decide what its answer means
-        except (docker.errors.DockerException, OSError) as exc:
-            raise RunnerError(f"the Docker daemon did not answer as expected: {exc}") from exc
+    async def _client(self) -> docker.DockerClient:
+        return await self.api.client()
 
     def _selector(self, **extra: str) -> dict:
         labels = [f"{contract.LABEL_MANAGED_BY}={contract.MANAGED_BY}", f"{contract.LABEL_INSTANCE}={self.config.instance}"]
@@ -280,28 +199,21 @@ class BuildRunner:
         return {"label": labels}
 
     async def ping(self) -> None:
-        await self._call((await self._docker()).ping)
-
-    async def image_exists(self, image: str) -> bool:
-        try:
-            await self._call((await self._docker()).images.get, image)
-            return True
-        except docker.errors.ImageNotFound:
-            return False
+        await self.api.call((await self._client()).ping)
 
     async def repo2docker_version(self, image: str) -> Repo2DockerVersion:
         """The repo2docker release inside a build image, read once per image id.
 
         Asked of the program itself (`repo2docker --version`, through the image's own
         entrypoint) rather than of a label: labels are optional and tags are reused."""
-        client = await self._docker()
+        client = await self._client()
         try:
-            image_id = (await self._call(client.images.get, image)).id
+            image_id = (await self.api.call(client.images.get, image)).id
         except docker.errors.ImageNotFound as exc:
             raise RunnerError(f"the build image {image} is not available on the Docker daemon") from exc
         if image_id not in self._versions:
             try:
-                output = await self._run_probe(image, ["repo2docker", "--version"])
+                output = await self.api.run_probe(image, ["repo2docker", "--version"], self.config.instance)
                 self._versions[image_id] = Repo2DockerVersion.parse(output.decode(errors="replace"))
             except (docker.errors.ContainerError, ValueError) as exc:
                 raise RunnerError(f"the build image {image} did not report a repo2docker version: {exc}") from exc
@@ -316,55 +228,17 @@ class BuildRunner:
         except UnsupportedSetting as exc:
             raise RunnerError(f"This build cannot run as configured: {exc}") from None
 
-    # ---- the registry, through the daemon ---------------------------------------------------
-    # The daemon already reaches the registry (it pushes and pulls), with the same network,
-    # proxies and TLS trust as the servers that will pull, so it is asked rather than the
-    # registry's HTTP API: the operator pod needs no route to the registry of its own.
-
-    def _auth(self, image: str) -> dict | None:
-        """Credentials for the image's registry from the configured docker config.json, or None
-        (docker-py then uses this process's own Docker client configuration)."""
-        if not self.config.docker_config:
-            return None
-        registry = registry_of(image)
-        auths = docker.auth.load_config(config_path=self.config.docker_config)
-        found = auths.resolve_authconfig(registry)
-        return dict(found) if found else None
-
-    async def registry_has(self, image: str) -> bool:
-        """Whether the registry holds this tag (Docker's distribution inspect)."""
-        client = await self._docker()
-        try:
-            await self._call(client.api.inspect_distribution, image, auth_config=self._auth(image))
-            return True
-        except docker.errors.APIError as exc:
-            text = str(exc.explanation or exc)
-            if exc.status_code == 404 or "manifest unknown" in text or "not found" in text.lower():
-                return False
-            raise _registry_error(image, text, "reading from") from None
-
-    async def push(self, image: str) -> None:
-        """Push a local image (e.g. one built before push was switched on)."""
-        repository, _, tag = image.rpartition(":")
-        client = await self._docker()
-        stream = await self._call(client.api.push, repository, tag, stream=True, decode=True,
-                                  auth_config=self._auth(image))
-        for item in await self._call(list, stream):
-            if isinstance(item, dict) and item.get("error"):
-                raise _registry_error(image, str(item["error"]), "pushing to")
-
     async def find(self, uid: str) -> BuildContainer | None:
         """The build container of the resource with this uid, running or not."""
-        found = await self._call(
-            (await self._docker()).containers.list, all=True, filters=self._selector(**{contract.LABEL_BUILD_UID: uid})
-        )
+        found = await self.api.call((await self._client()).containers.list, all=True,
+                                    filters=self._selector(**{contract.LABEL_BUILD_UID: uid}))
         return _describe(found[0]) if found else None
 
     async def list_builds(self, running_only: bool = True) -> list[BuildContainer]:
         filters = self._selector()
         if running_only:
             filters["status"] = ["created", "running", "restarting"]
-        found = await self._call((await self._docker()).containers.list, all=not running_only, filters=filters)
+        found = await self.api.call((await self._client()).containers.list, all=not running_only, filters=filters)
         return [_describe(c) for c in found]
 
     async def start(self, ref: BuildRef, spec: BuildSpec, command: list[str] | None = None) -> BuildContainer:
@@ -387,11 +261,11 @@ class BuildRunner:
         if spec.cpu_limit:
             kwargs["nano_cpus"] = int(spec.cpu_limit * 1e9)
         try:
-            container = await self._call((await self._docker()).containers.create, **kwargs)
+            container = await self.api.call((await self._client()).containers.create, **kwargs)
             if self.config.push and self.config.docker_config:
                 archive = docker_config_tar(Path(self.config.docker_config).read_bytes())
-                await self._call(container.put_archive, "/root", archive)
-            await self._call(container.start)
+                await self.api.call(container.put_archive, "/root", archive)
+            await self.api.call(container.start)
         except docker.errors.ImageNotFound as exc:
             raise RunnerError(f"the build image {kwargs['image']} is not available on the Docker daemon") from exc
         except docker.errors.APIError as exc:
@@ -400,55 +274,30 @@ class BuildRunner:
                 if existing:
                     return existing
             raise RunnerError(f"Docker refused to start the build container: {exc.explanation or exc}") from exc
-        await self._call(container.reload)
+        await self.api.call(container.reload)
         return _describe(container)
 
     async def logs(self, container_id: str) -> AsyncIterator[str]:
-        """Every line the container printed, from its start, following until it exits.
-
-        The blocking stream is read in a dedicated thread; closing this iterator closes the
-        HTTP stream, so a cancelled follower does not leave a thread behind.
-        """
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue = asyncio.Queue()
-        container = await self._call((await self._docker()).containers.get, container_id)
-        stream = await self._call(container.logs, stream=True, follow=True, stdout=True, stderr=True)
-        done = object()
-
-        def pump() -> None:
-            buffer = b""
-            try:
-                for chunk in stream:
-                    buffer += chunk
-                    *lines, buffer = buffer.split(b"\n")
-                    for line in lines:
-                        loop.call_soon_threadsafe(queue.put_nowait, line.decode(errors="replace"))
-                if buffer:
-                    loop.call_soon_threadsafe(queue.put_nowait, buffer.decode(errors="replace"))
-            except Exception as exc:  # the stream was closed under us, or the daemon went away
-                log.debug("log stream of %s ended: %s", container_id[:12], exc)
-            finally:
-                try:
-                    loop.call_soon_threadsafe(queue.put_nowait, done)
-                except RuntimeError:
-                    pass  # the loop is closed: nobody is listening any more
-
-        thread = threading.Thread(target=pump, name=f"logs-{container_id[:12]}", daemon=True)
-        thread.start()
-        try:
-            while (item := await queue.get()) is not done:
-                yield item
-        finally:
-            stream.close()
+        """Every line the container printed, from its start, following until it exits."""
+        container = await self.api.call((await self._client()).containers.get, container_id)
+        stream = await self.api.call(container.logs, stream=True, follow=True, stdout=True, stderr=True)
+        buffer = b""
+        async for chunk in self.api.iterate(lambda: stream, close=stream.close):
+            buffer += chunk
+            *lines, buffer = buffer.split(b"\n")
+            for line in lines:
+                yield line.decode(errors="replace")
+        if buffer:
+            yield buffer.decode(errors="replace")
 
     async def wait(self, container_id: str) -> int:
-        """Block (in a thread) until the container exits; return its exit code."""
-        container = await self._call((await self._docker()).containers.get, container_id)
-        result = await _in_own_thread(container.wait)
+        """Until the container exits (in a thread of its own: it may take a whole build); its exit code."""
+        container = await self.api.call((await self._client()).containers.get, container_id)
+        result = await self.api.in_own_thread(container.wait)
         return int(result.get("StatusCode", -1))
 
     async def exit_code(self, container_id: str) -> int | None:
-        container = await self._call((await self._docker()).containers.get, container_id)
+        container = await self.api.call((await self._client()).containers.get, container_id)
         if container.status in ("exited", "dead"):
             return int(container.attrs.get("State", {}).get("ExitCode", -1))
         return None
@@ -456,10 +305,10 @@ class BuildRunner:
     async def remove(self, container_id: str, kill: bool = False) -> None:
         """Remove the container (killing it first if asked); a missing one is already gone."""
         try:
-            container = await self._call((await self._docker()).containers.get, container_id)
+            container = await self.api.call((await self._client()).containers.get, container_id)
             if kill and container.status in ("created", "running", "restarting"):
-                await self._call(container.kill)
-            await self._call(container.remove, force=True)
+                await self.api.call(container.kill)
+            await self.api.call(container.remove, force=True)
         except docker.errors.NotFound:
             pass
         except RunnerError:
@@ -468,108 +317,5 @@ class BuildRunner:
             if exc.status_code != 409:  # 409: removal already in progress
                 raise RunnerError(f"could not remove build container {container_id[:12]}: {exc}") from exc
 
-    # ---- images: what the garbage collector needs ------------------------------------------
-
-    async def disk_usage(self) -> dict:
-        """The daemon's own accounting (`docker system df`): images with their unique sizes
-        and container counts, the total image layer bytes, and the build cache."""
-        return await self._call((await self._docker()).api.df)
-
-    async def data_root_usage(self) -> DiskUsage:
-        """The filesystem that holds the daemon's data root, measured by a short container of
-        the build image with that directory mounted read-only.
-
-        The daemon names its own data root (`docker info`), so the answer is right wherever this
-        process runs, in a pod or a hub in a container, with no host path or mount of its own.
-        The build image is on the daemon once anything was built, and it has Python (repo2docker
-        is a Python program); before the first build there is nothing to remove anyway."""
-        client = await self._docker()
-        image = self.config.build_image
-        try:
-            root = (await self._call(client.info)).get("DockerRootDir") or "/var/lib/docker"
-            await self._call(client.images.get, image)  # containers.run would pull a missing one
-            output = await self._run_probe(image, ["python3", "-c", _STATVFS, "/data-root"],
-                                           volumes={root: {"bind": "/data-root", "mode": "ro"}})
-            frsize, blocks, available = (int(n) for n in output.decode().split()[:3])
-        except docker.errors.ImageNotFound:
-            raise RunnerError(f"the build image {image} is not on the daemon yet") from None
-        except (docker.errors.DockerException, ValueError) as exc:
-            raise RunnerError(f"could not measure the disk of Docker's data root: {exc}") from exc
-        return DiskUsage(size=frsize * blocks, available=frsize * available)
-
-    async def _run_probe(self, image: str, command: list[str], **kwargs) -> bytes:
-        """Output of a short helper container (a version check, a disk measurement), labelled
-        as this instance's probe, after sweeping the probes a killed process left behind."""
-        # Not the instance label: listings of build containers select on that one.
-        labels = {contract.LABEL_MANAGED_BY: contract.MANAGED_BY, contract.LABEL_PROBE: self.config.instance}
-        await self._remove_left_probes(labels)
-        return await self._call((await self._docker()).containers.run, image, command, remove=True,
-                                network_disabled=True, stdout=True, stderr=True, labels=labels, **kwargs)
-
-    async def _remove_left_probes(self, labels: dict[str, str]) -> None:
-        """Remove this instance's probes that a process killed mid-run left behind.
-
-        `containers.run(remove=True)` removes a probe only after reading its output, so a
-        hub or operator stopped in between leaves an exited container each time. Only exited
-        ones go: a running probe belongs to a sibling process of the same instance."""
-        filters = {"label": [f"{k}={v}" for k, v in labels.items()], "status": "exited"}
-        for container in await self._call((await self._docker()).containers.list, all=True, filters=filters):
-            await self.remove(container.id)
-
-    async def remove_image(self, image_id: str) -> bool:
-        """Remove an image by id, every tag of it. False when Docker refuses because a container
-        started using it meanwhile (409), or it is already gone."""
-        try:
-            await self._call((await self._docker()).api.remove_image, image_id, force=False, noprune=False)
-            return True
-        except docker.errors.ImageNotFound:
-            return False
-        except docker.errors.APIError as exc:
-            if exc.status_code == 409:
-                return False
-            raise RunnerError(f"could not remove image {image_id[:19]}: {exc.explanation or exc}") from exc
-
-    async def prune_build_cache(self, keep_storage: int) -> int:
-        """Shrink BuildKit's cache in the daemon to `keep_storage` bytes; returns bytes freed."""
-        result = await self._call((await self._docker()).api.prune_builds, keep_storage=keep_storage)
-        return int((result or {}).get("SpaceReclaimed") or 0)
-
-    async def container_uses(self, on_image: Callable[[str, float], None], since: float | None = None,
-                             on_subscribed: Callable[[], None] | None = None) -> None:
-        """Call `on_image(image reference, unix time)` for every container created or started,
-        until the stream ends (the daemon went away) or this task is cancelled. `since` replays
-        what the daemon still remembers from that time on; `on_subscribed` is called once the
-        daemon has accepted the subscription (it answers before the first event)."""
-        client = await self._docker()
-        filters = {"type": "container", "event": ["create", "start"]}
-        stream = await self._call(client.events, decode=True, filters=filters, since=int(since) if since else None)
-        if on_subscribed:
-            on_subscribed()
-        loop = asyncio.get_running_loop()
-        ended = loop.create_future()
-
-        def pump() -> None:
-            try:
-                for event in stream:
-                    image = event.get("from") or event.get("Actor", {}).get("Attributes", {}).get("image")
-                    if image:
-                        when = float(event.get("timeNano", 0)) / 1e9 or float(event.get("time", 0))
-                        loop.call_soon_threadsafe(on_image, image, when)
-            except Exception as exc:  # noqa: BLE001 - closed under us, or the daemon went away
-                log.debug("container event stream ended: %s", exc)
-            finally:
-                try:
-                    loop.call_soon_threadsafe(lambda: ended.done() or ended.set_result(None))
-                except RuntimeError:
-                    pass  # the loop is closed
-
-        threading.Thread(target=pump, name="container-events", daemon=True).start()
-        try:
-            await ended
-        finally:
-            stream.close()
-
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
-        if self._client is not None:
-            self._client.close()
+        self.api.close()

@@ -57,6 +57,6 @@ def check_supported(version: Repo2DockerVersion, build_image: str, memory_limit:
             f"the build image {build_image} has repo2docker {version}, which builds with docker buildx "
             f"and cannot limit a build's memory (it exits with status 255 when asked to). Remove the "
             f"build memory limit (operator: --memory-limit / R2D_BUILD_MEMORY_LIMIT / spec.resources.memory; "
-            f"hub: LocalBackend.build_memory_limit), or use a build image with repo2docker before 2025.08. "
+            f"hub: LocalBackend.memory_limit), or use a build image with repo2docker before 2025.08. "
             f"With buildx, bound builds through the Docker daemon or a dedicated BuildKit builder."
         )

@@ -1,11 +1,12 @@
-"""kopf handlers: one daemon per unfinished Repo2DockerBuild, plus start-up bookkeeping.
+"""kopf handlers: one daemon per unfinished Repo2DockerBuild, plus start-up and clean-up.
 
 Why a daemon rather than an on-create handler: a build runs for minutes. A handler would hold
 one of kopf's workers for that long and could only publish status when it returned; a daemon
 is a task of its own, writes status while it runs (through ``resources.BuildResources``), and
 kopf spawns it again for every unfinished resource when the operator restarts, which is
 exactly when a running build must be re-attached. Finished resources get no daemon: their
-TTL is one heap entry in ``expiry.Expiries``. The global cap lives in ``BuildQueue``.
+TTL is one heap entry in ``expiry.Expiries``. The global cap lives in ``BuildQueue``; what
+the operator holds while it runs is ``state.OperatorState``, in kopf's memo.
 
 Run with ``repo2docker-operator`` (see ``cli.py``) or ``kopf run -m repo2docker_operator.handlers``
 (configuration then comes from the environment only).
@@ -14,7 +15,6 @@ Run with ``repo2docker-operator`` (see ``cli.py``) or ``kopf run -m repo2docker_
 from __future__ import annotations
 
 import asyncio
-import collections
 import dataclasses
 import logging
 import time
@@ -24,20 +24,16 @@ import kopf
 
 from repo2docker_buildcore import contract
 from repo2docker_buildcore.adoption import adopt
-from repo2docker_buildcore.build import BuildJob
-from repo2docker_buildcore.collector import ImageCollector
+from repo2docker_buildcore.build import BuildJob, BuildOutcome
 from repo2docker_buildcore.contract import BuildSpec, BuildStatus, InvalidBuildRequest, Phase
-from repo2docker_buildcore.imagegc import ImageInfo
-from repo2docker_buildcore.imageuse import UseLedger, store_from_setting
-from repo2docker_buildcore.queue import BuildQueue
-from repo2docker_buildcore.resources import UNFINISHED_SELECTOR, BuildResources, OutdatedCRD, api_client
-from repo2docker_buildcore.runner import BuildContainer, BuildRef, BuildRunner, RunnerError
+from repo2docker_buildcore.docker_api import RunnerError
+from repo2docker_buildcore.resources import UNFINISHED_SELECTOR, OutdatedCRD
+from repo2docker_buildcore.runner import BuildContainer, BuildRef
 from repo2docker_buildcore.status import StatusPublisher, now_iso
 from repo2docker_buildcore.versions import UnsupportedSetting, check_supported
 
 from .config import ConfigError, OperatorConfig, from_environ
-from .expiry import Expiries
-from .metrics import OperatorMetrics
+from .state import OperatorState
 
 FINALIZER = f"{contract.GROUP}/finalizer"
 EVENT_REASONS = {
@@ -51,11 +47,35 @@ EVENT_REASONS = {
 
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
+    config = _config(memo)
+    configure(settings, config)
     try:
-        config: OperatorConfig = memo.get("config") or from_environ()
-    except ConfigError as exc:  # under `kopf run`: stop with the message, do not retry forever
+        state = memo.state = await OperatorState.start(config)
+    except OutdatedCRD as exc:
+        raise kopf.PermanentError(str(exc)) from None
+    logger.info("Image GC (every %s s): %s", config.gc_interval, config.gc_policy().describe() if config.gc_interval else "off")
+    try:
+        await state.runner.ping()
+        await _adopt_running_builds(state)
+    except RunnerError as exc:
+        logger.error("Docker is not reachable now (%s); builds will fail until it is", exc)
+        return
+    await _check_build_image(state, logger)
+    where = "all namespaces" if config.all_namespaces else "namespace(s) " + ", ".join(config.namespaces)
+    logger.info("Watching %s in %s: at most %s builds at once with %s",
+                contract.PLURAL, where, config.concurrency or "unlimited", config.build_image)
+
+
+def _config(memo: kopf.Memo) -> OperatorConfig:
+    """From the CLI (in memo), or from the environment under `kopf run`, where a bad value
+    must stop the operator with its message rather than be retried forever."""
+    try:
+        return memo.get("config") or from_environ()
+    except ConfigError as exc:
         raise kopf.PermanentError(f"invalid configuration: {exc}") from None
-    memo.config = config
+
+
+def configure(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
     # kopf's bookkeeping goes into annotations under our group, so `status` is ours alone.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=contract.GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -79,77 +99,17 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
     # the Role rightly refuses, and log five retries of each at every start.
     settings.scanning.disabled = not config.all_namespaces
 
-    memo.api = await api_client()
-    memo.resources = BuildResources(memo.api)
-    try:
-        for namespace in ([None] if config.all_namespaces else config.namespaces):
-            await memo.resources.check_selectable_fields(namespace)
-    except OutdatedCRD as exc:
-        raise kopf.PermanentError(str(exc)) from None
-    memo.expiries = Expiries(memo.resources.delete, config.finished_ttl)
-    memo.sweeper = asyncio.create_task(_sweep(memo, config), name="delete expired build resources")
-    memo.queue = BuildQueue(config.concurrency)
-    memo.metrics = OperatorMetrics(memo.queue)
-    if config.metrics_port:
-        memo.metrics.serve(config.metrics_port, config.metrics_address)
-    memo.runner = BuildRunner(config.runner_config())
-    # Images that unfinished builds will produce (a count: two namespaces may build one image).
-    memo.wanted_images = collections.Counter()
-    memo.releases = set()
-    memo.collector = ImageCollector(
-        memo.runner, config.gc_policy(), UseLedger(store_from_setting(config.gc_use_record, memo.api)),
-        wanted=lambda: +memo.wanted_images, interval=config.gc_interval,
-        on_removed=lambda image, reason: _image_removed(memo, config, image, reason), on_usage=memo.metrics.gc.usage,
-    )
-    await memo.collector.start()
-    logger.info("Image GC (every %s s): %s", config.gc_interval, config.gc_policy().describe() if config.gc_interval else "off")
-    try:
-        await memo.runner.ping()
-        await _adopt_running_builds(memo)
-    except RunnerError as exc:
-        logger.error("Docker is not reachable now (%s); builds will fail until it is", exc)
-        return
-    await _check_build_image(memo, config, logger)
-    where = "all namespaces" if config.all_namespaces else "namespace(s) " + ", ".join(config.namespaces)
-    logger.info("Watching %s in %s: at most %s builds at once with %s",
-                contract.PLURAL, where, config.concurrency or "unlimited", config.build_image)
 
-
-def _image_removed(memo: kopf.Memo, config: OperatorConfig, image: ImageInfo, reason: str) -> None:
-    memo.metrics.gc.removed(image, reason)
-    if not config.push:  # with push the registry still has it: its resource stays true
-        task = asyncio.create_task(_release_builds_of(memo, config, image.tags), name="release builds of a removed image")
-        memo.releases.add(task)
-        task.add_done_callback(memo.releases.discard)
-
-
-async def _release_builds_of(memo: kopf.Memo, config: OperatorConfig, tags: tuple[str, ...]) -> None:
-    """Delete the finished resources of a removed image: a spawn that found one would be told
-    the image exists. Without them, the next request of that commit builds again."""
-    for tag in tags:
-        commit = tag.rpartition(":")[2]
-        for namespace in ([None] if config.all_namespaces else config.namespaces):
-            try:
-                listing = await memo.resources.list(namespace, label_selector=f"{contract.LABEL_COMMIT}={commit}")
-                for obj in listing.get("items", []):
-                    if obj.get("spec", {}).get("image") == tag and _finished(obj.get("status") or {}):
-                        meta = obj["metadata"]
-                        await memo.resources.delete(meta["namespace"], meta["name"], meta["uid"])
-                        logging.getLogger(__name__).info("deleted build %s/%s: its image %s was removed",
-                                                         meta["namespace"], meta["name"], tag)
-            except Exception as exc:  # noqa: BLE001 - the resource then expires with its TTL
-                logging.getLogger(__name__).warning("could not delete the builds of removed image %s: %s", tag, exc)
-
-
-async def _check_build_image(memo: kopf.Memo, config: OperatorConfig, logger: logging.Logger) -> None:
+async def _check_build_image(state: OperatorState, logger: logging.Logger) -> None:
     """Refuse at start a configuration the default build image cannot honour, rather than
     failing every build. An image that is not there yet is only a warning: builds will say it.
     Only a memory limit depends on the version, so without one nothing is run."""
+    config = state.config
     memory_limit = contract.parse_quantity(config.memory_limit)
     if not memory_limit:
         return
     try:
-        version = await memo.runner.repo2docker_version(config.build_image)
+        version = await state.runner.repo2docker_version(config.build_image)
     except RunnerError as exc:
         logger.warning("cannot check the build image now: %s", exc)
         return
@@ -159,7 +119,7 @@ async def _check_build_image(memo: kopf.Memo, config: OperatorConfig, logger: lo
         raise kopf.PermanentError(f"invalid configuration: {exc}") from None
 
 
-async def _adopt_running_builds(memo: kopf.Memo) -> None:
+async def _adopt_running_builds(state: OperatorState) -> None:
     """Adopt the build containers that survived a restart (the core's ``adopt``) before any
     new build may start: daemons start only after start-up handlers finish. A container is
     still wanted while its resource (same uid) exists and has not finished; the daemon of
@@ -167,49 +127,28 @@ async def _adopt_running_builds(memo: kopf.Memo) -> None:
     async def wanted(container: BuildContainer) -> bool:
         ref = container.ref
         try:
-            obj = await memo.resources.get(ref.namespace, ref.name)
+            obj = await state.resources.get(ref.namespace, ref.name)
         except Exception as exc:  # noqa: BLE001 - unsure (API trouble): keep it, the daemon decides
             return getattr(exc, "status", None) != 404
         phase = BuildStatus.from_status(obj.get("status")).phase
         return obj["metadata"]["uid"] == ref.uid and not phase.terminal
 
-    await adopt(memo.runner, memo.queue, wanted)
+    await adopt(state.runner, state.queue, wanted)
 
 
-async def _sweep(memo: kopf.Memo, config: OperatorConfig) -> None:
-    """Learn the finished resources from one paged, metadata-only listing, then expire them."""
-    if config.finished_ttl:
-        for namespace in ([None] if config.all_namespaces else config.namespaces):
-            while True:
-                try:
-                    async for ns, name, uid, finished_at in memo.resources.list_finished(namespace):
-                        memo.expiries.finished(ns, name, uid, finished_at)
-                    break
-                except Exception as exc:  # noqa: BLE001 - API trouble at start: try again
-                    logging.getLogger(__name__).warning("cannot list finished builds yet (%s)", exc)
-                    await asyncio.sleep(5)
-    await memo.expiries.run()
-
-
-async def _mark_finished(memo: kopf.Memo, namespace: str, name: str, uid: str, logger: logging.Logger) -> None:
+async def _mark_finished(state: OperatorState, namespace: str, name: str, uid: str, logger: logging.Logger) -> None:
     finished_at = int(time.time())
     try:
-        await memo.resources.mark_finished(namespace, name, uid, finished_at, FINALIZER)
+        await state.resources.mark_finished(namespace, name, uid, finished_at, FINALIZER)
     except Exception as exc:  # noqa: BLE001 - the relist after a restart marks it (finished_build)
         logger.warning("could not mark the build finished: %s", exc)
-    memo.expiries.finished(namespace, name, uid, finished_at)
+    state.expiries.finished(namespace, name, uid, finished_at)
 
 
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
-    if memo.get("sweeper"):
-        memo.sweeper.cancel()
-    if memo.get("collector"):
-        await memo.collector.stop()  # saves the images' last use
-    if memo.get("runner"):
-        memo.runner.close()
-    if memo.get("api"):
-        await memo.api.close()
+    if memo.get("state"):
+        await memo.state.close()
 
 
 def _finished(status: kopf.Status, **_: Any) -> bool:
@@ -226,7 +165,7 @@ async def finished_build(type: str | None, status: kopf.Status, name: str, names
     """A finished resource the watch still shows: one whose marking failed, or one finished
     by an operator from before the marks. Mark it now, so the watch forgets it."""
     if type != "DELETED":
-        await _mark_finished(memo, namespace, name, uid, logger)
+        await _mark_finished(memo.state, namespace, name, uid, logger)
 
 
 # On deletion kopf first only sets `stopped` (for cancellation_backoff seconds), and cancels
@@ -239,64 +178,79 @@ async def build_daemon(
     name: str, namespace: str, uid: str,
     memo: kopf.Memo, stopped: kopf.DaemonStopped, logger: logging.Logger, **_: Any,
 ) -> None:
-    config: OperatorConfig = memo.config
-    seen = bool((status or {}).get("phase"))  # has this operator written a phase yet?
+    """One build, from its resource to its outcome: accept the spec, run the job until it
+    ends or the resource goes, record what happened."""
+    state: OperatorState = memo.state
     phase = BuildStatus.from_status(status).phase
-    publisher = StatusPublisher(
-        lambda fields: memo.resources.patch_status(namespace, name, fields), interval=config.status_interval
-    )
-    publisher.current.update(dict(status))
     if phase.terminal:  # filtered out by `when`; kept for a status that changed under the filter
         return
     if contract.LABEL_FINISHED_AT in (meta.get("labels") or {}):
-        await _remove_forged_mark(memo, body, namespace, name, uid, logger)
+        await _remove_forged_mark(state, body, namespace, name, uid, logger)
+    publisher = StatusPublisher(
+        lambda fields: state.resources.patch_status(namespace, name, fields), interval=state.config.status_interval)
+    publisher.current.update(dict(status))
+    build_spec = await _accepted_spec(state, body, spec, meta, publisher, logger)
+    if build_spec is None:
+        return
+    job = BuildJob(
+        runner=state.runner, queue=state.queue, ref=BuildRef(namespace, name, uid), spec=build_spec,
+        publisher=publisher, order=(meta.get("creationTimestamp") or "", namespace, name),
+        settings=state.config.build_settings(),
+        recorded_start=(status or {}).get("startTime") if phase == Phase.BUILDING else None,
+        on_phase=lambda p, message: _event(body, p, message),
+    )
+    outcome = await _run(state, job, stopped, logger)
+    if outcome is None:  # stopped: cancelled (resource deleted) or left to the next operator
+        return
+    if outcome.phase == Phase.SUCCEEDED:  # its server starts next: a use, before the container exists
+        state.collector.touch(outcome.image or build_spec.image)
+    state.metrics.finished(outcome.phase, outcome.duration, outcome.cached)
+    logger.info("build finished: %s (%s)", outcome.phase.value, outcome.message.splitlines()[0])
+    await _mark_finished(state, namespace, name, uid, logger)
 
+
+async def _accepted_spec(state: OperatorState, body: kopf.Body, spec: kopf.Spec, meta: kopf.Meta,
+                         publisher: StatusPublisher, logger: logging.Logger) -> BuildSpec | None:
+    """The spec as this operator will build it, or None after recording why it will not."""
     try:
-        build_spec = _build_spec(spec, config)
+        build_spec = _build_spec(spec, state.config)
     except InvalidBuildRequest as exc:
         await publisher.update({"phase": Phase.FAILED.value, "message": f"Invalid build request: {exc}",
                                 "completionTime": now_iso(), "observedGeneration": meta.get("generation")})
         _event(body, Phase.FAILED, f"Invalid build request: {exc}")
-        memo.metrics.finished(Phase.FAILED, None, cached=False)
-        await _mark_finished(memo, namespace, name, uid, logger)
-        return
-
-    if not seen:
+        state.metrics.finished(Phase.FAILED, None, cached=False)
+        await _mark_finished(state, body["metadata"]["namespace"], body["metadata"]["name"], body["metadata"]["uid"],
+                             logger)
+        return None
+    if not publisher.current.get("phase"):  # first sight: no operator wrote a phase yet
         await publisher.update({"phase": Phase.PENDING.value, "observedGeneration": meta.get("generation"),
                                 "shortCommit": build_spec.commit[:7]})
-    job = BuildJob(
-        runner=memo.runner, queue=memo.queue, ref=BuildRef(namespace, name, uid), spec=build_spec,
-        publisher=publisher, order=(meta.get("creationTimestamp") or "", namespace, name),
-        settings=config.build_settings(),
-        recorded_start=(status or {}).get("startTime") if phase == Phase.BUILDING else None,
-        on_phase=lambda p, message: _event(body, p, message),
-    )
-    job_task = asyncio.create_task(job.run(), name=f"build {namespace}/{name}")
+    return build_spec
+
+
+async def _run(state: OperatorState, job: BuildJob, stopped: kopf.DaemonStopped,
+               logger: logging.Logger) -> BuildOutcome | None:
+    """The job's outcome, or None when the daemon was stopped before it ended."""
+    job_task = asyncio.create_task(job.run(), name=f"build {job.ref.namespace}/{job.ref.name}")
     stop_task = asyncio.create_task(_until_stopped(stopped))
-    memo.wanted_images[build_spec.image] += 1
+    state.wanted_images[job.spec.image] += 1
     try:
-        done, _pending = await asyncio.wait({job_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({job_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         if not job_task.done() and _finishing(stopped):
             # The job's own final status made `when` false while it wraps up: let it end.
             await asyncio.shield(job_task)
         elif not job_task.done():
             # Stopped (or cancelled by kopf): the shielded wind-down runs to its end either way.
-            await asyncio.shield(_stop_job(job, job_task, stopped, memo, logger))
-        memo.wanted_images[build_spec.image] -= 1
-    if not job_task.done() or job_task.cancelled():
-        return
-
-    stop_task.cancel()
-    outcome = job_task.result()
-    if outcome.phase == Phase.SUCCEEDED:  # its server starts next: a use, before the container exists
-        memo.collector.touch(outcome.image or build_spec.image)
-    memo.metrics.finished(outcome.phase, outcome.duration, outcome.cached)
-    logger.info("build finished: %s (%s)", outcome.phase.value, outcome.message.splitlines()[0])
-    await _mark_finished(memo, namespace, name, uid, logger)
+            await asyncio.shield(_stop_job(job, job_task, stopped, state, logger))
+        state.wanted_images[job.spec.image] -= 1
+        stop_task.cancel()
+    if job_task.cancelled():
+        return None
+    return job_task.result()
 
 
-async def _remove_forged_mark(memo: kopf.Memo, body: kopf.Body, namespace: str, name: str, uid: str,
+async def _remove_forged_mark(state: OperatorState, body: kopf.Body, namespace: str, name: str, uid: str,
                               logger: logging.Logger) -> None:
     """An unfinished resource that says it finished: its creator labelled it so (the
     operator marks only finished ones). Build it, and drop the label, which the TTL sweep
@@ -306,7 +260,7 @@ async def _remove_forged_mark(memo: kopf.Memo, body: kopf.Body, namespace: str, 
     logger.warning(message)
     try:
         kopf.event(body, type="Warning", reason="ForgedMark", message=message)
-        await memo.resources.remove_finished_label(namespace, name, uid)
+        await state.resources.remove_finished_label(namespace, name, uid)
     except Exception as exc:  # noqa: BLE001 - the build goes ahead either way; the sweep ignores the label
         logger.warning("could not remove the label: %s", exc)
 
@@ -318,14 +272,14 @@ def _finishing(stopped: kopf.DaemonStopped) -> bool:
 
 
 async def _stop_job(job: BuildJob, job_task: asyncio.Task, stopped: kopf.DaemonStopped,
-                    memo: kopf.Memo, logger: logging.Logger) -> None:
+                    state: OperatorState, logger: logging.Logger) -> None:
     """Deleted: cancel the build and remove its container. Operator exiting: leave the
     container running; the next operator re-attaches to it by its labels."""
     job.kill_on_cancel = bool(stopped.reason and stopped.reason & kopf.DaemonStoppingReason.RESOURCE_DELETED)
     job_task.cancel()
     await asyncio.gather(job_task, return_exceptions=True)
     if job.kill_on_cancel:
-        memo.metrics.finished(Phase.CANCELLED, None, cached=False)
+        state.metrics.finished(Phase.CANCELLED, None, cached=False)
         logger.info("build cancelled: the resource was deleted")
 
 

@@ -12,7 +12,6 @@ import fnmatch
 import html
 import logging
 import time
-from copy import deepcopy
 from typing import Any, AsyncIterator
 
 import docker.errors
@@ -26,6 +25,7 @@ from repo2docker_buildcore.contract import BuildSpec, BuildStatus, Phase
 
 from .backends import BuildBackend, BuildHandle, ForeignBuild
 from .backends.shared import shared_backend
+from .backends.traits import RENAMED, current_names
 from .options import RepoPolicy, RepoRequest, bad_request, conflict, first_value, parse_options
 from .refs import LookupLimits, resolve_ref
 
@@ -58,21 +58,6 @@ FORM_TEMPLATE = """
   minutes; the build log is shown while you wait. Later starts of the same commit reuse it.</p>
 </div>
 """
-
-
-# The first release's spawner settings, now the backends': alias → (backend class, trait).
-ALIASES = {
-    "build_image": ("LocalBackend", "build_image"),
-    "concurrent_builds_limit": ("LocalBackend", "concurrent_builds_limit"),
-    "build_timeout": ("LocalBackend", "build_timeout"),
-    "build_memory_limit": ("LocalBackend", "build_memory_limit"),
-    "build_cpu_limit": ("LocalBackend", "build_cpu_limit"),
-    "build_instance": ("LocalBackend", "instance"),
-    "docker_socket": ("LocalBackend", "docker_socket"),
-    "log_tail_lines": ("LocalBackend", "log_tail_lines"),
-    "namespace": ("KubernetesBackend", "namespace"),
-    "kubeconfig": ("KubernetesBackend", "kubeconfig"),
-}
 
 
 class LinkOpensForm(Exception):
@@ -123,19 +108,18 @@ class Repo2DockerSpawner(DockerSpawner):
         class that `backend` names.""",
     )
 
-    # The first release's names for backend settings. They keep working: a value set here
-    # becomes the backend's setting (unless that is set too).
-    build_image = Unicode(None, allow_none=True, config=True, help="Alias of LocalBackend.build_image.")
-    concurrent_builds_limit = Int(None, allow_none=True, config=True,
-                                  help="Alias of LocalBackend.concurrent_builds_limit.")
-    build_timeout = Float(None, allow_none=True, config=True, help="Alias of LocalBackend.build_timeout.")
-    build_memory_limit = Unicode(None, allow_none=True, config=True, help="Alias of LocalBackend.build_memory_limit.")
-    build_cpu_limit = Float(None, allow_none=True, config=True, help="Alias of LocalBackend.build_cpu_limit.")
-    build_instance = Unicode(None, allow_none=True, config=True, help="Alias of LocalBackend.instance.")
-    docker_socket = Unicode(None, allow_none=True, config=True, help="Alias of LocalBackend.docker_socket.")
-    log_tail_lines = Int(None, allow_none=True, config=True, help="Alias of LocalBackend.log_tail_lines.")
-    namespace = Unicode(None, allow_none=True, config=True, help="Alias of KubernetesBackend.namespace.")
-    kubeconfig = Unicode(None, allow_none=True, config=True, help="Alias of KubernetesBackend.kubeconfig.")
+    # The first release's names for backend settings. They keep working (a value set here
+    # becomes the backend's setting, unless that is set too), with a deprecation line.
+    build_image = Unicode(None, allow_none=True, config=True, help="Deprecated: LocalBackend.build_image.")
+    concurrent_builds_limit = Int(None, allow_none=True, config=True, help="Deprecated: LocalBackend.concurrency.")
+    build_timeout = Float(None, allow_none=True, config=True, help="Deprecated: LocalBackend.build_timeout.")
+    build_memory_limit = Unicode(None, allow_none=True, config=True, help="Deprecated: LocalBackend.memory_limit.")
+    build_cpu_limit = Float(None, allow_none=True, config=True, help="Deprecated: LocalBackend.cpu_limit.")
+    build_instance = Unicode(None, allow_none=True, config=True, help="Deprecated: LocalBackend.instance.")
+    docker_socket = Unicode(None, allow_none=True, config=True, help="Deprecated: LocalBackend.docker_socket.")
+    log_tail_lines = Int(None, allow_none=True, config=True, help="Deprecated: LocalBackend.tail_lines.")
+    namespace = Unicode(None, allow_none=True, config=True, help="Deprecated: KubernetesBackend.namespace.")
+    kubeconfig = Unicode(None, allow_none=True, config=True, help="Deprecated: KubernetesBackend.kubeconfig.")
 
     image_prefix = Unicode(
         "r2d-", config=True,
@@ -300,13 +284,9 @@ class Repo2DockerSpawner(DockerSpawner):
     # ---- backends -----------------------------------------------------------------------
 
     def backend_config(self) -> Config:
-        """The hub's configuration with the first release's aliases moved to the backend."""
-        config = deepcopy(self.config)
-        for alias, (cls, trait) in ALIASES.items():
-            value = getattr(self, alias)
-            if value is not None and trait not in config[cls]:
-                config[cls][trait] = value
-        return config
+        """The hub's configuration with every older name moved to the backend's current one."""
+        old_names = [old for section, old in RENAMED if section == "Repo2DockerSpawner"]
+        return current_names(self.config, {name: getattr(self, name) for name in old_names})
 
     def build_spec(self, request: RepoRequest, commit: str) -> BuildSpec:
         return BuildSpec(request.repo, request.ref, commit, contract.image_name(self.image_prefix, request.repo, commit),

@@ -38,6 +38,8 @@ class FakeRunner:
         self.started: list[BuildRef] = []
         self.pushed: list[str] = []
         self.removed: list[tuple[str, bool]] = []
+        self.images = self  # the runner's ImageStore: the same fake answers both
+        self.reading = False  # a job follows a container's log (the build runs)
 
     async def find(self, uid):
         return self.existing if self.existing and self.existing.ref.uid == uid else None
@@ -62,6 +64,7 @@ class FakeRunner:
         return BuildContainer(f"c{len(self.started)}", "n", "running", None, ref)
 
     async def logs(self, container_id):
+        self.reading = True
         for line in self.log:
             yield line
         await self.release.wait()

@@ -39,13 +39,14 @@ class Hub:
         self.hub_port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.instance = f"hub{secrets.token_hex(4)}"
+        self.server_prefix = f"r2d-e2e-{self.instance}-"
         self.spawner_config = {
             "image": env["R2D_SINGLEUSER_IMAGE"],
-            "build_image": env["R2D_BUILD_IMAGE"],
+            "LocalBackend.build_image": env["R2D_BUILD_IMAGE"],
             "allowed_repo_schemes": ["http"],
             "allowed_repo_hosts": [env["R2D_BRIDGE_IP"]],
             "image_prefix": "r2d-e2e-",
-            "build_instance": self.instance,
+            "LocalBackend.instance": self.instance,
             "LocalBackend.build_env": offline_build_env(env),
             **spawner_config,
         }
@@ -74,11 +75,12 @@ class Hub:
             # A spawn that fails within this answers the REST request itself (bad options: 400);
             # a longer one answers 202 and the progress stream follows it.
             'c.JupyterHub.tornado_settings = {"slow_spawn_timeout": 3}',
-            'c.DockerSpawner.name_template = "r2d-e2e-{username}--{servername}"',
+            # Servers named by this hub's instance: stopping it removes its servers, no other hub's.
+            f'c.DockerSpawner.name_template = "{self.server_prefix}{{username}}--{{servername}}"',
             "import repo2dockerspawner.buildspage",
             "repo2dockerspawner.buildspage.setup(c)",
             f'c.Authenticator.admin_users = {{"{ADMIN}"}}',
-            f'c.LocalBackend.image_use_file = "{self.workdir}/image-use.json"',
+            f'c.LocalBackend.gc_use_record = "{self.workdir}/image-use.json"',
         ]
         for key, value in self.spawner_config.items():  # "trait" (the spawner's) or "Class.trait"
             lines.append(f"c.{key if '.' in key else 'Repo2DockerSpawner.' + key} = {value!r}")
@@ -146,6 +148,10 @@ class Hub:
     def wait_ready(self, name: str, timeout: float = 300) -> None:
         wait_until(lambda: self.server_ready(name), timeout=timeout, interval=0.5, what=f"{name}'s server to be ready")
 
+    def server_container(self, name: str) -> str:
+        """The Docker name of `name`'s default server."""
+        return f"{self.server_prefix}{name}--"
+
     def user_file(self, name: str, path: str) -> str:
         """A file's content, served by the user's server through the proxy."""
         r = requests.get(f"{self.url}/user/{name}/api/contents/{path}", params={"content": "1", "type": "file"},
@@ -200,20 +206,22 @@ def timed(fn, *args, **kwargs) -> tuple[Any, float]:
 
 
 def start_hub(request, backend: str, testenv, tmp_path, docker_client, operator_options: dict | None = None,
-              process_env: dict[str, str] | None = None, hub_config: list[str] | None = None, **extra) -> Hub:
+              process_env: dict[str, str] | None = None, hub_config: list[str] | None = None,
+              kubeconfig: str | None = None, **extra) -> Hub:
     """A hub for a test; with the Kubernetes backend also an operator in the test's namespace.
     `extra` is spawner configuration, `process_env` the hub process's environment."""
     # allowed_images is set: built images must start anyway (they are not user-chosen images).
     build_image = request.getfixturevalue("build_image")
-    config = {"backend": backend, "concurrent_builds_limit": 2, "allowed_images": [testenv["R2D_SINGLEUSER_IMAGE"]],
-              "build_image": build_image, **extra}
+    config = {"backend": backend, "LocalBackend.concurrency": 2, "allowed_images": [testenv["R2D_SINGLEUSER_IMAGE"]],
+              "LocalBackend.build_image": build_image, **extra}
     instance = None
     if backend == "kubernetes":
         namespace = request.getfixturevalue("namespace")
         operator = request.getfixturevalue("operator_factory")(
             image_prefix=extra.get("image_prefix", "r2d-e2e-"), **(operator_options or {}))
         instance = operator.instance
-        config.update(namespace=namespace, kubeconfig=extra.get("kubeconfig", testenv["KUBECONFIG"]))
+        config.update({"KubernetesBackend.namespace": namespace,
+                       "KubernetesBackend.kubeconfig": kubeconfig or testenv["KUBECONFIG"]})
     hub = Hub(testenv, tmp_path, process_env=process_env, hub_config=hub_config, **config).start()
     hub.build_instance = instance or hub.instance  # whose containers are builds
     hub.backend = backend
@@ -222,7 +230,7 @@ def start_hub(request, backend: str, testenv, tmp_path, docker_client, operator_
 
 def stop_hub(hub: Hub, docker_client) -> None:
     hub.stop()
-    for c in docker_client.containers.list(all=True, filters={"name": "r2d-e2e-"}):
+    for c in docker_client.containers.list(all=True, filters={"name": hub.server_prefix}):
         c.remove(force=True)
     # The embedded backend's builds outlive the hub by design (the next hub adopts them); no
     # next hub has this one's instance label, so its builds would run on for nobody.

@@ -93,8 +93,8 @@ def pkt(line: bytes) -> bytes:
 
 
 def advertise_refs(count: int) -> Callable[[socket.socket], None]:
-    """A dumb-protocol-v0 smart HTTP advertisement of `count` branches (git's protocol v0,
-    which sends every ref whatever the client asks for), generated as it is sent."""
+    """A smart HTTP advertisement of `count` branches in git's protocol v0, which sends every
+    ref whatever the client asks for, generated as it is sent."""
     def serve(conn: socket.socket) -> None:
         read_request(conn)
         conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/x-git-upload-pack-advertisement\r\n"
@@ -103,14 +103,19 @@ def advertise_refs(count: int) -> Callable[[socket.socket], None]:
         sha = hashlib.sha1(b"flood").hexdigest().encode()
         body.append(pkt(sha + b" HEAD\0multi_ack side-band-64k ofs-delta\n"))
         conn.sendall(b"".join(body))
-        batch = []
-        for i in range(count):
-            batch.append(pkt(sha + b" refs/heads/branch-%07d\n" % i))
-            if len(batch) == 2000:
-                conn.sendall(b"".join(batch))
-                batch = []
-        conn.sendall(b"".join(batch) + b"0000")
+        send_branches(conn, sha, count)
     return serve
+
+
+def send_branches(conn: socket.socket, sha: bytes, count: int) -> None:
+    """`count` branch lines (pkt-lines '<sha> refs/heads/branch-N'), then a flush, in batches."""
+    batch = []
+    for i in range(count):
+        batch.append(pkt(sha + b" refs/heads/branch-%07d\n" % i))
+        if len(batch) == 2000:
+            conn.sendall(b"".join(batch))
+            batch = []
+    conn.sendall(b"".join(batch) + b"0000")
 
 
 def git_children(marker: str) -> list[str]:
@@ -143,11 +148,5 @@ def v2_refs_ignoring_prefixes(count: int) -> Callable[[socket.socket], None]:
         if request.startswith("GET"):
             conn.sendall(pkt(b"version 2\n") + pkt(b"ls-refs\n") + pkt(b"object-format=sha1\n") + b"0000")
             return
-        batch = []
-        for i in range(count):
-            batch.append(pkt(sha + b" refs/heads/branch-%07d\n" % i))
-            if len(batch) == 2000:
-                conn.sendall(b"".join(batch))
-                batch = []
-        conn.sendall(b"".join(batch) + b"0000")
+        send_branches(conn, sha, count)
     return serve

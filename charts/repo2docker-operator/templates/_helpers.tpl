@@ -40,3 +40,9 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- define "r2d.urlHost" -}}
 {{- if contains ":" . -}}[{{ . }}]{{- else -}}{{ . }}{{- end -}}
 {{- end }}
+
+{{/* A number as an environment variable's value: whole numbers without an exponent (Helm reads
+every number as a float64, and `quote` writes 2592000 as "2.592e+06", which no int parses). */}}
+{{- define "r2d.number" -}}
+{{- if eq (float64 .) (float64 (int64 .)) -}}{{ int64 . | quote }}{{- else -}}{{ . | quote }}{{- end -}}
+{{- end }}

@@ -73,8 +73,30 @@ class BuildRecord:
         return (self.completed or time.time()) - self.started
 
 
+@dataclass(frozen=True)
+class Known:
+    """What an admin action needs to know of one build."""
+
+    spec: BuildSpec
+    phase: Phase
+
+
+def redo_phases(image_gone: bool) -> set[Phase]:
+    """The phases in which a build is replaced rather than joined: failed or cancelled, and
+    succeeded too when the caller found its image gone."""
+    return {Phase.FAILED, Phase.CANCELLED} | ({Phase.SUCCEEDED} if image_gone else set())
+
+
 class BuildBackend(LoggingConfigurable):
-    """The interface the spawner uses; subclasses add their settings as traits."""
+    """The interface the spawner uses; subclasses add their settings as traits.
+
+    The builds page's actions are here, once; a backend supplies three hooks: `_known` (a
+    build's spec and phase), `_stop` (end a queued or running build, as a deleted resource
+    would) and `_forget_built` (a succeeded build whose image was removed: the next request
+    must build again), and its Docker daemon's `image_store` with `image_facts`."""
+
+    image_store = None  # ImageStore of the hub's Docker daemon, where it has one
+    image_facts = None  # ImageFacts over it, for the builds page
 
     def longest_build(self) -> float:
         """Seconds a build may take here; the spawner waits that long (and a little more)."""
@@ -107,17 +129,45 @@ class BuildBackend(LoggingConfigurable):
         (which ask the Docker daemon and the API: not for a page polling every second)."""
         return None
 
-    async def cancel(self, namespace: str, name: str) -> None:
-        """Stop a queued or running build (its container is killed)."""
+    async def _known(self, namespace: str, name: str) -> Known | None:
+        return None
+
+    async def _stop(self, namespace: str, name: str) -> None:
         raise ActionRefused("this backend cannot cancel builds")
 
+    async def _forget_built(self, namespace: str, name: str, tags: tuple[str, ...]) -> None:
+        """Forget what a succeeded build of a removed image left (nothing, by default)."""
+
+    async def _require(self, namespace: str, name: str) -> Known:
+        known = await self._known(namespace, name)
+        if known is None:
+            raise ActionRefused(f"There is no build {namespace}/{name}.")
+        return known
+
+    async def cancel(self, namespace: str, name: str) -> None:
+        """Stop a queued or running build (its container is killed)."""
+        if (await self._require(namespace, name)).phase.terminal:
+            raise ActionRefused("Only a queued or running build can be cancelled.")
+        await self._stop(namespace, name)
+
     async def rebuild(self, namespace: str, name: str, requested_by: str) -> None:
-        """Build a failed or cancelled build again."""
-        raise ActionRefused("this backend cannot rebuild")
+        """Build a failed or cancelled build again (as a request would: it replaces it)."""
+        known = await self._require(namespace, name)
+        if known.phase not in (Phase.FAILED, Phase.CANCELLED):
+            raise ActionRefused("Only a failed or cancelled build can be built again.")
+        await self.ensure(known.spec, requested_by=requested_by)
 
     async def delete_image(self, namespace: str, name: str) -> None:
-        """Remove a finished build's image (and forget the build, so its next request builds)."""
-        raise ActionRefused("this backend cannot delete images")
+        """Remove a succeeded build's image, under the rules of `remove_built_image`, and
+        forget the build, so that its next request builds again."""
+        from .images import remove_built_image
+
+        known = await self._require(namespace, name)
+        info = await remove_built_image(self.image_store, known.spec.image, known.phase)
+        self.log.info("image %s of build %s/%s removed by an admin", known.spec.image, namespace, name)
+        if self.image_facts is not None:
+            self.image_facts.invalidate()
+        await self._forget_built(namespace, name, info.tags)
 
     def describe_error(self, exc: Exception) -> str:
         """One line for a user about a failure to start a build."""

@@ -11,17 +11,18 @@ from repo2docker_buildcore.collector import usage_from_df
 from repo2docker_buildcore.contract import Phase
 from repo2docker_buildcore.imagegc import ImageInfo
 from repo2docker_buildcore.imageuse import UseLedger
-from repo2docker_buildcore.runner import BuildRunner, RunnerError
+from repo2docker_buildcore.daemon_images import ImageStore
+from repo2docker_buildcore.docker_api import RunnerError
 
 from . import ActionRefused, BuildRecord
 
 
-async def image_facts(runner: BuildRunner | None) -> dict[str, ImageInfo]:
+async def image_facts(images: ImageStore | None) -> dict[str, ImageInfo]:
     """Every tagged image on the daemon by tag; empty when there is no daemon to ask."""
-    if runner is None:
+    if images is None:
         return {}
     try:
-        usage = usage_from_df(await runner.disk_usage(), "", UseLedger())
+        usage = usage_from_df(await images.disk_usage(), "", UseLedger())
     except (RunnerError, OSError):
         return {}
     return {tag: image for image in usage.images for tag in image.tags}
@@ -32,8 +33,8 @@ class ImageFacts:
     `max_age` seconds, shared by every page load meanwhile. The daemon walks every layer to
     answer it, and the list refreshes every few seconds while builds run, per open page."""
 
-    def __init__(self, runner: BuildRunner | None, max_age: float = 15.0, min_age: float = 2.0) -> None:
-        self.runner = runner
+    def __init__(self, images: ImageStore | None, max_age: float = 15.0, min_age: float = 2.0) -> None:
+        self.images = images
         self.max_age = max_age
         self.min_age = min_age  # a missing image is asked about again after this long
         self._pending: asyncio.Future | None = None
@@ -50,7 +51,7 @@ class ImageFacts:
         elif self._pending is not None and self._pending.done():
             self._pending = None
         if self._pending is None:
-            self._pending, self._at = asyncio.ensure_future(image_facts(self.runner)), now
+            self._pending, self._at = asyncio.ensure_future(image_facts(self.images)), now
         return await asyncio.shield(self._pending)
 
     def invalidate(self) -> None:
@@ -77,7 +78,7 @@ def newest_first(records: Iterable[BuildRecord]) -> list[BuildRecord]:
     return sorted(records, key=lambda r: r.created or 0, reverse=True)
 
 
-async def remove_built_image(runner: BuildRunner | None, image: str, phase: Phase) -> ImageInfo:
+async def remove_built_image(images: ImageStore | None, image: str, phase: Phase) -> ImageInfo:
     """Remove a succeeded build's image unless a container (a server, running or stopped)
     uses it. A build under way may already have a tag of that name (an earlier image of the
     commit, being built again): never while it runs."""
@@ -85,13 +86,13 @@ async def remove_built_image(runner: BuildRunner | None, image: str, phase: Phas
         raise ActionRefused("The build is still under way; cancel it first.")
     if phase != Phase.SUCCEEDED:
         raise ActionRefused("Only a succeeded build has an image to delete.")
-    if runner is None:
+    if images is None:
         raise ActionRefused("This hub has no Docker daemon to remove images from.")
-    info = (await image_facts(runner)).get(image)
+    info = (await image_facts(images)).get(image)
     if info is None:
         raise ActionRefused(f"The image {image} is not on this hub's Docker daemon.")
     if info.containers:
         raise ActionRefused(f"A server uses the image {image} ({info.containers} container(s)); stop it first.")
-    if not await runner.remove_image(info.id):
+    if not await images.remove_image(info.id):
         raise ActionRefused(f"Docker refused to remove {image}: a container started using it meanwhile.")
     return info

@@ -16,7 +16,7 @@ import os
 from typing import Any, AsyncIterator
 
 from kubernetes_asyncio.client.exceptions import ApiException
-from traitlets import Bool, Unicode, default
+from traitlets import Bool, Float, Unicode, default
 
 from repo2docker_buildcore import contract
 from repo2docker_buildcore.contract import BuildSpec, BuildStatus, Phase
@@ -24,11 +24,12 @@ from repo2docker_buildcore.imageuse import store_from_setting
 from repo2docker_buildcore.livelog import LiveLog
 from repo2docker_buildcore.resources import BuildResources, api_client
 from repo2docker_buildcore.runner import BuildRunner, RunnerConfig
+from repo2docker_buildcore.settings import setting
 from repo2docker_buildcore.status import unix_time
 from repo2docker_buildcore.versions import DEFAULT_BUILD_IMAGE
 
-from . import ActionRefused, BuildBackend, BuildRecord, ForeignBuild
-from .images import ImageFacts, add_image_facts, newest_first, remove_built_image, succeeded_images
+from . import BuildBackend, BuildRecord, ForeignBuild, Known, redo_phases
+from .images import ImageFacts, add_image_facts, newest_first, succeeded_images
 from .watcher import BuildWatcher, Seen
 
 log = logging.getLogger(__name__)
@@ -84,44 +85,65 @@ class KubernetesBuild:
                 return
 
     async def statuses(self) -> AsyncIterator[BuildStatus]:
-        resource = self._resource_statuses()
-        next_status: asyncio.Future = asyncio.ensure_future(resource.__anext__())
+        """The resource's status, then one on every change of either of two sources, ending
+        after a terminal phase. The sources feed one queue:
+
+        * the resource, through the shared watch: phase, queue position, outcome, and the
+          log tail the operator writes (about once a second);
+        * with `runner`, the build container's own log on the hub's Docker daemon, followed
+          from the moment the resource names the container: lines as the build prints them.
+
+        Each status is the resource's newest, with the log lines of whichever source is ahead
+        (both number lines alike, so a reader never sees a line twice)."""
+        updates: asyncio.Queue = asyncio.Queue()
+        relays = [asyncio.create_task(self._relay_resource(updates), name=f"status of {self.name}")]
         live: LiveLog | None = None
         latest: BuildStatus | None = None
         try:
-            while True:
-                waiting = {next_status}
-                if live is not None and not live.ended.is_set():
-                    waiting.add(asyncio.ensure_future(live.changed.wait()))
-                done, pending = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-                for other in pending - {next_status}:
-                    other.cancel()
-                if next_status in done:
-                    try:
-                        latest = next_status.result()
-                    except StopAsyncIteration:
-                        return
+            while (update := await updates.get()) is not _RESOURCE_ENDED:
+                if isinstance(update, BuildStatus):
+                    latest = update
                     if live is None and self.runner and latest.phase == Phase.BUILDING and latest.container_id:
                         live = LiveLog(self.runner, latest.container_id).start()
+                        relays.append(asyncio.create_task(_relay_lines(live, updates), name=f"log of {self.name}"))
                     if latest.phase.terminal:
                         if live is not None:  # its container has exited: the stream's last lines are close
-                            try:
-                                await asyncio.wait_for(live.ended.wait(), timeout=LIVE_LOG_GRACE)
-                            except asyncio.TimeoutError:
-                                pass
+                            await _at_most(live.ended.wait(), LIVE_LOG_GRACE)
                         yield _with_live_lines(latest, live)
                         return
-                    next_status = asyncio.ensure_future(resource.__anext__())
-                elif live is not None:
-                    live.changed.clear()
-                if latest is not None:
+                if latest is not None:  # a status, or new live lines for the newest one
                     yield _with_live_lines(latest, live)
         finally:
-            next_status.cancel()
-            await asyncio.gather(next_status, return_exceptions=True)
-            await resource.aclose()
+            for relay in relays:
+                relay.cancel()
+            await asyncio.gather(*relays, return_exceptions=True)
             if live is not None:
                 await live.close()
+
+    async def _relay_resource(self, updates: asyncio.Queue) -> None:
+        try:
+            async for status in self._resource_statuses():
+                updates.put_nowait(status)
+        finally:
+            updates.put_nowait(_RESOURCE_ENDED)
+
+
+_RESOURCE_ENDED = object()  # the resource's stream ended (after a terminal phase, or deleted)
+_NEW_LINES = object()  # the live log has lines the last status did not
+
+
+async def _relay_lines(live: LiveLog, updates: asyncio.Queue) -> None:
+    while not live.ended.is_set():
+        await live.changed.wait()
+        live.changed.clear()
+        updates.put_nowait(_NEW_LINES)
+
+
+async def _at_most(awaitable: Any, seconds: float) -> None:
+    try:
+        await asyncio.wait_for(awaitable, timeout=seconds)
+    except asyncio.TimeoutError:
+        pass
 
 
 # Seconds to wait, once the resource says the build ended, for the live stream's last lines.
@@ -153,6 +175,13 @@ class KubernetesBackend(BuildBackend):
         operator updates about once a second.""",
     )
 
+    build_timeout = Float(
+        setting("build_timeout").default, config=True,
+        help="""Seconds the operator's builds may take: the operator's --build-timeout, the chart's
+        build.timeout (the same default). The spawner waits that long, and a little more,
+        before JupyterHub gives up on a start (start_timeout follows it).""",
+    )
+
     image_use_record = Unicode(
         "", config=True,
         help="""Where the operator keeps images' last use, for the builds page: 'configmap:NAMESPACE/NAME'
@@ -173,7 +202,8 @@ class KubernetesBackend(BuildBackend):
         # The hub's Docker daemon (DockerSpawner's): image sizes and removal for the builds page,
         # and live logs. It never starts a container, so the build settings are the defaults.
         self.docker = BuildRunner(RunnerConfig(build_image=DEFAULT_BUILD_IMAGE))
-        self.image_facts = ImageFacts(self.docker)
+        self.image_store = self.docker.images
+        self.image_facts = ImageFacts(self.image_store)
         self.log_runner = self.docker if self.follow_build_logs else None
 
     async def _connect(self) -> tuple[BuildResources, BuildWatcher]:
@@ -185,6 +215,9 @@ class KubernetesBackend(BuildBackend):
         self.watcher.start()
         await self.watcher.ready()
         return self.resources, self.watcher
+
+    def longest_build(self) -> float:
+        return self.build_timeout
 
     def describe_error(self, exc: Exception) -> str:
         """The API server's message rather than a dump of its response."""
@@ -200,7 +233,7 @@ class KubernetesBackend(BuildBackend):
     async def ensure(self, spec: BuildSpec, requested_by: str = "", image_gone: bool = False) -> KubernetesBuild:
         resources, watcher = await self._connect()
         manifest = contract.build_manifest(spec, self.namespace, requested_by)
-        redo = {Phase.FAILED, Phase.CANCELLED} | ({Phase.SUCCEEDED} if image_gone else set())
+        redo = redo_phases(image_gone)
         for _attempt in range(3):
             obj, created = await resources.create(manifest)
             if not created:
@@ -293,34 +326,28 @@ class KubernetesBackend(BuildBackend):
             events.append((when.timestamp() if when else 0.0, event.reason or "", event.message or ""))
         return sorted(events)
 
-    def _current(self, namespace: str, name: str) -> dict[str, Any]:
-        obj = self.watcher.get(name) if self.watcher and namespace == self.namespace else None
+    async def _object(self, namespace: str, name: str) -> dict[str, Any] | None:
+        _resources, watcher = await self._connect()
+        return watcher.get(name) if namespace == self.namespace else None
+
+    async def _known(self, namespace: str, name: str) -> Known | None:
+        obj = await self._object(namespace, name)
         if obj is None:
-            raise ActionRefused(f"There is no build {namespace}/{name}.")
-        return obj
+            return None
+        return Known(BuildSpec.from_spec(obj["spec"]), BuildStatus.from_status(obj.get("status")).phase)
 
-    async def cancel(self, namespace: str, name: str) -> None:
-        resources, _watcher = await self._connect()
-        obj = self._current(namespace, name)
-        if BuildStatus.from_status(obj.get("status")).phase.terminal:
-            raise ActionRefused("Only a queued or running build can be cancelled.")
+    async def _delete(self, namespace: str, name: str) -> None:
+        obj = await self._object(namespace, name)
+        if obj is not None:
+            await self.resources.delete(namespace, name, obj["metadata"]["uid"])
+
+    async def _stop(self, namespace: str, name: str) -> None:
         # As for any deleted build: the operator kills its container and lets the resource go.
-        await resources.delete(namespace, name, obj["metadata"]["uid"])
+        await self._delete(namespace, name)
 
-    async def rebuild(self, namespace: str, name: str, requested_by: str) -> None:
-        await self._connect()
-        obj = self._current(namespace, name)
-        if BuildStatus.from_status(obj.get("status")).phase not in (Phase.FAILED, Phase.CANCELLED):
-            raise ActionRefused("Only a failed or cancelled build can be built again.")
-        await self.ensure(BuildSpec.from_spec(obj["spec"]), requested_by=requested_by)  # replaces the failed one
-
-    async def delete_image(self, namespace: str, name: str) -> None:
-        resources, _watcher = await self._connect()
-        obj = self._current(namespace, name)
-        await remove_built_image(self.docker, obj["spec"]["image"], BuildStatus.from_status(obj.get("status")).phase)
-        self.image_facts.invalidate()
+    async def _forget_built(self, namespace: str, name: str, tags: tuple[str, ...]) -> None:
         # Its resource would tell the next spawn that the image exists: let it go too.
-        await resources.delete(namespace, name, obj["metadata"]["uid"])
+        await self._delete(namespace, name)
 
     async def close(self) -> None:
         self.docker.close()

@@ -20,7 +20,7 @@ import time
 import uuid
 from typing import Any, AsyncIterator
 
-from traitlets import Bool, Dict, Float, Int, TraitError, Unicode, validate
+from traitlets import Float, TraitError, validate
 
 from repo2docker_buildcore import contract
 from repo2docker_buildcore.adoption import adopt
@@ -31,13 +31,14 @@ from repo2docker_buildcore.gcmetrics import GCMetrics
 from repo2docker_buildcore.imagegc import GCPolicy
 from repo2docker_buildcore.imageuse import FileStore, UseLedger
 from repo2docker_buildcore.queue import BuildQueue
-from repo2docker_buildcore.runner import (BuildContainer, BuildRef, BuildRunner, RunnerConfig, RunnerError,
-                                          build_environment)
+from repo2docker_buildcore.docker_api import RunnerError
+from repo2docker_buildcore.runner import BuildContainer, BuildRef, BuildRunner, RunnerConfig, build_environment
 from repo2docker_buildcore.status import StatusPublisher, unix_time
-from repo2docker_buildcore.versions import DEFAULT_BUILD_IMAGE
+from repo2docker_buildcore.settings import derive
 
-from . import ActionRefused, BuildBackend, BuildRecord
-from .images import ImageFacts, add_image_facts, newest_first, remove_built_image, succeeded_images
+from . import BuildBackend, BuildRecord, Known, redo_phases
+from .images import ImageFacts, add_image_facts, newest_first, succeeded_images
+from .traits import hub_trait
 
 log = logging.getLogger(__name__)
 NAMESPACE = "local"
@@ -93,92 +94,48 @@ class LocalBuild:
 class LocalBackend(BuildBackend):
     """Builds run inside the hub, through the hub's Docker daemon (no Kubernetes needed)."""
 
-    build_image = Unicode(DEFAULT_BUILD_IMAGE, config=True, help="repo2docker image that runs builds.")
-    concurrent_builds_limit = Int(
-        2, config=True,
-        help="Builds running at once; 0 means no limit. Further builds wait in a FIFO queue and users see their position.",
-    )
-    build_timeout = Float(3600.0, config=True, help="Seconds before a build is stopped and failed.")
-    build_memory_limit = Unicode(
-        None, allow_none=True, config=True,
-        help="""Memory limit of builds, e.g. '4Gi'. Only build images with repo2docker before 2025.08
-        can honour it; with later ones every build fails at once with a message that says so.""",
-    )
-    build_cpu_limit = Float(
-        None, allow_none=True, config=True,
-        help="""CPUs of the repo2docker container. It bounds cloning and build preparation; the
-        build steps run in the Docker daemon and are not bounded by it.""",
-    )
-    instance = Unicode(
-        "hub-local", config=True,
-        help="Label value on build containers; separates hubs that share a Docker daemon.",
-    )
-    docker_socket = Unicode(
-        "/var/run/docker.sock", config=True, help="Host path of the Docker socket mounted into build containers.",
-    )
-    log_tail_lines = Int(100, config=True, help="Build log lines kept per build.")
-    push = Bool(
-        False, config=True,
-        help="""Push built images to the registry named in Repo2DockerSpawner.image_prefix. An
-        image counts as built only once it is in the registry, and servers pull it from there,
-        so several Docker hosts can share builds. DockerSpawner pulls with the hub's Docker
-        client configuration ($DOCKER_CONFIG or ~/.docker).""",
-    )
-    docker_config = Unicode(
-        None, allow_none=True, config=True,
-        help="A docker config.json with the credentials builds push with; copied into each build container.",
-    )
-    build_env = Dict(
-        Unicode(), config=True,
-        help="""Environment of build containers: proxies (HTTP_PROXY, HTTPS_PROXY, NO_PROXY, which
-        the official build image also writes into Docker's client config), or
-        R2D_DATAVERSE_INSTALLATIONS_URL for hubs without internet access (repo2docker 2025.08
-        and later download that list before every build).""",
-    )
+    # The build settings: rows of repo2docker_buildcore.settings (the operator's, by name).
+    build_image = hub_trait("build_image")
+    concurrency = hub_trait("concurrency")
+    build_timeout = hub_trait("build_timeout")
+    memory_limit = hub_trait("memory_limit")
+    cpu_limit = hub_trait("cpu_limit")
+    tail_lines = hub_trait("tail_lines")
+    tail_bytes = hub_trait("tail_bytes")
+    push = hub_trait("push")
+    docker_config = hub_trait("docker_config")
+    docker_socket = hub_trait("docker_socket")
+    instance = hub_trait("instance")
+    user_id = hub_trait("user_id")
+    user_name = hub_trait("user_name")
+    build_env = hub_trait("build_env")
+    gc_interval = hub_trait("gc_interval")
+    gc_high_watermark = hub_trait("gc_high_watermark")
+    gc_low_watermark = hub_trait("gc_low_watermark")
+    gc_max_age = hub_trait("gc_max_age")
+    gc_grace = hub_trait("gc_grace")
+    gc_use_record = hub_trait("gc_use_record")
+
+    # The hub's own.
     keep_finished = Float(
         600.0, config=True,
         help="""Seconds a finished build stays in memory, for late joiners to see its outcome.
         After that a request for the same commit finds the image (or builds again after a failure).""",
     )
 
-    image_gc_interval = Float(
-        300.0, config=True, help="Seconds between passes of the image garbage collector; 0 turns it off.")
-    image_gc_high_watermark = Unicode(
-        "85%", allow_none=True, config=True,
-        help="""Use of the disk that holds the Docker daemon's data root ('85%'), or bytes of
-        image and build cache storage ('100Gi'), above which built images (only those under
-        Repo2DockerSpawner.image_prefix) are removed, least recently used first. None or '':
-        never by size.""",
-    )
-    image_gc_low_watermark = Unicode(
-        "80%", allow_none=True, config=True,
-        help="What to remove built images down to once over the high watermark (a share, or bytes, as the high one).")
-    image_gc_max_age = Float(
-        0.0, config=True, help="Seconds without use after which a built image is removed whatever the storage; 0: never.")
-    image_gc_grace = Float(
-        3600.0, config=True,
-        help="""Seconds after its build or last use during which an image is never removed. Images
-        that a container uses, running or stopped, or that a build is producing always stay.""",
-    )
-    image_use_file = Unicode(
-        "repo2docker-image-use.json", config=True,
-        help="""File in which the images' last use is kept across hub restarts (relative to the
-        hub's working directory, like jupyterhub.sqlite). '' : in memory only.""",
-    )
-
     def gc_policy(self, prefix: str) -> GCPolicy:
         try:
-            return GCPolicy.from_settings(prefix, self.image_gc_high_watermark, self.image_gc_low_watermark,
-                                          self.image_gc_max_age, self.image_gc_grace)
+            return GCPolicy.from_settings(prefix, self.gc_high_watermark, self.gc_low_watermark,
+                                          self.gc_max_age, self.gc_grace)
         except ValueError as exc:
-            raise TraitError(f"LocalBackend.image_gc_*: {exc}") from None
+            raise TraitError(f"LocalBackend.gc_*: {exc}") from None
 
-    @validate("build_memory_limit")
+    @validate("memory_limit")
     def _validate_memory(self, proposal: Any) -> Any:
         try:
             contract.parse_quantity(proposal["value"])
         except contract.InvalidBuildRequest as exc:
-            raise TraitError(f"LocalBackend.build_memory_limit: {exc}") from None
+            raise TraitError(f"LocalBackend.memory_limit: {exc}") from None
         return proposal["value"]
 
     @validate("build_env")
@@ -195,17 +152,21 @@ class LocalBackend(BuildBackend):
             raise TraitError(f"LocalBackend.docker_config: {proposal['value']} is not a file")
         return proposal["value"]
 
+    @validate("gc_use_record")
+    def _validate_use_record(self, proposal: Any) -> Any:
+        if (proposal["value"] or "").startswith("configmap:"):
+            raise TraitError("LocalBackend.gc_use_record: the hub keeps it in a file (a path, or '' for memory only)")
+        return proposal["value"]
+
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.runner = BuildRunner(RunnerConfig(
-            build_image=self.build_image, docker_socket=self.docker_socket, instance=self.instance,
-            push=self.push, docker_config=self.docker_config, environment=build_environment(self.build_env),
-        ))
-        self.queue = BuildQueue(self.concurrent_builds_limit)
-        self.settings = BuildSettings(build_timeout=self.build_timeout, tail_lines=self.log_tail_lines)
+        self.runner = BuildRunner(derive(RunnerConfig, self, environment=build_environment(self.build_env)))
+        self.queue = BuildQueue(self.concurrency)
+        self.settings = derive(BuildSettings, self)
         self.builds: dict[str, LocalBuild] = {}
         self.collector: ImageCollector | None = None
-        self.image_facts = ImageFacts(self.runner)
+        self.image_store = self.runner.images
+        self.image_facts = ImageFacts(self.image_store)
         self._adopted = False
         self._lock = asyncio.Lock()
         # JupyterHub creates its spawners (and so this backend) at start-up, inside its loop:
@@ -228,12 +189,11 @@ class LocalBackend(BuildBackend):
                 log.warning("image GC keeps collecting under %r, not also %r", self.collector.policy.prefix, prefix)
             return
         self.collector = ImageCollector(
-            self.runner, policy, UseLedger(FileStore(self.image_use_file) if self.image_use_file else None),
-            wanted=self.wanted_images, interval=self.image_gc_interval,
+            self.runner.images, policy, UseLedger(FileStore(self.gc_use_record) if self.gc_use_record else None),
+            wanted=self.wanted_images, interval=self.gc_interval,
             on_removed=self._image_removed, on_usage=_hub_gc_metrics().usage, where="hub: ",
         )
-        log.info("image GC (every %s s): %s", self.image_gc_interval,
-                 policy.describe() if self.image_gc_interval else "off")
+        log.info("image GC (every %s s): %s", self.gc_interval, policy.describe() if self.gc_interval else "off")
         try:
             asyncio.get_running_loop().create_task(self.collector.start(), name="start image GC")
         except RuntimeError:
@@ -300,27 +260,23 @@ class LocalBackend(BuildBackend):
             return self._record(self.builds[name])
         return next((r for r in await self.list_builds() if r.name == name), None)
 
-    async def cancel(self, namespace: str, name: str) -> None:
-        build = self.builds.get(name)
-        if build is None or build.current().phase.terminal or build.job is None or build.task is None:
-            raise ActionRefused("Only a queued or running build can be cancelled.")
+    async def _known(self, namespace: str, name: str) -> Known | None:
+        if namespace != NAMESPACE:
+            return None
+        if name in self.builds:
+            build = self.builds[name]
+            return Known(build.spec, build.current().phase)
+        record = await self.get_build(namespace, name, details=False)  # a forgotten build's image
+        return Known(BuildSpec(record.repo_url, record.ref, record.commit, record.image), record.phase) if record else None
+
+    async def _stop(self, namespace: str, name: str) -> None:
+        build = self.builds[name]
         build.job.kill_on_cancel = True  # the job kills its container and records Cancelled
         build.task.cancel()
         await asyncio.gather(build.task, return_exceptions=True)  # _run keeps it for keep_finished
 
-    async def rebuild(self, namespace: str, name: str, requested_by: str) -> None:
-        build = self.builds.get(name)
-        if build is None or build.current().phase not in (Phase.FAILED, Phase.CANCELLED):
-            raise ActionRefused("Only a failed or cancelled build can be built again.")
-        await self.ensure(build.spec, requested_by=requested_by)
-
-    async def delete_image(self, namespace: str, name: str) -> None:
-        record = await self.get_build(namespace, name)
-        if record is None:
-            raise ActionRefused(f"There is no build {namespace}/{name}.")
-        info = await remove_built_image(self.runner, record.image, record.phase)
-        log.info("image %s of build %s removed by an admin", record.image, name)
-        self._forget_image(info.tags)
+    async def _forget_built(self, namespace: str, name: str, tags: tuple[str, ...]) -> None:
+        self._forget_image(tags)
 
     def wanted_images(self) -> set[str]:
         """Images that builds still under way will produce."""
@@ -330,14 +286,14 @@ class LocalBackend(BuildBackend):
         return self.build_timeout
 
     def build_resources(self) -> dict[str, Any]:
-        return {"memory_limit": contract.parse_quantity(self.build_memory_limit), "cpu_limit": self.build_cpu_limit}
+        return {"memory_limit": contract.parse_quantity(self.memory_limit), "cpu_limit": self.cpu_limit}
 
     async def ensure(self, spec: BuildSpec, requested_by: str = "", image_gone: bool = False) -> LocalBuild:
         name = contract.build_name(spec.repo_url, spec.commit)
         await self._adopt_once()
         if self.collector is not None and not self.collector.started:
             await self.collector.start()
-        redo = {Phase.FAILED, Phase.CANCELLED} | ({Phase.SUCCEEDED} if image_gone else set())
+        redo = redo_phases(image_gone)
         async with self._lock:
             build = self.builds.get(name)
             if build is not None and build.current().phase not in redo:

@@ -20,6 +20,7 @@ from typing import Any, AsyncIterator, Callable
 
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from repo2docker_buildcore.backoff import Backoff
 from repo2docker_buildcore.resources import BuildResources
 
 log = logging.getLogger(__name__)
@@ -75,12 +76,11 @@ class BuildWatcher:
             self._changed.notify_all()
 
     async def _run(self) -> None:
-        first_backoff = min(1.0, self.max_backoff)
-        backoff = first_backoff
+        backoff = Backoff.doubling(1.0, self.max_backoff)
         while True:
             try:
                 resource_version = await self._list()
-                backoff = first_backoff
+                backoff.reset()
                 while True:
                     resource_version = await self._watch(resource_version)
             except asyncio.CancelledError:
@@ -88,9 +88,9 @@ class BuildWatcher:
             except Gone:
                 log.info("build watch expired (410); relisting")
             except Exception as exc:  # noqa: BLE001 - keep the hub's view alive whatever happens
-                log.warning("build watch failed (%s); retrying in %.0fs", exc, backoff)
-                await self._pause(backoff)
-                backoff = min(backoff * 2, self.max_backoff)
+                delay = backoff.next()
+                log.warning("build watch failed (%s); retrying in %.0fs", exc, delay)
+                await self._pause(delay)
 
     async def _pause(self, seconds: float) -> None:
         await asyncio.sleep(seconds)

@@ -1,0 +1,124 @@
+"""What the operator holds while it runs, typed: kopf's `memo` carries one `OperatorState`.
+
+The state is made at start-up (`OperatorState.start`) and closed at clean-up; handlers read
+it, never build parts of it. Besides the kopf handlers, three things run here: the TTL sweep
+of finished resources, the image collector and its record of uses, and the release of the
+resources whose image the collector removed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from dataclasses import dataclass, field
+
+from kubernetes_asyncio import client
+
+from repo2docker_buildcore import contract
+from repo2docker_buildcore.backoff import Backoff, retry
+from repo2docker_buildcore.collector import ImageCollector
+from repo2docker_buildcore.contract import BuildStatus
+from repo2docker_buildcore.imagegc import ImageInfo
+from repo2docker_buildcore.imageuse import UseLedger, store_from_setting
+from repo2docker_buildcore.queue import BuildQueue
+from repo2docker_buildcore.resources import BuildResources, api_client
+from repo2docker_buildcore.runner import BuildRunner
+
+from .config import OperatorConfig
+from .expiry import Expiries
+from .metrics import OperatorMetrics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class OperatorState:
+    config: OperatorConfig
+    api: client.ApiClient
+    resources: BuildResources
+    queue: BuildQueue
+    metrics: OperatorMetrics
+    runner: BuildRunner
+    expiries: Expiries
+    collector: ImageCollector | None = None
+    # Images that unfinished builds will produce (a count: two namespaces may build one image).
+    wanted_images: collections.Counter = field(default_factory=collections.Counter)
+    tasks: set[asyncio.Task] = field(default_factory=set)
+
+    @classmethod
+    async def start(cls, config: OperatorConfig) -> "OperatorState":
+        """Connect, check the CRD (OutdatedCRD), start metrics, the TTL sweep and the collector."""
+        api = await api_client()
+        resources = BuildResources(api)
+        for namespace in config.watched():
+            await resources.check_selectable_fields(namespace)
+        queue = BuildQueue(config.concurrency)
+        state = cls(config=config, api=api, resources=resources, queue=queue, metrics=OperatorMetrics(queue),
+                    runner=BuildRunner(config.runner_config()), expiries=Expiries(resources.delete, config.finished_ttl))
+        if config.metrics_port:
+            state.metrics.serve(config.metrics_port, config.metrics_address)
+        state.spawn(state._sweep(), "delete expired build resources")
+        state.collector = ImageCollector(
+            state.runner.images, config.gc_policy(), UseLedger(store_from_setting(config.gc_use_record, api)),
+            wanted=lambda: +state.wanted_images, interval=config.gc_interval, on_removed=state._image_removed,
+            on_usage=state.metrics.gc.usage)
+        await state.collector.start()
+        return state
+
+    def spawn(self, coroutine, name: str) -> None:
+        """A task of the operator's own, kept referenced until it ends (or the operator does)."""
+        task = asyncio.create_task(coroutine, name=name)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def close(self) -> None:
+        for task in list(self.tasks):
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        if self.collector is not None:
+            await self.collector.stop()  # saves the images' last use
+        self.runner.close()
+        await self.api.close()
+
+    # ---- finished resources --------------------------------------------------------------------
+
+    async def _sweep(self) -> None:
+        """Learn the finished resources from one paged, metadata-only listing, then expire them."""
+        async def learn(namespace: str | None) -> None:
+            async for ns, name, uid, finished_at in self.resources.list_finished(namespace):
+                self.expiries.finished(ns, name, uid, finished_at)
+
+        def tell(exc: BaseException, delay: float) -> None:
+            log.warning("cannot list finished builds yet (%s); retrying in %.0f s", exc, delay)
+
+        if self.config.finished_ttl:
+            for namespace in self.config.watched():
+                # API trouble at start: ask again (every expiry waits for it anyway).
+                await retry(lambda: learn(namespace), retry_on=Exception, backoff=Backoff.doubling(1.0, 30.0),
+                            on_retry=tell)
+        await self.expiries.run()
+
+    # ---- images the collector removed -----------------------------------------------------------
+
+    def _image_removed(self, image: ImageInfo, reason: str) -> None:
+        self.metrics.gc.removed(image, reason)
+        if not self.config.push:  # with push the registry still has it: its resource stays true
+            self.spawn(self._release_builds_of(image.tags), "release builds of a removed image")
+
+    async def _release_builds_of(self, tags: tuple[str, ...]) -> None:
+        """Delete the finished resources of a removed image: a spawn that found one would be told
+        the image exists. Without them, the next request of that commit builds again."""
+        for tag in tags:
+            commit = tag.rpartition(":")[2]
+            for namespace in self.config.watched():
+                try:
+                    listing = await self.resources.list(namespace, label_selector=f"{contract.LABEL_COMMIT}={commit}")
+                    for obj in listing.get("items", []):
+                        if obj.get("spec", {}).get("image") == tag and \
+                                BuildStatus.from_status(obj.get("status")).phase.terminal:
+                            meta = obj["metadata"]
+                            await self.resources.delete(meta["namespace"], meta["name"], meta["uid"])
+                            log.info("deleted build %s/%s: its image %s was removed", meta["namespace"], meta["name"], tag)
+                except Exception as exc:  # noqa: BLE001 - the resource then expires with its TTL
+                    log.warning("could not delete the builds of removed image %s: %s", tag, exc)
