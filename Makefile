@@ -41,8 +41,9 @@ testenv-down:
 
 # Every tier, in two phases: tests whose effects stay in their own namespace, instance label
 # and ports run in parallel workers (most of their time is builds and servers they wait for);
-# tests that act on the whole Docker daemon (`serial`: restarting it, collecting images by its
-# totals) run alone afterwards. Both run whatever the other gives; either failing fails.
+# tests that act on or measure a whole daemon (`serial`: restarting dockerd, collecting images
+# by its totals, counting the API server's watches) run alone afterwards. Both run whatever
+# the other gives; either failing fails.
 # A phase that PYTEST_ARGS leaves empty (pytest's exit code 5) is no failure.
 TEST_WORKERS ?= 4
 test: install testenv

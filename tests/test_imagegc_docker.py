@@ -266,7 +266,7 @@ async def test_the_embedded_backend_collects_with_its_traits_and_keeps_uses_in_i
     record = tmp_path / "uses.json"
     record.write_text(json.dumps({unused: time.time() - 7200, used: time.time()}))
     measure = BuildRunner(RunnerConfig(build_image=testenv["R2D_BUILD_IMAGE"]))
-    await measure.prune_build_cache(0)  # else the cache, pruned first, could be enough
+    await measure.images.prune_build_cache(0)  # else the cache, pruned first, could be enough
     usage = await ImageCollector(measure.images, GCPolicy(prefix=prefix)).usage()
     measure.close()
     size = {t: i.unique_size for i in usage.images for t in i.tags}

@@ -231,6 +231,7 @@ def build_watches(kubectl) -> int:
     return total
 
 
+@pytest.mark.serial  # the API server counts every client's watches, not this hub's alone
 def test_watch_connections_do_not_grow_with_pending_spawns(kubernetes_hub, kubectl, git_repos, testenv):
     hub = kubernetes_hub
     repos = [dockerfile_repo(git_repos, testenv["R2D_SINGLEUSER_IMAGE"], sleep=15) for _ in range(6)]

@@ -10,6 +10,10 @@ pyver="${3:-3.11}"
 wheels="$root/build/operator-wheels"
 python="${PYTHON:-python3}"
 
+# One build at a time: parallel test workers and `make demo` share the wheel directory.
+mkdir -p "$root/build"
+exec 9>"$root/build/.operator-image.lock"
+flock 9
 rm -rf "$wheels"; mkdir -p "$wheels"
 "$python" -m pip wheel -q --no-deps -w "$wheels" "$root" \
   || { echo "operator-image: building the project's wheel failed" >&2; exit 1; }
