@@ -158,3 +158,33 @@ def test_a_build_is_the_same_build_when_its_identity_matches():
 ])
 def test_a_resource_may_lower_a_limit_never_raise_it(asked, allowed, granted):
     assert contract.lower_only(asked, allowed) == granted
+
+
+def test_the_repository_directory_is_part_of_the_images_identity():
+    url = "https://github.com/a/b"
+    default, moved = contract.image_name("r2d-", url, SHA), contract.image_name("r2d-", url, SHA, "/srv/repo")
+    # Names from before the option existed are kept; another directory is another image and build.
+    assert default == contract.image_name("r2d-", url, SHA, "")
+    assert default.startswith("r2d-a-b-" + contract.repo_hash(url))
+    assert moved != default and moved.endswith(":" + SHA)
+    assert moved != contract.image_name("r2d-", url, SHA, "/srv/other")
+    assert contract.build_name(url, SHA) != contract.build_name(url, SHA, "/srv/repo")
+    spec = BuildSpec(url, "main", SHA, moved, repo_dir="/srv/repo")
+    assert spec.name == contract.build_name(url, SHA, "/srv/repo")
+    assert BuildSpec.from_spec(spec.to_spec()) == spec and spec.to_spec()["repoDir"] == "/srv/repo"
+    assert contract.check_image_of(spec, "r2d-") is spec
+    with pytest.raises(InvalidBuildRequest, match="with its files in /srv/repo must be"):
+        contract.check_image_of(BuildSpec(url, "main", SHA, default, repo_dir="/srv/repo"), "r2d-")
+    assert not contract.same_build(spec, BuildSpec(url, "main", SHA, moved))
+
+
+@pytest.mark.parametrize("path", ["srv/repo", "/", "/srv/../etc", "/srv/./x", "/srv/repo/", "/srv//repo", "/srv/re po",
+                                  "/srv/$(id)", "/-x", "/srv/repo\n", "/" + "a" * 255])
+def test_bad_repository_directories_are_refused(path):
+    with pytest.raises(InvalidBuildRequest, match="absolute path"):
+        contract.validate_repo_dir(path)
+
+
+@pytest.mark.parametrize("path", ["", "/srv/repo", "/home/jovyan/course-1.2", "/opt/_x"])
+def test_good_repository_directories_pass(path):
+    assert contract.validate_repo_dir(path) == path

@@ -37,10 +37,12 @@ def test_phases_and_patterns_match_the_contract():
     assert props["resources"]["properties"]["memory"]["pattern"] == contract.QUANTITY_PATTERN
     assert props["repoUrl"]["maxLength"] == contract.MAX_URL_LENGTH
     assert props["ref"]["maxLength"] == contract.MAX_REF_LENGTH
+    assert props["repoDir"]["pattern"] == contract.REPO_DIR_PATTERN
+    assert props["repoDir"]["maxLength"] == contract.MAX_REPO_DIR_LENGTH
 
 
 def test_spec_fields_are_the_ones_buildspec_writes():
-    spec = contract.BuildSpec("https://h/a/b", "main", "a" * 40, "r2d-x:1", "b/c:1", 10, 1.0).to_spec()
+    spec = contract.BuildSpec("https://h/a/b", "main", "a" * 40, "r2d-x:1", "b/c:1", 10, 1.0, "/srv/repo").to_spec()
     assert set(spec) <= set(SPEC["properties"])
     assert set(SPEC["required"]) <= set(spec)
 

@@ -336,3 +336,21 @@ def test_local_backend_has_a_trait_for_every_hub_row_of_the_settings_table_and_n
         else:
             assert row.no_hub and row.name not in traits, row.name
     assert KubernetesBackend().build_timeout == next(r for r in SETTINGS if r.name == "build_timeout").default
+
+
+def test_a_volume_on_the_home_builds_the_repository_beside_it_and_names_the_image_for_it():
+    from repo2docker_buildcore import contract
+    from traitlets import TraitError
+
+    sha, request = "a" * 40, RepoRequest("https://github.com/a/b", "main")
+    plain = make_spawner().build_spec(request, sha)
+    assert (plain.repo_dir, plain.image) == ("", contract.image_name("r2d-", request.repo, sha))
+    home = make_spawner(volumes={"jupyterhub-user-{username}": "/home/jovyan"}).build_spec(request, sha)
+    assert (home.repo_dir, home.image) == ("/srv/repo", contract.image_name("r2d-", request.repo, sha, "/srv/repo"))
+    work = make_spawner(volumes={"jupyterhub-user-{username}": "/home/jovyan/work"}).build_spec(request, sha)
+    assert work == plain
+    chosen = make_spawner(volumes={"v-{username}": "/home/jovyan"}, repo_dir="").build_spec(request, sha)
+    assert chosen == plain
+    assert make_spawner(repo_dir="/opt/course").build_spec(request, sha).repo_dir == "/opt/course"
+    with pytest.raises(TraitError, match="repo_dir"):
+        make_spawner(repo_dir="../etc")

@@ -46,6 +46,7 @@ LABEL_COMMIT = f"{LABEL_PREFIX}/commit"
 LABEL_REPO_URL = f"{LABEL_PREFIX}/repo-url"
 LABEL_REF = f"{LABEL_PREFIX}/ref"
 LABEL_IMAGE = f"{LABEL_PREFIX}/image"
+LABEL_REPO_DIR = f"{LABEL_PREFIX}/repo-dir"
 # On short-lived helper containers (the image GC's disk probe), valued with the instance that
 # measures; never a build, so no instance label (build listings select on that).
 LABEL_PROBE = f"{LABEL_PREFIX}/probe"
@@ -87,6 +88,10 @@ IMAGE_PATTERN = (
 )
 IMAGE_PREFIX_PATTERN = r"^([a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?/)*([a-z0-9]+([._-]+[a-z0-9]+)*[._-]?)?$"
 QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?([KMGT]i?|[kmgt])?$"
+# Where repo2docker puts the repository in the image (--target-repo-dir): an absolute path of
+# plain segments, never the root; empty means repo2docker's own default (the home directory).
+MAX_REPO_DIR_LENGTH = 255
+REPO_DIR_PATTERN = r"^(/[A-Za-z0-9_][A-Za-z0-9._-]*)+$"
 
 _URL_RE = re.compile(URL_PATTERN)
 _SHA_RE = re.compile(SHA_PATTERN)
@@ -94,6 +99,7 @@ _REF_RE = re.compile(REF_PATTERN)
 _IMAGE_RE = re.compile(IMAGE_PATTERN)
 _IMAGE_PREFIX_RE = re.compile(IMAGE_PREFIX_PATTERN)
 _QUANTITY_RE = re.compile(QUANTITY_PATTERN)
+_REPO_DIR_RE = re.compile(REPO_DIR_PATTERN)
 
 
 class InvalidBuildRequest(ValueError):
@@ -168,6 +174,18 @@ def validate_image_prefix(prefix: str) -> str:
     return prefix
 
 
+def validate_repo_dir(path: str) -> str:
+    """'' (repo2docker's default, the home directory) or an absolute directory such as
+    '/srv/repo': it reaches repo2docker as an option value and the image as a path."""
+    if path == "":
+        return path
+    if (not isinstance(path, str) or len(path) > MAX_REPO_DIR_LENGTH or not _REPO_DIR_RE.fullmatch(path)
+            or any(part in (".", "..") for part in path.split("/"))):
+        raise InvalidBuildRequest(f"repository directory {str(path)[:80]!r} must be an absolute path of letters, "
+                                  f"digits and . _ - such as /srv/repo")
+    return path
+
+
 DOCKER_HUB = "docker.io"
 
 
@@ -219,6 +237,12 @@ def repo_hash(url: str) -> str:
     return hashlib.sha256(normalize_repo_url(url).encode()).hexdigest()[:10]
 
 
+def _shape(repo_dir: str) -> str:
+    """The build options that shape an image, as they enter names: nothing for the defaults,
+    so images and resources named before these options existed keep their names."""
+    return f"\nrepo-dir={validate_repo_dir(repo_dir)}" if repo_dir else ""
+
+
 def _slug(url: str, max_len: int) -> str:
     """A readable, DNS-safe fragment from the repo's last path components ('org-repo')."""
     path = urlsplit(normalize_repo_url(url)).path
@@ -227,23 +251,29 @@ def _slug(url: str, max_len: int) -> str:
     return (slug[:max_len].rstrip("-")) or "repo"
 
 
-def build_name(repo_url: str, commit: str) -> str:
-    """The resource name for (repository, commit): deterministic, DNS-1123, at most 63 chars.
+def build_name(repo_url: str, commit: str, repo_dir: str = "") -> str:
+    """The resource name for (repository, commit, build options): deterministic, DNS-1123, at
+    most 63 chars.
 
-    Readable prefix for `kubectl get`, then the short commit, then a hash of both so that
-    two repositories with the same slug (github.com/a/b vs gitlab.com/a/b) never collide.
+    Readable prefix for `kubectl get`, then the short commit, then a hash of all of them so
+    that two repositories with the same slug (github.com/a/b vs gitlab.com/a/b), or one
+    commit built with its files elsewhere, never collide.
     """
     validate_commit(commit)
-    digest = hashlib.sha256(f"{normalize_repo_url(repo_url)}\n{commit}".encode()).hexdigest()[:10]
+    digest = hashlib.sha256(f"{normalize_repo_url(repo_url)}\n{commit}{_shape(repo_dir)}".encode()).hexdigest()[:10]
     return f"{_slug(repo_url, 40)}-{commit[:7]}-{digest}"
 
 
-def image_name(prefix: str, repo_url: str, commit: str) -> str:
-    """The image for (repository, commit): one repository name per git repo, the commit as tag."""
+def image_name(prefix: str, repo_url: str, commit: str, repo_dir: str = "") -> str:
+    """The image for (repository, commit, build options): one image repository per git
+    repository and set of options, the commit as tag. Options that change what the image
+    holds change its name, so an image built with other options is never taken for it."""
     validate_commit(commit)
     validate_image_prefix(prefix)
     budget = MAX_IMAGE_LENGTH - len(prefix) - len(commit) - 12
-    return validate_image(f"{prefix}{_slug(repo_url, min(60, budget))}-{repo_hash(repo_url)}:{commit}")
+    shaped = repo_hash(repo_url) if not repo_dir else hashlib.sha256(
+        f"{normalize_repo_url(repo_url)}{_shape(repo_dir)}".encode()).hexdigest()[:10]
+    return validate_image(f"{prefix}{_slug(repo_url, min(60, budget))}-{shaped}:{commit}")
 
 
 def check_image_of(spec: "BuildSpec", prefix: str) -> "BuildSpec":
@@ -253,19 +283,20 @@ def check_image_of(spec: "BuildSpec", prefix: str) -> "BuildSpec":
     resource that may name any image under the prefix could build its author's repository
     under someone else's name. Deriving it here, from the spec's own fields, leaves the name
     nothing to choose."""
-    expected = image_name(prefix, spec.repo_url, spec.commit)
+    expected = image_name(prefix, spec.repo_url, spec.commit, spec.repo_dir)
     if spec.image != expected:
+        where = f" with its files in {spec.repo_dir}" if spec.repo_dir else ""
         raise InvalidBuildRequest(
-            f"the image of a build of {spec.repo_url} at {spec.commit} must be {expected}, not {spec.image}")
+            f"the image of a build of {spec.repo_url} at {spec.commit}{where} must be {expected}, not {spec.image}")
     return spec
 
 
 def same_build(ours: "BuildSpec", theirs: "BuildSpec") -> bool:
     """Whether an existing resource builds what we would ask for: same repository (as named
-    for naming), same commit, same image. The ref is for display and the limits are the
-    operator's to bound, so they may differ."""
+    for naming), same commit, same build options, same image. The ref is for display and the
+    limits are the operator's to bound, so they may differ."""
     return (normalize_repo_url(ours.repo_url) == normalize_repo_url(theirs.repo_url)
-            and ours.commit == theirs.commit and ours.image == theirs.image)
+            and ours.commit == theirs.commit and ours.repo_dir == theirs.repo_dir and ours.image == theirs.image)
 
 
 def lower_only(asked: float | int | None, allowed: float | int | None) -> float | int | None:
@@ -287,6 +318,12 @@ class BuildSpec:
     build_image: str | None = None
     memory_limit: int | None = None
     cpu_limit: float | None = None
+    repo_dir: str = ""  # repo2docker's --target-repo-dir; '' is its default (the home directory)
+
+    @property
+    def name(self) -> str:
+        """The resource (and embedded build) name of this spec."""
+        return build_name(self.repo_url, self.commit, self.repo_dir)
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any]) -> "BuildSpec":
@@ -303,12 +340,15 @@ class BuildSpec:
             build_image=validate_image(build_image, "build image") if build_image else None,
             memory_limit=parse_quantity(resources.get("memory")),
             cpu_limit=float(cpu) if cpu is not None else None,
+            repo_dir=validate_repo_dir(spec.get("repoDir") or ""),
         )
 
     def to_spec(self) -> dict[str, Any]:
         spec: dict[str, Any] = {"repoUrl": self.repo_url, "ref": self.ref, "commit": self.commit, "image": self.image}
         if self.build_image:
             spec["buildImage"] = self.build_image
+        if self.repo_dir:
+            spec["repoDir"] = self.repo_dir
         resources: dict[str, Any] = {}
         if self.memory_limit is not None:
             resources["memory"] = str(self.memory_limit)
@@ -322,7 +362,7 @@ class BuildSpec:
 def build_manifest(spec: BuildSpec, namespace: str, requested_by: str = "") -> dict[str, Any]:
     """The full resource for a build request, named by `build_name` so identical requests meet."""
     metadata: dict[str, Any] = {
-        "name": build_name(spec.repo_url, spec.commit),
+        "name": spec.name,
         "namespace": namespace,
         "labels": {LABEL_REPO_HASH: repo_hash(spec.repo_url), LABEL_COMMIT: spec.commit},
     }

@@ -79,6 +79,7 @@ class BuildContainer:
         return BuildSpec.from_spec({
             "repoUrl": self.labels.get(contract.LABEL_REPO_URL, ""), "ref": self.labels.get(contract.LABEL_REF, ""),
             "commit": self.labels.get(contract.LABEL_COMMIT, ""), "image": self.labels.get(contract.LABEL_IMAGE, ""),
+            "repoDir": self.labels.get(contract.LABEL_REPO_DIR, ""),
         })
 
 
@@ -134,6 +135,8 @@ def build_args(config: RunnerConfig, spec: BuildSpec, version: Repo2DockerVersio
         "--ref", spec.commit,
         "--image-name", spec.image,
     ]
+    if spec.repo_dir:
+        args += ["--target-repo-dir", spec.repo_dir]
     if config.push:
         args.append("--push")
     if spec.memory_limit:  # only reached for versions before buildx (check_supported)
@@ -153,6 +156,7 @@ def container_labels(config: RunnerConfig, ref: BuildRef, spec: BuildSpec) -> di
         contract.LABEL_REPO_URL: spec.repo_url,
         contract.LABEL_REF: spec.ref,
         contract.LABEL_IMAGE: spec.image,
+        **({contract.LABEL_REPO_DIR: spec.repo_dir} if spec.repo_dir else {}),
     }
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import html
+import inspect
 import logging
 import time
 from typing import Any, AsyncIterator
@@ -26,11 +27,17 @@ from repo2docker_buildcore.contract import BuildSpec, BuildStatus, Phase
 from .backends import BuildBackend, BuildHandle, ForeignBuild
 from .backends.shared import shared_backend
 from .backends.traits import RENAMED, current_names
+from .homes import (
+    VOLUME_IN_HELPER, CopyPlan, OwnerFix, default_repo_dir, landing_url, owner_fix, plan_copy, server_mounts,
+)
 from .options import RepoPolicy, RepoRequest, bad_request, conflict, first_value, parse_options
 from .refs import LookupLimits, resolve_ref
 
 # Seconds a refused request's message waits for the form JupyterHub renders right after it.
 REFUSAL_SHOWN_FOR = 60.0
+# Seconds a helper before the server's start (the copy of a repository into a persistent
+# home: a large repository, a slow disk) may take; start_timeout bounds the whole start anyway.
+HELPER_TIMEOUT = 600
 
 LINK_NOTICE = """
 <div class="alert alert-info" id="r2d-link-notice" role="status">
@@ -142,6 +149,15 @@ class Repo2DockerSpawner(DockerSpawner):
         and the user's click on Start launches it: a link can come from anyone, and launching
         runs the repository's code as the user, with their files.""",
     )
+    repo_dir = Unicode(
+        None, allow_none=True, config=True,
+        help="""Where builds put the repository in the image (repo2docker's --target-repo-dir),
+        e.g. '/srv/repo'; '' keeps repo2docker's default, the home directory. Default: '/srv/repo'
+        when a volume is mounted on the home directory (/home or /home/<user>), else ''. It
+        is part of an image's identity: changing it means new builds. With a volume holding
+        the home, each launch copies the repository into ~/<repository> (never overwriting a
+        file there) and JupyterLab opens that folder; see the README, "Persistent homes".""",
+    )
     default_ref = Unicode("HEAD", config=True, help="The ref built when the user gives none.")
     ref_resolve_timeout = Float(30.0, config=True, help="Seconds to wait for `git ls-remote` when resolving a ref.")
     @validate("allowed_repo_schemes")
@@ -159,6 +175,15 @@ class Repo2DockerSpawner(DockerSpawner):
                 raise TraitError(f"Repo2DockerSpawner.autolaunch_repos: {pattern!r} must be a pattern of whole URLs, "
                                  f"e.g. 'https://github.com/my-course/*'")
         return proposal["value"]
+
+    @validate("repo_dir")
+    def _validate_repo_dir(self, proposal: Any) -> Any:
+        if proposal["value"] is None:
+            return None
+        try:
+            return contract.validate_repo_dir(proposal["value"])
+        except contract.InvalidBuildRequest as exc:
+            raise TraitError(f"Repo2DockerSpawner.repo_dir: {exc}") from None
 
     @validate("image_prefix")
     def _validate_prefix(self, proposal: Any) -> Any:
@@ -200,6 +225,7 @@ class Repo2DockerSpawner(DockerSpawner):
         self._refused_form: dict[str, str] | None = None
         self._refused_at = 0.0
         self._link: dict[str, str] | None = None  # what the link being shown asked for
+        self._landing: dict[str, str] = {}  # JUPYTERHUB_ROOT_DIR / _DEFAULT_URL of this launch
 
     # ---- user options -------------------------------------------------------------------
 
@@ -288,14 +314,23 @@ class Repo2DockerSpawner(DockerSpawner):
         old_names = [old for section, old in RENAMED if section == "Repo2DockerSpawner"]
         return current_names(self.config, {name: getattr(self, name) for name in old_names})
 
+    def effective_repo_dir(self) -> str:
+        """`repo_dir`, or its default for this hub's volumes."""
+        if self.repo_dir is not None:
+            return self.repo_dir
+        return default_repo_dir([m.target for m in server_mounts(self.volume_binds, self.mount_binds)])
+
     def build_spec(self, request: RepoRequest, commit: str) -> BuildSpec:
-        return BuildSpec(request.repo, request.ref, commit, contract.image_name(self.image_prefix, request.repo, commit),
-                         **self.build_backend.build_resources())
+        repo_dir = self.effective_repo_dir()
+        return BuildSpec(request.repo, request.ref, commit,
+                         contract.image_name(self.image_prefix, request.repo, commit, repo_dir),
+                         **self.build_backend.build_resources(), repo_dir=repo_dir)
 
     # ---- lifecycle ----------------------------------------------------------------------
 
     async def start(self) -> Any:
         self._build = None
+        self._landing = {}
         self._build_ready = asyncio.Event()
         self._stop_waiting = asyncio.Event()
         try:
@@ -368,6 +403,108 @@ class Repo2DockerSpawner(DockerSpawner):
         finally:
             for task in (waiting, stopping):
                 task.cancel()
+
+    # ---- the repository in a persistent home (homes.py) ---------------------------------
+
+    def get_env(self) -> dict[str, str]:
+        env = super().get_env()
+        env.update(self._landing)
+        return env
+
+    async def create_object(self) -> Any:
+        """DockerSpawner's create (which fills a new volume from the image, as Docker does),
+        then the volumes made usable: new ones inside the home given to the user, and, when a
+        volume holds the home, the repository's files copied into it."""
+        if not self._build_state.get("repo"):
+            return await super().create_object()
+        config = (await self.docker("inspect_image", self.image))["Config"]
+        mounted = server_mounts(self.volume_binds, self.mount_binds)
+        new = [m for m in mounted if not m.source.startswith("/") and not await self._volume_exists(m.source)]
+        plan = plan_copy(config, mounted, self._build_state["repo"])
+        if plan is not None:
+            self._land_in(plan)
+        created = await super().create_object()
+        fix = owner_fix(config, new, await self._server_user())
+        if fix is not None:
+            await self._give_to_user(fix)
+        if plan is None:
+            return created
+        chosen = await self.copy_repository(plan)
+        if chosen is not None and chosen != plan.name:
+            # The folder named after the repository holds other files: the copy went to the
+            # other name, and the server must open that one (its environment is set at create).
+            self._land_in(plan, chosen)
+            await self.docker("remove_container", created["Id"], v=True, force=True)
+            created = await super().create_object()
+        return created
+
+    async def _volume_exists(self, name: str) -> bool:
+        try:
+            await self.docker("inspect_volume", name)
+            return True
+        except docker.errors.NotFound:
+            return False
+
+    async def _server_user(self) -> str | None:
+        """The user the admin runs servers as (`extra_create_kwargs["user"]`), if any."""
+        extra = self._eval_if_callable(self.extra_create_kwargs)
+        if inspect.isawaitable(extra):
+            extra = await extra
+        return (extra or {}).get("user")
+
+    def _land_in(self, plan: CopyPlan, chosen: str | None = None) -> None:
+        """Open JupyterLab in the copied folder, with the home as its root (unless the admin
+        chose either): buildpack images start in their repository directory otherwise."""
+        root = self.format_string(self.notebook_dir) if self.notebook_dir else plan.parent
+        self._landing = {} if self.notebook_dir else {"JUPYTERHUB_ROOT_DIR": root}
+        url = landing_url(plan.folder(chosen), root)
+        if url and not self.default_url:
+            self._landing["JUPYTERHUB_DEFAULT_URL"] = url
+
+    async def _give_to_user(self, fix: OwnerFix) -> None:
+        exit_code, output = await self.run_helper("owner", fix.helper_command(), fix.helper_binds(), user="0")
+        if exit_code != 0:
+            self.log.warning("%s: could not give the new volumes %s to %s (exit %s): %s", self._log_name,
+                             [m.source for m in fix.volumes], fix.user, exit_code, output.strip()[-500:])
+
+    async def copy_repository(self, plan: CopyPlan) -> str | None:
+        """Copy the repository into the volume; return the folder the copy chose (None if it
+        copied nothing). A failed copy is logged and the server starts anyway: the repository
+        is still in the image, at its directory."""
+        exit_code, output = await self.run_helper("copy", plan.helper_command(), {plan.mount.source: VOLUME_IN_HELPER},
+                                                  user=await self._server_user())
+        if exit_code != 0:
+            self.log.warning("%s: copying %s into the home failed (exit %s): %s", self._log_name, plan.repo_url,
+                             exit_code, output.strip()[-500:])
+            return None
+        into = [line for line in output.splitlines() if line.startswith("r2d-copy: into ")]
+        if not into:
+            return None
+        chosen = into[-1].rsplit("/", 1)[-1]
+        self.log.info("%s: %s copied into %s", self._log_name, plan.repo_url, plan.folder(chosen))
+        return chosen
+
+    async def run_helper(self, role: str, argv: list[str], binds: dict[str, str], user: str | None) -> tuple[int, str]:
+        """Run `argv` in a short-lived container of the launched image, without network, with
+        `binds` ({volume: path}); return its exit code and output. It is named after the
+        server, so one left by a hub that died is replaced, never run twice."""
+        name = f"{self.container_name}-{role}"
+        try:
+            await self.docker("remove_container", name, force=True)
+        except docker.errors.NotFound:
+            pass
+        helper = await self.docker(
+            "create_container", image=self.image, entrypoint=argv[:1], command=argv[1:], name=name, user=user,
+            labels={contract.LABEL_PROBE: f"server-{role}"}, network_disabled=True,
+            host_config=self.client.create_host_config(
+                binds={source: {"bind": path, "mode": "rw"} for source, path in binds.items()}, network_mode="none"))
+        try:
+            await self.docker("start", helper["Id"])
+            exit_code = (await self.docker("wait", helper["Id"], timeout=HELPER_TIMEOUT))["StatusCode"]
+            output = (await self.docker("logs", helper["Id"], stdout=True, stderr=True)).decode(errors="replace")
+        finally:
+            await self.docker("remove_container", helper["Id"], force=True)
+        return exit_code, output
 
     async def stop(self, now: bool = False) -> None:
         self._stop_waiting.set()

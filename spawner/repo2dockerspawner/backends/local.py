@@ -289,7 +289,7 @@ class LocalBackend(BuildBackend):
         return {"memory_limit": contract.parse_quantity(self.memory_limit), "cpu_limit": self.cpu_limit}
 
     async def ensure(self, spec: BuildSpec, requested_by: str = "", image_gone: bool = False) -> LocalBuild:
-        name = contract.build_name(spec.repo_url, spec.commit)
+        name = spec.name
         await self._adopt_once()
         if self.collector is not None and not self.collector.started:
             await self.collector.start()
