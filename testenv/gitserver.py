@@ -4,11 +4,21 @@ Why not `git daemon`: users paste https URLs, and the spawner validates URL sche
 so tests should clone over HTTP like production does. `git http-backend` does the
 protocol work; this file only adapts HTTP requests to its CGI interface.
 
-Usage: python3 gitserver.py ROOT HOST PORT   (serves ROOT/<name>.git as http://HOST:PORT/<name>.git)
+Private repositories, as forges serve them: ROOT/private/<owner>/<name>.git needs HTTP basic
+auth with a token from USERS (lines 'user:token'; the token names the user, the username is
+not checked, as with forges' tokens). The user 'hub' reads every private
+repository, any other user those under private/<that user>/. Like GitHub, a request without
+credentials, or with a wrong token, gets 401 (whether or not the repository exists), and a
+user who may not read it gets 404, the same as for a missing one.
+
+Usage: python3 gitserver.py ROOT HOST PORT [USERS]
+  (serves ROOT/<name>.git as http://HOST:PORT/<name>.git)
 """
 
 from __future__ import annotations
 
+import base64
+import hmac
 import subprocess
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -36,9 +46,47 @@ def read_body(handler: BaseHTTPRequestHandler) -> bytes:
 STATIC = {"/dataverse-installations.json": b'{"installations": []}\n'}
 
 
+def read_users(path: str | None) -> dict[str, str]:
+    if not path:
+        return {}
+    lines = open(path).read().split()
+    return dict(line.split(":", 1) for line in lines if ":" in line)
+
+
 class GitHandler(BaseHTTPRequestHandler):
     root: str = "."
+    users: dict[str, str] = {}
     protocol_version = "HTTP/1.0"
+
+    def user(self) -> str | None:
+        """The user whose token the request carries, else None."""
+        scheme, _, value = (self.headers.get("Authorization") or "").partition(" ")
+        if scheme.lower() != "basic":
+            return None
+        try:
+            _name, _, token = base64.b64decode(value).decode().partition(":")
+        except ValueError:
+            return None
+        # The token says who it is, as on forges (GitHub takes any username with a token,
+        # GitLab and Gitea 'oauth2' with an OAuth token).
+        return next((user for user, known in self.users.items() if hmac.compare_digest(known, token)), None)
+
+    def allowed(self, path: str) -> bool:
+        """Whether the request may read `path`; answered (401/404) when it may not."""
+        parts = path.strip("/").split("/")
+        if parts[0] != "private":
+            return True
+        user = self.user()
+        if user is None:
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="private repositories"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return False
+        if user != "hub" and (len(parts) < 2 or parts[1] != user):
+            self.send_error(404, "Repository not found")
+            return False
+        return True
 
     def do_GET(self) -> None:
         path = urlsplit(self.path).path
@@ -56,6 +104,8 @@ class GitHandler(BaseHTTPRequestHandler):
 
     def run_backend(self, body: bytes) -> None:
         url = urlsplit(self.path)
+        if not self.allowed(url.path):
+            return
         if "/git-receive-pack" in url.path or "service=git-receive-pack" in url.query:
             self.send_error(403, "this server is read-only")
             return
@@ -96,6 +146,7 @@ class GitHandler(BaseHTTPRequestHandler):
 def main(argv: list[str]) -> None:
     root, host, port = argv[1], argv[2], int(argv[3])
     GitHandler.root = root
+    GitHandler.users = read_users(argv[4] if len(argv) > 4 else None)
     server = ThreadingHTTPServer((host, port), GitHandler)
     print(f"serving {root} on http://{host}:{port}/", flush=True)
     server.serve_forever()

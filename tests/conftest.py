@@ -7,6 +7,7 @@ never a skip: a skipped tier would hide exactly the breakage these tests exist t
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import shutil
@@ -127,12 +128,31 @@ def pytest_collection_modifyitems(config, items):
             raise pytest.UsageError(f"{item.nodeid} is marked unit and {sorted(marks & set(TIERS))}: pick one")
 
 
+SESSIONS_LOCK = REPO_ROOT / ".testenv" / "test-sessions.lock"
+
+
+def pytest_sessionstart(session):
+    """Every pytest process (controller and workers) holds a shared lock while it runs, so
+    that the sweep below can tell whether another session still uses the test images."""
+    SESSIONS_LOCK.parent.mkdir(exist_ok=True)
+    session.config._r2d_sessions_lock = open(SESSIONS_LOCK, "a")
+    fcntl.flock(session.config._r2d_sessions_lock, fcntl.LOCK_SH)
+
+
 def pytest_sessionfinish(session, exitstatus):
     """Images built by tests would pile up run after run on a reused machine. Removed once,
     at the very end: in a parallel run by the controller, after every worker is done (a
-    worker's own end would remove images that other workers' tests are still using)."""
+    worker's own end would remove images that other workers' tests are still using), and
+    only when no other pytest session runs on this checkout (its images are in use)."""
     if hasattr(session.config, "workerinput"):
         return
+    lock = getattr(session.config, "_r2d_sessions_lock", None)
+    if lock is not None:
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return  # another session's tests may still need every image
     env_file = Path(os.environ.get("R2D_TESTENV_FILE", REPO_ROOT / ".testenv" / "env"))
     if not env_file.exists():
         return

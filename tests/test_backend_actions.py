@@ -40,7 +40,7 @@ class Backend(BuildBackend):
     async def _forget_built(self, namespace, name, tags):
         self.calls.append(f"forget {','.join(tags)}")
 
-    async def ensure(self, spec, requested_by="", image_gone=False):
+    async def ensure(self, spec, requested_by="", image_gone=False, credential=None):
         self.calls.append(f"ensure for {requested_by}")
 
 

@@ -93,6 +93,12 @@ def test_rendered_manifests_pass_server_side_dry_run(testenv, kubectl, namespace
         env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
         assert env["R2D_NAMESPACES"] == f"{namespace},{other}" and env["R2D_CONCURRENT_BUILDS"] == "5"
         assert env["R2D_PUSH"] == "true" and env["R2D_DOCKER_CONFIG"].endswith("config.json")
+        # Repository credentials: the Secret mounted read-only, the variable naming its file.
+        assert env["R2D_GIT_CREDENTIALS"] == "/etc/repo2docker-operator/git/credentials.json"
+        secret = next(v["secret"] for v in pod["volumes"] if v["name"] == "git-credentials")
+        assert secret == {"secretName": "git-creds", "items": [{"key": "credentials.json", "path": "credentials.json"}]}
+        assert {"name": "git-credentials", "mountPath": "/etc/repo2docker-operator/git", "readOnly": True} in \
+            pod["containers"][0]["volumeMounts"]
         assert env["R2D_ALLOWED_BUILD_IMAGES"] == "registry.example.org/r2d/repo2docker:2025.12.0"
         assert json.loads(env["R2D_BUILD_ENV"]) == {"HTTPS_PROXY": "http://proxy.example.org:3128",
                                                     "NO_PROXY": "localhost,10.0.0.0/8"}

@@ -72,6 +72,14 @@ def test_build_command_names_repo2docker_and_puts_the_url_after_double_dash():
     ]
 
 
+@pytest.mark.parametrize("version", [OLD, NEW])
+def test_the_repository_directory_reaches_repo2docker_as_its_target_repo_dir(version):
+    spec = BuildSpec("https://h/a/b", "main", "a" * 40, "r2d-x:" + "a" * 40, repo_dir="/srv/repo")
+    args = build_args(RunnerConfig(build_image="b:1"), spec, version)
+    assert args[args.index("--target-repo-dir") + 1] == "/srv/repo" and args[-2:] == ["--", "https://h/a/b"]
+    assert "--target-repo-dir" not in build_args(RunnerConfig(build_image="b:1"), dataclasses.replace(spec, repo_dir=""), version)
+
+
 def test_memory_limit_is_passed_to_old_repo2docker_and_refused_for_buildx_releases():
     spec = BuildSpec("https://h/a/b", "main", "a" * 40, "r2d-x:" + "a" * 40, memory_limit=1024)
     args = build_args(RunnerConfig(build_image="b:1"), spec, OLD)

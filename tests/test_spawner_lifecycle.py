@@ -45,7 +45,7 @@ class ScriptedBackend(BuildBackend):
     specs: list = []
     image_gone: list = []
 
-    async def ensure(self, spec, requested_by="", image_gone=False):
+    async def ensure(self, spec, requested_by="", image_gone=False, credential=None):
         ScriptedBackend.specs.append((spec, requested_by))
         ScriptedBackend.image_gone.append(image_gone)
         return ScriptedBackend.replacement if image_gone else ScriptedBackend.build
@@ -62,7 +62,7 @@ def spawner(monkeypatch):
     async def docker_stop(self, now=False):
         pass
 
-    async def resolve(repo, ref, policy, limits):
+    async def resolve(repo, ref, policy, limits, credential=None):
         return SHA
 
     monkeypatch.setattr(DockerSpawner, "start", docker_start)

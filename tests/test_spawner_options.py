@@ -12,7 +12,7 @@ from traitlets.config import Config
 from repo2docker_buildcore.contract import BuildStatus, Phase
 from repo2dockerspawner import Repo2DockerSpawner
 from repo2dockerspawner.options import RepoPolicy, RepoRequest, parse_options
-from repo2dockerspawner.refs import pick_commit, resolve_ref
+from repo2dockerspawner.refs import pick_commit
 from repo2dockerspawner.spawner import LinkOpensForm, progress_events
 
 pytestmark = pytest.mark.unit
@@ -73,10 +73,6 @@ def test_pick_commit(ref, sha):
     assert pick_commit(LS_REMOTE, ref) == (sha * 40 if sha else None)
 
 
-async def test_full_sha_needs_no_lookup():
-    assert await resolve_ref("https://nowhere.invalid/x", "a" * 40, RepoPolicy(hosts=("nowhere.invalid",))) == "a" * 40
-
-
 def test_form_renders_fields_and_escapes_previous_values():
     spawner = make_spawner(image="my/default:1")
     spawner.user_options = {"repo": '"><script>x</script>', "ref": "main"}
@@ -104,7 +100,7 @@ def test_a_refused_form_comes_back_with_what_was_typed_and_the_message_next_to_i
 async def test_a_ref_refused_at_start_comes_back_on_the_form_but_not_on_a_later_one(monkeypatch):
     from repo2dockerspawner.options import bad_request
 
-    async def resolve(repo, ref, policy, limits):
+    async def resolve(repo, ref, policy, limits, credential=None):
         raise bad_request(f"The ref {ref!r} was not found in {repo}.")
 
     monkeypatch.setattr("repo2dockerspawner.spawner.resolve_ref", resolve)

@@ -28,6 +28,7 @@ from typing import Callable
 
 from .backoff import Backoff, retry
 from .contract import BuildSpec, Phase, registry_of
+from .gitcredentials import GitCredential
 from .livelog import readable_lines
 from .logtail import BuildOutput, LogTail
 from .queue import BuildQueue
@@ -78,6 +79,8 @@ class BuildJob:
     # From the resource's status when re-attaching after a restart.
     recorded_start: str | None = None
     on_phase: Callable[[Phase, str], None] | None = None
+    # For a private repository: what git in the build container clones with (never logged).
+    credential: GitCredential | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self.tail = LogTail(self.settings.tail_lines, self.settings.tail_bytes)
@@ -179,7 +182,7 @@ class BuildJob:
         await self.queue.acquire(self.ref.uid, self.order, on_position)
         if done := await self._already_built(retrying=False):
             return done
-        container = self.container = await self.runner.start(self.ref, self.spec, command)
+        container = self.container = await self.runner.start(self.ref, self.spec, command, self.credential)
         self.recorded_start = now_iso()
         await self.publisher.update({
             "phase": Phase.BUILDING.value, "queuePosition": None, "containerId": container.id,

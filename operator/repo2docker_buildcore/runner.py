@@ -25,6 +25,7 @@ from . import contract
 from .contract import BuildSpec
 from .daemon_images import ImageStore
 from .docker_api import DockerAPI, RunnerError
+from .gitcredentials import GitCredential, store_archive, store_environment
 from .versions import Repo2DockerVersion, UnsupportedSetting, check_supported
 
 log = logging.getLogger(__name__)
@@ -245,9 +246,12 @@ class BuildRunner:
         found = await self.api.call((await self._client()).containers.list, all=not running_only, filters=filters)
         return [_describe(c) for c in found]
 
-    async def start(self, ref: BuildRef, spec: BuildSpec, command: list[str] | None = None) -> BuildContainer:
+    async def start(self, ref: BuildRef, spec: BuildSpec, command: list[str] | None = None,
+                    credential: GitCredential | None = None) -> BuildContainer:
         """Start the build container (`command` as `command()` gave it, else asked for now);
-        if one for this resource exists already, return it.
+        if one for this resource exists already, return it. With a `credential`, git in the
+        container clones with it: a store file written in before the start, which neither
+        the container's configuration nor its labels show (gitcredentials.py).
 
         The container's name is derived from the resource, so Docker itself refuses a
         second one (409) and that answer, not an extra lookup first, is the dedup."""
@@ -258,7 +262,8 @@ class BuildRunner:
             name=container_name(ref),
             labels=container_labels(self.config, ref, spec),
             volumes=volumes,
-            environment=dict(self.config.environment),
+            environment={**dict(self.config.environment),
+                         **(store_environment(spec.repo_url) if credential else {})},
         )
         if spec.memory_limit:
             kwargs["mem_limit"] = spec.memory_limit
@@ -269,6 +274,8 @@ class BuildRunner:
             if self.config.push and self.config.docker_config:
                 archive = docker_config_tar(Path(self.config.docker_config).read_bytes())
                 await self.api.call(container.put_archive, "/root", archive)
+            if credential is not None:
+                await self.api.call(container.put_archive, "/", store_archive(spec.repo_url, credential))
             await self.api.call(container.start)
         except docker.errors.ImageNotFound as exc:
             raise RunnerError(f"the build image {kwargs['image']} is not available on the Docker daemon") from exc

@@ -82,6 +82,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("docker_config", str, None, "docker config.json with push credentials (e.g. a mounted Secret), copied into "
             "build containers", "R2D_DOCKER_CONFIG", None,
             no_chart="the chart mounts build.push.secretName and points the variable at it", optional=True),
+    Setting("git_credentials", str, None, "JSON file of credentials for private repositories (host pattern: "
+            "{username, token | token_file}), e.g. a mounted Secret, read at each build; builds clone with the "
+            "matching one through a git credential store file", "R2D_GIT_CREDENTIALS", None,
+            no_chart="the chart mounts build.gitCredentials.secretName (key credentials.json) and points the variable at it",
+            hub=False, no_hub="the hub's are Repo2DockerSpawner.repo_credentials, for its lookups and LocalBackend's builds",
+            optional=True),
     Setting("docker_socket", str, "/var/run/docker.sock", "host path of the Docker socket mounted into build containers",
             "R2D_DOCKER_SOCKET", "docker.socketPath"),
     Setting("finished_ttl", float, 86400.0, "seconds to keep finished build resources (0: forever); images stay",

@@ -49,6 +49,7 @@ class OperatorConfig:
     image_prefix: str = from_table("image_prefix")
     push: bool = from_table("push")
     docker_config: str | None = from_table("docker_config")
+    git_credentials: str | None = from_table("git_credentials")
     docker_socket: str = from_table("docker_socket")
     finished_ttl: float = from_table("finished_ttl")
     status_interval: float = from_table("status_interval")

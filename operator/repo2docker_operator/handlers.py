@@ -27,6 +27,7 @@ from repo2docker_buildcore.adoption import adopt
 from repo2docker_buildcore.build import BuildJob, BuildOutcome
 from repo2docker_buildcore.contract import BuildSpec, BuildStatus, InvalidBuildRequest, Phase
 from repo2docker_buildcore.docker_api import RunnerError
+from repo2docker_buildcore.gitcredentials import GitCredential, load_file, match
 from repo2docker_buildcore.resources import UNFINISHED_SELECTOR, OutdatedCRD
 from repo2docker_buildcore.runner import BuildContainer, BuildRef
 from repo2docker_buildcore.status import StatusPublisher, now_iso
@@ -198,6 +199,7 @@ async def build_daemon(
         settings=state.config.build_settings(),
         recorded_start=(status or {}).get("startTime") if phase == Phase.BUILDING else None,
         on_phase=lambda p, message: _event(body, p, message),
+        credential=_credential(state, build_spec, logger),
     )
     outcome = await _run(state, job, stopped, logger)
     if outcome is None:  # stopped: cancelled (resource deleted) or left to the next operator
@@ -207,6 +209,19 @@ async def build_daemon(
     state.metrics.finished(outcome.phase, outcome.duration, outcome.cached)
     logger.info("build finished: %s (%s)", outcome.phase.value, outcome.message.splitlines()[0])
     await _mark_finished(state, namespace, name, uid, logger)
+
+
+def _credential(state: OperatorState, spec: BuildSpec, logger: logging.Logger) -> GitCredential | None:
+    """The operator's credential for the repository's host, read now (a rotated Secret is
+    used from the next build on); an unreadable file is logged, and the build goes on
+    without (a public repository needs none; a private one fails with git's answer)."""
+    if not state.config.git_credentials:
+        return None
+    try:
+        return match(spec.repo_url, load_file(state.config.git_credentials, "--git-credentials"))
+    except (OSError, ValueError) as exc:
+        logger.error("repository credentials: %s", exc)
+        return None
 
 
 async def _accepted_spec(state: OperatorState, body: kopf.Body, spec: kopf.Spec, meta: kopf.Meta,

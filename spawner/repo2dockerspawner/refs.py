@@ -2,8 +2,9 @@
 
 The build is named after the commit, not the ref: a branch that moved is a new build, one
 that did not is a cache hit. A full SHA is taken as is (ls-remote cannot list arbitrary
-commits, and asking would only cost a round trip); its host is checked all the same, because
-the build will contact it.
+commits), but the repository is still asked for its HEAD with the launching user's
+credentials: an image of a private repository is served only to users who can read it, and a
+user who gives a commit SHA must not skip that check.
 
 The repository URL comes from a user, so the lookup is treated as hostile I/O: its host must
 pass ``hosts.contact_addresses`` (git is pinned to the addresses checked and follows no
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from repo2docker_buildcore.contract import InvalidBuildRequest
+from repo2docker_buildcore.gitcredentials import GitCredential, helper_environment
 
 from .hosts import contact_addresses, curl_resolve
 from .options import RepoPolicy, bad_request
@@ -61,13 +63,14 @@ def pick_commit(listing: str, ref: str) -> str | None:
 
 
 TOO_MANY_REFS = "lists more refs than this hub reads"
+REFUSED = "refused access"
 # git's stderr, classified into what the user is told (first match wins). Never shown as is:
 # it names internal addresses and ports, which is what an attacker would compare.
 _FAILURES = (
     (re.compile(r"Out of memory|Cannot allocate memory|calloc failed|malloc failed", re.I), TOO_MANY_REFS),
     (re.compile(r"Operation too slow|Operation timed out|timed out", re.I), "answered too slowly"),
     (re.compile(r"could not read (Username|Password)|Authentication failed|returned error: 40[13]"
-                r"|Permission denied|terminal prompts disabled", re.I), "refused access"),
+                r"|Permission denied|terminal prompts disabled", re.I), REFUSED),
     (re.compile(r"repository .* not found|returned error: 404|does not appear to be a git repository"
                 r"|Repository not found|not found", re.I), "was not found"),
     (re.compile(r"Could not resolve|Failed to connect|Couldn't connect|Connection refused|Connection reset"
@@ -92,25 +95,35 @@ class LookupFailed(Exception):
         self.phrase = phrase
 
 
+def failure_message(repo: str, phrase: str, credential: GitCredential | None) -> str:
+    """What the user is told. A server that refuses access says so the same way whether the
+    repository is private or missing (as GitHub does), so these name what the user can change."""
+    if phrase == REFUSED:
+        return (f"The credentials for {repo} were refused (check that the token is valid and may read it)."
+                if credential else f"The repository {repo} needs credentials, and none are set up for it.")
+    return f"The repository {repo} {phrase}."
+
+
 async def resolve_ref(repo: str, ref: str, policy: RepoPolicy, limits: LookupLimits = LookupLimits(),
-                      git: str = "git") -> str:
-    """The full commit SHA for `ref` in `repo` (both already validated and allow-listed), or
-    an HTTPError(400) with a message for the user."""
+                      git: str = "git", credential: GitCredential | None = None) -> str:
+    """The full commit SHA for `ref` in `repo` (both already validated and allow-listed), read
+    with `credential` if given, or an HTTPError(400) with a message for the user."""
     try:
         addresses = await contact_addresses(repo, policy)
     except InvalidBuildRequest as exc:
         text = str(exc)
         raise bad_request(text[:1].upper() + text[1:] + ".") from None
-    if FULL_SHA.fullmatch(ref):
-        return ref
-    lookup = RefLookup(repo, ref, addresses, policy, limits, git)
+    given_sha = FULL_SHA.fullmatch(ref) is not None
+    lookup = RefLookup(repo, "HEAD" if given_sha else ref, addresses, policy, limits, git, credential)
     try:
         listing = await asyncio.wait_for(lookup.run(), limits.timeout)
     except asyncio.TimeoutError:
         log.warning("listing the refs of %s: no answer within %s s; stopped", repo, limits.timeout)
         raise bad_request(f"The repository {repo} did not answer within {limits.timeout:.0f} s.") from None
     except LookupFailed as exc:
-        raise bad_request(f"The repository {repo} {exc.phrase}.") from None
+        raise bad_request(failure_message(repo, exc.phrase, credential)) from None
+    if given_sha:
+        return ref  # the repository could be read with these credentials
     commit = pick_commit(listing, ref)
     if commit is None:
         raise bad_request(f"The ref {ref!r} was not found in {repo} (try a branch, a tag or a full commit SHA).")
@@ -159,9 +172,11 @@ class RefLookup:
     and for git:// and ssh://, `git ls-remote` with the ref as pattern, within the caps."""
 
     def __init__(self, repo: str, ref: str, addresses: list[str], policy: RepoPolicy, limits: LookupLimits,
-                 git: str = "git") -> None:
+                 git: str = "git", credential: GitCredential | None = None) -> None:
         self.repo, self.ref, self.limits, self.git = repo, ref, limits, git
         self.env = git_environment(policy, limits)
+        if credential is not None:
+            self.env.update(helper_environment(repo, credential))
         self.config = git_config(repo, addresses)
 
     async def run(self) -> str:

@@ -17,16 +17,20 @@ from typing import Any, AsyncIterator
 
 import docker.errors
 from dockerspawner import DockerSpawner
-from traitlets import CaselessStrEnum, Float, Int, List, TraitError, Type, Unicode, default, validate
+from traitlets import (
+    Any as AnyTrait, CaselessStrEnum, Dict, Float, Int, List, TraitError, Type, Unicode, default, validate,
+)
 from tornado import web
 from traitlets.config import Config
 
 from repo2docker_buildcore import contract
 from repo2docker_buildcore.contract import BuildSpec, BuildStatus, Phase
+from repo2docker_buildcore.gitcredentials import GitCredential
 
 from .backends import BuildBackend, BuildHandle, ForeignBuild
 from .backends.shared import shared_backend
 from .backends.traits import RENAMED, current_names
+from .credentials import credential_for, from_auth_state, hub_table
 from .homes import (
     VOLUME_IN_HELPER, CopyPlan, OwnerFix, default_repo_dir, landing_url, owner_fix, plan_copy, server_mounts,
 )
@@ -159,6 +163,32 @@ class Repo2DockerSpawner(DockerSpawner):
         file there) and JupyterLab opens that folder; see the README, "Persistent homes".""",
     )
     default_ref = Unicode("HEAD", config=True, help="The ref built when the user gives none.")
+    repo_credentials = Dict(
+        config=True,
+        help="""Credentials for private repositories, for every user of this hub: host pattern
+        (fnmatch, as allowed_repo_hosts) → {"username": …, and one of "token", "token_env" (a
+        variable of the hub's environment), "token_file"}. Used by the hub's ref lookups and
+        by the embedded backend's builds, through a git credential helper (never in a URL,
+        the build resource, labels, logs or `docker inspect`). The operator has its own:
+        the chart's build.gitCredentials.""",
+    )
+    repo_credentials_file = Unicode(
+        "", config=True, help="A JSON file of the same shape as repo_credentials (e.g. a mounted Secret), read at each launch.",
+    )
+    user_credentials_from_auth_state = AnyTrait(
+        "", config=True,
+        help="""Where a user's own token is in their auth_state (an OAuth authenticator's, with
+        enable_auth_state): a key path such as 'access_token', or a callable of auth_state
+        returning {"username": …, "token": …} or None. Used only for user_credentials_hosts.""",
+    )
+    user_credentials_hosts = List(
+        Unicode(), config=True,
+        help="""Hosts (fnmatch patterns) that users' own tokens are for, e.g. ['github.com']: a
+        token is never sent to any other host, whatever URL a user (or a link) gives.""",
+    )
+    user_credentials_username = Unicode(
+        "oauth2", config=True, help="The git username sent with a token from a key path (GitLab, GitHub and Gitea accept 'oauth2').",
+    )
     ref_resolve_timeout = Float(30.0, config=True, help="Seconds to wait for `git ls-remote` when resolving a ref.")
     @validate("allowed_repo_schemes")
     def _validate_schemes(self, proposal: Any) -> Any:
@@ -174,6 +204,14 @@ class Repo2DockerSpawner(DockerSpawner):
             if "://" not in pattern:
                 raise TraitError(f"Repo2DockerSpawner.autolaunch_repos: {pattern!r} must be a pattern of whole URLs, "
                                  f"e.g. 'https://github.com/my-course/*'")
+        return proposal["value"]
+
+    @validate("repo_credentials")
+    def _validate_credentials(self, proposal: Any) -> Any:
+        try:
+            hub_table(proposal["value"], "")
+        except (ValueError, OSError) as exc:
+            raise TraitError(str(exc)) from None
         return proposal["value"]
 
     @validate("repo_dir")
@@ -348,18 +386,40 @@ class Repo2DockerSpawner(DockerSpawner):
             self._build_ready.set()  # progress() must never wait for a start that failed early
         return await super().start()
 
+    async def credential(self, repo: str) -> GitCredential | None:
+        """What this user reads `repo` with: their own token for a host named for it, else the
+        hub's credential for the host, else none (credentials.py)."""
+        async def own() -> GitCredential | None:
+            return await from_auth_state(await self.user.get_auth_state(), self.user_credentials_from_auth_state,
+                                         self.user_credentials_username)
+
+        try:
+            table = hub_table(self.repo_credentials, self.repo_credentials_file)
+        except (ValueError, OSError) as exc:
+            self.log.error("repository credentials: %s", exc)
+            raise BuildFailed("This hub's repository credentials could not be read; the admin has been told.") from None
+        user = own if self.user_credentials_from_auth_state else None
+        return await credential_for(repo, hub=table, user=user, user_hosts=list(self.user_credentials_hosts))
+
     async def build_for(self, request: RepoRequest) -> str:
-        """Resolve, build (or join, or reuse) and return the image for `request`."""
-        commit = await resolve_ref(request.repo, request.ref, self.policy, LookupLimits(timeout=self.ref_resolve_timeout))
+        """Resolve, build (or join, or reuse) and return the image for `request`.
+
+        The ref is resolved with this user's credential on every launch, also for a commit
+        SHA, before any build is joined or image served: only a user who can read a private
+        repository gets its image."""
+        credential = await self.credential(request.repo)
+        commit = await resolve_ref(request.repo, request.ref, self.policy, LookupLimits(timeout=self.ref_resolve_timeout),
+                                   credential=credential)
         spec = self.build_spec(request, commit)
         try:
-            handle = await self.build_backend.ensure(spec, requested_by=self.user.name)
+            handle = await self.build_backend.ensure(spec, requested_by=self.user.name, credential=credential)
             if handle.current().phase == Phase.SUCCEEDED and not await self._image_available(spec.image):
                 # The build's record outlived its image (garbage-collected, or removed by hand
                 # on the daemon): build it again rather than fail the server's start.
                 self.log.info("%s: image %s of build %s is gone; building it again", self._log_name,
                               spec.image, handle.name)
-                handle = await self.build_backend.ensure(spec, requested_by=self.user.name, image_gone=True)
+                handle = await self.build_backend.ensure(spec, requested_by=self.user.name, image_gone=True,
+                                                         credential=credential)
         except ForeignBuild as exc:  # the backend logged it for the admin
             raise conflict(str(exc)) from None
         except Exception as exc:

@@ -59,7 +59,7 @@ class FakeRunner:
     async def command(self, spec):
         return ["repo2docker"]
 
-    async def start(self, ref, spec, command=None):
+    async def start(self, ref, spec, command=None, credential=None):
         self.started.append(ref)
         return BuildContainer(f"c{len(self.started)}", "n", "running", None, ref)
 

@@ -16,6 +16,7 @@ from typing import Any, AsyncIterator, Protocol
 
 from traitlets.config import LoggingConfigurable
 
+from repo2docker_buildcore.gitcredentials import GitCredential
 from repo2docker_buildcore.contract import BuildSpec, BuildStatus, Phase
 
 
@@ -106,9 +107,12 @@ class BuildBackend(LoggingConfigurable):
         """BuildSpec fields this backend sets itself (e.g. memory and CPU limits)."""
         return {}
 
-    async def ensure(self, spec: BuildSpec, requested_by: str = "", image_gone: bool = False) -> BuildHandle:
+    async def ensure(self, spec: BuildSpec, requested_by: str = "", image_gone: bool = False,
+                     credential: GitCredential | None = None) -> BuildHandle:
         """Start the build for `spec`, or join the one that exists. With `image_gone` (the
-        caller found a succeeded build's image missing) a succeeded build is replaced too."""
+        caller found a succeeded build's image missing) a succeeded build is replaced too.
+        `credential` is what the launching user reads the repository with (private ones):
+        a build this call starts clones with it."""
         raise NotImplementedError
 
     def check_image_prefix(self, prefix: str) -> None:

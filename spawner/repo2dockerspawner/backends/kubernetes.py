@@ -18,6 +18,7 @@ from typing import Any, AsyncIterator
 from kubernetes_asyncio.client.exceptions import ApiException
 from traitlets import Bool, Float, Unicode, default
 
+from repo2docker_buildcore.gitcredentials import GitCredential
 from repo2docker_buildcore import contract
 from repo2docker_buildcore.contract import BuildSpec, BuildStatus, Phase
 from repo2docker_buildcore.imageuse import store_from_setting
@@ -230,7 +231,10 @@ class KubernetesBackend(BuildBackend):
         reason = getattr(exc, "reason", None)
         return f"{reason}" if reason else super().describe_error(exc)
 
-    async def ensure(self, spec: BuildSpec, requested_by: str = "", image_gone: bool = False) -> KubernetesBuild:
+    async def ensure(self, spec: BuildSpec, requested_by: str = "", image_gone: bool = False,
+                     credential: GitCredential | None = None) -> KubernetesBuild:
+        # The operator clones with its own credentials (build.gitCredentials in the chart);
+        # the hub's are for its lookups, and a user's never leave the hub.
         resources, watcher = await self._connect()
         manifest = contract.build_manifest(spec, self.namespace, requested_by)
         redo = redo_phases(image_gone)

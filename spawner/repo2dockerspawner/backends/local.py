@@ -22,6 +22,7 @@ from typing import Any, AsyncIterator
 
 from traitlets import Float, TraitError, validate
 
+from repo2docker_buildcore.gitcredentials import GitCredential
 from repo2docker_buildcore import contract
 from repo2docker_buildcore.adoption import adopt
 from repo2docker_buildcore.build import BuildJob, BuildSettings
@@ -288,7 +289,8 @@ class LocalBackend(BuildBackend):
     def build_resources(self) -> dict[str, Any]:
         return {"memory_limit": contract.parse_quantity(self.memory_limit), "cpu_limit": self.cpu_limit}
 
-    async def ensure(self, spec: BuildSpec, requested_by: str = "", image_gone: bool = False) -> LocalBuild:
+    async def ensure(self, spec: BuildSpec, requested_by: str = "", image_gone: bool = False,
+                     credential: GitCredential | None = None) -> LocalBuild:
         name = spec.name
         await self._adopt_once()
         if self.collector is not None and not self.collector.started:
@@ -300,7 +302,8 @@ class LocalBackend(BuildBackend):
                 return build  # running, queued or done: join it
             # New, or a retry after a failure: a new attempt, with a uid of its own.
             build = self._start(name, f"{name}-{uuid.uuid4().hex[:8]}", spec,
-                                order=(asyncio.get_running_loop().time(), name), requested_by=requested_by)
+                                order=(asyncio.get_running_loop().time(), name), requested_by=requested_by,
+                                credential=credential)
             await build.publish({"phase": Phase.PENDING.value, "shortCommit": spec.commit[:7]})
             return build
 
@@ -338,7 +341,8 @@ class LocalBackend(BuildBackend):
                 self._start(name, container.ref.uid, specs[container.id], order=(0.0, name))
         self._adopted = True
 
-    def _start(self, name: str, uid: str, spec: BuildSpec, order: tuple, requested_by: str = "") -> LocalBuild:
+    def _start(self, name: str, uid: str, spec: BuildSpec, order: tuple, requested_by: str = "",
+               credential: GitCredential | None = None) -> LocalBuild:
         build = LocalBuild(name, uid, spec, requested_by)
         self.builds[name] = build
         job = BuildJob(
@@ -346,6 +350,7 @@ class LocalBackend(BuildBackend):
             publisher=StatusPublisher(build.publish, interval=STATUS_INTERVAL), settings=self.settings, order=order,
             on_phase=lambda phase, message: build.events.append(
                 (time.time(), phase.value, message.splitlines()[0] if message else "")),
+            credential=credential,
         )
         build.job = job
         # Not tied to any spawner: a user who stops waiting does not cancel it for others.

@@ -1,0 +1,125 @@
+"""Credentials for private repositories: which one a URL gets, and how git receives it.
+
+A token is a secret of the hub (or of one user), and a build runs a stranger's code. So a
+token never travels in a URL, a command line, a resource, a label, a log line or a
+container's environment (all of which others can read, `docker inspect` included). git gets
+it from a credential helper scoped to the repository's host:
+
+* the hub's own lookups (`git ls-remote`) run a helper that prints it from the environment of
+  that one git process;
+* a build container gets a git-credential-store file, written into the container before it
+  starts (like the registry's Docker config), and an environment that only names the file.
+
+The file holds an entry for the one host the build clones from: a submodule or redirect to
+another host never receives it.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import io
+import json
+import os
+import tarfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+from urllib.parse import quote, urlsplit
+
+from . import contract
+
+# In build containers: where the store file goes, and the git configuration naming it.
+STORE_DIR = "/r2d-git"
+STORE_FILE = f"{STORE_DIR}/credentials"
+
+
+@dataclass(frozen=True)
+class GitCredential:
+    username: str
+    token: str = field(repr=False)  # never in a repr, hence never in a log line
+
+    def __post_init__(self) -> None:
+        for name, value in (("username", self.username), ("token", self.token)):
+            if not isinstance(value, str) or not value or any(c in value for c in "\r\n\0"):
+                raise ValueError(f"a repository credential's {name} must be one line of text")
+
+
+def origin(url: str) -> str:
+    """scheme://host[:port] of a repository URL: what a credential is scoped to."""
+    parts = urlsplit(url)
+    host, port = contract.url_host(url)
+    return f"{parts.scheme.lower()}://{host}" + (f":{port}" if port else "")
+
+
+def match(url: str, table: Iterable[tuple[str, GitCredential]]) -> GitCredential | None:
+    """The credential of the first host pattern (fnmatch, like allowed_repo_hosts) that
+    matches the URL's host; None when none does."""
+    host, _port = contract.url_host(url)
+    return next((cred for pattern, cred in table if fnmatch.fnmatchcase(host, pattern.lower())), None)
+
+
+def load_table(entries: Mapping[str, Mapping[str, Any]], what: str) -> list[tuple[str, GitCredential]]:
+    """{host pattern: {"username": …, and "token", "token_env" or "token_file"}} as
+    (pattern, credential) pairs. Tokens named by a variable or file are read now: callers
+    load the table at each use, so a rotated token is used from the next build on."""
+    table = []
+    for pattern, entry in entries.items():
+        if not isinstance(entry, Mapping) or not entry.get("username"):
+            raise ValueError(f"{what}[{pattern!r}] needs a username and one of token, token_env, token_file")
+        sources = [key for key in ("token", "token_env", "token_file") if entry.get(key)]
+        if len(sources) != 1:
+            raise ValueError(f"{what}[{pattern!r}] needs exactly one of token, token_env, token_file")
+        if sources[0] == "token":
+            token = str(entry["token"])
+        elif sources[0] == "token_env":
+            token = os.environ.get(str(entry["token_env"]), "")
+            if not token:
+                raise ValueError(f"{what}[{pattern!r}]: the variable {entry['token_env']} is not set")
+        else:
+            token = Path(str(entry["token_file"])).read_text().strip()
+        table.append((str(pattern), GitCredential(str(entry["username"]), token)))
+    return table
+
+
+def load_file(path: str, what: str) -> list[tuple[str, GitCredential]]:
+    """A table from a JSON file of the same shape (a mounted Kubernetes Secret)."""
+    return load_table(json.loads(Path(path).read_text()), what)
+
+
+def store_line(url: str, credential: GitCredential) -> str:
+    """One git-credential-store entry for the URL's origin."""
+    parts = urlsplit(origin(url))
+    return (f"{parts.scheme}://{quote(credential.username, safe='')}:{quote(credential.token, safe='')}"
+            f"@{parts.netloc}\n")
+
+
+def store_archive(url: str, credential: GitCredential) -> bytes:
+    """A tar holding STORE_DIR/credentials (0600) for put_archive at '/'."""
+    data = store_line(url, credential).encode()
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        directory = tarfile.TarInfo(STORE_DIR.lstrip("/"))
+        directory.type, directory.mode, directory.mtime = tarfile.DIRTYPE, 0o700, int(time.time())
+        tar.addfile(directory)
+        entry = tarfile.TarInfo(STORE_FILE.lstrip("/"))
+        entry.size, entry.mode, entry.mtime = len(data), 0o600, int(time.time())
+        tar.addfile(entry, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def store_environment(url: str) -> dict[str, str]:
+    """A build container's environment naming the store file, for the URL's origin only."""
+    return {"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": f"credential.{origin(url)}.helper",
+            "GIT_CONFIG_VALUE_0": f"store --file={STORE_FILE}"}
+
+
+# The hub's own git: a helper that answers `get` from two variables of that git's environment.
+ENV_HELPER = '!f() { test "$1" = get && printf "username=%s\\npassword=%s\\n" "$R2D_GIT_USERNAME" "$R2D_GIT_TOKEN"; }; f'
+
+
+def helper_environment(url: str, credential: GitCredential) -> dict[str, str]:
+    """Environment for one git process of the hub that may use `credential` for `url`'s origin."""
+    return {"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": f"credential.{origin(url)}.helper",
+            "GIT_CONFIG_VALUE_0": ENV_HELPER, "R2D_GIT_USERNAME": credential.username,
+            "R2D_GIT_TOKEN": credential.token}

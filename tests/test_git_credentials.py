@@ -1,0 +1,90 @@
+"""Which credential a repository gets and how git receives it (pure logic; builds and lookups
+with them run against the test environment's private repositories in test_private_repos.py)."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+
+import pytest
+
+from repo2docker_buildcore.gitcredentials import (
+    STORE_FILE, GitCredential, helper_environment, load_table, match, origin, store_archive, store_environment,
+)
+from repo2dockerspawner.credentials import credential_for, from_auth_state
+
+pytestmark = pytest.mark.unit
+
+HUB = GitCredential("hub", "hub-secret")
+ALICE = GitCredential("oauth2", "alice-secret")
+
+
+def test_a_credential_never_shows_its_token():
+    assert "hub-secret" not in repr(HUB) and "hub-secret" not in str([HUB])
+    with pytest.raises(ValueError):
+        GitCredential("u", "a\nb")
+
+
+def test_host_patterns_pick_the_credential(monkeypatch, tmp_path):
+    monkeypatch.setenv("GIT_TOKEN", "from-env")
+    (tmp_path / "token").write_text("from-file\n")
+    table = load_table({"git.example.org": {"username": "a", "token": "t"},
+                        "*.corp.example": {"username": "b", "token_env": "GIT_TOKEN"},
+                        "gitea.local": {"username": "c", "token_file": str(tmp_path / "token")}}, "creds")
+    assert match("https://git.example.org/x/y", table).token == "t"
+    assert match("https://GIT.corp.example:8443/x", table).token == "from-env"
+    assert match("http://gitea.local/x", table).token == "from-file"
+    assert match("https://github.com/x/y", table) is None
+    for bad in ({"h": {"token": "t"}}, {"h": {"username": "u"}}, {"h": {"username": "u", "token": "t", "token_env": "X"}},
+                {"h": {"username": "u", "token_env": "R2D_NOT_SET_ANYWHERE"}}):
+        with pytest.raises(ValueError, match="creds"):
+            load_table(bad, "creds")
+
+
+def test_a_build_container_gets_a_store_file_for_one_origin_and_an_environment_without_the_token():
+    url = "http://10.0.0.1:8080/private/alice/course.git"
+    assert origin(url) == "http://10.0.0.1:8080"
+    env = store_environment(url)
+    assert env == {"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "credential.http://10.0.0.1:8080.helper",
+                   "GIT_CONFIG_VALUE_0": f"store --file={STORE_FILE}"}
+    assert not any("secret" in value for value in env.values())
+    with tarfile.open(fileobj=io.BytesIO(store_archive(url, GitCredential("a b", "p@ss/word")))) as tar:
+        entry = tar.getmember(STORE_FILE.lstrip("/"))
+        assert entry.mode == 0o600
+        assert tar.extractfile(entry).read() == b"http://a%20b:p%40ss%2Fword@10.0.0.1:8080\n"
+
+
+def test_the_hubs_git_gets_the_token_from_its_own_environment_for_one_origin():
+    env = helper_environment("https://git.example.org/a/b", HUB)
+    assert env["GIT_CONFIG_KEY_0"] == "credential.https://git.example.org.helper"
+    assert "hub-secret" not in env["GIT_CONFIG_VALUE_0"] and env["R2D_GIT_TOKEN"] == "hub-secret"
+
+
+async def test_a_users_own_token_wins_on_its_hosts_and_never_goes_elsewhere():
+    async def own():
+        return ALICE
+
+    hub = [("*", HUB)]
+    assert await credential_for("https://github.com/a/b", hub=hub, user=own, user_hosts=["github.com"]) is ALICE
+    # Another host (a link to anywhere): the user's token is not sent, the hub's rules apply.
+    assert await credential_for("https://evil.example/a", hub=hub, user=own, user_hosts=["github.com"]) is HUB
+    assert await credential_for("https://github.com/a/b", hub=hub, user=own, user_hosts=[]) is HUB
+
+    async def none():
+        return None
+
+    assert await credential_for("https://github.com/a/b", hub=[], user=none, user_hosts=["github.com"]) is None
+
+
+async def test_auth_state_by_key_path_or_callable():
+    state = {"access_token": "tok", "oauth": {"token": "nested"}}
+    assert await from_auth_state(state, "access_token", "oauth2") == GitCredential("oauth2", "tok")
+    assert await from_auth_state(state, "oauth.token", "oauth2") == GitCredential("oauth2", "nested")
+    assert await from_auth_state(state, "missing", "oauth2") is None
+    assert await from_auth_state(None, "access_token", "oauth2") is None
+
+    async def pick(auth_state):
+        return {"username": "x-access-token", "token": auth_state["access_token"]}
+
+    assert await from_auth_state(state, pick, "oauth2") == GitCredential("x-access-token", "tok")
+    assert await from_auth_state(state, lambda s: None, "oauth2") is None

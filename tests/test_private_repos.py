@@ -1,0 +1,177 @@
+"""Private repositories on the test environment's git server (private/<owner>/… needs basic
+auth; 'hub' reads all, another user their own): lookups say what is wrong, builds clone with
+the credential without it showing anywhere, and only users who can read a repository get its
+image."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+import uuid
+
+import docker.errors
+import pytest
+import requests
+from tornado import web
+
+from repo2docker_buildcore import contract
+from repo2docker_buildcore.gitcredentials import GitCredential
+from repo2dockerspawner.options import RepoPolicy
+from repo2dockerspawner.refs import resolve_ref
+from support.builds import head
+
+INTO_HOME = "FROM {base}\nRUN echo build-{token} && sleep {sleep}\nCOPY marker.txt /home/jovyan/marker.txt\n"
+
+
+def private_repo(git_repos, testenv, owner: str, marker: str, sleep: int = 0):
+    files = {"Dockerfile": INTO_HOME.format(base=testenv["R2D_SINGLEUSER_IMAGE"], token=uuid.uuid4().hex, sleep=sleep),
+             "marker.txt": marker + "\n"}
+    return git_repos.create(files, prefix=f"private/{owner}/course")
+
+
+def tokens(testenv) -> dict[str, str]:
+    return {"hub": testenv["R2D_GIT_HUB_TOKEN"], "alice": testenv["R2D_GIT_ALICE_TOKEN"], "bob": testenv["R2D_GIT_BOB_TOKEN"]}
+
+
+async def refusal(url: str, ref: str, policy: RepoPolicy, credential: GitCredential | None) -> str:
+    with pytest.raises(web.HTTPError) as info:
+        await resolve_ref(url, ref, policy, credential=credential)
+    assert info.value.status_code == 400
+    return info.value.jupyterhub_message
+
+
+@pytest.mark.integration
+async def test_lookups_tell_missing_credentials_from_refused_ones_and_never_reveal_a_repository(testenv, git_repos):
+    policy = RepoPolicy(schemes=("http",), hosts=(testenv["R2D_BRIDGE_IP"],))
+    repo = private_repo(git_repos, testenv, "alice", "alice's course")
+    missing = repo.url.replace("course-", "nothing-")
+    alice, bob = GitCredential("alice", tokens(testenv)["alice"]), GitCredential("bob", tokens(testenv)["bob"])
+
+    assert await resolve_ref(repo.url, "main", policy, credential=alice) == head(repo)
+    assert await resolve_ref(repo.url, "main", policy, credential=GitCredential("hub", tokens(testenv)["hub"])) == head(repo)
+    assert "needs credentials" in await refusal(repo.url, "main", policy, None)
+    assert "credentials for" in await refusal(repo.url, "main", policy, GitCredential("alice", "wrong")) \
+        and "were refused" in await refusal(repo.url, "main", policy, GitCredential("alice", "wrong"))
+    # Bob may not read it: told exactly what a missing repository is told.
+    told = await refusal(repo.url, "main", policy, bob)
+    assert "was not found" in told
+    assert told.replace(repo.url, "URL") == (await refusal(missing, "main", policy, bob)).replace(missing, "URL")
+    # A commit SHA is no way around it: the repository is still read with the user's credential.
+    assert "was not found" in await refusal(repo.url, head(repo), policy, bob)
+    assert "needs credentials" in await refusal(repo.url, head(repo), policy, None)
+    assert await resolve_ref(repo.url, head(repo), policy, credential=alice) == head(repo)
+
+
+class Snooper:
+    """Everything a build shows of itself while it runs and after: its containers' configuration
+    (docker inspect) and the image's history and labels."""
+
+    def __init__(self, docker_client, instance: str) -> None:
+        self.client, self.instance, self.seen = docker_client, instance, []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.2):
+            for c in self.client.containers.list(all=True, filters={"label": f"{contract.LABEL_INSTANCE}={self.instance}"}):
+                try:
+                    self.seen.append(json.dumps(self.client.api.inspect_container(c.id)))
+                except docker.errors.NotFound:
+                    pass
+
+    def image(self, image: str) -> str:
+        return json.dumps(self.client.api.inspect_image(image)) + json.dumps(self.client.api.history(image))
+
+
+def launch(hub, name: str, url: str) -> list[dict]:
+    response, events = hub.spawn_and_follow(name, {"repo": url, "ref": "main"})
+    assert response.status_code in (201, 202), response.text
+    return events
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("backend", ["local", "kubernetes"])
+def test_hub_credentials_build_and_launch_a_private_repository_and_show_nowhere(
+        hubs, backend, testenv, git_repos, docker_client, tmp_path, kubectl):
+    token = tokens(testenv)["hub"]
+    host = testenv["R2D_BRIDGE_IP"]
+    credentials = tmp_path / "credentials.json"
+    credentials.write_text(json.dumps({host: {"username": "hub", "token": token}}))
+    # The hub's from its environment, the operator's from a file (the chart mounts a Secret).
+    hub = hubs(backend, repo_credentials={host: {"username": "hub", "token_env": "R2D_TEST_GIT_TOKEN"}},
+               process_env={"R2D_TEST_GIT_TOKEN": token}, operator_options={"git_credentials": str(credentials)})
+    repo = private_repo(git_repos, testenv, "alice", "private course", sleep=4)
+    name = f"p{uuid.uuid4().hex[:8]}"
+    with Snooper(docker_client, hub.build_instance) as snoop:
+        events = launch(hub, name, repo.url)
+    assert events[-1].get("ready"), events[-3:]
+    assert hub.user_file(name, "marker.txt") == "private course\n"
+    assert snoop.seen, "the build container was never seen"
+
+    image = contract.image_name("r2d-e2e-", repo.url, head(repo))
+    shown = {"docker inspect of the build container": "".join(snoop.seen), "the image": snoop.image(image),
+             "the hub's log": hub.log(), "the pending page's events": json.dumps(events),
+             "the builds page": hub.login("r2d-admin").get(f"{hub.url}/hub/builds", timeout=30).text,
+             "the hub's metrics": requests.get(f"{hub.url}/hub/metrics", headers={"Authorization": f"token {hub.token}"},
+                                              timeout=30).text,
+             "the user's server state": json.dumps(hub.api("GET", f"/users/{name}").json())}
+    if backend == "kubernetes":
+        namespace = hub.spawner_config["KubernetesBackend.namespace"]
+        shown["the build resource"] = kubectl("get", contract.PLURAL, "-n", namespace, "-o", "json")
+        shown["events"] = kubectl("get", "events", "-n", namespace, "-o", "json")
+    for where, text in shown.items():
+        assert token not in text, f"the token shows in {where}"
+    assert "private/alice/course" in shown["the builds page"]  # the page was really read
+
+
+AUTH_STATE_HUB = """
+from jupyterhub.auth import DummyAuthenticator
+TOKENS = {tokens!r}
+
+class TokenInAuthState(DummyAuthenticator):
+    # As an OAuth authenticator keeps the user's access token.
+    async def authenticate(self, handler, data):
+        name = await super().authenticate(handler, data)
+        return name and {{"name": name, "auth_state": {{"access_token": TOKENS.get(name)}}}}
+
+c.JupyterHub.authenticator_class = TokenInAuthState
+c.Authenticator.enable_auth_state = True
+"""
+
+
+@pytest.mark.e2e
+def test_only_users_who_can_read_a_private_repository_launch_its_image(hubs, testenv, git_repos, docker_client):
+    own = tokens(testenv)
+    hub = hubs("local", user_credentials_from_auth_state="access_token", user_credentials_hosts=[testenv["R2D_BRIDGE_IP"]],
+               process_env={"JUPYTERHUB_CRYPT_KEY": secrets.token_hex(32)},
+               hub_config=AUTH_STATE_HUB.format(tokens={"alice": own["alice"], "bob": own["bob"]}).splitlines())
+    repo = private_repo(git_repos, testenv, "alice", "alice's course")
+    for user in ("alice", "bob", "carol"):
+        hub.login(user)  # the authenticator stores each one's auth_state (carol has no token)
+
+    # Alice reads it with her own token: built and launched.
+    events = launch(hub, "alice", repo.url)
+    assert events[-1].get("ready"), events[-3:]
+    assert hub.user_file("alice", "marker.txt") == "alice's course\n"
+    image = contract.image_name("r2d-e2e-", repo.url, head(repo))
+    assert docker_client.images.get(image)
+
+    # The image exists, but Bob's token cannot read the repository: refused as a missing one,
+    # by ref or by commit, and no server, no build.
+    for ref in ("main", head(repo)):
+        r = hub.spawn("bob", {"repo": repo.url, "ref": ref})
+        assert r.status_code == 400 and "was not found" in r.json()["message"], r.text
+        assert "alice's course" not in r.text
+    r = hub.spawn("carol", {"repo": repo.url, "ref": "main"})
+    assert r.status_code == 400 and "needs credentials" in r.json()["message"], r.text
+    assert not hub.api("GET", "/users/bob").json()["servers"]
+    assert own["alice"] not in hub.log() and own["bob"] not in hub.log()
