@@ -91,6 +91,21 @@ def hubs(request, testenv, tmp_path, docker_client):
         stop_hub(hub, docker_client)
 
 
+@pytest.fixture
+def home_volume(docker_client):
+    """A volume name template (DockerSpawner's `volumes` key) for this test's users. Requested
+    before `hubs`, it is torn down after them: the volumes go once no server uses them."""
+    import docker.errors
+
+    stem = f"r2d-test-home-{uuid.uuid4().hex[:8]}"
+    yield stem + "-{username}"
+    for vol in docker_client.volumes.list(filters={"name": stem}):
+        try:
+            vol.remove(force=True)
+        except docker.errors.APIError:
+            pass
+
+
 @pytest.fixture(scope="session")
 def git_repos(testenv: TestEnv) -> GitRepoFactory:
     return GitRepoFactory(Path(testenv["R2D_GIT_ROOT"]), testenv["R2D_GIT_URL"])
@@ -174,6 +189,11 @@ def pytest_sessionfinish(session, exitstatus):
                     client.images.remove(tag, force=True)
                 except docker.errors.APIError:
                     pass  # still used by a container a test left; the next run retries
+    for volume in client.volumes.list(filters={"name": "r2d-test-home-"}):
+        try:
+            volume.remove()
+        except docker.errors.APIError:
+            pass  # in use
     client.close()
 
 

@@ -196,3 +196,33 @@ def test_admin_builds_page_lists_running_and_queued_builds_shows_a_live_log_and_
         page.wait_for_timeout(1000)
     assert sorted(rows().values()) == ["Building", "Building", "Cancelled"]
     page.screenshot(path=str(artifacts / "builds-after-cancel.png"), full_page=True)
+
+
+
+def test_with_a_volume_on_the_home_jupyterlab_opens_the_launched_repositorys_folder(
+        home_volume, browser, testenv, artifacts, git_repos, hubs):
+    from repo2dockerspawner.homes import folder_names
+
+    hub = hubs("local", volumes={home_volume: "/home/jovyan"})
+    first = dockerfile_repo(git_repos, testenv["R2D_SINGLEUSER_IMAGE"], marker="the first repository")
+    second = dockerfile_repo(git_repos, testenv["R2D_SINGLEUSER_IMAGE"], marker="the second repository")
+    name = f"v{uuid.uuid4().hex[:8]}"
+    page = browser.new_page()
+    login(page, hub, name)
+    for repo in (first, second):
+        page.goto(f"{hub.url}/hub/spawn")
+        page.fill("input[name=repo]", repo.url)
+        page.fill("input[name=ref]", "main")
+        page.click("#spawn_form button[type=submit]")
+        folder = folder_names(repo.url)[0]
+        # JupyterLab opens in the repository's folder of the home, its files listed.
+        page.wait_for_url(f"**/user/{name}/lab/tree/{folder}**", timeout=240_000)
+        page.locator(".jp-DirListing-item", has_text="marker.txt").wait_for(timeout=120_000)
+        crumbs = page.locator(".jp-BreadCrumbs").inner_text()
+        assert folder in crumbs, crumbs
+        page.screenshot(path=str(artifacts / f"{folder}.png"))
+        hub.wait_ready(name)
+        assert hub.user_file(name, f"{folder}/marker.txt") == f"the {'first' if repo is first else 'second'} repository\n"
+        if repo is second:  # the first one's folder is still there, beside it
+            assert hub.user_file(name, f"{folder_names(first.url)[0]}/marker.txt") == "the first repository\n"
+        hub.stop_server(name)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import uuid
 
-import docker.errors
 import pytest
 import requests
 
@@ -47,18 +46,6 @@ def repo(git_repos, testenv, shape: str, marker: str):
                              "marker.txt": marker + "\n"})
 
 
-@pytest.fixture
-def volume(docker_client):
-    """A volume name template for this test's users; the volumes are removed afterwards."""
-    stem = f"r2d-test-home-{uuid.uuid4().hex[:8]}"
-    yield stem + "-{username}"
-    for vol in docker_client.volumes.list(filters={"name": stem}):
-        try:
-            vol.remove(force=True)
-        except docker.errors.APIError:
-            pass
-
-
 def save(hub, name: str, path: str, content: str) -> None:
     r = requests.put(f"{hub.url}/user/{name}/api/contents/{path}", json={"type": "file", "format": "text",
                      "content": content}, headers={"Authorization": f"token {hub.token}"}, timeout=30)
@@ -86,8 +73,8 @@ def server_env(docker_client, hub, name: str) -> dict[str, str]:
 @both_repo2docker_versions
 @pytest.mark.parametrize("backend", ["local", "kubernetes"])
 def test_a_volume_on_the_home_shows_each_repository_in_its_folder_and_keeps_what_the_user_saved(
-        hubs, backend, build_image, testenv, git_repos, docker_client, volume):
-    hub = hubs(backend, volumes={volume: "/home/jovyan"})
+        home_volume, hubs, backend, build_image, testenv, git_repos, docker_client):
+    hub = hubs(backend, volumes={home_volume: "/home/jovyan"})
     first = repo(git_repos, testenv, INTO_HOME, "first repository")
     second = repo(git_repos, testenv, INTO_REPO_DIR, "second repository")
     name = f"h{uuid.uuid4().hex[:8]}"
@@ -123,8 +110,8 @@ def test_a_volume_on_the_home_shows_each_repository_in_its_folder_and_keeps_what
 
 
 def test_a_folder_of_the_users_own_with_the_repositorys_name_is_left_alone(
-        hubs, testenv, git_repos, docker_client, volume):
-    hub = hubs("local", volumes={volume: "/home/jovyan"})
+        home_volume, hubs, testenv, git_repos, docker_client):
+    hub = hubs("local", volumes={home_volume: "/home/jovyan"})
     theirs = repo(git_repos, testenv, INTO_HOME, "the repository")
     name = f"h{uuid.uuid4().hex[:8]}"
     folder, other = folder_names(theirs.url)
@@ -132,7 +119,7 @@ def test_a_folder_of_the_users_own_with_the_repositorys_name_is_left_alone(
     # Before the first launch, the user already has a folder of that name (in the volume).
     docker_client.containers.run(testenv["R2D_SINGLEUSER_IMAGE"], ["sh", "-c", f"mkdir -p /home/jovyan/{folder} && "
                                  f"echo mine > /home/jovyan/{folder}/marker.txt"],
-                                 volumes={volume.format(username=name): {"bind": "/home/jovyan", "mode": "rw"}},
+                                 volumes={home_volume.format(username=name): {"bind": "/home/jovyan", "mode": "rw"}},
                                  remove=True)
     launch(hub, name, theirs.url)
     assert server_env(docker_client, hub, name)["JUPYTERHUB_DEFAULT_URL"] == f"/lab/tree/{other}"
@@ -143,8 +130,8 @@ def test_a_folder_of_the_users_own_with_the_repositorys_name_is_left_alone(
 
 @pytest.mark.parametrize("backend", ["local", "kubernetes"])
 def test_a_volume_on_a_folder_of_the_home_keeps_todays_images_and_layout(
-        hubs, backend, testenv, git_repos, docker_client, volume):
-    hub = hubs(backend, volumes={volume: "/home/jovyan/work"})
+        home_volume, hubs, backend, testenv, git_repos, docker_client):
+    hub = hubs(backend, volumes={home_volume: "/home/jovyan/work"})
     first = repo(git_repos, testenv, INTO_HOME, "first repository")
     second = repo(git_repos, testenv, INTO_HOME, "second repository")
     name = f"w{uuid.uuid4().hex[:8]}"
