@@ -72,7 +72,7 @@ def test_form_pending_page_shows_the_build_log_then_the_server(browser, testenv,
     page.wait_for_function("document.getElementById('progress-details').open === true", timeout=30_000)
     # The newest repo2docker (the default build image) builds with BuildKit: its plain
     # progress arrives as readable lines, ending with the image being named.
-    log.get_by_text("naming to", exact=False).wait_for(state="attached", timeout=120_000)
+    log.get_by_text("naming to", exact=False).first.wait_for(state="attached", timeout=120_000)
     page.screenshot(path=str(artifacts / "pending.png"), full_page=True)
     assert log.is_visible()
     lines = log.locator(".progress-log-event").all_text_contents()

@@ -95,7 +95,7 @@ async def test_a_protocol_v2_answer_past_the_output_cap_is_refused(policy):
 
 
 @pytest.mark.parametrize("status, expected", [
-    ("401 Unauthorized", "refused access"), ("403 Forbidden", "refused access"),
+    ("401 Unauthorized", "needs credentials"), ("403 Forbidden", "needs credentials"),
     ("404 Not Found", "was not found"), ("500 Internal Server Error", "could not be read"),
 ])
 async def test_answers_of_a_server_are_told_apart(policy, status, expected):
