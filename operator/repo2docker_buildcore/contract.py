@@ -271,8 +271,7 @@ def image_name(prefix: str, repo_url: str, commit: str, repo_dir: str = "") -> s
     validate_commit(commit)
     validate_image_prefix(prefix)
     budget = MAX_IMAGE_LENGTH - len(prefix) - len(commit) - 12
-    shaped = repo_hash(repo_url) if not repo_dir else hashlib.sha256(
-        f"{normalize_repo_url(repo_url)}{_shape(repo_dir)}".encode()).hexdigest()[:10]
+    shaped = hashlib.sha256(f"{normalize_repo_url(repo_url)}{_shape(repo_dir)}".encode()).hexdigest()[:10]
     return validate_image(f"{prefix}{_slug(repo_url, min(60, budget))}-{shaped}:{commit}")
 
 

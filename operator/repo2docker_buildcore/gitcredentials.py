@@ -52,11 +52,14 @@ def origin(url: str) -> str:
     return f"{parts.scheme.lower()}://{host}" + (f":{port}" if port else "")
 
 
+def host_matches(url: str, pattern: str) -> bool:
+    """Whether the URL's host matches a host pattern (fnmatch, like allowed_repo_hosts)."""
+    return fnmatch.fnmatchcase(contract.url_host(url)[0], pattern.lower())
+
+
 def match(url: str, table: Iterable[tuple[str, GitCredential]]) -> GitCredential | None:
-    """The credential of the first host pattern (fnmatch, like allowed_repo_hosts) that
-    matches the URL's host; None when none does."""
-    host, _port = contract.url_host(url)
-    return next((cred for pattern, cred in table if fnmatch.fnmatchcase(host, pattern.lower())), None)
+    """The credential of the first host pattern that matches the URL's host, else None."""
+    return next((cred for pattern, cred in table if host_matches(url, pattern)), None)
 
 
 def load_table(entries: Mapping[str, Mapping[str, Any]], what: str) -> list[tuple[str, GitCredential]]:

@@ -10,12 +10,10 @@ repository is refused even where the hub's could.
 
 from __future__ import annotations
 
-import fnmatch
 import inspect
 from typing import Any, Awaitable, Callable, Mapping, Union
 
-from repo2docker_buildcore import contract
-from repo2docker_buildcore.gitcredentials import GitCredential, load_file, load_table, match
+from repo2docker_buildcore.gitcredentials import GitCredential, host_matches, load_file, load_table, match
 
 # A key path into auth_state ("access_token", "oauth.token"), or a callable of auth_state
 # returning {"username": …, "token": …} or None (it may be async).
@@ -47,11 +45,6 @@ async def from_auth_state(auth_state: Mapping[str, Any] | None, source: AuthStat
     return GitCredential(username, str(token)) if token else None
 
 
-def user_host(url: str, patterns: list[str]) -> bool:
-    host, _port = contract.url_host(url)
-    return any(fnmatch.fnmatchcase(host, pattern.lower()) for pattern in patterns)
-
-
 def hub_table(entries: Mapping[str, Mapping[str, Any]], path: str) -> list[tuple[str, GitCredential]]:
     """The hub's credentials, read now (a rotated token file is used from the next launch)."""
     table = load_table(entries, "Repo2DockerSpawner.repo_credentials")
@@ -64,7 +57,7 @@ async def credential_for(url: str, *, hub: list[tuple[str, GitCredential]],
                          user: Callable[[], Awaitable[GitCredential | None]] | None,
                          user_hosts: list[str]) -> GitCredential | None:
     """The user's own credential for a host named for it, else the hub's, else None."""
-    if user is not None and user_hosts and user_host(url, user_hosts):
+    if user is not None and any(host_matches(url, pattern) for pattern in user_hosts):
         own = await user()
         if own is not None:
             return own

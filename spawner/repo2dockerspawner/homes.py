@@ -13,8 +13,8 @@ What this module decides, for one launch:
   in buildpack images); without one, repo2docker's default is kept, and images are exactly
   what they were before this option existed.
 * ``plan_copy``: when a volume holds the home directory (or hides the directory that holds the
-  repository in the image), the repository's files are copied into the volume, into a folder named after the repository
-  (``~/<repository>``), before the server starts. Files already in that folder are never
+  repository in the image), the repository's files are copied into the volume, into a folder
+  named after the repository (``~/<repository>``), before the server starts. Files already in that folder are never
   overwritten: what the user edited, they keep; files a newer commit adds appear. A folder of
   that name that holds another repository (or the user's own files) is left alone, and the
   copy goes to ``~/<repository>-<hash>``. The user lands in the copied folder, with the whole

@@ -16,8 +16,8 @@ from typing import Any, AsyncIterator, Protocol
 
 from traitlets.config import LoggingConfigurable
 
-from repo2docker_buildcore.gitcredentials import GitCredential
 from repo2docker_buildcore.contract import BuildSpec, BuildStatus, Phase
+from repo2docker_buildcore.gitcredentials import GitCredential
 
 
 class BuildHandle(Protocol):

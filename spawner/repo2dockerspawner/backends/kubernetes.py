@@ -18,9 +18,9 @@ from typing import Any, AsyncIterator
 from kubernetes_asyncio.client.exceptions import ApiException
 from traitlets import Bool, Float, Unicode, default
 
-from repo2docker_buildcore.gitcredentials import GitCredential
 from repo2docker_buildcore import contract
 from repo2docker_buildcore.contract import BuildSpec, BuildStatus, Phase
+from repo2docker_buildcore.gitcredentials import GitCredential
 from repo2docker_buildcore.imageuse import store_from_setting
 from repo2docker_buildcore.livelog import LiveLog
 from repo2docker_buildcore.resources import BuildResources, api_client

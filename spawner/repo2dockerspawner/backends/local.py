@@ -22,13 +22,13 @@ from typing import Any, AsyncIterator
 
 from traitlets import Float, TraitError, validate
 
-from repo2docker_buildcore.gitcredentials import GitCredential
 from repo2docker_buildcore import contract
 from repo2docker_buildcore.adoption import adopt
 from repo2docker_buildcore.build import BuildJob, BuildSettings
 from repo2docker_buildcore.collector import ImageCollector
 from repo2docker_buildcore.contract import BuildSpec, BuildStatus, Phase
 from repo2docker_buildcore.gcmetrics import GCMetrics
+from repo2docker_buildcore.gitcredentials import GitCredential
 from repo2docker_buildcore.imagegc import GCPolicy
 from repo2docker_buildcore.imageuse import FileStore, UseLedger
 from repo2docker_buildcore.queue import BuildQueue
