@@ -293,7 +293,9 @@ def test_cap_holds_across_a_restart(kubectl, namespace, operator_factory, git_re
     """Two builds run and one waits when the operator dies; its successor must count the two
     running containers before starting the third, and must not start them again."""
     op = operator_factory(concurrency=2)
-    repos = [dockerfile_repo(git_repos, base, sleep=6) for _ in range(3)]
+    # Long enough that the moment with two running and one queued outlasts a loaded machine's
+    # slow start of the third resource's handling.
+    repos = [dockerfile_repo(git_repos, base, sleep=20) for _ in range(3)]
     with ContainerWatcher(docker_client, op.instance) as watcher:
         names = [create_build(kubectl, namespace, r.url, head(r)) for r in repos]
 

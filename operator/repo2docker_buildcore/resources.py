@@ -116,13 +116,21 @@ class BuildResources:
         `status.finishedAt`, which takes it out of the operator's watch. The watch selects on
         that status field, not on the label, because anyone who may create a resource may
         also label it, and only the operator may write status. In this order a crash in
-        between leaves it in the watch, to be marked again. False if it is gone."""
-        marked = await self._patch_metadata(namespace, name, uid, lambda meta: {
-            "labels": {contract.LABEL_FINISHED_AT: str(finished_at)},
-            "finalizers": [f for f in meta.get("finalizers", []) if f != finalizer]})
+        between leaves it in the watch, to be marked again. Two markers at once (the build's
+        end and the watch seeing its terminal phase) agree: the first time written is kept,
+        in the label and in status. False if it is gone."""
+        kept = [finished_at]
+
+        def change(meta: dict) -> dict:
+            earlier = (meta.get("labels") or {}).get(contract.LABEL_FINISHED_AT, "")
+            kept[0] = int(earlier) if earlier.isdigit() else finished_at
+            return {"labels": {contract.LABEL_FINISHED_AT: str(kept[0])},
+                    "finalizers": [f for f in meta.get("finalizers", []) if f != finalizer]}
+
+        marked = await self._patch_metadata(namespace, name, uid, change)
         if marked:
             try:
-                await self.patch_status(namespace, name, {contract.STATUS_FINISHED_AT: finished_at})
+                await self.patch_status(namespace, name, {contract.STATUS_FINISHED_AT: kept[0]})
             except ApiException as exc:
                 if exc.status != 404:
                     raise
