@@ -45,10 +45,12 @@ testenv-down:
 # by its totals, counting the API server's watches) run alone afterwards. Both run whatever
 # the other gives; either failing fails.
 # A phase that PYTEST_ARGS leaves empty (pytest's exit code 5) is no failure.
+# Workers take one test at a time, longest tiers first (conftest.py), so none is left
+# holding a queue of slow tests while the others idle.
 TEST_WORKERS ?= 4
 test: install testenv
 	@status=0; \
-	$(VENV)/bin/pytest -m "not serial" -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS) || { rc=$$?; [ $$rc -eq 5 ] || status=$$rc; }; \
+	$(VENV)/bin/pytest -m "not serial" -n $(TEST_WORKERS) --dist load --maxschedchunk 1 $(PYTEST_ARGS) || { rc=$$?; [ $$rc -eq 5 ] || status=$$rc; }; \
 	$(VENV)/bin/pytest -m serial $(PYTEST_ARGS) || { rc=$$?; [ $$rc -eq 5 ] || status=$$rc; }; \
 	exit $$status
 
@@ -67,3 +69,4 @@ operator-image: install
 bench: install testenv
 	$(PY) bench/table.py
 	$(PY) bench/push_pull.py
+	$(PY) bench/home_copy.py

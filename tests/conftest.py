@@ -130,17 +130,27 @@ def docker_client(testenv: TestEnv):
 TIERS = ("integration", "e2e", "browser", "cluster")
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+# Longest tiers first: parallel workers then end together on short tests instead of one
+# worker starting a five-minute cluster test when the others are done. No fixture is wider
+# than a function's but the session's, so the order costs no extra set-up.
+RUN_ORDER = ("cluster", "e2e", "browser", "integration")
+
+
+def tier_rank(marks: set[str]) -> int:
+    return next((i for i, tier in enumerate(RUN_ORDER) if tier in marks), len(RUN_ORDER))
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist distributes them
 def pytest_collection_modifyitems(config, items):
     """A test is of one tier: a module-wide mark must not make a pure unit test a daemon test
-    too (`-m unit` would run it, `-m integration` as well). Tests that share the session's
-    operator image run on one worker, which builds and loads it once."""
+    too (`-m unit` would run it, `-m integration` as well)."""
+    ranks = {}
     for item in items:
-        if "operator_image" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.xdist_group("operator-image"))
         marks = {m.name for m in item.iter_markers()}
         if "unit" in marks and marks & set(TIERS):
             raise pytest.UsageError(f"{item.nodeid} is marked unit and {sorted(marks & set(TIERS))}: pick one")
+        ranks[item.nodeid] = tier_rank(marks)
+    items.sort(key=lambda item: ranks[item.nodeid])  # stable: file order within a tier
 
 
 SESSIONS_LOCK = REPO_ROOT / ".testenv" / "test-sessions.lock"
@@ -198,24 +208,20 @@ def pytest_sessionfinish(session, exitstatus):
 
 
 @pytest.fixture(scope="session")
-def operator_image(testenv: TestEnv, docker_client):
+def operator_image(testenv: TestEnv):
     """The operator image built by tools/operator-image.sh from the Dockerfile (on the local
-    Python base: nothing can be pulled) and loaded into the node's runtime, once per session."""
+    Python base: nothing can be pulled) and loaded into the node's runtime. Every worker asks;
+    the script's lock and its cache make the first one build and the others reuse it, and
+    under one tag the node's runtime keeps it between sessions (the load skips an image it has)."""
     import subprocess
 
-    tag = f"r2d-test-operator:{uuid.uuid4().hex[:8]}"
+    tag = "r2d-test-operator:session"
     built = subprocess.run([str(REPO_ROOT / "tools" / "operator-image.sh"), tag, testenv["R2D_SINGLEUSER_IMAGE"]],
                            capture_output=True, text=True, timeout=900)
     assert built.returncode == 0, built.stderr[-3000:]
     loaded = subprocess.run([testenv["R2D_LOAD_IMAGE"], tag], capture_output=True, text=True, timeout=600)
     assert loaded.returncode == 0, loaded.stderr[-3000:]
-    yield tag
-    subprocess.run(["ctr", "--address", testenv["R2D_NODE_CONTAINERD"], "-n", "k8s.io", "images", "rm",
-                    loaded.stdout.strip()], capture_output=True)
-    try:
-        docker_client.images.remove(tag, force=True)
-    except Exception:  # noqa: BLE001 - a container still uses it; the session's sweep retries
-        pass
+    return tag
 
 
 @pytest.fixture(scope="session")

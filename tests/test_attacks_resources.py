@@ -182,3 +182,70 @@ def test_the_operator_removes_a_forged_finished_label_and_builds(identities, ope
     # Marked again by the operator itself once built, with a real time, and kept for its TTL.
     wait_until(lambda: int(get_build(kubectl, identities.namespace, name)["metadata"]["labels"]
                            .get(contract.LABEL_FINISHED_AT, "0")) > 1, timeout=30, what="the operator's own mark")
+
+
+def planted_secret(kubectl, namespace: str, name: str, token: str, owner: dict | None = None) -> None:
+    """A basic-auth Secret somebody else made (an admin, another tool), holding a token that
+    reads every private repository."""
+    meta = {"name": name, "namespace": namespace}
+    if owner:
+        meta["ownerReferences"] = [{"apiVersion": contract.API_VERSION, "kind": contract.KIND, "controller": True,
+                                    "name": owner["metadata"]["name"], "uid": owner["metadata"]["uid"]}]
+    kubectl.apply(json.dumps({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/basic-auth",
+                              "metadata": meta, "stringData": {"username": "hub", "password": token}}))
+
+
+@pytest.mark.e2e
+def test_a_resource_cannot_clone_with_a_secret_its_build_does_not_own(testenv, kubectl, namespace, hubs, tmp_path,
+                                                                     git_repos, docker_client):
+    from test_private_repos import auth_state_hub, private_repo, tokens
+
+    ids = chart_identities(testenv, kubectl, namespace, "--set", "build.userCredentials=true")
+    try:
+        kubeconfig = token_kubeconfig(testenv, ids.hub.token, tmp_path / "hub.kubeconfig", namespace)
+        hub = auth_state_hub(hubs, "kubernetes", testenv, kubeconfig=str(kubeconfig),
+                             operator_options={"token": ids.operator.token})
+        repo = private_repo(git_repos, testenv, "alice", "alice's course")
+        image = contract.image_name(PREFIX, repo.url, head(repo))
+        spec = {"repoUrl": repo.url, "ref": "main", "commit": head(repo), "image": image, "userCredentials": True}
+        # Secrets the student cannot read, named as the operator names a build's hand-over:
+        # one nobody's build owns, and one another build owns.
+        other = dockerfile_repo(git_repos, testenv["R2D_SINGLEUSER_IMAGE"])
+        owner = json.loads(kubectl("create", "-o", "json", "-f", "-", input=json.dumps(contract.build_manifest(
+            contract.BuildSpec(other.url, "main", head(other), contract.image_name(PREFIX, other.url, head(other))),
+            namespace))))
+        planted_secret(kubectl, namespace, "course-git", tokens(testenv)["hub"])
+        planted_secret(kubectl, namespace, "course2-git", tokens(testenv)["hub"], owner=owner)
+        assert refused(ids.student.run("get", "secrets", "-n", namespace, check=False))
+
+        # The attack: builds of Alice's private repository named so that they take those Secrets.
+        for name in ("course", "course2"):
+            attack(ids.student, {"apiVersion": contract.API_VERSION, "kind": contract.KIND,
+                                 "metadata": {"name": name, "namespace": namespace}, "spec": spec})
+        for name in ("course", "course2"):
+            status = wait_phase(kubectl, namespace, name, "Succeeded", "Failed", timeout=180)["status"]
+            assert status["phase"] == "Failed" and f"the Secret {name}-git" in status["message"], status
+        assert not image_exists(docker_client, image)
+
+        # Alice, with her own token, through the chart's identities: the hub hands it over, the
+        # operator reads it; neither may do more with Secrets.
+        events = launch_as(hub, "alice", repo)
+        assert events[-1].get("ready"), events[-3:]
+        assert hub.user_file("alice", "marker.txt") == "alice's course\n"
+        assert refused(ids.hub.run("get", "secrets", "-n", namespace, check=False))
+        assert ids.operator.run("get", "secret", "course-git", "-n", namespace, check=False).returncode == 0
+        assert refused(ids.operator.run("get", "secrets", "-n", namespace, check=False))  # a list
+        assert refused(ids.operator.run("create", "secret", "generic", "x", "-n", namespace, check=False))
+        assert refused(ids.operator.run("delete", "secret", "course-git", "-n", namespace, check=False))
+    finally:
+        uninstall_chart(testenv, namespace)
+
+
+def launch_as(hub, user: str, repo) -> list[dict]:
+    response, events = hub.spawn_and_follow(user, {"repo": repo.url, "ref": "main"})
+    assert response.status_code in (201, 202), response.text
+    return events
+
+
+def refused(result) -> bool:
+    return result.returncode != 0 and "forbidden" in result.stderr.lower()

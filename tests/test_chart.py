@@ -217,6 +217,7 @@ def test_hub_identity_may_only_create_and_watch_builds(testenv, kubectl, release
                            "-p", json.dumps({"status": {"phase": "Succeeded", "image": "evil:1"}}), check=False)
     assert refused(status_patch), "the hub must not be able to forge a build's result"
     assert refused(hub.run("get", "secrets", "-n", ns, check=False))
+    assert refused(hub.run("create", "secret", "generic", "x", "-n", ns, check=False))  # build.userCredentials is off
     # For the builds page: events and the images' last use, read only.
     assert hub.run("get", "events", "-n", ns, check=False).returncode == 0
     assert hub.run("get", "configmap", "r2d-repo2docker-operator-image-use", "-n", ns, check=False).returncode == 0

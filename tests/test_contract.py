@@ -153,6 +153,16 @@ def test_a_build_is_the_same_build_when_its_identity_matches():
         assert not contract.same_build(ours, other), other
 
 
+def test_a_handed_over_credential_is_in_the_spec_and_not_part_of_the_build():
+    ours = BuildSpec("https://github.com/a/b", "main", SHA, contract.image_name("r2d-", "https://github.com/a/b", SHA))
+    handed = BuildSpec.from_spec({**ours.to_spec(), "userCredentials": True})
+    assert handed.user_credentials and handed.to_spec()["userCredentials"] is True
+    assert "userCredentials" not in ours.to_spec()
+    assert contract.same_build(ours, handed) and handed.name == ours.name
+    with pytest.raises(contract.InvalidBuildRequest, match="userCredentials"):
+        BuildSpec.from_spec({**ours.to_spec(), "userCredentials": "yes"})
+
+
 @pytest.mark.parametrize("asked, allowed, granted", [
     (None, None, None), (4.0, None, 4.0), (None, 0.5, 0.5), (4.0, 0.5, 0.5), (0.25, 0.5, 0.25),
 ])

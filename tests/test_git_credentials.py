@@ -3,13 +3,16 @@ with them run against the test environment's private repositories in test_privat
 
 from __future__ import annotations
 
+import base64
 import io
 import tarfile
 
 import pytest
 
+from repo2docker_buildcore import contract
 from repo2docker_buildcore.gitcredentials import (
-    STORE_FILE, GitCredential, helper_environment, load_table, match, origin, store_archive, store_environment,
+    STORE_FILE, ForeignSecret, GitCredential, from_secret, helper_environment, load_table, match, origin,
+    secret_manifest, store_archive, store_environment,
 )
 from repo2dockerspawner.credentials import credential_for, from_auth_state
 
@@ -88,3 +91,44 @@ async def test_auth_state_by_key_path_or_callable():
 
     assert await from_auth_state(state, pick, "oauth2") == GitCredential("x-access-token", "tok")
     assert await from_auth_state(state, lambda s: None, "oauth2") is None
+    # A user's own: on the cluster it goes to the build (the hub's stay with the hub and operator).
+    assert (await from_auth_state(state, "access_token", "oauth2")).personal
+    assert (await from_auth_state(state, pick, "oauth2")).personal
+    assert not HUB.personal
+
+
+BUILD = {"metadata": {"name": "b-1234", "namespace": "ns", "uid": "uid-1"}}
+
+
+def as_read(manifest: dict) -> dict:
+    """The Secret as the API server returns it: stringData encoded into data."""
+    read = {k: v for k, v in manifest.items() if k != "stringData"}
+    read["data"] = {k: base64.b64encode(v.encode()).decode() for k, v in manifest["stringData"].items()}
+    return read
+
+
+def test_a_users_credential_is_handed_to_the_build_that_owns_its_secret_and_to_no_other():
+    manifest = secret_manifest(BUILD, ALICE)
+    meta = manifest["metadata"]
+    assert (meta["name"], meta["namespace"], manifest["type"]) == ("b-1234-git", "ns", "kubernetes.io/basic-auth")
+    assert meta["ownerReferences"] == [{"apiVersion": contract.API_VERSION, "kind": contract.KIND, "name": "b-1234",
+                                        "uid": "uid-1", "controller": True}]
+    assert meta["labels"][contract.LABEL_BUILD_NAME] == "b-1234"
+    got = from_secret(as_read(manifest), "b-1234", "uid-1")
+    assert (got.username, got.token, got.personal) == ("oauth2", "alice-secret", True)
+
+    def refused(secret: dict, name: str = "b-1234", uid: str = "uid-1") -> None:
+        with pytest.raises(ForeignSecret):
+            from_secret(secret, name, uid)
+
+    refused(as_read(manifest), uid="uid-2")  # a same-named successor of the build
+    refused(as_read(manifest), name="other")  # another build naming this Secret
+    unowned = as_read(manifest)
+    unowned["metadata"] = {**meta, "ownerReferences": []}
+    refused(unowned)  # somebody's Secret that happens to have the name
+    for change in ({"kind": "ConfigMap"}, {"controller": False}):
+        other = as_read(manifest)
+        other["metadata"] = {**meta, "ownerReferences": [{**meta["ownerReferences"][0], **change}]}
+        refused(other)
+    refused({**as_read(manifest), "type": "Opaque"})
+    refused({**as_read(manifest), "data": {"username": base64.b64encode(b"u").decode()}})  # no token

@@ -20,6 +20,7 @@ from repo2docker_buildcore.gitcredentials import GitCredential
 from repo2dockerspawner.options import RepoPolicy
 from repo2dockerspawner.refs import resolve_ref
 from support.builds import head
+from support.waiting import wait_until
 
 INTO_HOME = "FROM {base}\nRUN echo build-{token} && sleep {sleep}\nCOPY marker.txt /home/jovyan/marker.txt\n"
 
@@ -148,22 +149,46 @@ c.Authenticator.enable_auth_state = True
 """
 
 
-@pytest.mark.e2e
-def test_only_users_who_can_read_a_private_repository_launch_its_image(hubs, testenv, git_repos, docker_client):
+def auth_state_hub(hubs, backend: str, testenv, **options):
+    """A hub whose users' own tokens are in their auth_state (alice's, bob's; carol has none)."""
     own = tokens(testenv)
-    hub = hubs("local", user_credentials_from_auth_state="access_token", user_credentials_hosts=[testenv["R2D_BRIDGE_IP"]],
+    hub = hubs(backend, user_credentials_from_auth_state="access_token", user_credentials_hosts=[testenv["R2D_BRIDGE_IP"]],
                process_env={"JUPYTERHUB_CRYPT_KEY": secrets.token_hex(32)},
-               hub_config=AUTH_STATE_HUB.format(tokens={"alice": own["alice"], "bob": own["bob"]}).splitlines())
-    repo = private_repo(git_repos, testenv, "alice", "alice's course")
+               hub_config=AUTH_STATE_HUB.format(tokens={"alice": own["alice"], "bob": own["bob"]}).splitlines(),
+               **options)
     for user in ("alice", "bob", "carol"):
-        hub.login(user)  # the authenticator stores each one's auth_state (carol has no token)
+        hub.login(user)  # the authenticator stores each one's auth_state
+    return hub
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("backend", ["local", "kubernetes"])
+def test_only_users_who_can_read_a_private_repository_launch_its_image(hubs, backend, testenv, git_repos, docker_client,
+                                                                      kubectl):
+    own = tokens(testenv)
+    # The operator has no credentials of its own: Alice's build clones with the token she handed over.
+    hub = auth_state_hub(hubs, backend, testenv)
+    repo = private_repo(git_repos, testenv, "alice", "alice's course")
 
     # Alice reads it with her own token: built and launched.
-    events = launch(hub, "alice", repo.url)
+    with Snooper(docker_client, hub.build_instance) as snoop:
+        events = launch(hub, "alice", repo.url)
     assert events[-1].get("ready"), events[-3:]
     assert hub.user_file("alice", "marker.txt") == "alice's course\n"
     image = contract.image_name("r2d-e2e-", repo.url, head(repo))
     assert docker_client.images.get(image)
+    shown = {"docker inspect of the build container": "".join(snoop.seen), "the hub's log": hub.log()}
+    if backend == "kubernetes":
+        namespace = hub.spawner_config["KubernetesBackend.namespace"]
+        build = kubectl.json("get", contract.PLURAL, contract.build_name(repo.url, head(repo)), "-n", namespace)
+        assert build["spec"]["userCredentials"] is True
+        # Handed over in the build's own Secret, which goes once the build has ended.
+        wait_until(lambda: not [n for n in kubectl("get", "secrets", "-n", namespace, "-o", "name").split()
+                                if n.endswith("-git")], timeout=30, what="the build's credential Secret to be deleted")
+        shown.update({"the build resource": json.dumps(build),
+                      "events": kubectl("get", "events", "-n", namespace, "-o", "json")})
+    for where, text in shown.items():
+        assert own["alice"] not in text and own["bob"] not in text, f"a token shows in {where}"
 
     # The image exists, but Bob's token cannot read the repository: refused as a missing one,
     # by ref or by commit, and no server, no build.
@@ -174,4 +199,3 @@ def test_only_users_who_can_read_a_private_repository_launch_its_image(hubs, tes
     r = hub.spawn("carol", {"repo": repo.url, "ref": "main"})
     assert r.status_code == 400 and "needs credentials" in r.json()["message"], r.text
     assert not hub.api("GET", "/users/bob").json()["servers"]
-    assert own["alice"] not in hub.log() and own["bob"] not in hub.log()

@@ -30,8 +30,10 @@ def test_a_unit_test_may_not_also_be_of_a_daemon_tier():
         pytest_collection_modifyitems(None, [item("unit", "integration")])
 
 
-def test_tests_that_share_the_operator_image_run_on_one_worker():
-    shared, other = item("cluster", fixtures=("operator_image",)), item("cluster")
-    pytest_collection_modifyitems(None, [shared, other])
-    assert [(m.name, m.args) for m in shared.marks if m.name == "xdist_group"] == [("xdist_group", ("operator-image",))]
-    assert not [m for m in other.marks if m.name == "xdist_group"]
+def test_longer_tiers_run_first_and_keep_their_order_within_a_tier():
+    items = [item("unit"), item("integration"), item("e2e"), item("cluster"), item("e2e", "serial")]
+    for n, i in enumerate(items):
+        i.nodeid = f"tests/test_x.py::test_{n}"
+    ordered = list(items)
+    pytest_collection_modifyitems(None, ordered)
+    assert [items.index(i) for i in ordered] == [3, 2, 4, 1, 0]

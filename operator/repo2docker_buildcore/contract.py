@@ -318,6 +318,9 @@ class BuildSpec:
     memory_limit: int | None = None
     cpu_limit: float | None = None
     repo_dir: str = ""  # repo2docker's --target-repo-dir; '' is its default (the home directory)
+    # The clone uses a credential the hub handed over in the build's own Secret
+    # (gitcredentials.secret_name); not part of what is built, so joining ignores it.
+    user_credentials: bool = False
 
     @property
     def name(self) -> str:
@@ -331,6 +334,9 @@ class BuildSpec:
         if cpu is not None and (not isinstance(cpu, (int, float)) or cpu <= 0):
             raise InvalidBuildRequest("resources.cpu must be a positive number of CPUs")
         build_image = spec.get("buildImage")
+        user_credentials = spec.get("userCredentials", False)
+        if not isinstance(user_credentials, bool):
+            raise InvalidBuildRequest("userCredentials must be true or false")
         return cls(
             repo_url=validate_repo_url(spec.get("repoUrl", "")),
             ref=validate_ref(spec.get("ref", "")),
@@ -340,6 +346,7 @@ class BuildSpec:
             memory_limit=parse_quantity(resources.get("memory")),
             cpu_limit=float(cpu) if cpu is not None else None,
             repo_dir=validate_repo_dir(spec.get("repoDir") or ""),
+            user_credentials=user_credentials,
         )
 
     def to_spec(self) -> dict[str, Any]:
@@ -348,6 +355,8 @@ class BuildSpec:
             spec["buildImage"] = self.build_image
         if self.repo_dir:
             spec["repoDir"] = self.repo_dir
+        if self.user_credentials:
+            spec["userCredentials"] = True
         resources: dict[str, Any] = {}
         if self.memory_limit is not None:
             resources["memory"] = str(self.memory_limit)

@@ -12,10 +12,15 @@ it from a credential helper scoped to the repository's host:
 
 The file holds an entry for the one host the build clones from: a submodule or redirect to
 another host never receives it.
+
+A user's own token reaches a build on the cluster in a Secret of the build's namespace,
+named after the build and owned by its resource (the API server deletes it with the
+resource); see `secret_manifest` and `from_secret`.
 """
 
 from __future__ import annotations
 
+import base64
 import fnmatch
 import io
 import json
@@ -38,6 +43,9 @@ STORE_FILE = f"{STORE_DIR}/credentials"
 class GitCredential:
     username: str
     token: str = field(repr=False)  # never in a repr, hence never in a log line
+    # A user's own (from their auth_state), not the hub's: on the cluster it is handed to the
+    # build, where the operator would otherwise clone with its own credentials.
+    personal: bool = field(default=False, compare=False)
 
     def __post_init__(self) -> None:
         for name, value in (("username", self.username), ("token", self.token)):
@@ -126,3 +134,48 @@ def helper_environment(url: str, credential: GitCredential) -> dict[str, str]:
     return {"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": f"credential.{origin(url)}.helper",
             "GIT_CONFIG_VALUE_0": ENV_HELPER, "R2D_GIT_USERNAME": credential.username,
             "R2D_GIT_TOKEN": credential.token}
+
+
+# ---- a user's own credential for a build on the cluster --------------------------------------
+SECRET_TYPE = "kubernetes.io/basic-auth"
+
+
+class ForeignSecret(ValueError):
+    """A Secret by the build's credential name that its resource does not own."""
+
+
+def secret_name(build_name: str) -> str:
+    return f"{build_name}-git"
+
+
+def secret_manifest(build: Mapping[str, Any], credential: GitCredential) -> dict[str, Any]:
+    """The Secret that hands `credential` to the build resource `build` (as created)."""
+    meta = build["metadata"]
+    return {
+        "apiVersion": "v1", "kind": "Secret", "type": SECRET_TYPE,
+        "metadata": {
+            "name": secret_name(meta["name"]), "namespace": meta["namespace"],
+            "labels": {contract.LABEL_BUILD_NAME: meta["name"], contract.LABEL_MANAGED_BY: "repo2dockerspawner"},
+            # The API server's garbage collector deletes it with its build.
+            "ownerReferences": [{"apiVersion": contract.API_VERSION, "kind": contract.KIND, "name": meta["name"],
+                                 "uid": meta["uid"], "controller": True}],
+        },
+        "stringData": {"username": credential.username, "password": credential.token},
+    }
+
+
+def from_secret(secret: Mapping[str, Any], build_name: str, uid: str) -> GitCredential:
+    """The credential in a build's Secret, if that very resource (uid) owns it. Whoever may
+    create build resources cannot borrow another build's credential by naming its Secret,
+    and a Secret left by an earlier resource of the same name is not taken for a new one."""
+    meta = secret.get("metadata") or {}
+    owned = any(ref.get("uid") == uid and ref.get("kind") == contract.KIND and ref.get("controller")
+                for ref in meta.get("ownerReferences") or [])
+    if not owned or meta.get("name") != secret_name(build_name) or secret.get("type") != SECRET_TYPE:
+        raise ForeignSecret(f"the Secret {meta.get('name')} is not this build's credential")
+    data = secret.get("data") or {}
+    try:
+        return GitCredential(base64.b64decode(data.get("username", "")).decode(),
+                             base64.b64decode(data.get("password", "")).decode(), personal=True)
+    except ValueError as exc:  # includes binascii and unicode errors, and an empty field
+        raise ForeignSecret(f"the Secret {meta.get('name')} holds no usable credential") from exc

@@ -227,3 +227,32 @@ class BuildResources:
                 contract.GROUP, contract.VERSION, namespace, contract.PLURAL, **kwargs
             )
         return await self.custom.list_cluster_custom_object(contract.GROUP, contract.VERSION, contract.PLURAL, **kwargs)
+
+
+class BuildSecrets:
+    """The Secrets that hand a user's own credential to a build (gitcredentials.py says how
+    they are shaped and checked): the hub creates and deletes them, the operator reads them."""
+
+    def __init__(self, api: client.ApiClient) -> None:
+        self.api = api
+        self.core = client.CoreV1Api(api)
+
+    async def create(self, manifest: dict[str, Any]) -> None:
+        await self.core.create_namespaced_secret(manifest["metadata"]["namespace"], manifest)
+
+    async def read(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The Secret as the API server's JSON (camelCase), or None if there is none."""
+        try:
+            secret = await self.core.read_namespaced_secret(name, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return self.api.sanitize_for_serialization(secret)
+
+    async def delete(self, namespace: str, name: str) -> None:
+        try:
+            await self.core.delete_namespaced_secret(name, namespace)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise

@@ -22,8 +22,9 @@ from typing import Any
 
 import kopf
 
-from repo2docker_buildcore import contract
+from repo2docker_buildcore import contract, gitcredentials
 from repo2docker_buildcore.adoption import adopt
+from repo2docker_buildcore.backoff import Backoff, retry
 from repo2docker_buildcore.build import BuildJob, BuildOutcome
 from repo2docker_buildcore.contract import BuildSpec, BuildStatus, InvalidBuildRequest, Phase
 from repo2docker_buildcore.docker_api import RunnerError
@@ -193,13 +194,18 @@ async def build_daemon(
     build_spec = await _accepted_spec(state, body, spec, meta, publisher, logger)
     if build_spec is None:
         return
+    try:
+        credential = await _credential(state, build_spec, namespace, name, uid, logger)
+    except MissingCredential as exc:
+        await _refuse(state, body, meta, publisher, str(exc), logger)
+        return
     job = BuildJob(
         runner=state.runner, queue=state.queue, ref=BuildRef(namespace, name, uid), spec=build_spec,
         publisher=publisher, order=(meta.get("creationTimestamp") or "", namespace, name),
         settings=state.config.build_settings(),
         recorded_start=(status or {}).get("startTime") if phase == Phase.BUILDING else None,
         on_phase=lambda p, message: _event(body, p, message),
-        credential=_credential(state, build_spec, logger),
+        credential=credential,
     )
     outcome = await _run(state, job, stopped, logger)
     if outcome is None:  # stopped: cancelled (resource deleted) or left to the next operator
@@ -211,17 +217,58 @@ async def build_daemon(
     await _mark_finished(state, namespace, name, uid, logger)
 
 
-def _credential(state: OperatorState, spec: BuildSpec, logger: logging.Logger) -> GitCredential | None:
-    """The operator's credential for the repository's host, read now (a rotated Secret is
-    used from the next build on); an unreadable file is logged, and the build goes on
-    without (a public repository needs none; a private one fails with git's answer)."""
+class MissingCredential(Exception):
+    """The build asked for the hub's hand-over of a user's credential, and there is none."""
+
+
+async def _credential(state: OperatorState, spec: BuildSpec, namespace: str, name: str, uid: str,
+                      logger: logging.Logger) -> GitCredential | None:
+    """The credential the clone uses: the one the hub handed to this build in its own
+    Secret (a user's token), else the operator's for the repository's host."""
+    if spec.user_credentials:
+        return await _handed_over(state, namespace, name, uid)
     if not state.config.git_credentials:
         return None
+    # Read now: a rotated Secret is used from the next build on. An unreadable file is
+    # logged, and the build goes on without (a private repository fails with git's answer).
     try:
         return match(spec.repo_url, load_file(state.config.git_credentials, "--git-credentials"))
     except (OSError, ValueError) as exc:
         logger.error("repository credentials: %s", exc)
         return None
+
+
+# The hub creates the Secret right after the resource (it needs the resource's uid to be its
+# owner): a freshly created build may be seen before its Secret exists, or while a stale one
+# of an earlier resource of the same name is being replaced.
+HANDOVER_WAIT = 30.0
+
+
+async def _handed_over(state: OperatorState, namespace: str, name: str, uid: str) -> GitCredential:
+    secret_name = gitcredentials.secret_name(name)
+
+    async def read() -> GitCredential:
+        secret = await state.secrets.read(namespace, secret_name)
+        if secret is None:
+            raise LookupError(f"the Secret {secret_name} was not handed over within {HANDOVER_WAIT:.0f} s")
+        return gitcredentials.from_secret(secret, name, uid)
+
+    try:
+        return await retry(read, retry_on=(LookupError, gitcredentials.ForeignSecret),
+                           backoff=Backoff.doubling(0.2, 5.0), within=HANDOVER_WAIT)
+    except (LookupError, gitcredentials.ForeignSecret) as exc:
+        raise MissingCredential(f"The credential this build was to clone with is missing: {exc}.") from None
+
+
+async def _refuse(state: OperatorState, body: kopf.Body, meta: kopf.Meta, publisher: StatusPublisher,
+                  message: str, logger: logging.Logger) -> None:
+    """Fail the build before it starts, saying why (status, event, metrics), and release it."""
+    await publisher.update({"phase": Phase.FAILED.value, "message": message,
+                            "completionTime": now_iso(), "observedGeneration": meta.get("generation")})
+    _event(body, Phase.FAILED, message)
+    state.metrics.finished(Phase.FAILED, None, cached=False)
+    await _mark_finished(state, body["metadata"]["namespace"], body["metadata"]["name"], body["metadata"]["uid"],
+                         logger)
 
 
 async def _accepted_spec(state: OperatorState, body: kopf.Body, spec: kopf.Spec, meta: kopf.Meta,
@@ -230,12 +277,7 @@ async def _accepted_spec(state: OperatorState, body: kopf.Body, spec: kopf.Spec,
     try:
         build_spec = _build_spec(spec, state.config)
     except InvalidBuildRequest as exc:
-        await publisher.update({"phase": Phase.FAILED.value, "message": f"Invalid build request: {exc}",
-                                "completionTime": now_iso(), "observedGeneration": meta.get("generation")})
-        _event(body, Phase.FAILED, f"Invalid build request: {exc}")
-        state.metrics.finished(Phase.FAILED, None, cached=False)
-        await _mark_finished(state, body["metadata"]["namespace"], body["metadata"]["name"], body["metadata"]["uid"],
-                             logger)
+        await _refuse(state, body, meta, publisher, f"Invalid build request: {exc}", logger)
         return None
     if not publisher.current.get("phase"):  # first sight: no operator wrote a phase yet
         await publisher.update({"phase": Phase.PENDING.value, "observedGeneration": meta.get("generation"),

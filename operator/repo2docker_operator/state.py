@@ -22,7 +22,7 @@ from repo2docker_buildcore.contract import BuildStatus
 from repo2docker_buildcore.imagegc import ImageInfo
 from repo2docker_buildcore.imageuse import UseLedger, store_from_setting
 from repo2docker_buildcore.queue import BuildQueue
-from repo2docker_buildcore.resources import BuildResources, api_client
+from repo2docker_buildcore.resources import BuildResources, BuildSecrets, api_client
 from repo2docker_buildcore.runner import BuildRunner
 
 from .config import OperatorConfig
@@ -41,6 +41,7 @@ class OperatorState:
     metrics: OperatorMetrics
     runner: BuildRunner
     expiries: Expiries
+    secrets: BuildSecrets
     collector: ImageCollector | None = None
     # Images that unfinished builds will produce (a count: two namespaces may build one image).
     wanted_images: collections.Counter = field(default_factory=collections.Counter)
@@ -55,7 +56,8 @@ class OperatorState:
             await resources.check_selectable_fields(namespace)
         queue = BuildQueue(config.concurrency)
         state = cls(config=config, api=api, resources=resources, queue=queue, metrics=OperatorMetrics(queue),
-                    runner=BuildRunner(config.runner_config()), expiries=Expiries(resources.delete, config.finished_ttl))
+                    runner=BuildRunner(config.runner_config()), expiries=Expiries(resources.delete, config.finished_ttl),
+                    secrets=BuildSecrets(api))
         if config.metrics_port:
             state.metrics.serve(config.metrics_port, config.metrics_address)
         state.spawn(state._sweep(), "delete expired build resources")

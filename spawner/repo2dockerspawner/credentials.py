@@ -40,9 +40,9 @@ async def from_auth_state(auth_state: Mapping[str, Any] | None, source: AuthStat
             found = await found
         if not found:
             return None
-        return GitCredential(str(found.get("username") or username), str(found["token"]))
+        return GitCredential(str(found.get("username") or username), str(found["token"]), personal=True)
     token = lookup_path(auth_state, source)
-    return GitCredential(username, str(token)) if token else None
+    return GitCredential(username, str(token), personal=True) if token else None
 
 
 def hub_table(entries: Mapping[str, Mapping[str, Any]], path: str) -> list[tuple[str, GitCredential]]:

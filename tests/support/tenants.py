@@ -65,8 +65,8 @@ def install_chart_rbac(env: TestEnv, namespace: str, *extra: str) -> None:
          "--set", f"build.image={env['R2D_BUILD_IMAGE']}", "--set", "build.imagePrefix=r2d-test-", *extra)
 
 
-def chart_identities(env: TestEnv, kubectl: Kubectl, namespace: str) -> Identities:
-    install_chart_rbac(env, namespace)
+def chart_identities(env: TestEnv, kubectl: Kubectl, namespace: str, *extra: str) -> Identities:
+    install_chart_rbac(env, namespace, *extra)
     kubectl("create", "serviceaccount", STUDENT_ACCOUNT, "-n", namespace)
     kubectl.apply(json.dumps(STUDENT_ROLE), "-n", namespace)
     kubectl("create", "rolebinding", "student-requests-builds", "-n", namespace, "--role=build-requester",

@@ -20,10 +20,11 @@ from traitlets import Bool, Float, Unicode, default
 
 from repo2docker_buildcore import contract
 from repo2docker_buildcore.contract import BuildSpec, BuildStatus, Phase
+from repo2docker_buildcore import gitcredentials
 from repo2docker_buildcore.gitcredentials import GitCredential
 from repo2docker_buildcore.imageuse import store_from_setting
 from repo2docker_buildcore.livelog import LiveLog
-from repo2docker_buildcore.resources import BuildResources, api_client
+from repo2docker_buildcore.resources import BuildResources, BuildSecrets, api_client
 from repo2docker_buildcore.runner import BuildRunner, RunnerConfig
 from repo2docker_buildcore.settings import setting
 from repo2docker_buildcore.status import unix_time
@@ -84,6 +85,11 @@ class KubernetesBuild:
             yield status
             if status.phase.terminal:
                 return
+
+    async def ended(self) -> None:
+        """Return once the build has ended, or its resource is gone."""
+        async for _status in self._resource_statuses():
+            pass
 
     async def statuses(self) -> AsyncIterator[BuildStatus]:
         """The resource's status, then one on every change of either of two sources, ending
@@ -200,6 +206,7 @@ class KubernetesBackend(BuildBackend):
         self.resources: BuildResources | None = None
         self.watcher: BuildWatcher | None = None
         self._lock = asyncio.Lock()
+        self._withdrawals: set[asyncio.Task] = set()
         # The hub's Docker daemon (DockerSpawner's): image sizes and removal for the builds page,
         # and live logs. It never starts a container, so the build settings are the defaults.
         self.docker = BuildRunner(RunnerConfig(build_image=DEFAULT_BUILD_IMAGE))
@@ -233,9 +240,12 @@ class KubernetesBackend(BuildBackend):
 
     async def ensure(self, spec: BuildSpec, requested_by: str = "", image_gone: bool = False,
                      credential: GitCredential | None = None) -> KubernetesBuild:
-        # The operator clones with its own credentials (build.gitCredentials in the chart);
-        # the hub's are for its lookups, and a user's never leave the hub.
+        # The operator clones with its own credentials (build.gitCredentials in the chart), and
+        # the hub's are for its lookups; a user's own token goes to the build this user creates.
         resources, watcher = await self._connect()
+        handover = credential if credential is not None and credential.personal else None
+        if handover is not None:
+            spec = dataclasses.replace(spec, user_credentials=True)
         manifest = contract.build_manifest(spec, self.namespace, requested_by)
         redo = redo_phases(image_gone)
         for _attempt in range(3):
@@ -245,6 +255,8 @@ class KubernetesBackend(BuildBackend):
             phase = contract.BuildStatus.from_status(obj.get("status")).phase
             if created or phase not in redo:
                 log.info("%s build %s for %s", "created" if created else "joined", obj["metadata"]["name"], requested_by)
+                if created and handover is not None:
+                    await self._hand_over(obj, handover)
                 return KubernetesBuild(watcher, obj, self.log_runner)
             # Finished, and of no use: start over with a fresh resource. The uid precondition
             # leaves alone a successor that another spawn created meanwhile (it is joined next).
@@ -254,6 +266,40 @@ class KubernetesBackend(BuildBackend):
             await watcher.wait_for(lambda: watcher.get(name) is None or watcher.get(name)["metadata"]["uid"] != uid,
                                    timeout=60)
         raise RuntimeError("could not start a new build: the previous one keeps coming back")
+
+    async def _hand_over(self, obj: dict[str, Any], credential: GitCredential) -> None:
+        """Give the build this hub just created its user's credential, in the Secret the build
+        owns (the operator waits for it). A Secret of that name is left from an earlier build of
+        the same name, or planted: it is replaced. Without it the build could only fail, so a
+        refusal deletes the build and says what the admin must allow."""
+        secrets = BuildSecrets(self._api)
+        manifest = gitcredentials.secret_manifest(obj, credential)
+        namespace, name, uid = obj["metadata"]["namespace"], obj["metadata"]["name"], obj["metadata"]["uid"]
+        try:
+            try:
+                await secrets.create(manifest)
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise
+                await secrets.delete(namespace, manifest["metadata"]["name"])
+                await secrets.create(manifest)
+        except ApiException as exc:
+            await self.resources.delete(namespace, name, uid)
+            raise RuntimeError(f"could not hand the build its user's credential ({self.describe_error(exc)}); "
+                               f"with the chart, set build.userCredentials=true") from None
+        task = asyncio.create_task(self._withdraw(secrets, KubernetesBuild(self.watcher, obj)),
+                                   name=f"withdraw {name}'s credential")
+        self._withdrawals.add(task)
+        task.add_done_callback(self._withdrawals.discard)
+
+    async def _withdraw(self, secrets: BuildSecrets, build: KubernetesBuild) -> None:
+        """Delete the Secret once its build has ended (the token is of no further use); if the
+        hub goes first, the API server deletes it with the build resource."""
+        try:
+            await build.ended()
+            await secrets.delete(build.namespace, gitcredentials.secret_name(build.name))
+        except Exception as exc:  # noqa: BLE001 - the resource's deletion takes it along
+            log.warning("could not delete the credential Secret of build %s: %s", build.name, exc)
 
     def _check_same_build(self, ours: BuildSpec, obj: dict[str, Any]) -> None:
         """Join an existing resource only if it builds what we asked for (ForeignBuild if not)."""
@@ -354,6 +400,8 @@ class KubernetesBackend(BuildBackend):
         await self._delete(namespace, name)
 
     async def close(self) -> None:
+        for task in list(self._withdrawals):
+            task.cancel()
         self.docker.close()
         if self.watcher:
             await self.watcher.stop()
