@@ -80,33 +80,45 @@ def restart_dockerd(testenv) -> None:
 
 
 @pytest.mark.serial  # restarts dockerd: every container on it stops
-@pytest.mark.parametrize("backend", ["local", "kubernetes"])
-def test_a_docker_restart_mid_build_fails_the_spawn_and_the_first_retry_builds(
-        request, backend, testenv, tmp_path, git_repos):
+def test_a_docker_restart_mid_build_fails_the_spawn_and_the_first_retry_builds(request, testenv, tmp_path, git_repos):
+    """Both backends at once, under one restart: a local hub's build and an operator's."""
     client = docker.from_env()
-    hub = start_hub(request, backend, testenv, tmp_path, client)
+    hubs = {}
     try:
-        repo = dockerfile_repo(git_repos, testenv["R2D_SINGLEUSER_IMAGE"], sleep=30, marker="after the restart")
-        name = user()
-        hub.create_user(name)
-        assert hub.spawn(name, {"repo": repo.url, "ref": "main"}).status_code == 202
-        with concurrent.futures.ThreadPoolExecutor(1) as pool:  # the user watching the pending page
-            watching = pool.submit(lambda: list(hub.progress(name)))
-            wait_until(lambda: any(c.status == "running" for c in build_containers(client, hub.build_instance)),
-                       timeout=60, what="the build to run")
+        for backend in ("local", "kubernetes"):
+            (tmp_path / backend).mkdir()
+            hubs[backend] = start_hub(request, backend, testenv, tmp_path / backend, client)
+        repos = {b: dockerfile_repo(git_repos, testenv["R2D_SINGLEUSER_IMAGE"], sleep=20, marker=f"after the restart, {b}")
+                 for b in hubs}
+        names = {b: user() for b in hubs}
+        for backend, hub in hubs.items():
+            hub.create_user(names[backend])
+            assert hub.spawn(names[backend], {"repo": repos[backend].url, "ref": "main"}).status_code == 202
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:  # each user watching the pending page
+            watching = {b: pool.submit(lambda b=b: list(hubs[b].progress(names[b]))) for b in hubs}
+            for backend, hub in hubs.items():
+                wait_until(lambda: any(c.status == "running" for c in build_containers(client, hub.build_instance)),
+                           timeout=60, what=f"the {backend} build to run")
             restart_dockerd(testenv)
-            events = watching.result(timeout=120)
-        assert events and events[-1].get("failed"), events
-        assert "Docker" in events[-1]["message"], events[-1]  # says what went wrong
+            events = {b: w.result(timeout=120) for b, w in watching.items()}
+        for backend in hubs:
+            assert events[backend] and events[backend][-1].get("failed"), (backend, events[backend])
+            assert "Docker" in events[backend][-1]["message"], (backend, events[backend][-1])  # says what went wrong
         client = docker.from_env()
 
         # The first retry builds (it does not re-attach to the dead build's container).
-        response, events = hub.spawn_and_follow(name, {"repo": repo.url, "ref": "main"})
-        assert events[-1].get("ready"), events
-        assert hub.user_file(name, "marker.txt") == "after the restart\n"
-        hub.stop_server(name)
-        # The dead build's exited container does not stay behind.
-        wait_until(lambda: not build_containers(client, hub.build_instance), timeout=60,
-                   what="no build containers left")
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            retries = {b: pool.submit(hub.spawn_and_follow, names[b], {"repo": repos[b].url, "ref": "main"})
+                       for b, hub in hubs.items()}
+            retried = {b: r.result(timeout=300) for b, r in retries.items()}
+        for backend, hub in hubs.items():
+            _response, events = retried[backend]
+            assert events[-1].get("ready"), (backend, events)
+            assert hub.user_file(names[backend], "marker.txt") == f"after the restart, {backend}\n"
+            hub.stop_server(names[backend])
+            # The dead build's exited container does not stay behind.
+            wait_until(lambda: not build_containers(client, hub.build_instance), timeout=60,
+                       what=f"no {backend} build containers left")
     finally:
-        stop_hub(hub, docker.from_env())
+        for hub in hubs.values():
+            stop_hub(hub, docker.from_env())

@@ -190,13 +190,14 @@ def test_a_build_whose_image_was_removed_builds_again(hub, git_repos, testenv, d
     hub.stop_server(alice)
 
 
-@pytest.mark.serial  # watermarks no image fits under: every unused r2d-e2e- image is its to remove
 def test_the_hubs_collector_removes_unused_built_images_and_keeps_the_one_a_server_runs(
         testenv, docker_client, git_repos, hubs):
     """The embedded backend's collector inside the hub, with watermarks no image fits under: the
     image of a server DockerSpawner started stays; the one whose server stopped goes once its
-    grace period is over, counted on /hub/metrics; the next start of that commit builds again."""
-    hub = hubs("local", **{
+    grace period is over, counted on /hub/metrics; the next start of that commit builds again.
+    Its own image prefix keeps other tests' images out of its reach (it removes only those)."""
+    prefix = f"r2d-e2e-gc{uuid.uuid4().hex[:6]}-"
+    hub = hubs("local", image_prefix=prefix, **{
         "LocalBackend.gc_interval": 2.0, "LocalBackend.gc_high_watermark": "1",
         "LocalBackend.gc_low_watermark": "0", "LocalBackend.gc_grace": 15.0})
     base = testenv["R2D_SINGLEUSER_IMAGE"]
@@ -206,10 +207,10 @@ def test_the_hubs_collector_removes_unused_built_images_and_keeps_the_one_a_serv
         _response, events = hub.spawn_and_follow(name, {"repo": repo.url, "ref": "main"})
         assert events[-1].get("ready"), events
     hub.stop_server(bob)
-    gone = contract.image_name("r2d-e2e-", stopped.url, head(stopped))
+    gone = contract.image_name(prefix, stopped.url, head(stopped))
     wait_until(lambda: not image_exists(docker_client, gone), timeout=120,
                what="the hub's collector to remove the image nobody uses")
-    assert image_exists(docker_client, contract.image_name("r2d-e2e-", served.url, head(served)))
+    assert image_exists(docker_client, contract.image_name(prefix, served.url, head(served)))
     assert hub.user_file(alice, "marker.txt") == "served\n"
     assert hub.metric("repo2docker_images_removed_total") >= 1
     assert hub.metric("repo2docker_image_bytes_removed_total") > 0
