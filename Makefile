@@ -50,8 +50,10 @@ testenv-down:
 TEST_WORKERS ?= 4
 test: install testenv
 	@status=0; \
-	$(VENV)/bin/pytest -m "not serial" -n $(TEST_WORKERS) --dist load --maxschedchunk 1 $(PYTEST_ARGS) || { rc=$$?; [ $$rc -eq 5 ] || status=$$rc; }; \
-	$(VENV)/bin/pytest -m serial $(PYTEST_ARGS) || { rc=$$?; [ $$rc -eq 5 ] || status=$$rc; }; \
+	$(VENV)/bin/pytest -m "not serial" -n $(TEST_WORKERS) --dist load --maxschedchunk 1 \
+	  --junitxml=test-artifacts/junit-parallel.xml $(PYTEST_ARGS) || { rc=$$?; [ $$rc -eq 5 ] || status=$$rc; }; \
+	$(VENV)/bin/pytest -m serial --junitxml=test-artifacts/junit-serial.xml $(PYTEST_ARGS) \
+	  || { rc=$$?; [ $$rc -eq 5 ] || status=$$rc; }; \
 	exit $$status
 
 test-unit: install
