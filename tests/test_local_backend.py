@@ -54,3 +54,16 @@ async def test_identical_requests_join_one_build():
     runner.release.set()
     await one.task
     assert len(runner.started) == 1
+
+
+async def test_the_embedded_queue_is_fair_between_users():
+    runner = FakeRunner(hold=True)
+    b = backend(runner, concurrency=1)
+    specs = [BuildSpec(f"https://h/a/r{i}", "main", SHA, f"r2d-x{i}:" + SHA) for i in range(5)]
+    anns = [await b.ensure(spec, requested_by="ann") for spec in specs[:4]]
+    await until(lambda: len(runner.started) == 1, what="Ann's first build to start")
+    bob = await b.ensure(specs[4], requested_by="bob")
+    await until(lambda: bob.current().queue_position == 1, what="Bob's build to be first in the queue")
+    runner.release.set()
+    await asyncio.gather(*(build.task for build in [*anns, bob]))
+    assert [ref.uid for ref in runner.started][1] == bob.uid

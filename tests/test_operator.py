@@ -93,6 +93,29 @@ def test_concurrency_cap_holds_across_six_builds(kubectl, namespace, operator_fa
     assert max(p for ps in positions.values() for p in ps) >= 2, positions
 
 
+def test_one_users_many_builds_do_not_all_go_before_anothers_first(kubectl, namespace, operator_factory, git_repos,
+                                                                    base, docker_client):
+    op = operator_factory(concurrency=1)
+    ann = [dockerfile_repo(git_repos, base, sleep=4) for _ in range(4)]
+    bob = dockerfile_repo(git_repos, base)
+    with ContainerWatcher(docker_client, op.instance) as watcher:
+        anns = [create_build(kubectl, namespace, r.url, head(r), requested_by="ann") for r in ann]
+        phases = lambda names: [get_build(kubectl, namespace, n).get("status", {}).get("phase") for n in names]
+        wait_until(lambda: sorted(phases(anns)) == ["Building", "Queued", "Queued", "Queued"], timeout=60,
+                   what="one of Ann's builds running, three queued")
+        bobs = create_build(kubectl, namespace, bob.url, head(bob), requested_by="bob")
+        # Every reader of the status sees the order Bob's build will really have.
+        wait_until(lambda: get_build(kubectl, namespace, bobs).get("status", {}).get("queuePosition") == 1,
+                   timeout=30, what="Bob's build to be first in the queue")
+        for name in [*anns, bobs]:
+            assert wait_phase(kubectl, namespace, name, "Succeeded", "Failed", timeout=240)["status"]["phase"] == "Succeeded"
+    started = [watcher.names[cid] for cid in sorted(watcher.running_since, key=watcher.running_since.get)]
+    # Bob's one build started right after the build of Ann's that was running when he asked,
+    # before any of her queued ones (first come, first served had put it fifth).
+    assert len(started) == 5 and started.index(bobs) == 1, started
+    assert watcher.max_running == 1
+
+
 @both_repo2docker_versions
 async def test_tag_branch_and_sha_resolved_as_the_spawner_does_build_their_own_commits(
         kubectl, namespace, operator_factory, git_repos, base, docker_client, testenv):

@@ -1,4 +1,4 @@
-"""The FIFO build queue and its cap (pure asyncio logic)."""
+"""The fair build queue and its cap (pure asyncio logic)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from repo2docker_buildcore.queue import BuildQueue
+from repo2docker_buildcore.queue import BuildQueue, fair_order
 
 pytestmark = pytest.mark.unit
 
@@ -91,3 +91,35 @@ async def test_zero_means_no_limit():
     queue = BuildQueue(0)
     await asyncio.wait_for(asyncio.gather(*(queue.acquire(i) for i in range(50))), 1)
     assert queue.running == 50
+
+
+def test_fair_order_round_robins_requesters_and_counts_their_running_builds():
+    five = [("ann", (t,), f"ann{t}") for t in range(1, 6)]
+    # Ann queued five, then Bob one: Bob's goes second, not sixth; Ann's keep their order.
+    assert fair_order([*five, ("bob", (9,), "bob9")], {}) == ["ann1", "bob9", "ann2", "ann3", "ann4", "ann5"]
+    # With one of Ann's running, Bob's first waits for nobody of hers.
+    assert fair_order([*five, ("bob", (9,), "bob9")], {"ann": 1})[0] == "bob9"
+    # Two users alternate, each oldest first, whatever order they arrive in.
+    mixed = [("bob", (4,), "b4"), ("ann", (2,), "a2"), ("bob", (3,), "b3"), ("ann", (1,), "a1")]
+    assert fair_order(mixed, {}) == ["a1", "b3", "a2", "b4"]
+    # No requester recorded: one shared bucket, in creation order.
+    assert fair_order([("", (2,), "x2"), ("", (1,), "x1"), ("cat", (3,), "c3")], {}) == ["x1", "c3", "x2"]
+
+
+async def test_one_users_many_builds_do_not_all_go_before_anothers_first():
+    queue = BuildQueue(1)
+    started = []
+
+    async def build(key: str, created: int, requester: str) -> None:
+        await queue.acquire(key, (created,), requester=requester)
+        started.append(key)
+        await asyncio.sleep(0.01)
+        queue.release(key)
+
+    tasks = [asyncio.create_task(build(f"ann{i}", i, "ann")) for i in range(5)]
+    await asyncio.sleep(0)
+    tasks.append(asyncio.create_task(build("bob", 9, "bob")))
+    await asyncio.sleep(0)
+    assert queue.position("bob") == 1  # ann0 runs; her next four wait behind Bob's first
+    await asyncio.gather(*tasks)
+    assert started == ["ann0", "bob", "ann1", "ann2", "ann3", "ann4"]

@@ -378,3 +378,31 @@ def test_build_lines_reach_the_user_as_printed_from_the_builders_daemon(testenv,
     else:
         assert ahead < 5, f"without following, lines come with the resource's writes ({ahead:.1f} s)"
     hub.stop_server(name)
+
+
+@pytest.mark.parametrize("backend", ["local", "kubernetes"])
+def test_a_user_with_as_many_unfinished_builds_as_the_limit_is_refused_one_more(backend, hubs, git_repos, testenv,
+                                                                                docker_client):
+    """Stopped launches leave their builds running: one user cannot pile them up past the limit,
+    may still join one of them, and nobody else is held back."""
+    hub = hubs(backend, per_user_build_limit=2)
+    repos = [dockerfile_repo(git_repos, testenv["R2D_SINGLEUSER_IMAGE"], sleep=20) for _ in range(3)]
+    name, other = user(), user()
+    hub.create_user(name)
+    for started, repo in enumerate(repos[:2], start=1):
+        assert hub.spawn(name, {"repo": repo.url, "ref": "main"}).status_code == 202
+        wait_until(lambda: hub.log().count(f"{name}: build ") == started, timeout=60, what="the build to be asked for")
+        assert hub.api("DELETE", f"/users/{name}/server").status_code in (202, 204)
+        wait_until(lambda: not hub.api("GET", f"/users/{name}").json().get("servers"), timeout=60,
+                   what="the pending spawn to stop")
+
+    refused = hub.spawn(name, {"repo": repos[2].url, "ref": "main"})
+    message = refused.json()["message"]
+    assert refused.status_code == 429 and "You already have 2 builds waiting or running" in message, refused.text
+    assert repos[0].url in message and repos[1].url in message
+    # Joining a build of one's own still works, and the limit is one user's only.
+    hub.create_user(other)
+    assert hub.spawn(other, {"repo": repos[2].url, "ref": "main"}).status_code == 202
+    assert hub.spawn(name, {"repo": repos[0].url, "ref": "main"}).status_code == 202
+    for who in (name, other):
+        hub.api("DELETE", f"/users/{who}/server")

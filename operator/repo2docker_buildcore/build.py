@@ -76,6 +76,8 @@ class BuildJob:
     publisher: StatusPublisher
     settings: BuildSettings = field(default_factory=BuildSettings)
     order: tuple = ()
+    # Whose build it is (the user recorded on the resource): the queue is fair between them.
+    requester: str = ""
     # From the resource's status when re-attaching after a restart.
     recorded_start: str | None = None
     on_phase: Callable[[Phase, str], None] | None = None
@@ -110,7 +112,7 @@ class BuildJob:
                 if isinstance(container, str):  # the image appeared while we queued (another build made it)
                     return await self._finish(Phase.SUCCEEDED, container, cached=True)
             else:
-                self.queue.adopt(self.ref.uid)
+                self.queue.adopt(self.ref.uid, self.requester)
                 # After a restart with no recorded start (the hub keeps none): Docker's own.
                 self.recorded_start = self.recorded_start or container.started_at
                 log.info("re-attaching to build container %s of %s/%s", container.id[:12], self.ref.namespace, self.ref.name)
@@ -179,7 +181,7 @@ class BuildJob:
         await self.publisher.update({"phase": Phase.QUEUED.value, "queuePosition": self.queue.position(self.ref.uid),
                                      "message": "Waiting for a free build slot."})
         self._notify(Phase.QUEUED, "waiting for a free build slot")
-        await self.queue.acquire(self.ref.uid, self.order, on_position)
+        await self.queue.acquire(self.ref.uid, self.order, on_position, requester=self.requester)
         if done := await self._already_built(retrying=False):
             return done
         container = self.container = await self.runner.start(self.ref, self.spec, command, self.credential)

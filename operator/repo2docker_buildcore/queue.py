@@ -1,4 +1,4 @@
-"""A FIFO queue of builds in front of a fixed number of build slots.
+"""A fair queue of builds in front of a fixed number of build slots.
 
 Why not a plain ``asyncio.Semaphore``: waiters need to know their position (users are told
 "2 builds ahead of yours"), the order must follow the resources' creation rather than which
@@ -7,25 +7,53 @@ operator started must occupy slots without having queued for them (``adopt``), e
 momentarily exceeds a lowered limit: those containers exist, and starting more would break
 the cap. kopf's ``worker_limit`` cannot do this: it is per watch stream, and it would also
 queue deletions behind builds.
+
+Why not first come, first served: one user's five builds would all go before another user's
+first. Waiters are served in ``fair_order``: round-robin across requesters, oldest first within
+each, counting the builds a requester already has running. It is a function of what every
+reader can see (requester, creation order, running builds), so whoever computes it gets the
+same order and the same positions.
 """
 
 from __future__ import annotations
 
 import asyncio
-import bisect
+import collections
 from dataclasses import dataclass, field
-from typing import Callable, Hashable
+from typing import Callable, Hashable, Iterable, Mapping, TypeVar
 
 PositionCallback = Callable[[int], None]
 
 
-@dataclass(order=True)
+@dataclass
 class _Waiter:
     order: tuple
     key: Hashable = field(compare=False)
     granted: asyncio.Future = field(compare=False)
     on_position: PositionCallback | None = field(compare=False, default=None)
     last_position: int | None = field(compare=False, default=None)
+    requester: str = field(compare=False, default="")
+
+
+W = TypeVar("W")
+
+
+def fair_order(waiting: Iterable[tuple[str, tuple, W]], running: Mapping[str, int]) -> list[W]:
+    """Waiting items, given as (requester, order, item), in the order they get slots.
+
+    A requester's k-th waiting build (0-based, by `order`) ranks as if k plus their running
+    builds were ahead of it; equal ranks go by `order`. So with one slot, a user with four
+    builds queued and one running waits behind another user's first build, and two users
+    alternate. Items without a requester ("") share one bucket."""
+    by_requester: dict[str, list[tuple[tuple, W]]] = {}
+    for requester, order, item in waiting:
+        by_requester.setdefault(requester, []).append((order, item))
+    ranked: list[tuple[int, tuple, W]] = []
+    for requester, items in by_requester.items():
+        items.sort(key=lambda pair: pair[0])
+        ranked += [(running.get(requester, 0) + k, order, item) for k, (order, item) in enumerate(items)]
+    ranked.sort(key=lambda r: (r[0], r[1]))  # stable: ties keep the order given
+    return [item for _rank, _order, item in ranked]
 
 
 class BuildQueue:
@@ -33,7 +61,7 @@ class BuildQueue:
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self._running: set[Hashable] = set()
+        self._running: dict[Hashable, str] = {}  # key -> requester
         self._waiting: list[_Waiter] = []
 
     @property
@@ -44,19 +72,25 @@ class BuildQueue:
     def waiting(self) -> int:
         return len(self._waiting)
 
+    def _ordered(self) -> list[_Waiter]:
+        return fair_order(((w.requester, w.order, w) for w in self._waiting),
+                          collections.Counter(self._running.values()))
+
     def position(self, key: Hashable) -> int | None:
         """1-based position among the waiting builds, or None if `key` is not waiting."""
-        for index, waiter in enumerate(self._waiting):
+        for index, waiter in enumerate(self._ordered()):
             if waiter.key == key:
                 return index + 1
         return None
 
-    def adopt(self, key: Hashable) -> None:
+    def adopt(self, key: Hashable, requester: str = "") -> None:
         """Count a build that is already running (found after a restart) as holding a slot."""
-        self._running.add(key)
+        self._running[key] = requester
 
-    async def acquire(self, key: Hashable, order: tuple = (), on_position: PositionCallback | None = None) -> None:
-        """Wait for a slot. `order` sorts waiters (creation time, name); ties keep arrival order.
+    async def acquire(self, key: Hashable, order: tuple = (), on_position: PositionCallback | None = None,
+                      requester: str = "") -> None:
+        """Wait for a slot. `order` sorts a requester's waiters (creation time, name); ties
+        keep arrival order. `requester` is whose build it is, for fairness between them.
 
         `on_position` is called with the waiter's position whenever it changes. Cancelling
         the wait (the resource was deleted) leaves the queue cleanly.
@@ -64,8 +98,9 @@ class BuildQueue:
         if key in self._running:
             return
         loop = asyncio.get_running_loop()
-        waiter = _Waiter(order=(*order, loop.time()), key=key, granted=loop.create_future(), on_position=on_position)
-        bisect.insort(self._waiting, waiter)
+        waiter = _Waiter(order=(*order, loop.time()), key=key, granted=loop.create_future(), on_position=on_position,
+                         requester=requester)
+        self._waiting.append(waiter)
         self._dispatch()
         try:
             await waiter.granted
@@ -73,20 +108,21 @@ class BuildQueue:
             if waiter in self._waiting:
                 self._waiting.remove(waiter)
             elif waiter.granted.done() and not waiter.granted.cancelled():
-                self._running.discard(key)  # granted in the same tick as the cancel
+                self._running.pop(key, None)  # granted in the same tick as the cancel
             self._dispatch()
             raise
 
     def release(self, key: Hashable) -> None:
-        self._running.discard(key)
+        self._running.pop(key, None)
         self._dispatch()
 
     def _dispatch(self) -> None:
         while self._waiting and (self.limit <= 0 or len(self._running) < self.limit):
-            waiter = self._waiting.pop(0)
-            self._running.add(waiter.key)
+            waiter = self._ordered()[0]
+            self._waiting.remove(waiter)
+            self._running[waiter.key] = waiter.requester
             waiter.granted.set_result(None)
-        for index, waiter in enumerate(self._waiting):
+        for index, waiter in enumerate(self._ordered()):
             if waiter.on_position and waiter.last_position != index + 1:
                 waiter.last_position = index + 1
                 waiter.on_position(index + 1)

@@ -202,6 +202,7 @@ async def build_daemon(
     job = BuildJob(
         runner=state.runner, queue=state.queue, ref=BuildRef(namespace, name, uid), spec=build_spec,
         publisher=publisher, order=(meta.get("creationTimestamp") or "", namespace, name),
+        requester=(meta.get("annotations") or {}).get(contract.ANNOTATION_REQUESTED_BY, ""),
         settings=state.config.build_settings(),
         recorded_start=(status or {}).get("startTime") if phase == Phase.BUILDING else None,
         on_phase=lambda p, message: _event(body, p, message),

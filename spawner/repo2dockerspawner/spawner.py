@@ -190,6 +190,13 @@ class Repo2DockerSpawner(DockerSpawner):
         "oauth2", config=True, help="The git username sent with a token from a key path (GitLab, GitHub and Gitea accept 'oauth2').",
     )
     ref_resolve_timeout = Float(30.0, config=True, help="Seconds to wait for `git ls-remote` when resolving a ref.")
+    per_user_build_limit = Int(
+        3, config=True,
+        help="""Unfinished builds (queued or running) one user may have asked for; a launch that
+        would start one more is refused with a message naming them (joining a build that is
+        already under way is always allowed). A stopped launch leaves its build running, so
+        without a limit one user could fill the queue. 0: no limit.""",
+    )
     @validate("allowed_repo_schemes")
     def _validate_schemes(self, proposal: Any) -> Any:
         schemes = [s.lower() for s in proposal["value"]]
@@ -411,6 +418,7 @@ class Repo2DockerSpawner(DockerSpawner):
         commit = await resolve_ref(request.repo, request.ref, self.policy, LookupLimits(timeout=self.ref_resolve_timeout),
                                    credential=credential)
         spec = self.build_spec(request, commit)
+        await self._check_build_limit(spec)
         try:
             handle = await self.build_backend.ensure(spec, requested_by=self.user.name, credential=credential)
             if handle.current().phase == Phase.SUCCEEDED and not await self._image_available(spec.image):
@@ -434,6 +442,17 @@ class Repo2DockerSpawner(DockerSpawner):
         if status.phase != Phase.SUCCEEDED:
             raise BuildFailed(f"The image build {status.phase.value.lower()}: {status.message or 'no details'}")
         return spec.image  # the image this hub derived, never a name read back from a status
+
+    async def _check_build_limit(self, spec: BuildSpec) -> None:
+        """Refuse (429) a launch that would start a build beyond per_user_build_limit."""
+        if self.per_user_build_limit <= 0:
+            return
+        mine = [r for r in await self.build_backend.unfinished_of(self.user.name) if r.name != spec.name]
+        if len(mine) < self.per_user_build_limit:
+            return
+        listed = ", ".join(f"{r.repo_url} at {r.commit[:7]} ({r.phase.value.lower()})" for r in mine)
+        raise bad_request(f"You already have {len(mine)} builds waiting or running: {listed}. Launch one of "
+                          f"these, or try again once one has finished.", 429)
 
     async def _image_available(self, image: str) -> bool:
         """Whether DockerSpawner can start `image`: on its daemon, or in a registry to pull from

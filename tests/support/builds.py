@@ -56,9 +56,9 @@ def head(repo: GitRepo) -> str:
 
 
 def create_build(kubectl: Kubectl, namespace: str, repo_url: str, commit: str, ref: str = "main",
-                 prefix: str = IMAGE_PREFIX, **spec_extra) -> str:
+                 prefix: str = IMAGE_PREFIX, requested_by: str = "", **spec_extra) -> str:
     spec = contract.BuildSpec(repo_url, ref, commit, contract.image_name(prefix, repo_url, commit))
-    manifest = contract.build_manifest(spec, namespace)
+    manifest = contract.build_manifest(spec, namespace, requested_by)
     manifest["spec"].update(spec_extra)
     kubectl("create", "-f", "-", input=json.dumps(manifest))
     return manifest["metadata"]["name"]

@@ -133,6 +133,10 @@ class BuildBackend(LoggingConfigurable):
         (which ask the Docker daemon and the API: not for a page polling every second)."""
         return None
 
+    async def unfinished_of(self, requested_by: str) -> list[BuildRecord]:
+        """The queued or running builds `requested_by` asked for (without image facts: cheap)."""
+        return []
+
     async def _known(self, namespace: str, name: str) -> Known | None:
         return None
 

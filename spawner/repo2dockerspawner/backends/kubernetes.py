@@ -349,6 +349,11 @@ class KubernetesBackend(BuildBackend):
         facts, uses = await asyncio.gather(self.image_facts.get(succeeded_images(records)), self._last_uses())
         return newest_first(add_image_facts(records, facts, uses))
 
+    async def unfinished_of(self, requested_by: str) -> list[BuildRecord]:
+        _resources, watcher = await self._connect()
+        records = [self._record(obj) for obj in list(watcher.objects.values())]
+        return [r for r in records if r.requested_by == requested_by and not r.phase.terminal]
+
     async def get_build(self, namespace: str, name: str, details: bool = True) -> BuildRecord | None:
         _resources, watcher = await self._connect()
         obj = watcher.get(name) if namespace == self.namespace else None

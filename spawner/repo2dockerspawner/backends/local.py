@@ -254,6 +254,10 @@ class LocalBackend(BuildBackend):
         uses = self.collector.ledger.uses if self.collector else {}
         return newest_first(add_image_facts(records.values(), facts, uses))
 
+    async def unfinished_of(self, requested_by: str) -> list[BuildRecord]:
+        return [self._record(b) for b in self.builds.values()
+                if b.requested_by == requested_by and not b.current().phase.terminal]
+
     async def get_build(self, namespace: str, name: str, details: bool = True) -> BuildRecord | None:
         if namespace != NAMESPACE:
             return None
@@ -348,6 +352,7 @@ class LocalBackend(BuildBackend):
         job = BuildJob(
             runner=self.runner, queue=self.queue, ref=BuildRef(NAMESPACE, name, uid), spec=spec,
             publisher=StatusPublisher(build.publish, interval=STATUS_INTERVAL), settings=self.settings, order=order,
+            requester=requested_by,
             on_phase=lambda phase, message: build.events.append(
                 (time.time(), phase.value, message.splitlines()[0] if message else "")),
             credential=credential,
