@@ -27,8 +27,16 @@ if [[ "$backend" == kubernetes ]]; then
   HELM="$CONTROL_PLANE_BIN/helm"
 fi
 
-# The sample repository, committed and served by the git server (rebuilt when its files change).
-sample="$TESTENV_DIR/demo/sample-repo"
+port="${DEMO_PORT:-8000}"
+# The hub's state (database, cookie secret, proxy pid file) is per port: two demos on one
+# machine (the tests run both backends at once) must not stop each other's proxy.
+state="$TESTENV_DIR/demo/hub-$port"
+mkdir -p "$state"
+
+# The sample repository, committed and served by the git server. Its commit depends only on
+# its files (fixed dates), so it is published only when that commit changes, and by a rename:
+# a demo starting meanwhile never sees a half-written repository.
+sample="$state/sample-repo"
 rm -rf "$sample"; mkdir -p "$sample"
 cp -r "$here/sample-repo/." "$sample/"
 sed -i "s|\${BASE_IMAGE}|$R2D_SINGLEUSER_IMAGE|" "$sample/Dockerfile"
@@ -39,8 +47,12 @@ sed -i "s|\${BASE_IMAGE}|$R2D_SINGLEUSER_IMAGE|" "$sample/Dockerfile"
   GIT_AUTHOR_DATE="2026-01-01T00:00:00Z" GIT_COMMITTER_DATE="2026-01-01T00:00:00Z" \
     git -c user.name=demo -c user.email=demo@example.invalid commit -q -m "Demo repository"
   git tag -f v1 >/dev/null
-  rm -rf "$R2D_GIT_ROOT/demo.git"
-  git clone -q --bare . "$R2D_GIT_ROOT/demo.git"
+  served="$R2D_GIT_ROOT/demo.git"
+  if [[ "$(git -C "$served" rev-parse -q --verify v1 2>/dev/null)" != "$(git rev-parse v1)" ]]; then
+    git clone -q --bare . "$served.new.$$"
+    rm -rf "$served.old.$$"; [[ ! -e "$served" ]] || mv "$served" "$served.old.$$"
+    mv "$served.new.$$" "$served"; rm -rf "$served.old.$$"
+  fi
 )
 repo_url="$R2D_GIT_URL/demo.git"
 
@@ -62,7 +74,6 @@ if [[ "$backend" == kubernetes ]]; then
   export DEMO_KUBECONFIG="$TESTENV_DIR/demo/hub-$ns.kubeconfig"
 fi
 
-port="${DEMO_PORT:-8000}"
 # The admin's password: SharedPasswordAuthenticator lets admins in only with one of their own
 # (at least 32 characters), generated once and kept with the demo's state.
 mkdir -p "$TESTENV_DIR/demo"
@@ -90,7 +101,7 @@ if [[ "$backend" == kubernetes ]]; then
 fi
 echo
 
-cd "$TESTENV_DIR/demo"
+cd "$state"
 export DEMO_BACKEND="$backend"
 export PATH="$R2D_CHP_BIN:$root/.venv/bin:$PATH"
 exec "$root/.venv/bin/jupyterhub" -f "$here/jupyterhub_config.py"

@@ -208,19 +208,28 @@ def pytest_sessionfinish(session, exitstatus):
 
 
 @pytest.fixture(scope="session")
-def operator_image(testenv: TestEnv):
+def operator_image(testenv: TestEnv, tmp_path_factory):
     """The operator image built by tools/operator-image.sh from the Dockerfile (on the local
-    Python base: nothing can be pulled) and loaded into the node's runtime. Every worker asks;
-    the script's lock and its cache make the first one build and the others reuse it, and
-    under one tag the node's runtime keeps it between sessions (the load skips an image it has)."""
+    Python base: nothing can be pulled) and loaded into the node's runtime, once per run:
+    parallel workers share the run's temporary root, where the first one leaves the tag for
+    the others (the script's cache spares rebuilding it in later runs, and under one tag the
+    node's runtime keeps it: the load skips an image it has)."""
     import subprocess
 
     tag = "r2d-test-operator:session"
-    built = subprocess.run([str(REPO_ROOT / "tools" / "operator-image.sh"), tag, testenv["R2D_SINGLEUSER_IMAGE"]],
-                           capture_output=True, text=True, timeout=900)
-    assert built.returncode == 0, built.stderr[-3000:]
-    loaded = subprocess.run([testenv["R2D_LOAD_IMAGE"], tag], capture_output=True, text=True, timeout=600)
-    assert loaded.returncode == 0, loaded.stderr[-3000:]
+    shared = tmp_path_factory.getbasetemp().parent if os.environ.get("PYTEST_XDIST_WORKER") else None
+    with open((shared or tmp_path_factory.getbasetemp()) / "operator-image.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        done = shared / "operator-image.done" if shared else None
+        if done is not None and done.exists():
+            return done.read_text()
+        built = subprocess.run([str(REPO_ROOT / "tools" / "operator-image.sh"), tag, testenv["R2D_SINGLEUSER_IMAGE"]],
+                               capture_output=True, text=True, timeout=900)
+        assert built.returncode == 0, built.stderr[-3000:]
+        loaded = subprocess.run([testenv["R2D_LOAD_IMAGE"], tag], capture_output=True, text=True, timeout=600)
+        assert loaded.returncode == 0, loaded.stderr[-3000:]
+        if done is not None:
+            done.write_text(tag)
     return tag
 
 

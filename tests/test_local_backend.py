@@ -57,7 +57,7 @@ async def test_identical_requests_join_one_build():
 
 
 async def test_the_embedded_queue_is_fair_between_users():
-    runner = FakeRunner(hold=True)
+    runner = FakeRunner(hold=True, image_after=False)  # each build really runs (no image appears meanwhile)
     b = backend(runner, concurrency=1)
     specs = [BuildSpec(f"https://h/a/r{i}", "main", SHA, f"r2d-x{i}:" + SHA) for i in range(5)]
     anns = [await b.ensure(spec, requested_by="ann") for spec in specs[:4]]
@@ -66,4 +66,5 @@ async def test_the_embedded_queue_is_fair_between_users():
     await until(lambda: bob.current().queue_position == 1, what="Bob's build to be first in the queue")
     runner.release.set()
     await asyncio.gather(*(build.task for build in [*anns, bob]))
+    assert len(runner.started) == 5
     assert [ref.uid for ref in runner.started][1] == bob.uid

@@ -97,8 +97,9 @@ def test_fair_order_round_robins_requesters_and_counts_their_running_builds():
     five = [("ann", (t,), f"ann{t}") for t in range(1, 6)]
     # Ann queued five, then Bob one: Bob's goes second, not sixth; Ann's keep their order.
     assert fair_order([*five, ("bob", (9,), "bob9")], {}) == ["ann1", "bob9", "ann2", "ann3", "ann4", "ann5"]
-    # With one of Ann's running, Bob's first waits for nobody of hers.
-    assert fair_order([*five, ("bob", (9,), "bob9")], {"ann": 1})[0] == "bob9"
+    # Ann's last build started after Bob's: Bob's turn comes first; then they alternate.
+    assert fair_order([*five, ("bob", (9,), "bob9"), ("bob", (10,), "bob10")], {"ann": 5.0, "bob": 2.0}) == \
+        ["bob9", "ann1", "bob10", "ann2", "ann3", "ann4", "ann5"]
     # Two users alternate, each oldest first, whatever order they arrive in.
     mixed = [("bob", (4,), "b4"), ("ann", (2,), "a2"), ("bob", (3,), "b3"), ("ann", (1,), "a1")]
     assert fair_order(mixed, {}) == ["a1", "b3", "a2", "b4"]

@@ -9,16 +9,16 @@ the cap. kopf's ``worker_limit`` cannot do this: it is per watch stream, and it 
 queue deletions behind builds.
 
 Why not first come, first served: one user's five builds would all go before another user's
-first. Waiters are served in ``fair_order``: round-robin across requesters, oldest first within
-each, counting the builds a requester already has running. It is a function of what every
-reader can see (requester, creation order, running builds), so whoever computes it gets the
-same order and the same positions.
+first. Waiters are served in ``fair_order``: round-robin across requesters (whose last build
+started longest ago goes next), oldest first within each. It is a function of what every
+reader of the resources can see (requester, creation order, start times), so whoever
+computes it gets the same order and the same positions.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
+import time
 from dataclasses import dataclass, field
 from typing import Callable, Hashable, Iterable, Mapping, TypeVar
 
@@ -38,22 +38,30 @@ class _Waiter:
 W = TypeVar("W")
 
 
-def fair_order(waiting: Iterable[tuple[str, tuple, W]], running: Mapping[str, int]) -> list[W]:
+def fair_order(waiting: Iterable[tuple[str, tuple, W]], last_start: Mapping[str, float]) -> list[W]:
     """Waiting items, given as (requester, order, item), in the order they get slots.
 
-    A requester's k-th waiting build (0-based, by `order`) ranks as if k plus their running
-    builds were ahead of it; equal ranks go by `order`. So with one slot, a user with four
-    builds queued and one running waits behind another user's first build, and two users
-    alternate. Items without a requester ("") share one bucket."""
-    by_requester: dict[str, list[tuple[tuple, W]]] = {}
+    Round-robin across requesters: next is the requester whose last build started longest
+    ago (or never), with their oldest waiting build (by `order`, which also breaks ties).
+    So a user whose build just started waits behind everyone else's next, and one user's five
+    builds never all go before another user's first. Items without a requester ("") share
+    one turn."""
+    queues: dict[str, list[tuple[tuple, W]]] = {}
     for requester, order, item in waiting:
-        by_requester.setdefault(requester, []).append((order, item))
-    ranked: list[tuple[int, tuple, W]] = []
-    for requester, items in by_requester.items():
+        queues.setdefault(requester, []).append((order, item))
+    for items in queues.values():
         items.sort(key=lambda pair: pair[0])
-        ranked += [(running.get(requester, 0) + k, order, item) for k, (order, item) in enumerate(items)]
-    ranked.sort(key=lambda r: (r[0], r[1]))  # stable: ties keep the order given
-    return [item for _rank, _order, item in ranked]
+    turn = {requester: last_start.get(requester, float("-inf")) for requester in queues}
+    later = max(last_start.values(), default=0.0)  # a turn taken here is after every recorded one
+    ordered: list[W] = []
+    while queues:
+        requester = min(queues, key=lambda r: (turn[r], queues[r][0][0]))
+        ordered.append(queues[requester].pop(0)[1])
+        later += 1.0
+        turn[requester] = later
+        if not queues[requester]:
+            del queues[requester]
+    return ordered
 
 
 class BuildQueue:
@@ -63,6 +71,7 @@ class BuildQueue:
         self.limit = limit
         self._running: dict[Hashable, str] = {}  # key -> requester
         self._waiting: list[_Waiter] = []
+        self._last_start: dict[str, float] = {}  # requester -> when their last build got a slot
 
     @property
     def running(self) -> int:
@@ -73,8 +82,7 @@ class BuildQueue:
         return len(self._waiting)
 
     def _ordered(self) -> list[_Waiter]:
-        return fair_order(((w.requester, w.order, w) for w in self._waiting),
-                          collections.Counter(self._running.values()))
+        return fair_order(((w.requester, w.order, w) for w in self._waiting), self._last_start)
 
     def position(self, key: Hashable) -> int | None:
         """1-based position among the waiting builds, or None if `key` is not waiting."""
@@ -86,6 +94,7 @@ class BuildQueue:
     def adopt(self, key: Hashable, requester: str = "") -> None:
         """Count a build that is already running (found after a restart) as holding a slot."""
         self._running[key] = requester
+        self._last_start.setdefault(requester, time.monotonic())
 
     async def acquire(self, key: Hashable, order: tuple = (), on_position: PositionCallback | None = None,
                       requester: str = "") -> None:
@@ -121,6 +130,7 @@ class BuildQueue:
             waiter = self._ordered()[0]
             self._waiting.remove(waiter)
             self._running[waiter.key] = waiter.requester
+            self._last_start[waiter.requester] = time.monotonic()
             waiter.granted.set_result(None)
         for index, waiter in enumerate(self._ordered()):
             if waiter.on_position and waiter.last_position != index + 1:
