@@ -25,10 +25,39 @@ def offline_build_env(env: TestEnv) -> dict[str, str]:
     return {"R2D_DATAVERSE_INSTALLATIONS_URL": env["R2D_DATAVERSE_INSTALLATIONS_URL"]}
 
 
+# Ports for the tests' hubs, proxies and operators. Asking the kernel for a free one and
+# closing it leaves a window in which a parallel worker may be handed the same one (seen:
+# an operator's metrics port taken, "Address already in use"). Each worker draws from its
+# own block instead, below the kernel's ephemeral range (never given to outgoing
+# connections) and clear of the test environment's fixed ports (all below 24000).
+PORT_BASE, PORT_BLOCK, PORT_BLOCKS = 24000, 1000, 8
+_next_port = 0
+
+
+def _port_block() -> range:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    index = int(worker[2:]) if worker.startswith("gw") and worker[2:].isdigit() else PORT_BLOCKS - 1
+    start = PORT_BASE + (index % PORT_BLOCKS) * PORT_BLOCK
+    return range(start, start + PORT_BLOCK)
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port of this worker's block that nothing listens on (taken in turn, from a random
+    start: a port a previous run just closed is not handed out first)."""
+    global _next_port
+    block = _port_block()
+    if not _next_port:
+        _next_port = int.from_bytes(os.urandom(2), "big") % len(block)
+    for _attempt in range(len(block)):
+        port = block[_next_port % len(block)]
+        _next_port += 1
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {block}")
 
 
 class OperatorProcess:
