@@ -68,3 +68,22 @@ async def test_the_embedded_queue_is_fair_between_users():
     await asyncio.gather(*(build.task for build in [*anns, bob]))
     assert len(runner.started) == 5
     assert [ref.uid for ref in runner.started][1] == bob.uid
+
+
+async def test_a_queued_build_nobody_waits_for_is_withdrawn_and_a_running_one_is_not():
+    runner = FakeRunner(hold=True, image_after=False)
+    b = backend(runner, concurrency=1, abandoned_after=0.05)
+    running, queued, rejoined = [await b.ensure(BuildSpec(f"https://h/a/r{i}", "main", SHA, f"r2d-x{i}:" + SHA))
+                                 for i in range(3)]
+    await until(lambda: queued.current().phase == Phase.QUEUED, what="the second build to queue")
+    for build in (running, queued, rejoined):
+        async with b.waiting_for(build):
+            pass  # the launch that asked for it stops waiting
+    async with b.waiting_for(rejoined):  # another launch joins within the grace period
+        await until(lambda: queued.current().phase == Phase.CANCELLED, what="the abandoned queued build to go")
+        assert rejoined.current().phase == Phase.QUEUED
+        assert running.current().phase == Phase.BUILDING  # running builds always finish
+        assert [ref.uid for ref in runner.started] == [running.uid]
+        runner.release.set()
+        await until(lambda: len(runner.started) == 2, what="the joined build to start")
+    assert [ref.uid for ref in runner.started] == [running.uid, rejoined.uid]

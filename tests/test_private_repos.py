@@ -83,9 +83,11 @@ class Snooper:
 
     def _run(self) -> None:
         while not self._stop.wait(0.2):
-            for c in self.client.containers.list(all=True, filters={"label": f"{contract.LABEL_INSTANCE}={self.instance}"}):
+            # The low-level listing: the high-level one inspects each container and fails
+            # (ending this thread) on one removed meanwhile.
+            for c in self.client.api.containers(all=True, filters={"label": f"{contract.LABEL_INSTANCE}={self.instance}"}):
                 try:
-                    self.seen.append(json.dumps(self.client.api.inspect_container(c.id)))
+                    self.seen.append(json.dumps(self.client.api.inspect_container(c["Id"])))
                 except docker.errors.NotFound:
                     pass
 

@@ -406,3 +406,35 @@ def test_a_user_with_as_many_unfinished_builds_as_the_limit_is_refused_one_more(
     assert hub.spawn(name, {"repo": repos[0].url, "ref": "main"}).status_code in (201, 202)
     for who in (name, other):
         hub.api("DELETE", f"/users/{who}/server")
+
+
+@pytest.mark.parametrize("backend", ["local", "kubernetes"])
+def test_a_queued_build_nobody_waits_for_is_withdrawn_and_a_running_one_finishes(backend, hubs, git_repos, testenv,
+                                                                                 docker_client):
+    hub = hubs(backend, **{"LocalBackend.concurrency": 1, f"{type_name(backend)}.abandoned_after": 2.0},
+               operator_options={"concurrency": 1})
+    base = testenv["R2D_SINGLEUSER_IMAGE"]
+    slow, waiting = dockerfile_repo(git_repos, base, sleep=10), dockerfile_repo(git_repos, base)
+    ann, bob = user(), user()
+    with ContainerWatcher(docker_client, hub.build_instance) as watcher:
+        for name, repo in ((ann, slow), (bob, waiting)):
+            hub.create_user(name)
+            assert hub.spawn(name, {"repo": repo.url, "ref": "main"}).status_code in (201, 202)
+            wait_until(lambda: f"{name}: build " in hub.log(), timeout=60, what=f"{name}'s build to be asked for")
+        wait_until(lambda: watcher.running_since, timeout=60, what="Ann's build to run")
+        for name in (bob, ann):  # both give up: Bob's build is queued, Ann's runs
+            hub.api("DELETE", f"/users/{name}/server")
+        wait_until(lambda: "withdrew build" in hub.log(), timeout=60, what="the queued build to be withdrawn")
+        slow_image = contract.image_name("r2d-e2e-", slow.url, head(slow))
+        wait_until(lambda: image_exists(docker_client, slow_image), timeout=120, what="Ann's build to finish")
+    assert f"withdrew build {hub_namespace(hub)}/{contract.build_name(waiting.url, head(waiting))}" in hub.log()
+    assert list(watcher.names.values()) == [contract.build_name(slow.url, head(slow))], watcher.names
+    assert not image_exists(docker_client, contract.image_name("r2d-e2e-", waiting.url, head(waiting)))
+
+
+def type_name(backend: str) -> str:
+    return {"local": "LocalBackend", "kubernetes": "KubernetesBackend"}[backend]
+
+
+def hub_namespace(hub) -> str:
+    return hub.spawner_config.get("KubernetesBackend.namespace") if hub.backend == "kubernetes" else "local"

@@ -21,7 +21,7 @@ SHA = "b" * 40
 
 
 class ScriptedBuild:
-    name, namespace = "build-1", "ns"
+    name, namespace, uid = "build-1", "ns", "build-1-uid"
 
     def __init__(self) -> None:
         self.updates: asyncio.Queue = asyncio.Queue()

@@ -144,7 +144,7 @@ def test_state_round_trip_keeps_the_build():
 
 
 class FakeHandle:
-    name, namespace = "b", "ns"
+    name, namespace, uid = "b", "ns", "b-uid"
 
     def __init__(self, statuses):
         self._statuses = statuses

@@ -195,17 +195,19 @@ class BuildResources:
             if not token:
                 return
 
-    async def delete(self, namespace: str, name: str, uid: str | None = None) -> None:
+    async def delete(self, namespace: str, name: str, uid: str | None = None, resource_version: str | None = None) -> None:
         """Delete; with `uid`, only that incarnation (a same-named successor is left alone,
-        and the API server's 409 for it counts as already gone)."""
-        options = {"preconditions": {"uid": uid}} if uid else None
+        and the API server's 409 for it counts as already gone). With `resource_version`, only
+        if unchanged since: a 409 then is raised (it changed), not taken for gone."""
+        preconditions = {k: v for k, v in (("uid", uid), ("resourceVersion", resource_version)) if v}
+        options = {"preconditions": preconditions} if preconditions else None
         try:
             await self.custom.delete_namespaced_custom_object(
                 contract.GROUP, contract.VERSION, namespace, contract.PLURAL, name, body=options
             )
         except ApiException as exc:
-            gone = exc.status == 404 or (exc.status == 409 and uid is not None)  # 409: a successor
-            if not gone:
+            successor = exc.status == 409 and uid is not None and resource_version is None
+            if not (exc.status == 404 or successor):
                 raise
 
     async def watch(self, namespace: str, resource_version: str, timeout: int) -> AsyncIterator[dict[str, Any]]:

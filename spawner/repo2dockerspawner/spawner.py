@@ -438,7 +438,8 @@ class Repo2DockerSpawner(DockerSpawner):
                              "ref": request.ref, "commit": commit, "image": spec.image}
         self._build_ready.set()
         self.log.info("%s: build %s/%s for %s@%s", self._log_name, handle.namespace, handle.name, request.repo, commit[:12])
-        status = await self._wait_for_build(handle)
+        async with self.build_backend.waiting_for(handle):
+            status = await self._wait_for_build(handle)
         if status.phase != Phase.SUCCEEDED:
             raise BuildFailed(f"The image build {status.phase.value.lower()}: {status.message or 'no details'}")
         return spec.image  # the image this hub derived, never a name read back from a status

@@ -10,10 +10,14 @@ instance serves every spawner of the hub process (shared queue, dedup and watch)
 
 from __future__ import annotations
 
+import asyncio
+import collections
+import contextlib
 import time
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Protocol
 
+from traitlets import Float
 from traitlets.config import LoggingConfigurable
 
 from repo2docker_buildcore.contract import BuildSpec, BuildStatus, Phase
@@ -23,6 +27,7 @@ from repo2docker_buildcore.gitcredentials import GitCredential
 class BuildHandle(Protocol):
     name: str
     namespace: str
+    uid: str
 
     def current(self) -> BuildStatus:
         """The status as last seen."""
@@ -98,6 +103,52 @@ class BuildBackend(LoggingConfigurable):
 
     image_store = None  # ImageStore of the hub's Docker daemon, where it has one
     image_facts = None  # ImageFacts over it, for the builds page
+
+    abandoned_after = Float(
+        60.0, config=True,
+        help="""Seconds a queued build may wait once nobody waits for it (every launch that asked
+        for it was stopped, and no other joined) before this hub withdraws it, freeing the queue
+        for builds somebody wants. Running builds always finish: their image and cache are
+        worth it. Negative: never withdraw.""",
+    )
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        # Launches of this hub process waiting for each build, by (namespace, name, uid).
+        self._waiters: collections.Counter = collections.Counter()
+        self._abandoned: set[asyncio.Task] = set()
+
+    @contextlib.asynccontextmanager
+    async def waiting_for(self, handle: BuildHandle) -> AsyncIterator[None]:
+        """A launch waits for `handle` while in this block; the last to leave a build that is
+        still queued leaves it to be withdrawn after `abandoned_after` seconds."""
+        key = (handle.namespace, handle.name, handle.uid)
+        self._waiters[key] += 1
+        try:
+            yield
+        finally:
+            self._waiters[key] -= 1
+            if self._waiters[key] <= 0:
+                del self._waiters[key]
+                if self.abandoned_after >= 0 and not handle.current().phase.terminal:
+                    task = asyncio.ensure_future(self._withdraw_later(handle, key))
+                    self._abandoned.add(task)
+                    task.add_done_callback(self._abandoned.discard)
+
+    async def _withdraw_later(self, handle: BuildHandle, key: tuple[str, str, str]) -> None:
+        await asyncio.sleep(self.abandoned_after)
+        if key in self._waiters:  # somebody joined meanwhile
+            return
+        try:
+            if await self._withdraw_if_queued(handle):
+                self.log.info("withdrew build %s/%s: still queued %.0f s after the last launch waiting for it "
+                              "stopped", handle.namespace, handle.name, self.abandoned_after)
+        except Exception as exc:  # noqa: BLE001 - it then simply runs when its turn comes
+            self.log.warning("could not withdraw build %s/%s: %s", handle.namespace, handle.name, exc)
+
+    async def _withdraw_if_queued(self, handle: BuildHandle) -> bool:
+        """End `handle`'s build if it has not started (a running one is left alone); whether it did."""
+        return False
 
     def longest_build(self) -> float:
         """Seconds a build may take here; the spawner waits that long (and a little more)."""
@@ -182,4 +233,6 @@ class BuildBackend(LoggingConfigurable):
         return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
     async def close(self) -> None:
-        """Stop following builds; builds themselves go on."""
+        """Stop following builds; builds themselves go on (subclasses call this first)."""
+        for task in list(self._abandoned):
+            task.cancel()  # those builds run when their turn comes

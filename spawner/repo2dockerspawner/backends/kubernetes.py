@@ -400,11 +400,29 @@ class KubernetesBackend(BuildBackend):
         # As for any deleted build: the operator kills its container and lets the resource go.
         await self._delete(namespace, name)
 
+    async def _withdraw_if_queued(self, handle: KubernetesBuild) -> bool:
+        obj = self.watcher.get(handle.name) if self.watcher else None
+        if obj is None or obj["metadata"]["uid"] != handle.uid:
+            return False
+        if BuildStatus.from_status(obj.get("status")).phase not in (Phase.PENDING, Phase.QUEUED):
+            return False
+        # The version read with the phase: if the operator has started it since, the API server
+        # refuses the deletion (409) and the build runs on.
+        try:
+            await self.resources.delete(handle.namespace, handle.name, handle.uid,
+                                        resource_version=obj["metadata"]["resourceVersion"])
+        except ApiException as exc:
+            if exc.status == 409:
+                return False
+            raise
+        return True
+
     async def _forget_built(self, namespace: str, name: str, tags: tuple[str, ...]) -> None:
         # Its resource would tell the next spawn that the image exists: let it go too.
         await self._delete(namespace, name)
 
     async def close(self) -> None:
+        await super().close()
         for task in list(self._withdrawals):
             task.cancel()
         self.docker.close()

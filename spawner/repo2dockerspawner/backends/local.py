@@ -283,6 +283,13 @@ class LocalBackend(BuildBackend):
     async def _forget_built(self, namespace: str, name: str, tags: tuple[str, ...]) -> None:
         self._forget_image(tags)
 
+    async def _withdraw_if_queued(self, handle: LocalBuild) -> bool:
+        # Checked and cancelled without an await between: the queue cannot start it meanwhile.
+        if self.builds.get(handle.name) is not handle or handle.current().phase not in (Phase.PENDING, Phase.QUEUED):
+            return False
+        await self._stop(NAMESPACE, handle.name)
+        return True
+
     def wanted_images(self) -> set[str]:
         """Images that builds still under way will produce."""
         return {b.image for b in self.builds.values() if b.image and not b.current().phase.terminal}
@@ -382,6 +389,7 @@ class LocalBackend(BuildBackend):
             del self.builds[build.name]
 
     async def close(self) -> None:
+        await super().close()
         if self.collector is not None:
             await self.collector.stop()
         for build in self.builds.values():
