@@ -16,6 +16,7 @@ import time
 import uuid
 from pathlib import Path
 
+import docker.errors
 import pytest
 import requests
 
@@ -180,7 +181,9 @@ def test_a_build_whose_image_was_removed_builds_again(hub, git_repos, testenv, d
         assert events[-1].get("ready"), events
         hub.stop_server(alice)
         image = contract.image_name("r2d-e2e-", repo.url, head(repo))
-        docker_client.images.remove(image)
+        # The stopped server's container goes by Docker's auto-remove, which may still be under
+        # way when the hub reports the server stopped: as `docker image prune` would, wait for it.
+        wait_until(lambda: removed(docker_client, image), timeout=60, what="the image to be removable")
 
         _response, events = hub.spawn_and_follow(alice, {"repo": repo.url, "ref": "main"})
         assert events[-1].get("ready"), events
@@ -438,3 +441,13 @@ def type_name(backend: str) -> str:
 
 def hub_namespace(hub) -> str:
     return hub.spawner_config.get("KubernetesBackend.namespace") if hub.backend == "kubernetes" else "local"
+
+
+def removed(docker_client, image: str) -> bool:
+    try:
+        docker_client.images.remove(image)
+    except docker.errors.APIError as exc:
+        if exc.status_code == 409:  # a container still uses it
+            return False
+        raise
+    return True
