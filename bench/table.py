@@ -19,6 +19,7 @@ import hub_latency  # noqa: E402
 import image_gc  # noqa: E402
 import makespan  # noqa: E402
 import operator_scale  # noqa: E402
+import two_nodes  # noqa: E402
 
 
 def main() -> None:
@@ -26,7 +27,7 @@ def main() -> None:
     rows = []
     for name, measure in [("build overhead", build_overhead.measure), ("makespan", makespan.measure),
                           ("hub latency", hub_latency.measure), ("operator scale", operator_scale.measure),
-                          ("image GC", image_gc.measure)]:
+                          ("image GC", image_gc.measure), ("two nodes", two_nodes.measure)]:
         print(f"measuring {name} ...", file=sys.stderr, flush=True)
         rows += measure(env)
     header = ("measure", "this project", "baseline (same run)", "ratio / difference")

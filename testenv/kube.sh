@@ -68,6 +68,7 @@ COMPONENTS=(
   "kube-controller-manager system:kube-controller-manager "
   "kube-scheduler system:kube-scheduler "
   "kubelet system:node:r2d-node system:nodes"
+  "kubelet-2 system:node:r2d-node-2 system:nodes"
   "kube-proxy system:kube-proxy "
 )
 ensure_tokens() {
@@ -107,7 +108,7 @@ KC
 ensure_pki
 ensure_tokens
 write_kubeconfig "$KDIR/kubeconfig" admin
-for c in kube-controller-manager kube-scheduler kubelet kube-proxy; do write_kubeconfig "$KDIR/$c.kubeconfig" "$c"; done
+for c in kube-controller-manager kube-scheduler kubelet kubelet-2 kube-proxy; do write_kubeconfig "$KDIR/$c.kubeconfig" "$c"; done
 
 # --- processes ------------------------------------------------------------------------
 ETCD_ARGS=(
@@ -158,7 +159,8 @@ for port in "$ETCD_PORT" "$ETCD_PEER_PORT" "$API_PORT"; do
 done
 
 ensure_daemon "$KDIR/etcd" etcd_healthy "$BIN_DIR/etcd" "${ETCD_ARGS[@]}"
-ensure_daemon "$KDIR/kube-apiserver" api_healthy "$BIN_DIR/kube-apiserver" "${APISERVER_ARGS[@]}"
+# The token file is read at start: a new identity (a node added) restarts the API server.
+DAEMON_INPUTS="$KDIR/tokens.csv" ensure_daemon "$KDIR/kube-apiserver" api_healthy "$BIN_DIR/kube-apiserver" "${APISERVER_ARGS[@]}"
 ensure_daemon "$KDIR/kube-controller-manager" cm_healthy "$BIN_DIR/kube-controller-manager" "${CONTROLLER_MANAGER_ARGS[@]}"
 ensure_daemon "$KDIR/kube-scheduler" scheduler_healthy "$BIN_DIR/kube-scheduler" "${SCHEDULER_ARGS[@]}"
 log "kube-apiserver answers on 127.0.0.1:$API_PORT and $NODE_IP:$API_PORT"

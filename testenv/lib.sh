@@ -142,3 +142,11 @@ bridge_gateway() {
   fi
   [[ -n "$gw" ]] && echo "$gw"
 }
+
+# node_dir N: the state directory of node N (testenv/node.sh).
+node_dir() { if [[ "$1" == 1 ]]; then echo "$TESTENV_DIR/node"; else echo "$TESTENV_DIR/node-$1"; fi; }
+# The directory of "this node's Docker socket", the same host path on every node: the host's
+# daemon on node 1, node 2's own daemon inside node 2's mount namespace (testenv/node2.sh).
+NODE_DOCKER_DIR=/run/r2d-testenv/docker
+# Node 2's Docker data root lives in the cache: its images survive testenv-down.
+NODE2_DOCKER_DATA="$R2D_CACHE/node-2/docker"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Stop the node testenv/node.sh started: kube-proxy and kubelet by pid, then every pod
+# testenv/node-down.sh [1|2]: stop the node testenv/node.sh N started (default 1): kube-proxy and kubelet by pid, then every pod
 # container, the node's containerd and its shims, the pods' mounts and network namespaces.
 # Without a CRI client the sandboxes are torn down here the way the runtime would: a pod
 # network namespace left mounted keeps its veth and address on the bridge, and the next pod
@@ -7,7 +7,8 @@
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
-NDIR="$TESTENV_DIR/node"
+NODE="${1:-1}"
+NDIR="$(node_dir "$NODE")"
 SOCK="$NDIR/containerd.sock"
 CTR=(ctr --address "$SOCK" -n k8s.io)
 [[ -d "$NDIR" ]] || exit 0
@@ -44,4 +45,19 @@ for id in "${sandboxes[@]}"; do
     [[ "$chain" == CNI-* ]] && { iptables -t nat -F "$chain"; iptables -t nat -X "$chain"; } 2>/dev/null || true
   done
 done
-rm -f "$TESTENV_DIR/node.env"
+if [[ "$NODE" == 2 ]]; then
+  # Node 2's Docker daemon (its containers stop with it), then whatever else still runs in its
+  # mount namespace, then the namespace's holder: the namespace, and every mount in it, is gone.
+  stop_pid "$NDIR/dockerd"
+  if pid_alive "$NDIR/mountns.pid"; then
+    ns=$(readlink "/proc/$(cat "$NDIR/mountns.pid")/ns/mnt")
+    for proc in /proc/[0-9]*; do
+      [[ "${proc#/proc/}" == "$(cat "$NDIR/mountns.pid")" ]] && continue
+      [[ "$(readlink "$proc/ns/mnt" 2>/dev/null)" == "$ns" ]] && kill -9 "${proc#/proc/}" 2>/dev/null || true
+    done
+  fi
+  stop_pid "$NDIR/mountns"
+  rm -f "$TESTENV_DIR/node-2.env"
+else
+  rm -f "$TESTENV_DIR/node.env"
+fi

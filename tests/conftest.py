@@ -118,6 +118,17 @@ def build_image(request, testenv) -> str:
 
 
 @pytest.fixture(scope="session")
+def node2_docker(testenv: TestEnv):
+    """The second Docker node's daemon (testenv/node.sh 2), as the host reaches it."""
+    import docker
+
+    client = docker.DockerClient(base_url=testenv["R2D_NODE2_DOCKER_HOST"])
+    client.ping()
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
 def docker_client(testenv: TestEnv):
     import docker
 
@@ -260,9 +271,15 @@ def operator_factory(testenv, namespace, crd, tmp_path_factory, docker_client, b
         return op.start()
 
     yield start
+    import docker
+
     for op in started:
         op.kill()
-        for c in docker_client.containers.list(
-            all=True, filters={"label": [f"repo2dockerspawner.jupyter.org/instance={op.instance}"]}
-        ):
+        try:
+            client = docker.DockerClient(base_url=op.docker_host) if op.docker_host else docker_client
+            leftovers = client.containers.list(
+                all=True, filters={"label": [f"repo2dockerspawner.jupyter.org/instance={op.instance}"]})
+        except docker.errors.DockerException:  # a test's deliberately unreachable daemon
+            continue
+        for c in leftovers:
             c.remove(force=True)

@@ -85,9 +85,9 @@ def test_rendered_manifests_pass_server_side_dry_run(testenv, kubectl, namespace
     out = kubectl("apply", "--dry-run=server", "-f", "-", input=manifests)  # every object names its namespace
     assert "deployment.apps/r2d-repo2docker-operator created (server dry run)" in out
     if values == "full":
-        # The operator in two namespaces, the hub's, and each one's read (or update) of the
-        # one ConfigMap of images' last use.
-        assert kinds.count("Role") == 5
+        # The operator in two namespaces, the hub's, each one's read (or update) of the one
+        # ConfigMap of images' last use, and the builders' Leases.
+        assert kinds.count("Role") == 6
         deployment = next(d for d in yaml.safe_load_all(manifests) if d and d["kind"] == "Deployment")
         pod = deployment["spec"]["template"]["spec"]
         env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
@@ -111,8 +111,10 @@ def test_rendered_manifests_pass_server_side_dry_run(testenv, kubectl, namespace
 def test_all_namespaces_uses_cluster_rbac(testenv):
     docs = [d for d in yaml.safe_load_all(template(testenv, "--set", "watch.allNamespaces=true")) if d]
     assert "ClusterRole" in [d["kind"] for d in docs]
-    # Builds everywhere, but the record of images' last use stays one ConfigMap in one namespace.
-    assert [d["metadata"]["name"] for d in docs if d["kind"] == "Role"] == ["r2d-repo2docker-operator-image-use"]
+    # Builds everywhere, but the record of images' last use stays one ConfigMap in one
+    # namespace, and the Leases in the release's.
+    assert sorted(d["metadata"]["name"] for d in docs if d["kind"] == "Role") == \
+        ["r2d-repo2docker-operator-image-use", "r2d-repo2docker-operator-leases"]
 
 
 @pytest.mark.parametrize("bad", [
@@ -120,11 +122,50 @@ def test_all_namespaces_uses_cluster_rbac(testenv):
     "build.memoryLimit=lots", "metrics.port=70000", "docker.socketPath=relative", "watch.namespaces={Bad_NS}",
     "build.env.1BAD=x", "imageGC.highWatermark=lots", "imageGC.highWatermark=120%", "imageGC.lowWatermark=-5%", "imageGC.interval=-1",
     "build.imagePrefix=", "networkPolicy.apiServer.cidrs={not-a-cidr}",
+    "builders.mode=everywhere", "builders.leaseDuration=1", "build.clusterConcurrency=-1",
 ])
 def test_schema_rejects_bad_values(testenv, bad):
     proc = helm(testenv, "template", "r2d", str(CHART), "--kube-version", testenv["R2D_KUBE_VERSION"],
                 "--set", bad, check=False)
     assert proc.returncode != 0 and "schema" in proc.stderr, (bad, proc.stderr)
+
+
+def test_daemonset_mode_runs_a_builder_per_matching_node_with_that_node_s_name(testenv):
+    docs = [d for d in yaml.safe_load_all(template(
+        testenv, "--set", "builders.mode=daemonset", "--set", "build.push.enabled=true",
+        "--set", "build.imagePrefix=registry.example.org/r2d-", "--set", "builders.nodeSelector.builds=yes",
+        "--set", "nodeSelector.zone=a", "--set", "build.clusterConcurrency=3")) if d]
+    kinds = [d["kind"] for d in docs]
+    assert "DaemonSet" in kinds and "Deployment" not in kinds
+    daemonset = next(d for d in docs if d["kind"] == "DaemonSet")
+    pod = daemonset["spec"]["template"]["spec"]
+    env = {e["name"]: e for e in pod["containers"][0]["env"]}
+    assert env["R2D_NODE_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
+    assert env["R2D_CLUSTER_CONCURRENCY"]["value"] == "3" and env["R2D_LEASE_DURATION"]["value"] == "15"
+    assert env["R2D_LEASE_NAMESPACE"]["value"] == "default"
+    # Each node's daemon has its own images: its own key in the shared ConfigMap of uses.
+    assert env["R2D_GC_USE_RECORD"]["value"].endswith("-image-use#$(R2D_NODE_NAME)")
+    assert list(env).index("R2D_NODE_NAME") < list(env).index("R2D_GC_USE_RECORD")
+    assert pod["nodeSelector"] == {"builds": "yes", "zone": "a"}
+    # The deployment's builder has a name that outlives its pod.
+    deployment = next(d for d in yaml.safe_load_all(template(testenv)) if d and d["kind"] == "Deployment")
+    env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["R2D_NODE_NAME"]["value"] == "r2d-repo2docker-operator"
+
+
+def test_daemonset_mode_without_push_is_refused_with_why(testenv):
+    proc = helm(testenv, "template", "r2d", str(CHART), "--kube-version", testenv["R2D_KUBE_VERSION"],
+                "--set", "builders.mode=daemonset", check=False)
+    assert proc.returncode != 0
+    assert "builders.mode=daemonset needs build.push.enabled=true" in proc.stderr, proc.stderr
+
+
+def test_builders_may_hold_leases_in_the_release_namespace_only(testenv):
+    docs = [d for d in yaml.safe_load_all(template(testenv, "-n", "r2d-ns")) if d]
+    roles = [d for d in docs if d["kind"] == "Role" and any("leases" in r["resources"] for r in d["rules"])]
+    assert len(roles) == 1 and roles[0]["metadata"]["namespace"] == "r2d-ns"
+    assert roles[0]["rules"] == [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+                                  "verbs": ["get", "list", "create", "patch"]}]
 
 
 def test_network_policy_admits_metrics_in_and_only_the_api_server_and_dns_out(testenv):

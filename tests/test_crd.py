@@ -51,7 +51,8 @@ def test_spec_fields_are_the_ones_buildspec_writes():
 def test_printer_columns():
     columns = {c["name"]: c for c in VERSION["additionalPrinterColumns"]}
     default = [name for name, c in columns.items() if not c.get("priority")]
-    assert default == ["Repo", "Commit", "Phase", "Image", "Age"]
+    assert default == ["Repo", "Commit", "Phase", "Image", "Node", "Age"]
+    assert columns["Node"]["jsonPath"] == ".status.builder"
 
 
 def test_the_operators_watch_selects_on_a_field_only_the_operator_writes():

@@ -6,7 +6,9 @@ own counters, so the cap and the no-second-build guarantees are checked where th
 
 from __future__ import annotations
 
+import datetime
 import json
+import socket
 import time
 
 import docker.errors
@@ -292,10 +294,11 @@ def test_kubectl_get_shows_the_printer_columns(kubectl, namespace, operator_fact
     wait_phase(kubectl, namespace, name, "Succeeded")
     for kind in ("r2dbuilds", "r2dbuild", "r2db", "repo2dockerbuilds"):
         out = kubectl("get", kind, "-n", namespace).splitlines()
-        assert out[0].split() == ["NAME", "REPO", "COMMIT", "PHASE", "IMAGE", "AGE"]
+        assert out[0].split() == ["NAME", "REPO", "COMMIT", "PHASE", "IMAGE", "NODE", "AGE"]
         row = out[1].split()
         assert row[:4] == [name, repo.url, head(repo)[:7], "Succeeded"]
         assert row[4].startswith(IMAGE_PREFIX)
+        assert row[5] == socket.gethostname()  # the builder that claimed it: the operator's host
     wide = kubectl("get", "r2dbuilds", "-n", namespace, "-o", "wide").splitlines()[0].split()
     assert "REF" in wide and "QUEUE" in wide
     assert name in kubectl("get", "repo2docker", "-n", namespace)  # the category
@@ -387,3 +390,25 @@ def test_finished_resources_leave_the_watch_and_still_expire_after_a_restart(
     op.start()  # its watch excludes the marked resource: only the finished-listing knows it
     wait_until(lambda: kubectl.run("get", contract.PLURAL, name, "-n", namespace, check=False).returncode != 0,
                timeout=40, what="the restarted operator to delete the expired resource")
+
+
+def test_a_queued_build_carries_an_estimated_start_from_the_builds_before_it(kubectl, namespace, operator_factory,
+                                                                           git_repos, base):
+    operator_factory(concurrency=1)
+    first = dockerfile_repo(git_repos, base, sleep=3)
+    name = create_build(kubectl, namespace, first.url, head(first))
+    assert wait_phase(kubectl, namespace, name, "Succeeded", "Failed", timeout=120)["status"]["phase"] == "Succeeded"
+    running, queued = dockerfile_repo(git_repos, base, sleep=8), dockerfile_repo(git_repos, base)
+    running_name = create_build(kubectl, namespace, running.url, head(running))
+    wait_phase(kubectl, namespace, running_name, "Building", timeout=60)
+    queued_name = create_build(kubectl, namespace, queued.url, head(queued))
+    status = wait_until(lambda: get_build(kubectl, namespace, queued_name).get("status", {}).get("estimatedStart") and
+                        get_build(kubectl, namespace, queued_name)["status"], timeout=30, what="an estimated start")
+    assert status["phase"] == "Queued"
+    # From the one build this operator has seen (its slot time, a few seconds), less what the
+    # running build has had: within a minute from now, not in the past by more than a moment.
+    when = datetime.datetime.fromisoformat(status["estimatedStart"].replace("Z", "+00:00"))
+    ahead = (when - datetime.datetime.now(datetime.timezone.utc)).total_seconds()
+    assert -5 < ahead < 60, ahead
+    done = wait_phase(kubectl, namespace, queued_name, "Succeeded", "Failed", timeout=120)["status"]
+    assert "estimatedStart" not in done

@@ -175,6 +175,20 @@ async def test_progress_events_give_queue_phase_and_each_line_once():
     assert progress == sorted(progress) and progress[-1] == 90
 
 
+async def test_a_requeued_build_says_so_and_its_next_log_starts_from_the_first_line():
+    lost = "The node r2d-node-2 was lost (its builder's Lease expired); the build went back to the queue."
+    handle = FakeHandle([
+        BuildStatus(Phase.BUILDING, log_tail=["a", "b", "c"], log_line_count=3),
+        BuildStatus(Phase.QUEUED, queue_position=1, message=lost),
+        BuildStatus(Phase.BUILDING, log_tail=["a", "b"], log_line_count=2),
+        BuildStatus(Phase.SUCCEEDED, image="img", message="Built img.", log_tail=["a", "b", "c", "d"], log_line_count=4),
+    ])
+    messages = [e["message"] async for e in progress_events(handle)]
+    assert messages == ["Building your image with repo2docker…", "a", "b", "c", lost, "Waiting for a free build slot.",
+                        "Your build is next in line.", "Building your image with repo2docker…", "a", "b",
+                        "Built img.", "c", "d", "Image ready; starting your server."]
+
+
 def test_api_errors_are_described_in_one_line():
     from kubernetes_asyncio.client.exceptions import ApiException
 

@@ -166,15 +166,34 @@ def test_the_node_is_ready_and_the_controllers_run(testenv, kubectl, namespace):
                timeout=30, what="the controller-manager to publish the cluster CA")
 
 
+def test_the_second_node_is_ready_with_its_own_docker_daemon_behind_the_node_socket_path(
+        testenv, kubectl, docker_client, node2_docker):
+    """Node 2 (testenv/node.sh 2): Ready, and "this node's Docker socket" (the one hostPath the
+    chart's DaemonSet mounts) is its own daemon, for its pods and for the containers its
+    daemon starts with that path mounted, while on the host it is the host's daemon."""
+    node = kubectl.json("get", "node", testenv["R2D_NODE2_NAME"])
+    assert {c["type"]: c["status"] for c in node["status"]["conditions"]}["Ready"] == "True"
+    assert node["status"]["nodeInfo"]["kubeletVersion"] == testenv["R2D_KUBE_VERSION"]
+    ids = {"host": docker_client.info()["ID"], "node 2": node2_docker.info()["ID"]}
+    assert ids["host"] != ids["node 2"]
+    socket = testenv["R2D_NODE_DOCKER_SOCKET"]
+    for name, client in [("host", docker_client), ("node 2", node2_docker)]:
+        seen = client.containers.run(testenv["R2D_BUILD_IMAGE"], ["docker", "info", "--format", "{{.ID}}"],
+                                     volumes={socket: {"bind": "/var/run/docker.sock", "mode": "rw"}},
+                                     entrypoint=[], remove=True)
+        assert seen.decode().strip() == ids[name], name
+
+
 def test_load_image_puts_a_docker_image_into_the_node_runtime(testenv):
     """What tests, the demo and users run to give the node an image: idempotent, fully named."""
     image = testenv["R2D_PAUSE_IMAGE"]
     first = subprocess.run([testenv["R2D_LOAD_IMAGE"], image], capture_output=True, text=True, timeout=120)
     assert first.returncode == 0, first.stderr
     assert first.stdout.strip() == f"docker.io/{image}"
-    listed = subprocess.run(["ctr", "--address", testenv["R2D_NODE_CONTAINERD"], "-n", "k8s.io", "images", "ls", "-q"],
-                            capture_output=True, text=True, check=True).stdout.split()
-    assert f"docker.io/{image}" in listed
+    for containerd in (testenv["R2D_NODE_CONTAINERD"], testenv["R2D_NODE2_CONTAINERD"]):  # every node's
+        listed = subprocess.run(["ctr", "--address", containerd, "-n", "k8s.io", "images", "ls", "-q"],
+                                capture_output=True, text=True, check=True).stdout.split()
+        assert f"docker.io/{image}" in listed, containerd
     bad = subprocess.run([testenv["R2D_LOAD_IMAGE"], "r2d-test-no-such-image:1"], capture_output=True, text=True)
     assert bad.returncode != 0 and "docker has no image r2d-test-no-such-image:1" in bad.stderr
 

@@ -24,7 +24,7 @@ import asyncio
 import datetime
 import logging
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Awaitable, Callable
 
 from .backoff import Backoff, retry
 from .contract import BuildSpec, Phase, registry_of
@@ -49,6 +49,14 @@ CLEANUP_BACKOFF = (2.0, 4.0, 8.0, 15.0, 30.0, 60.0)
 CLEANUP_FOR = 3600.0
 # Clean-ups under way: a task nobody references may be collected before it runs.
 _cleanups: set[asyncio.Task] = set()
+
+
+class ClaimLost(Exception):
+    """Another builder holds this build: this one stops wanting it and writes nothing more."""
+
+    def __init__(self, holder: str | None) -> None:
+        super().__init__(f"the build is held by {holder or 'nobody'}")
+        self.holder = holder
 
 
 @dataclass(frozen=True)
@@ -83,11 +91,18 @@ class BuildJob:
     on_phase: Callable[[Phase, str], None] | None = None
     # For a private repository: what git in the build container clones with (never logged).
     credential: GitCredential | None = field(default=None, repr=False)
+    # With several builders: claims the build once a slot is free here, returning the builder
+    # that holds it afterwards (this one's name, `me`, when the claim won).
+    claim: Callable[[], Awaitable[str | None]] | None = None
+    me: str = ""
 
     def __post_init__(self) -> None:
         self.tail = LogTail(self.settings.tail_lines, self.settings.tail_bytes)
         self.output = BuildOutput()
         self.kill_on_cancel = False
+        # A cancelled build records "Cancelled", unless another builder holds it now.
+        self.record_cancel = True
+        self.claimed = self.claim is None
         self.container: BuildContainer | None = None
 
     async def run(self) -> BuildOutcome:
@@ -97,8 +112,11 @@ class BuildJob:
             if self.kill_on_cancel:
                 await asyncio.shield(self._cancelled())
             raise
+        except ClaimLost:
+            await self.publisher.close(flush=False)
+            raise
         finally:
-            self.queue.release(self.ref.uid)
+            self.queue.release(self.ref.uid, record=False)  # a slot still held here: the build did not run to its end
 
     async def _run(self) -> BuildOutcome:
         try:
@@ -112,9 +130,11 @@ class BuildJob:
                 if isinstance(container, str):  # the image appeared while we queued (another build made it)
                     return await self._finish(Phase.SUCCEEDED, container, cached=True)
             else:
-                self.queue.adopt(self.ref.uid, self.requester)
+                await self._claim(container)
                 # After a restart with no recorded start (the hub keeps none): Docker's own.
                 self.recorded_start = self.recorded_start or container.started_at
+                self.queue.adopt(self.ref.uid, self.requester, self.spec.repo_url,
+                                 elapsed=self.settings.build_timeout - self._remaining())
                 log.info("re-attaching to build container %s of %s/%s", container.id[:12], self.ref.namespace, self.ref.name)
             self.container = container
             return await self._follow(container)
@@ -179,25 +199,52 @@ class BuildJob:
             asyncio.ensure_future(self._publish_position(position))
 
         await self.publisher.update({"phase": Phase.QUEUED.value, "queuePosition": self.queue.position(self.ref.uid),
+                                     "estimatedStart": self._estimated_start(),
                                      "message": "Waiting for a free build slot."})
         self._notify(Phase.QUEUED, "waiting for a free build slot")
-        await self.queue.acquire(self.ref.uid, self.order, on_position, requester=self.requester)
+        await self.queue.acquire(self.ref.uid, self.order, on_position, requester=self.requester,
+                                 repo=self.spec.repo_url)
+        await self._claim()
         if done := await self._already_built(retrying=False):
             return done
         container = self.container = await self.runner.start(self.ref, self.spec, command, self.credential)
         self.recorded_start = now_iso()
         await self.publisher.update({
-            "phase": Phase.BUILDING.value, "queuePosition": None, "containerId": container.id,
+            "phase": Phase.BUILDING.value, "queuePosition": None, "estimatedStart": None, "containerId": container.id,
             "startTime": self.recorded_start, "message": f"Building {self.spec.repo_url} at {self.spec.commit[:12]}.",
         })
         self._notify(Phase.BUILDING, "build container started")
         return container
 
+    async def _claim(self, found: BuildContainer | None = None) -> None:
+        """Hold the build before running it: raises ClaimLost if another builder does. A
+        container found for a build another builder holds (a lost node that came back) is
+        removed: the build runs there."""
+        if self.claimed:
+            return
+        holder = await self.claim()
+        if holder != self.me:
+            if found is not None:
+                await self.runner.remove(found.id, kill=True)
+                log.info("removed build container %s of %s/%s: %s builds it now", found.id[:12],
+                         self.ref.namespace, self.ref.name, holder or "nobody")
+            raise ClaimLost(holder)
+        self.claimed = True
+
     async def _publish_position(self, position: int) -> None:
         if self.publisher.phase == Phase.QUEUED:
             ahead = position - 1
             message = "Waiting for a free build slot." if ahead == 0 else f"{ahead} build{'s' * (ahead != 1)} ahead of this one."
-            await self.publisher.update({"queuePosition": position, "message": message})
+            await self.publisher.update({"queuePosition": position, "message": message,
+                                         "estimatedStart": self._estimated_start()})
+
+    def _estimated_start(self) -> str | None:
+        """When this queued build should start (estimate.py), or None when it cannot be told."""
+        delay = self.queue.estimate(self.ref.uid)
+        if delay is None:
+            return None
+        when = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=delay)
+        return when.replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
     def _remaining(self) -> float:
         started = parse_iso(self.recorded_start) or datetime.datetime.now(datetime.timezone.utc)
@@ -255,7 +302,7 @@ class BuildJob:
 
     async def _finish(self, phase: Phase, message: str, cached: bool = False) -> BuildOutcome:
         fields = {
-            "phase": phase.value, "queuePosition": None, "message": message[:8000],
+            "phase": phase.value, "queuePosition": None, "estimatedStart": None, "message": message[:8000],
             "completionTime": now_iso(), "logTail": self.tail.lines(), "logLineCount": self.tail.total,
         }
         if phase == Phase.SUCCEEDED:
@@ -275,6 +322,9 @@ class BuildJob:
         container = self.container or await self.runner.find(self.ref.uid)
         if container is not None:
             await self.runner.remove(container.id, kill=True)
+        if not self.record_cancel:
+            await self.publisher.close(flush=False)
+            return
         try:
             await self._finish(Phase.CANCELLED, "The build was cancelled.")
         except Exception as exc:  # noqa: BLE001 - the resource may be gone already

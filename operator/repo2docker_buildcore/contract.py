@@ -100,6 +100,12 @@ _IMAGE_RE = re.compile(IMAGE_PATTERN)
 _IMAGE_PREFIX_RE = re.compile(IMAGE_PREFIX_PATTERN)
 _QUANTITY_RE = re.compile(QUANTITY_PATTERN)
 _REPO_DIR_RE = re.compile(REPO_DIR_PATTERN)
+_DNS_NAME_RE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+
+
+def is_dns_label(name: str) -> bool:
+    """A Kubernetes node name (a DNS subdomain): what `status.builder` and a Lease name hold."""
+    return len(name) <= 253 and bool(_DNS_NAME_RE.fullmatch(name))
 
 
 class InvalidBuildRequest(ValueError):
@@ -390,6 +396,10 @@ class BuildStatus:
     log_tail: list[str] = field(default_factory=list)
     log_line_count: int = 0
     container_id: str | None = None
+    # The builder (node) that claimed the build; only it writes the status from then on.
+    builder: str | None = None
+    # While queued: when the build is expected to start (RFC 3339), if that can be told.
+    estimated_start: str | None = None
 
     @classmethod
     def from_status(cls, status: dict[str, Any] | None) -> "BuildStatus":
@@ -406,6 +416,8 @@ class BuildStatus:
             log_tail=list(status.get("logTail") or []),
             container_id=status.get("containerId"),
             log_line_count=int(status.get("logLineCount") or 0),
+            builder=status.get("builder") or None,
+            estimated_start=status.get("estimatedStart") or None,
         )
 
     def new_lines(self, seen: int) -> list[str]:

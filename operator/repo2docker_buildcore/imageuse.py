@@ -112,10 +112,11 @@ class ConfigMapStore:
 
     A ConfigMap holds up to 1 MiB: about 10,000 images, far more than a node's disk."""
 
-    def __init__(self, api, namespace: str, name: str) -> None:
+    def __init__(self, api, namespace: str, name: str, key: str = KEY) -> None:
         self.api = api  # created lazily: building a store from settings checks them, nothing more
         self.namespace = namespace
         self.name = name
+        self.key = key
 
     @property
     def core(self):
@@ -132,12 +133,12 @@ class ConfigMapStore:
             if exc.status == 404:
                 return {}
             raise
-        return json.loads((obj.data or {}).get(KEY) or "{}")
+        return json.loads((obj.data or {}).get(self.key) or "{}")
 
     async def save(self, uses: dict[str, float]) -> None:
         from kubernetes_asyncio.client.exceptions import ApiException
 
-        body = {"data": {KEY: json.dumps(uses, sort_keys=True)}}
+        body = {"data": {self.key: json.dumps(uses, sort_keys=True)}}  # a merge: other keys stay
         try:
             await self.core.patch_namespaced_config_map(self.name, self.namespace, body)
         except ApiException as exc:
@@ -148,12 +149,15 @@ class ConfigMapStore:
 
 
 def store_from_setting(value: str | None, api=None) -> LedgerStore | None:
-    """'configmap:NAMESPACE/NAME' or a file path; empty: keep the record in memory only."""
+    """'configmap:NAMESPACE/NAME[#KEY]' or a file path; empty: keep the record in memory only.
+    A key of its own per builder (the chart's DaemonSet: the node's name) lets the builders of
+    several nodes share one ConfigMap: each node's daemon has its own images."""
     if not value:
         return None
     if value.startswith("configmap:"):
-        namespace, _, name = value[len("configmap:"):].partition("/")
+        where, _, key = value[len("configmap:"):].partition("#")
+        namespace, _, name = where.partition("/")
         if not namespace or not name:
             raise ValueError(f"{value!r}: write configmap:NAMESPACE/NAME")
-        return ConfigMapStore(api, namespace, name)
+        return ConfigMapStore(api, namespace, name, f"{key}.{KEY}" if key else KEY)
     return FileStore(value)

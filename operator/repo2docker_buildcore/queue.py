@@ -22,6 +22,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Hashable, Iterable, Mapping, TypeVar
 
+from .estimate import DurationHistory, start_delays
+
 PositionCallback = Callable[[int], None]
 
 
@@ -33,6 +35,7 @@ class _Waiter:
     on_position: PositionCallback | None = field(compare=False, default=None)
     last_position: int | None = field(compare=False, default=None)
     requester: str = field(compare=False, default="")
+    repo: str = field(compare=False, default="")
 
 
 W = TypeVar("W")
@@ -65,13 +68,23 @@ def fair_order(waiting: Iterable[tuple[str, tuple, W]], last_start: Mapping[str,
 
 
 class BuildQueue:
-    """``limit`` concurrent holders; ``limit <= 0`` means no limit (nothing ever waits)."""
+    """``limit`` concurrent holders; ``limit <= 0`` means no limit (nothing ever waits).
 
-    def __init__(self, limit: int) -> None:
+    With several builders (the operator's DaemonSet), each has its own queue of the builds
+    nobody has claimed yet, and two things come from the others through ``elsewhere``
+    (builds they hold, counted against ``cluster_limit``) and ``note_start`` (when a
+    requester's build was last claimed anywhere, so each builder's fair order is the same).
+    Times are unix seconds, comparable with what other builders record."""
+
+    def __init__(self, limit: int, cluster_limit: int = 0) -> None:
         self.limit = limit
+        self.cluster_limit = cluster_limit
         self._running: dict[Hashable, str] = {}  # key -> requester
         self._waiting: list[_Waiter] = []
         self._last_start: dict[str, float] = {}  # requester -> when their last build got a slot
+        self._elsewhere = 0
+        self._granted: dict[Hashable, tuple[float, str]] = {}  # key -> (monotonic grant time, repository)
+        self.history = DurationHistory()
 
     @property
     def running(self) -> int:
@@ -91,13 +104,50 @@ class BuildQueue:
                 return index + 1
         return None
 
-    def adopt(self, key: Hashable, requester: str = "") -> None:
+    def adopt(self, key: Hashable, requester: str = "", repo: str = "", elapsed: float = 0.0) -> None:
         """Count a build that is already running (found after a restart) as holding a slot."""
         self._running[key] = requester
-        self._last_start.setdefault(requester, time.monotonic())
+        self._granted.setdefault(key, (time.monotonic() - elapsed, repo))
+        self._last_start.setdefault(requester, time.time())
+
+    def estimate(self, key: Hashable) -> float | None:
+        """Seconds until the waiter `key` is expected to start (see estimate.py), or None
+        when it is not waiting or nothing has been built here yet to tell."""
+        ordered = self._ordered()
+        index = next((i for i, w in enumerate(ordered) if w.key == key), None)
+        if index is None or self.limit <= 0:
+            return None
+        now = time.monotonic()
+        running = []
+        for granted, repo in self._granted.values():
+            expected = self.history.expected(repo)
+            if expected is None:
+                return None
+            running.append((now - granted, expected))
+        waiting = [self.history.expected(w.repo) for w in ordered[:index]]
+        if None in waiting:
+            return None
+        return start_delays(running, waiting + [0.0], self.limit)[index]
+
+    def note_start(self, requester: str, when: float) -> None:
+        """A build of `requester` was claimed at `when` (by any builder): their turn was then."""
+        if when > self._last_start.get(requester, float("-inf")):
+            self._last_start[requester] = when
+            self._dispatch()
+
+    def set_elsewhere(self, count: int) -> None:
+        """Builds other builders hold now, counted against ``cluster_limit``."""
+        if count != self._elsewhere:
+            self._elsewhere = count
+            self._dispatch()
+
+    def _free(self) -> bool:
+        held = len(self._running)
+        return (self.limit <= 0 or held < self.limit) and \
+            (self.cluster_limit <= 0 or held + self._elsewhere < self.cluster_limit)
 
     async def acquire(self, key: Hashable, order: tuple = (), on_position: PositionCallback | None = None,
-                      requester: str = "") -> None:
+                      requester: str = "", repo: str = "") -> None:
         """Wait for a slot. `order` sorts a requester's waiters (creation time, name); ties
         keep arrival order. `requester` is whose build it is, for fairness between them.
 
@@ -108,7 +158,7 @@ class BuildQueue:
             return
         loop = asyncio.get_running_loop()
         waiter = _Waiter(order=(*order, loop.time()), key=key, granted=loop.create_future(), on_position=on_position,
-                         requester=requester)
+                         requester=requester, repo=repo)
         self._waiting.append(waiter)
         self._dispatch()
         try:
@@ -118,19 +168,26 @@ class BuildQueue:
                 self._waiting.remove(waiter)
             elif waiter.granted.done() and not waiter.granted.cancelled():
                 self._running.pop(key, None)  # granted in the same tick as the cancel
+                self._granted.pop(key, None)
             self._dispatch()
             raise
 
-    def release(self, key: Hashable) -> None:
+    def release(self, key: Hashable, record: bool = True) -> None:
+        """Free the slot; `record` the time it was held as a build's duration (a build that
+        ran to its end; not one that was cancelled or found already built)."""
         self._running.pop(key, None)
+        granted = self._granted.pop(key, None)
+        if granted is not None and record:
+            self.history.record(granted[1], time.monotonic() - granted[0])
         self._dispatch()
 
     def _dispatch(self) -> None:
-        while self._waiting and (self.limit <= 0 or len(self._running) < self.limit):
+        while self._waiting and self._free():
             waiter = self._ordered()[0]
             self._waiting.remove(waiter)
             self._running[waiter.key] = waiter.requester
-            self._last_start[waiter.requester] = time.monotonic()
+            self._granted[waiter.key] = (time.monotonic(), waiter.repo)
+            self._last_start[waiter.requester] = time.time()
             waiter.granted.set_result(None)
         for index, waiter in enumerate(self._ordered()):
             if waiter.on_position and waiter.last_position != index + 1:

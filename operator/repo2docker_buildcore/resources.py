@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Callable
 
 from kubernetes_asyncio import client, config, watch
 from kubernetes_asyncio.client.exceptions import ApiException
@@ -79,6 +79,37 @@ class BuildResources:
             contract.GROUP, contract.VERSION, namespace, contract.PLURAL, name,
             {"status": status}, _content_type=MERGE_PATCH,
         )
+
+    async def patch_status_where(self, namespace: str, name: str, uid: str,
+                                 decide: Callable[[dict[str, Any]], dict[str, Any] | None]) -> bool:
+        """Write `decide(status)` into this incarnation's status if it is not None, guarded by
+        the resourceVersion the status was read with: whoever wrote in between makes this one
+        read again and decide anew (a claim that lost sees the winner's name). False if
+        nothing was written (decided so, gone, or another incarnation)."""
+        for _attempt in range(10):
+            try:
+                obj = await self.get(namespace, name)
+            except ApiException as exc:
+                if exc.status == 404:
+                    return False
+                raise
+            meta = obj["metadata"]
+            fields = decide(obj.get("status") or {}) if meta["uid"] == uid else None
+            if fields is None:
+                return False
+            patch = {"metadata": {"resourceVersion": meta["resourceVersion"]}, "status": fields}
+            try:
+                await self.custom.patch_namespaced_custom_object_status(
+                    contract.GROUP, contract.VERSION, namespace, contract.PLURAL, name, patch,
+                    _content_type=MERGE_PATCH,
+                )
+                return True
+            except ApiException as exc:
+                if exc.status == 404:
+                    return False
+                if exc.status != 409:
+                    raise
+        raise RuntimeError(f"{namespace}/{name} kept changing; try again later")
 
     async def _patch_metadata(self, namespace: str, name: str, uid: str, change) -> bool:
         """Apply `change(meta) -> metadata patch` to this incarnation (uid) of a resource, in a

@@ -63,6 +63,19 @@ SETTINGS: tuple[Setting, ...] = (
             hub=False, no_hub="the hub's builds are its own: nothing asks for another build image"),
     Setting("concurrency", int, 2, "builds running at once (0: no limit); further builds wait in a queue and are told "
             "their position", "R2D_CONCURRENT_BUILDS", "build.concurrency", old_hub_names=("concurrent_builds_limit",)),
+    Setting("cluster_concurrency", int, 0, "builds running at once across every builder of the cluster (0: only each "
+            "builder's own cap)", "R2D_CLUSTER_CONCURRENCY", "build.clusterConcurrency",
+            hub=False, no_hub="the hub's embedded backend is one builder: `concurrency` is its cap"),
+    Setting("node_name", str, None, "this builder's name, recorded in the builds it claims (status.builder) and in "
+            "its Lease (default: the host name)", "R2D_NODE_NAME", None, optional=True,
+            no_chart="the chart sets the node's name (daemonset) or the release's (deployment)",
+            hub=False, no_hub=_OPERATOR_ONLY),
+    Setting("lease_namespace", str, None, "namespace of the builders' Leases (default: the first watched namespace, "
+            "else 'default')", "R2D_LEASE_NAMESPACE", None, optional=True,
+            no_chart="the release's namespace, where its Role grants Leases", hub=False, no_hub=_OPERATOR_ONLY),
+    Setting("lease_duration", float, 15.0, "seconds without a renewal of a builder's Lease after which the other "
+            "builders count it lost and queue its unfinished builds again", "R2D_LEASE_DURATION",
+            "builders.leaseDuration", hub=False, no_hub="the hub's embedded backend is one builder in the hub itself"),
     Setting("build_timeout", float, 3600.0, "seconds before a build is stopped and failed", "R2D_BUILD_TIMEOUT",
             "build.timeout"),
     Setting("memory_limit", str, None, "memory limit of builds (e.g. 4Gi); only build images with repo2docker before "

@@ -101,8 +101,11 @@ class StatusPublisher:
             self.current.update(fields)
             self._last_sent = asyncio.get_running_loop().time()
 
-    async def close(self) -> None:
-        """Send what is pending; after this no timer is left behind."""
+    async def close(self, flush: bool = True) -> None:
+        """Send what is pending (or, with `flush=False`, drop it: the status is no longer
+        this writer's); after this no timer is left behind."""
+        if not flush:
+            self._pending = {}
         await self.flush()
         if self._flush_task is not None and not self._flush_task.done():
             await self._flush_task

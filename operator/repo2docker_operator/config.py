@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
 
@@ -41,6 +42,10 @@ class OperatorConfig:
     build_image: str = from_table("build_image")
     allowed_build_images: tuple[str, ...] = from_table("allowed_build_images")
     concurrency: int = from_table("concurrency")
+    cluster_concurrency: int = from_table("cluster_concurrency")
+    node_name: str | None = from_table("node_name")
+    lease_namespace: str | None = from_table("lease_namespace")
+    lease_duration: float = from_table("lease_duration")
     build_timeout: float = from_table("build_timeout")
     memory_limit: str | None = from_table("memory_limit")
     cpu_limit: float | None = from_table("cpu_limit")
@@ -91,6 +96,10 @@ class OperatorConfig:
         checks = [
             (self.gc_interval >= 0, "the image GC interval must be 0 (off) or more seconds"),
             (self.concurrency >= 0, "the concurrency limit must be 0 (no limit) or more"),
+            (self.cluster_concurrency >= 0, "the cluster's concurrency limit must be 0 (no limit) or more"),
+            (self.lease_duration >= 3, "the lease duration must be at least 3 s (it is renewed every third of it)"),
+            (self.node_name is None or contract.is_dns_label(self.node_name),
+             "the node name must be a DNS name of at most 253 characters (lower case letters, digits, '-', '.')"),
             (self.build_timeout > 0, "the build timeout must be positive"),
             (self.tail_lines >= 1 and self.tail_bytes >= 256, "the log tail needs at least 1 line and 256 bytes"),
             (self.finished_ttl >= 0, "the TTL of finished builds must be 0 (keep) or more"),
@@ -104,6 +113,15 @@ class OperatorConfig:
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
+
+    @property
+    def builder(self) -> str:
+        """This builder's name: the node it runs on, or the host's name."""
+        return self.node_name or socket.gethostname()
+
+    @property
+    def leases_in(self) -> str:
+        return self.lease_namespace or (self.namespaces[0] if self.namespaces else "default")
 
     def watched(self) -> list[str | None]:
         """The namespaces to list and watch; [None] means all of them."""

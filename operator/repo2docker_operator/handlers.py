@@ -25,7 +25,7 @@ import kopf
 from repo2docker_buildcore import contract, gitcredentials
 from repo2docker_buildcore.adoption import adopt
 from repo2docker_buildcore.backoff import Backoff, retry
-from repo2docker_buildcore.build import BuildJob, BuildOutcome
+from repo2docker_buildcore.build import BuildJob, BuildOutcome, ClaimLost
 from repo2docker_buildcore.contract import BuildSpec, BuildStatus, InvalidBuildRequest, Phase
 from repo2docker_buildcore.docker_api import RunnerError
 from repo2docker_buildcore.gitcredentials import GitCredential, load_file, match
@@ -34,6 +34,7 @@ from repo2docker_buildcore.runner import BuildContainer, BuildRef
 from repo2docker_buildcore.status import StatusPublisher, now_iso
 from repo2docker_buildcore.versions import UnsupportedSetting, check_supported
 
+from . import claims
 from .config import ConfigError, OperatorConfig, from_environ
 from .state import OperatorState
 
@@ -64,8 +65,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
         return
     await _check_build_image(state, logger)
     where = "all namespaces" if config.all_namespaces else "namespace(s) " + ", ".join(config.namespaces)
-    logger.info("Watching %s in %s: at most %s builds at once with %s",
-                contract.PLURAL, where, config.concurrency or "unlimited", config.build_image)
+    logger.info("Watching %s in %s: at most %s builds at once with %s, as builder %s",
+                contract.PLURAL, where, config.concurrency or "unlimited", config.build_image, config.builder)
 
 
 def _config(memo: kopf.Memo) -> OperatorConfig:
@@ -124,16 +125,19 @@ async def _check_build_image(state: OperatorState, logger: logging.Logger) -> No
 async def _adopt_running_builds(state: OperatorState) -> None:
     """Adopt the build containers that survived a restart (the core's ``adopt``) before any
     new build may start: daemons start only after start-up handlers finish. A container is
-    still wanted while its resource (same uid) exists and has not finished; the daemon of
-    that resource then re-attaches to it. Any other one is removed."""
+    still wanted while its resource (same uid) exists, has not finished and is held by this
+    builder (or by none: an operator from before claims started it); the daemon of that
+    resource then re-attaches to it. Any other one is removed: a container of a build that
+    went back to the queue while this builder was lost would be a second build of it."""
     async def wanted(container: BuildContainer) -> bool:
         ref = container.ref
         try:
             obj = await state.resources.get(ref.namespace, ref.name)
         except Exception as exc:  # noqa: BLE001 - unsure (API trouble): keep it, the daemon decides
             return getattr(exc, "status", None) != 404
-        phase = BuildStatus.from_status(obj.get("status")).phase
-        return obj["metadata"]["uid"] == ref.uid and not phase.terminal
+        status = BuildStatus.from_status(obj.get("status"))
+        return obj["metadata"]["uid"] == ref.uid and not status.phase.terminal and \
+            status.builder in (None, state.config.builder)
 
     await adopt(state.runner, state.queue, wanted)
 
@@ -170,6 +174,15 @@ async def finished_build(type: str | None, status: kopf.Status, name: str, names
         await _mark_finished(memo.state, namespace, name, uid, logger)
 
 
+@kopf.on.event(contract.GROUP, contract.VERSION, contract.PLURAL)
+async def seen_build(type: str | None, status: kopf.Status, meta: kopf.Meta, uid: str, memo: kopf.Memo,
+                     **_: Any) -> None:
+    """Every build the watch shows: what the other builders hold and when each user's builds
+    were last claimed (`claims.ClusterView`), for the cap across builders and the fair order."""
+    if memo.get("state"):
+        memo.state.seen_build(uid, dict(status or {}), claims.requester_of(dict(meta)), type == "DELETED")
+
+
 # On deletion kopf first only sets `stopped` (for cancellation_backoff seconds), and cancels
 # the task after that; the finalizer stays until the daemon has exited. Our daemon reacts to
 # `stopped` at once, so the backoff is just head-room for killing a container.
@@ -188,9 +201,9 @@ async def build_daemon(
         return
     if contract.LABEL_FINISHED_AT in (meta.get("labels") or {}):
         await _remove_forged_mark(state, body, namespace, name, uid, logger)
-    publisher = StatusPublisher(
-        lambda fields: state.resources.patch_status(namespace, name, fields), interval=state.config.status_interval)
-    publisher.current.update(dict(status))
+    me = state.config.builder
+    ref = BuildRef(namespace, name, uid)
+    publisher = _publisher(state, ref, status)
     build_spec = await _accepted_spec(state, body, spec, meta, publisher, logger)
     if build_spec is None:
         return
@@ -199,23 +212,92 @@ async def build_daemon(
     except MissingCredential as exc:
         await _refuse(state, body, meta, publisher, str(exc), logger)
         return
-    job = BuildJob(
-        runner=state.runner, queue=state.queue, ref=BuildRef(namespace, name, uid), spec=build_spec,
-        publisher=publisher, order=(meta.get("creationTimestamp") or "", namespace, name),
-        requester=(meta.get("annotations") or {}).get(contract.ANNOTATION_REQUESTED_BY, ""),
-        settings=state.config.build_settings(),
-        recorded_start=(status or {}).get("startTime") if phase == Phase.BUILDING else None,
-        on_phase=lambda p, message: _event(body, p, message),
-        credential=credential,
-    )
-    outcome = await _run(state, job, stopped, logger)
-    if outcome is None:  # stopped: cancelled (resource deleted) or left to the next operator
+    holder = _holder(status)
+    while not stopped:
+        if holder is not None and holder != me:
+            holder = await _while_held(state, ref, body, holder, status, stopped, logger)
+            continue
+        job = BuildJob(
+            runner=state.runner, queue=state.queue, ref=ref, spec=build_spec,
+            publisher=_publisher(state, ref, status), order=(meta.get("creationTimestamp") or "", namespace, name),
+            requester=claims.requester_of(dict(meta)),
+            settings=state.config.build_settings(),
+            recorded_start=(status or {}).get("startTime") if BuildStatus.from_status(status).phase == Phase.BUILDING else None,
+            on_phase=lambda p, message: _event(body, p, message),
+            credential=credential,
+            claim=lambda: claims.claim(state.resources, ref, me), me=me,
+        )
+        try:
+            outcome = await _run(state, job, stopped, status, logger)
+        except ClaimLost as lost:
+            logger.info("%s holds this build", lost.holder or "nobody")
+            holder = lost.holder
+            continue
+        if outcome is None:  # stopped: cancelled (resource deleted) or left to the next operator
+            return
+        if outcome.phase == Phase.SUCCEEDED:  # its server starts next: a use, before the container exists
+            state.collector.touch(outcome.image or build_spec.image)
+        state.metrics.finished(outcome.phase, outcome.duration, outcome.cached)
+        logger.info("build finished: %s (%s)", outcome.phase.value, outcome.message.splitlines()[0])
+        await _mark_finished(state, namespace, name, uid, logger)
         return
-    if outcome.phase == Phase.SUCCEEDED:  # its server starts next: a use, before the container exists
-        state.collector.touch(outcome.image or build_spec.image)
-    state.metrics.finished(outcome.phase, outcome.duration, outcome.cached)
-    logger.info("build finished: %s (%s)", outcome.phase.value, outcome.message.splitlines()[0])
-    await _mark_finished(state, namespace, name, uid, logger)
+
+
+def _holder(status: kopf.Status) -> str | None:
+    """The builder that holds the build, from the live status kopf keeps current."""
+    return (status or {}).get("builder") or None
+
+
+def _publisher(state: OperatorState, ref: BuildRef, status: kopf.Status) -> StatusPublisher:
+    """Writes into the build's status while no other builder holds it: after a claim, only
+    the claimer writes (a builder that was deemed lost must not overwrite the new run). While
+    the build looks unclaimed here, the write is guarded by the resourceVersion it was checked
+    with: a claim this builder's watch has not shown yet must not be overwritten by "Queued"."""
+    me = state.config.builder
+
+    async def send(fields: dict[str, Any]) -> Any:
+        holder = _holder(status)
+        if holder == me:
+            return await state.resources.patch_status(ref.namespace, ref.name, fields)
+        if holder is None:
+            return await state.resources.patch_status_where(
+                ref.namespace, ref.name, ref.uid, lambda now: fields if now.get("builder") in (None, me) else None)
+        return None
+
+    publisher = StatusPublisher(send, interval=state.config.status_interval)
+    publisher.current.update(dict(status or {}))
+    return publisher
+
+
+# How long the watch may lag behind what a claim's read showed before we believe the watch.
+HOLDER_LAG = 3.0
+
+
+async def _while_held(state: OperatorState, ref: BuildRef, body: kopf.Body, holder: str, status: kopf.Status,
+                      stopped: kopf.DaemonStopped, logger: logging.Logger) -> str | None:
+    """Another builder holds the build: wait until it finishes (the daemon is stopped), it
+    changes hands, or its builder is lost, and then queue it again. The holder after that."""
+    differs_since: float | None = None
+    loop = asyncio.get_running_loop()
+    while not stopped:
+        live = _holder(status)
+        if live == holder:
+            differs_since = None
+        elif differs_since is None:
+            differs_since = loop.time()
+        elif loop.time() - differs_since > HOLDER_LAG:
+            return live
+        if state.leases.lost(holder):
+            if await claims.requeue(state.resources, ref, holder):
+                message = claims.LOST_MESSAGE.format(node=holder)
+                logger.warning(message)
+                try:
+                    kopf.event(body, type="Warning", reason="Requeued", message=message)
+                except Exception:  # noqa: BLE001 - an event is nice to have
+                    logger.debug("could not post event", exc_info=True)
+            return None
+        await asyncio.sleep(1.0)
+    return holder
 
 
 class MissingCredential(Exception):
@@ -286,15 +368,27 @@ async def _accepted_spec(state: OperatorState, body: kopf.Body, spec: kopf.Spec,
     return build_spec
 
 
-async def _run(state: OperatorState, job: BuildJob, stopped: kopf.DaemonStopped,
+async def _run(state: OperatorState, job: BuildJob, stopped: kopf.DaemonStopped, status: kopf.Status,
                logger: logging.Logger) -> BuildOutcome | None:
-    """The job's outcome, or None when the daemon was stopped before it ended."""
+    """The job's outcome, or None when the daemon was stopped before it ended. ClaimLost when
+    another builder holds the build: while it queued here, or while it ran here (this builder
+    was deemed lost and the build went to another): then its container is removed, silently."""
     job_task = asyncio.create_task(job.run(), name=f"build {job.ref.namespace}/{job.ref.name}")
     stop_task = asyncio.create_task(_until_stopped(stopped))
+    taken_task = asyncio.create_task(_until_taken(status, job.me))
     state.wanted_images[job.spec.image] += 1
     try:
-        await asyncio.wait({job_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({job_task, stop_task, taken_task}, return_when=asyncio.FIRST_COMPLETED)
+        if taken_task.done() and not job_task.done():
+            job.kill_on_cancel, job.record_cancel = job.claimed, False
+            job_task.cancel()
+            await asyncio.gather(job_task, return_exceptions=True)
+            if job.claimed:
+                logger.warning("this builder's claim was taken over by %s: its build container was removed",
+                               taken_task.result())
+            raise ClaimLost(taken_task.result())
     finally:
+        taken_task.cancel()
         if not job_task.done() and _finishing(stopped):
             # The job's own final status made `when` false while it wraps up: let it end.
             await asyncio.shield(job_task)
@@ -339,6 +433,13 @@ async def _stop_job(job: BuildJob, job_task: asyncio.Task, stopped: kopf.DaemonS
     if job.kill_on_cancel:
         state.metrics.finished(Phase.CANCELLED, None, cached=False)
         logger.info("build cancelled: the resource was deleted")
+
+
+async def _until_taken(status: kopf.Status, me: str) -> str:
+    """Another builder's name, once the live status shows that it holds the build."""
+    while (holder := _holder(status)) in (None, me):
+        await asyncio.sleep(0.5)
+    return holder
 
 
 async def _until_stopped(stopped: kopf.DaemonStopped) -> None:

@@ -25,8 +25,10 @@ from repo2docker_buildcore.queue import BuildQueue
 from repo2docker_buildcore.resources import BuildResources, BuildSecrets, api_client
 from repo2docker_buildcore.runner import BuildRunner
 
+from .claims import ClusterView
 from .config import OperatorConfig
 from .expiry import Expiries
+from .leases import BuilderLeases
 from .metrics import OperatorMetrics
 
 log = logging.getLogger(__name__)
@@ -42,10 +44,19 @@ class OperatorState:
     runner: BuildRunner
     expiries: Expiries
     secrets: BuildSecrets
+    leases: BuilderLeases
+    cluster: ClusterView
     collector: ImageCollector | None = None
     # Images that unfinished builds will produce (a count: two namespaces may build one image).
     wanted_images: collections.Counter = field(default_factory=collections.Counter)
     tasks: set[asyncio.Task] = field(default_factory=set)
+
+    def seen_build(self, uid: str, status: dict | None, requester: str, deleted: bool) -> None:
+        """A watch event of a build: what the other builders hold, and whose turn was when."""
+        self.cluster.seen(uid, status, requester, deleted)
+        if requester in self.cluster.last_claimed:
+            self.queue.note_start(requester, self.cluster.last_claimed[requester])
+        self.queue.set_elsewhere(self.cluster.elsewhere())
 
     @classmethod
     async def start(cls, config: OperatorConfig) -> "OperatorState":
@@ -54,10 +65,13 @@ class OperatorState:
         resources = BuildResources(api)
         for namespace in config.watched():
             await resources.check_selectable_fields(namespace)
-        queue = BuildQueue(config.concurrency)
+        queue = BuildQueue(config.concurrency, config.cluster_concurrency)
         state = cls(config=config, api=api, resources=resources, queue=queue, metrics=OperatorMetrics(queue),
                     runner=BuildRunner(config.runner_config()), expiries=Expiries(resources.delete, config.finished_ttl),
-                    secrets=BuildSecrets(api))
+                    secrets=BuildSecrets(api),
+                    leases=BuilderLeases(api, config.leases_in, config.builder, config.lease_duration),
+                    cluster=ClusterView(config.builder))
+        state.spawn(state.leases.run(), "renew this builder's Lease, observe the others'")
         if config.metrics_port:
             state.metrics.serve(config.metrics_port, config.metrics_address)
         state.spawn(state._sweep(), "delete expired build resources")

@@ -8,10 +8,12 @@ into JupyterHub progress events. Once the image exists, DockerSpawner starts it 
 from __future__ import annotations
 
 import asyncio
+import datetime
 import fnmatch
 import html
 import inspect
 import logging
+import math
 import time
 from typing import Any, AsyncIterator
 
@@ -26,6 +28,7 @@ from traitlets.config import Config
 from repo2docker_buildcore import contract
 from repo2docker_buildcore.contract import BuildSpec, BuildStatus, Phase
 from repo2docker_buildcore.gitcredentials import GitCredential
+from repo2docker_buildcore.status import parse_iso
 
 from .backends import BuildBackend, BuildHandle, ForeignBuild
 from .backends.shared import shared_backend
@@ -640,21 +643,39 @@ async def progress_events(handle: BuildHandle) -> AsyncIterator[dict[str, Any]]:
     seen_lines = 0
     last_phase: Phase | None = None
     last_position: int | None = None
+    last_wait: int | None = None
     async for status in handle.statuses():
         percent = _percent(status)
         if status.phase != last_phase:
+            if last_phase == Phase.BUILDING and status.phase in (Phase.PENDING, Phase.QUEUED):
+                # Requeued (its builder's node was lost): the next build's log starts from line 1.
+                seen_lines, last_position = 0, None
+                yield {"progress": percent, "message": status.message or "The build went back to the queue."}
             last_phase = status.phase
             yield {"progress": percent, "message": _phase_message(status)}
-        if status.phase == Phase.QUEUED and status.queue_position != last_position and status.queue_position:
-            last_position = status.queue_position
+        wait = _minutes_until(status.estimated_start) if status.phase == Phase.QUEUED else None
+        if status.phase == Phase.QUEUED and status.queue_position and \
+                (status.queue_position, wait) != (last_position, last_wait):
+            last_position, last_wait = status.queue_position, wait
             ahead = status.queue_position - 1
             text = "Your build is next in line." if not ahead else f"{ahead} build{'s' * (ahead != 1)} ahead of yours."
+            if wait is not None:
+                text += f" About {wait} min until it starts." if wait else " It should start within a minute."
             yield {"progress": percent, "message": text}
         for line in status.new_lines(seen_lines):
             yield {"progress": percent, "message": line}
         seen_lines = max(seen_lines, status.log_line_count)
     if last_phase == Phase.SUCCEEDED:
         yield {"progress": 90, "message": "Image ready; starting your server."}
+
+
+def _minutes_until(when: str | None) -> int | None:
+    """Whole minutes from now until an RFC 3339 time (rounded up), None if there is none."""
+    moment = parse_iso(when)
+    if moment is None:
+        return None
+    seconds = (moment - datetime.datetime.now(datetime.timezone.utc)).total_seconds()
+    return max(0, math.ceil(seconds / 60)) if seconds > 30 else 0
 
 
 def _percent(status: BuildStatus) -> int:

@@ -48,9 +48,10 @@ def chart_values(env: TestEnv, operator_image: str, **values: Any) -> list[str]:
     return flags
 
 
-def install(env: TestEnv, namespace: str, operator_image: str, upgrade: bool = False, **values: Any) -> None:
+def install(env: TestEnv, namespace: str, operator_image: str, upgrade: bool = False, wait: bool = True,
+            **values: Any) -> None:
     verb = ["upgrade"] if upgrade else ["install"]
-    helm(env, *verb, RELEASE, str(CHART), "-n", namespace, "--wait", "--timeout", "180s",
+    helm(env, *verb, RELEASE, str(CHART), "-n", namespace, *(["--wait", "--timeout", "180s"] if wait else []),
          *chart_values(env, operator_image, **values))
 
 

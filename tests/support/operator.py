@@ -74,7 +74,8 @@ class OperatorProcess:
         self.options = {"build_image": env["R2D_BUILD_IMAGE"], "concurrency": 2, "status-interval": 0.5,
                         "finished-ttl": 0, "build_env": offline_build_env(env), **options}
         self.token = token
-        self.log_path = log_dir / f"operator-{self.instance}.log"
+        self.docker_host = options.get("docker_host")  # another node's daemon (--docker-host); default: the host's
+        self.log_path = log_dir / f"operator-{self.instance}-{options.get('node_name') or 'host'}.log"
         self.proc: subprocess.Popen | None = None
         self.starts = 0
 

@@ -1,0 +1,116 @@
+"""Which builders are alive: each holds a `coordination.k8s.io` Lease it renews, and reads
+everyone's.
+
+Why a Lease per builder rather than leader election: every builder builds; what the others
+need to know is only whether a builder that claimed builds is still there, so that a lost
+node's builds go back to the queue.
+
+Why expiry is judged by when *this reader* last saw a Lease change, on its own monotonic
+clock, rather than by the `renewTime` written in it: node clocks differ, and a builder whose
+clock runs a minute behind would otherwise always look expired (or one ahead, never). A
+builder never seen renewing counts from this reader's start, so a claim by a node that is
+gone before this operator started is still taken over, one lease duration later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from kubernetes_asyncio import client
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from repo2docker_buildcore import contract
+from repo2docker_buildcore.resources import MERGE_PATCH
+
+log = logging.getLogger(__name__)
+LEASE_PREFIX = "repo2docker-builder."
+LABEL_BUILDER = f"{contract.GROUP}/builder"
+
+
+def lease_name(builder: str) -> str:
+    return LEASE_PREFIX + builder
+
+
+@dataclass
+class LeaseObservations:
+    """When each builder's Lease was last seen to change, by this reader's clock."""
+
+    me: str
+    duration: float
+    clock: Callable[[], float] = time.monotonic
+    started: float = field(default=0.0)
+    _versions: dict[str, str] = field(default_factory=dict)
+    _changed: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.started = self.started or self.clock()
+
+    def observe(self, builder: str, resource_version: str) -> None:
+        if self._versions.get(builder) != resource_version:
+            self._versions[builder] = resource_version
+            self._changed[builder] = self.clock()
+
+    def lost(self, builder: str) -> bool:
+        """Not renewed for a whole lease duration (this builder itself is never lost to itself)."""
+        if builder == self.me:
+            return False
+        return self.clock() - self._changed.get(builder, self.started) > self.duration
+
+    def alive(self) -> list[str]:
+        """Builders seen renewing within the duration, this one included."""
+        return sorted({self.me, *(b for b in self._changed if not self.lost(b))})
+
+
+class BuilderLeases:
+    """Renews this builder's Lease and observes the others', every third of the duration."""
+
+    def __init__(self, api: client.ApiClient, namespace: str, me: str, duration: float) -> None:
+        self.coordination = client.CoordinationV1Api(api)
+        self.namespace = namespace
+        self.observations = LeaseObservations(me, duration)
+
+    @property
+    def me(self) -> str:
+        return self.observations.me
+
+    def lost(self, builder: str) -> bool:
+        return self.observations.lost(builder)
+
+    async def run(self) -> None:
+        period = self.observations.duration / 3
+        warned = False
+        while True:
+            try:
+                await self._renew()
+                await self._observe()
+                warned = False
+            except (ApiException, OSError, asyncio.TimeoutError) as exc:
+                if not warned:  # once per outage: a renewal every few seconds would flood the log
+                    log.warning("cannot renew or read builder Leases in %s: %s", self.namespace, exc)
+                    warned = True
+            await asyncio.sleep(period)
+
+    async def _renew(self) -> None:
+        now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        name = lease_name(self.me)
+        spec = {"holderIdentity": self.me, "leaseDurationSeconds": int(self.observations.duration), "renewTime": now}
+        try:
+            await self.coordination.patch_namespaced_lease(name, self.namespace, {"spec": spec},
+                                                           _content_type=MERGE_PATCH)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            body = {"metadata": {"name": name, "labels": {LABEL_BUILDER: "true"}}, "spec": {**spec, "acquireTime": now}}
+            await self.coordination.create_namespaced_lease(self.namespace, body)
+
+    async def _observe(self) -> None:
+        leases = await self.coordination.list_namespaced_lease(self.namespace, label_selector=f"{LABEL_BUILDER}=true")
+        for lease in leases.items:
+            holder = lease.spec.holder_identity if lease.spec else None
+            if holder:
+                self.observations.observe(holder, lease.metadata.resource_version)
