@@ -15,6 +15,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from support.env import load_env  # noqa: E402
 
 import build_overhead  # noqa: E402
+import estimate  # noqa: E402
 import hub_latency  # noqa: E402
 import image_gc  # noqa: E402
 import makespan  # noqa: E402
@@ -27,7 +28,8 @@ def main() -> None:
     rows = []
     for name, measure in [("build overhead", build_overhead.measure), ("makespan", makespan.measure),
                           ("hub latency", hub_latency.measure), ("operator scale", operator_scale.measure),
-                          ("image GC", image_gc.measure), ("two nodes", two_nodes.measure)]:
+                          ("image GC", image_gc.measure), ("two nodes", two_nodes.measure),
+                          ("wait estimate", estimate.measure)]:
         print(f"measuring {name} ...", file=sys.stderr, flush=True)
         rows += measure(env)
     header = ("measure", "this project", "baseline (same run)", "ratio / difference")

@@ -8,6 +8,7 @@ resource, as `kubectl get r2dbuilds` shows it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
 
@@ -101,43 +102,41 @@ def test_a_lost_builders_build_is_built_again_by_the_other_and_its_return_leaves
     assert containers_per_build(on_one) == {get_build(kubectl, namespace, name)["metadata"]["uid"]: 1}
 
 
-async def test_of_two_claims_from_one_read_exactly_one_wins(testenv, kubectl, namespace, crd, git_repos, base):
+@contextlib.asynccontextmanager
+async def unclaimed_build(testenv, kubectl, namespace: str, git_repos, base):
+    """A build no operator watches, and the resources API as a builder has it: (resources, ref)."""
     repo = dockerfile_repo(git_repos, base)
     name = create_build(kubectl, namespace, repo.url, head(repo))
-    uid = get_build(kubectl, namespace, name)["metadata"]["uid"]
+    ref = BuildRef(namespace, name, get_build(kubectl, namespace, name)["metadata"]["uid"])
     api = await api_client(testenv["KUBECONFIG"])
     try:
-        resources = BuildResources(api)
-        ref = BuildRef(namespace, name, uid)
-        seen = await resources.get(namespace, name)
-        # Two builders decide from the same read: the API server accepts the first write.
-        first = resources.custom.patch_namespaced_custom_object_status(
-            contract.GROUP, contract.VERSION, namespace, contract.PLURAL, name,
-            {"metadata": {"resourceVersion": seen["metadata"]["resourceVersion"]}, "status": {"builder": "node-a"}},
-            _content_type="application/merge-patch+json")
-        await first
-        with pytest.raises(Exception) as refused:
-            await resources.custom.patch_namespaced_custom_object_status(
-                contract.GROUP, contract.VERSION, namespace, contract.PLURAL, name,
-                {"metadata": {"resourceVersion": seen["metadata"]["resourceVersion"]}, "status": {"builder": "node-b"}},
+        yield BuildResources(api), ref
+    finally:
+        await api.close()
+
+
+async def test_of_two_claims_from_one_read_exactly_one_wins(testenv, kubectl, namespace, crd, git_repos, base):
+    async with unclaimed_build(testenv, kubectl, namespace, git_repos, base) as (resources, ref):
+        seen = await resources.get(namespace, ref.name)
+
+        def claim_as(node: str):
+            return resources.custom.patch_namespaced_custom_object_status(
+                contract.GROUP, contract.VERSION, namespace, contract.PLURAL, ref.name,
+                {"metadata": {"resourceVersion": seen["metadata"]["resourceVersion"]}, "status": {"builder": node}},
                 _content_type="application/merge-patch+json")
+
+        # Two builders decide from the same read: the API server accepts the first write only.
+        await claim_as("node-a")
+        with pytest.raises(Exception) as refused:
+            await claim_as("node-b")
         assert getattr(refused.value, "status", None) == 409
         # claim() reads again after such a refusal and reports the winner, as both racing do.
         held = await asyncio.gather(claims.claim(resources, ref, "node-b"), claims.claim(resources, ref, "node-c"))
         assert held == ["node-a", "node-a"]
-    finally:
-        await api.close()
 
 
 async def test_racing_claims_of_an_unclaimed_build_leave_one_holder(testenv, kubectl, namespace, crd, git_repos, base):
-    repo = dockerfile_repo(git_repos, base)
-    name = create_build(kubectl, namespace, repo.url, head(repo))
-    uid = get_build(kubectl, namespace, name)["metadata"]["uid"]
-    api = await api_client(testenv["KUBECONFIG"])
-    try:
-        resources = BuildResources(api)
-        held = await asyncio.gather(*(claims.claim(resources, BuildRef(namespace, name, uid), f"node-{i}") for i in range(4)))
-    finally:
-        await api.close()
-    winner = get_build(kubectl, namespace, name)["status"]["builder"]
-    assert held == [winner] * 4
+    async with unclaimed_build(testenv, kubectl, namespace, git_repos, base) as (resources, ref):
+        held = await asyncio.gather(*(claims.claim(resources, ref, f"node-{i}") for i in range(4)))
+    winner = get_build(kubectl, namespace, ref.name)["status"]["builder"]
+    assert held == [winner] * 4 and winner.startswith("node-")

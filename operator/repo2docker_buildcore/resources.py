@@ -86,6 +86,25 @@ class BuildResources:
         the resourceVersion the status was read with: whoever wrote in between makes this one
         read again and decide anew (a claim that lost sees the winner's name). False if
         nothing was written (decided so, gone, or another incarnation)."""
+        def patch(obj: dict[str, Any]) -> dict[str, Any] | None:
+            fields = decide(obj.get("status") or {})
+            return None if fields is None else {"status": fields}
+
+        return await self._guarded_patch(namespace, name, uid, patch,
+                                         self.custom.patch_namespaced_custom_object_status)
+
+    async def _patch_metadata(self, namespace: str, name: str, uid: str, change) -> bool:
+        """Apply `change(meta) -> metadata patch` to this incarnation (uid) of a resource, in a
+        write guarded by its resourceVersion. False if the resource is gone or is another
+        incarnation."""
+        return await self._guarded_patch(namespace, name, uid, lambda obj: {"metadata": change(obj["metadata"])},
+                                         self.custom.patch_namespaced_custom_object)
+
+    async def _guarded_patch(self, namespace: str, name: str, uid: str,
+                             make: Callable[[dict[str, Any]], dict[str, Any] | None], send) -> bool:
+        """Read the resource, `make` a merge patch from it (None: write nothing) and `send` it
+        with the resourceVersion read as its precondition; on a conflict read again and make
+        it anew. False if nothing was written (made so, gone, or another incarnation)."""
         for _attempt in range(10):
             try:
                 obj = await self.get(namespace, name)
@@ -94,43 +113,13 @@ class BuildResources:
                     return False
                 raise
             meta = obj["metadata"]
-            fields = decide(obj.get("status") or {}) if meta["uid"] == uid else None
-            if fields is None:
+            patch = make(obj) if meta["uid"] == uid else None
+            if patch is None:
                 return False
-            patch = {"metadata": {"resourceVersion": meta["resourceVersion"]}, "status": fields}
+            patch.setdefault("metadata", {})["resourceVersion"] = meta["resourceVersion"]
             try:
-                await self.custom.patch_namespaced_custom_object_status(
-                    contract.GROUP, contract.VERSION, namespace, contract.PLURAL, name, patch,
-                    _content_type=MERGE_PATCH,
-                )
-                return True
-            except ApiException as exc:
-                if exc.status == 404:
-                    return False
-                if exc.status != 409:
-                    raise
-        raise RuntimeError(f"{namespace}/{name} kept changing; try again later")
-
-    async def _patch_metadata(self, namespace: str, name: str, uid: str, change) -> bool:
-        """Apply `change(meta) -> metadata patch` to this incarnation (uid) of a resource, in a
-        write guarded by its resourceVersion (read again and retried on a conflict).
-        False if the resource is gone or is another incarnation."""
-        for _attempt in range(5):
-            try:
-                obj = await self.get(namespace, name)
-            except ApiException as exc:
-                if exc.status == 404:
-                    return False
-                raise
-            meta = obj["metadata"]
-            if meta["uid"] != uid:
-                return False
-            patch = {"metadata": {"resourceVersion": meta["resourceVersion"], **change(meta)}}
-            try:
-                await self.custom.patch_namespaced_custom_object(
-                    contract.GROUP, contract.VERSION, namespace, contract.PLURAL, name, patch,
-                    _content_type=MERGE_PATCH,
-                )
+                await send(contract.GROUP, contract.VERSION, namespace, contract.PLURAL, name, patch,
+                           _content_type=MERGE_PATCH)
                 return True
             except ApiException as exc:
                 if exc.status == 404:
