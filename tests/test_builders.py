@@ -102,6 +102,26 @@ def test_a_lost_builders_build_is_built_again_by_the_other_and_its_return_leaves
     assert containers_per_build(on_one) == {get_build(kubectl, namespace, name)["metadata"]["uid"]: 1}
 
 
+def test_the_builder_that_built_a_repository_last_gets_first_claim_on_its_next_commit(
+        builders, kubectl, namespace, git_repos, base, docker_client, node2_docker):
+    """Node 2 built the repository (its layers are there); its next commit waits for node 2
+    within the affinity window although node 1 is idle, while node 2 finishes another build."""
+    builders(2, concurrency=1, affinity_window=60)
+    repo = dockerfile_repo(git_repos, base)
+    first = create_build(kubectl, namespace, repo.url, head(repo))
+    assert wait_phase(kubectl, namespace, first, "Succeeded", "Failed", timeout=120)["status"]["builder"] == NODE2
+    other = dockerfile_repo(git_repos, base, sleep=8)
+    busy = create_build(kubectl, namespace, other.url, head(other))
+    wait_phase(kubectl, namespace, busy, "Building", timeout=60)
+    one = builders(1, concurrency=1, affinity_window=60)  # started after the first build ended: it reads who built it
+    repo.commit({"marker.txt": "second commit\n"}, "second commit")
+    with ContainerWatcher(docker_client, one.instance) as on_one:
+        second = create_build(kubectl, namespace, repo.url, head(repo))
+        status = wait_phase(kubectl, namespace, second, "Succeeded", "Failed", timeout=120)["status"]
+    assert status["phase"] == "Succeeded" and status["builder"] == NODE2, status
+    assert not on_one.seen_ids, "node 1 (idle) left the build to the node that had its layers"
+
+
 @contextlib.asynccontextmanager
 async def unclaimed_build(testenv, kubectl, namespace: str, git_repos, base):
     """A build no operator watches, and the resources API as a builder has it: (resources, ref)."""

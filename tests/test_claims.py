@@ -107,3 +107,22 @@ async def test_a_turn_taken_on_another_builder_counts_in_this_builders_fair_orde
     queue.release("running")
     await asyncio.gather(*tasks)
     assert got == ["bob-1", "ann-2"]
+
+
+async def test_a_held_back_build_keeps_its_place_lets_the_next_one_by_and_starts_after_its_hold():
+    queue = BuildQueue(limit=1)
+    got: list[str] = []
+
+    async def wait(key: str, created: int, hold: float = 0.0) -> None:
+        await queue.acquire(key, (created,), hold=hold)
+        got.append(key)
+
+    held = asyncio.create_task(wait("held", 1, hold=0.3))
+    await asyncio.sleep(0.01)
+    assert queue.position("held") == 1 and queue.running == 0  # a free slot, but not for it yet
+    other = asyncio.create_task(wait("other", 2))
+    await asyncio.wait_for(other, 1)
+    assert got == ["other"] and queue.position("held") == 1
+    queue.release("other")
+    await asyncio.wait_for(held, 1)  # the hold ended: it starts without anyone releasing again
+    assert got == ["other", "held"]

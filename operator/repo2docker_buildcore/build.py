@@ -95,6 +95,8 @@ class BuildJob:
     # that holds it afterwards (this one's name, `me`, when the claim won).
     claim: Callable[[], Awaitable[str | None]] | None = None
     me: str = ""
+    # Seconds the build is not given a slot here (another builder has its repository's layers).
+    hold: float = 0.0
 
     def __post_init__(self) -> None:
         self.tail = LogTail(self.settings.tail_lines, self.settings.tail_bytes)
@@ -203,7 +205,7 @@ class BuildJob:
                                      "message": "Waiting for a free build slot."})
         self._notify(Phase.QUEUED, "waiting for a free build slot")
         await self.queue.acquire(self.ref.uid, self.order, on_position, requester=self.requester,
-                                 repo=self.spec.repo_url)
+                                 repo=self.spec.repo_url, hold=self.hold)
         await self._claim()
         if done := await self._already_built(retrying=False):
             return done

@@ -36,6 +36,9 @@ class _Waiter:
     last_position: int | None = field(compare=False, default=None)
     requester: str = field(compare=False, default="")
     repo: str = field(compare=False, default="")
+    # Monotonic time before which this waiter is not given a slot (cache affinity: another
+    # builder has this repository's layers); it keeps its position meanwhile.
+    not_before: float = field(compare=False, default=0.0)
 
 
 W = TypeVar("W")
@@ -85,6 +88,7 @@ class BuildQueue:
         self._elsewhere = 0
         self._granted: dict[Hashable, tuple[float, str]] = {}  # key -> (monotonic grant time, repository)
         self.history = DurationHistory()
+        self._recheck: asyncio.TimerHandle | None = None
 
     @property
     def running(self) -> int:
@@ -147,9 +151,11 @@ class BuildQueue:
             (self.cluster_limit <= 0 or held + self._elsewhere < self.cluster_limit)
 
     async def acquire(self, key: Hashable, order: tuple = (), on_position: PositionCallback | None = None,
-                      requester: str = "", repo: str = "") -> None:
+                      requester: str = "", repo: str = "", hold: float = 0.0) -> None:
         """Wait for a slot. `order` sorts a requester's waiters (creation time, name); ties
         keep arrival order. `requester` is whose build it is, for fairness between them.
+        `hold`: seconds during which the build is not given a slot here but keeps its place
+        (the ones behind it may go first).
 
         `on_position` is called with the waiter's position whenever it changes. Cancelling
         the wait (the resource was deleted) leaves the queue cleanly.
@@ -158,7 +164,7 @@ class BuildQueue:
             return
         loop = asyncio.get_running_loop()
         waiter = _Waiter(order=(*order, loop.time()), key=key, granted=loop.create_future(), on_position=on_position,
-                         requester=requester, repo=repo)
+                         requester=requester, repo=repo, not_before=time.monotonic() + hold if hold > 0 else 0.0)
         self._waiting.append(waiter)
         self._dispatch()
         try:
@@ -172,6 +178,19 @@ class BuildQueue:
             self._dispatch()
             raise
 
+    def _recheck_at(self, when: float) -> None:
+        """Dispatch again at `when` (monotonic, which is also the event loop's clock)."""
+        when += 0.01
+        if self._recheck is not None and self._recheck.when() <= when:
+            return
+        if self._recheck is not None:
+            self._recheck.cancel()
+        self._recheck = asyncio.get_running_loop().call_at(when, self._rechecked)
+
+    def _rechecked(self) -> None:
+        self._recheck = None
+        self._dispatch()
+
     def release(self, key: Hashable, record: bool = True) -> None:
         """Free the slot; `record` the time it was held as a build's duration (a build that
         ran to its end; not one that was cancelled or found already built)."""
@@ -183,7 +202,11 @@ class BuildQueue:
 
     def _dispatch(self) -> None:
         while self._waiting and self._free():
-            waiter = self._ordered()[0]
+            now = time.monotonic()
+            waiter = next((w for w in self._ordered() if w.not_before <= now), None)
+            if waiter is None:  # every waiter is held back: look again when the first hold ends
+                self._recheck_at(min(w.not_before for w in self._waiting))
+                break
             self._waiting.remove(waiter)
             self._running[waiter.key] = waiter.requester
             self._granted[waiter.key] = (time.monotonic(), waiter.repo)

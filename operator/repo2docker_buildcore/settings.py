@@ -76,6 +76,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("lease_duration", float, 15.0, "seconds without a renewal of a builder's Lease after which the other "
             "builders count it lost and queue its unfinished builds again", "R2D_LEASE_DURATION",
             "builders.leaseDuration", hub=False, no_hub="the hub's embedded backend is one builder in the hub itself"),
+    Setting("affinity_window", float, 5.0, "seconds from a build's creation during which the builder that built its "
+            "repository last (whose node has the layers) gets the first claim (0: off)", "R2D_AFFINITY_WINDOW",
+            "builders.affinityWindow", hub=False, no_hub="the hub's embedded backend is one builder"),
     Setting("build_timeout", float, 3600.0, "seconds before a build is stopped and failed", "R2D_BUILD_TIMEOUT",
             "build.timeout"),
     Setting("memory_limit", str, None, "memory limit of builds (e.g. 4Gi); only build images with repo2docker before "

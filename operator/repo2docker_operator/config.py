@@ -46,6 +46,7 @@ class OperatorConfig:
     node_name: str | None = from_table("node_name")
     lease_namespace: str | None = from_table("lease_namespace")
     lease_duration: float = from_table("lease_duration")
+    affinity_window: float = from_table("affinity_window")
     build_timeout: float = from_table("build_timeout")
     memory_limit: str | None = from_table("memory_limit")
     cpu_limit: float | None = from_table("cpu_limit")
@@ -97,6 +98,7 @@ class OperatorConfig:
             (self.gc_interval >= 0, "the image GC interval must be 0 (off) or more seconds"),
             (self.concurrency >= 0, "the concurrency limit must be 0 (no limit) or more"),
             (self.cluster_concurrency >= 0, "the cluster's concurrency limit must be 0 (no limit) or more"),
+            (self.affinity_window >= 0, "the affinity window must be 0 (off) or more seconds"),
             (self.lease_duration >= 3, "the lease duration must be at least 3 s (it is renewed every third of it)"),
             (self.node_name is None or contract.is_dns_label(self.node_name),
              "the node name must be a DNS name of at most 253 characters (lower case letters, digits, '-', '.')"),

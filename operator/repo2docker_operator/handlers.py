@@ -175,12 +175,14 @@ async def finished_build(type: str | None, status: kopf.Status, name: str, names
 
 
 @kopf.on.event(contract.GROUP, contract.VERSION, contract.PLURAL)
-async def seen_build(type: str | None, status: kopf.Status, meta: kopf.Meta, uid: str, memo: kopf.Memo,
-                     **_: Any) -> None:
-    """Every build the watch shows: what the other builders hold and when each user's builds
-    were last claimed (`claims.ClusterView`), for the cap across builders and the fair order."""
+async def seen_build(type: str | None, status: kopf.Status, spec: kopf.Spec, meta: kopf.Meta, uid: str,
+                     memo: kopf.Memo, **_: Any) -> None:
+    """Every build the watch shows: what the other builders hold, when each user's builds
+    were last claimed and who built each repository (`claims.ClusterView`), for the cap
+    across builders, the fair order and cache affinity."""
     if memo.get("state"):
-        memo.state.seen_build(uid, dict(status or {}), claims.requester_of(dict(meta)), type == "DELETED")
+        memo.state.seen_build(uid, dict(status or {}), claims.requester_of(dict(meta)), type == "DELETED",
+                              (spec or {}).get("repoUrl", ""))
 
 
 # On deletion kopf first only sets `stopped` (for cancellation_backoff seconds), and cancels
@@ -226,6 +228,7 @@ async def build_daemon(
             on_phase=lambda p, message: _event(body, p, message),
             credential=credential,
             claim=lambda: claims.claim(state.resources, ref, me), me=me,
+            hold=await state.affinity_hold(namespace, build_spec.repo_url, meta.get("creationTimestamp")),
         )
         try:
             outcome = await _run(state, job, stopped, status, logger)

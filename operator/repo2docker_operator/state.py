@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import datetime
 import logging
 from dataclasses import dataclass, field
 
@@ -24,6 +25,7 @@ from repo2docker_buildcore.imageuse import UseLedger, store_from_setting
 from repo2docker_buildcore.queue import BuildQueue
 from repo2docker_buildcore.resources import BuildResources, BuildSecrets, api_client
 from repo2docker_buildcore.runner import BuildRunner
+from repo2docker_buildcore.status import parse_iso
 
 from .claims import ClusterView
 from .config import OperatorConfig
@@ -51,9 +53,10 @@ class OperatorState:
     wanted_images: collections.Counter = field(default_factory=collections.Counter)
     tasks: set[asyncio.Task] = field(default_factory=set)
 
-    def seen_build(self, uid: str, status: dict | None, requester: str, deleted: bool) -> None:
-        """A watch event of a build: what the other builders hold, and whose turn was when."""
-        self.cluster.seen(uid, status, requester, deleted)
+    def seen_build(self, uid: str, status: dict | None, requester: str, deleted: bool, repo: str = "") -> None:
+        """A watch event of a build: what the other builders hold, whose turn was when, and
+        which builder built each repository last."""
+        self.cluster.seen(uid, status, requester, deleted, repo)
         if requester in self.cluster.last_claimed:
             self.queue.note_start(requester, self.cluster.last_claimed[requester])
         self.queue.set_elsewhere(self.cluster.elsewhere())
@@ -87,6 +90,34 @@ class OperatorState:
         task = asyncio.create_task(coroutine, name=name)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+
+    async def affinity_hold(self, namespace: str, repo: str, created: str | None) -> float:
+        """Seconds to hold a build of `repo` back here: within the affinity window from its
+        creation, the builder that built the repository last (its layers are on that node)
+        gets the first claim, while it is alive."""
+        born = parse_iso(created)
+        age = (datetime.datetime.now(datetime.timezone.utc) - born).total_seconds() if born else 0.0
+        if age >= self.config.affinity_window:
+            return 0.0
+        owner = self.cluster.last_built.get(repo) or await self._last_builder(namespace, repo)
+        if owner in (None, self.config.builder) or self.leases.lost(owner):
+            return 0.0
+        return self.config.affinity_window - age
+
+    async def _last_builder(self, namespace: str, repo: str) -> str | None:
+        """Who built the repository last, from its kept resources (the watch shows only
+        unfinished ones, and this builder may have started after the last build ended)."""
+        try:
+            listing = await self.resources.list(namespace, label_selector=f"{contract.LABEL_REPO_HASH}={contract.repo_hash(repo)}")
+        except Exception as exc:  # noqa: BLE001 - no affinity then: any builder may build it
+            log.debug("cannot list the builds of %s: %s", repo, exc)
+            return None
+        built = [(o["status"].get("completionTime") or "", o["status"]["builder"]) for o in listing.get("items", [])
+                 if o.get("spec", {}).get("repoUrl") == repo and (o.get("status") or {}).get("builder")
+                 and o["status"].get("containerId") and o["status"].get("phase") == "Succeeded"]
+        if built:
+            self.cluster.last_built.setdefault(repo, max(built)[1])
+        return self.cluster.last_built.get(repo)
 
     async def close(self) -> None:
         for task in list(self.tasks):
