@@ -14,6 +14,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from support.env import load_env  # noqa: E402
 
+import affinity  # noqa: E402
 import build_overhead  # noqa: E402
 import estimate  # noqa: E402
 import hub_latency  # noqa: E402
@@ -29,7 +30,7 @@ def main() -> None:
     for name, measure in [("build overhead", build_overhead.measure), ("makespan", makespan.measure),
                           ("hub latency", hub_latency.measure), ("operator scale", operator_scale.measure),
                           ("image GC", image_gc.measure), ("two nodes", two_nodes.measure),
-                          ("wait estimate", estimate.measure)]:
+                          ("wait estimate", estimate.measure), ("cache affinity", affinity.measure)]:
         print(f"measuring {name} ...", file=sys.stderr, flush=True)
         rows += measure(env)
     header = ("measure", "this project", "baseline (same run)", "ratio / difference")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import io
 import json
@@ -90,6 +91,25 @@ async def test_repo2docker_version_is_read_from_the_build_image_once(build_image
         runner.api.run_probe = counted
         assert await runner.repo2docker_version(build_image) == version
         assert probes == []
+    finally:
+        runner.close()
+
+
+async def test_a_burst_of_first_builds_shares_one_version_probe(testenv):
+    """Four builds asking at once, before anything is known: one probe container, not four."""
+    runner = BuildRunner(RunnerConfig(build_image=testenv["R2D_BUILD_IMAGE"]))
+    probes = []
+    run_probe = runner.api.run_probe
+
+    async def counted(*args, **kwargs):
+        probes.append(args)
+        return await run_probe(*args, **kwargs)
+
+    runner.api.run_probe = counted
+    try:
+        versions = await asyncio.gather(*(runner.repo2docker_version(testenv["R2D_BUILD_IMAGE"]) for _ in range(4)))
+        assert len(set(map(str, versions))) == 1 and str(versions[0]) == testenv["R2D_REPO2DOCKER_VERSION"]
+        assert len(probes) == 1
     finally:
         runner.close()
 

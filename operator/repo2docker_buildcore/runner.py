@@ -9,6 +9,8 @@ still running, so the runner never starts a container without them.
 
 from __future__ import annotations
 
+import asyncio
+
 import hashlib
 import io
 import logging
@@ -194,6 +196,7 @@ class BuildRunner:
         self.images = ImageStore(self.api, config.build_image, config.instance, config.docker_config)
         # repo2docker version per build image *id*: a tag can move to another release.
         self._versions: dict[str, Repo2DockerVersion] = {}
+        self._probes: dict[str, asyncio.Future] = {}  # image id -> the probe under way
 
     async def _client(self) -> docker.DockerClient:
         return await self.api.client()
@@ -210,20 +213,29 @@ class BuildRunner:
         """The repo2docker release inside a build image, read once per image id.
 
         Asked of the program itself (`repo2docker --version`, through the image's own
-        entrypoint) rather than of a label: labels are optional and tags are reused."""
+        entrypoint) rather than of a label: labels are optional and tags are reused. Callers
+        that ask while the probe runs share it: a burst of first builds would otherwise start
+        one probe container each, and wait seconds for them on a busy daemon."""
         client = await self._client()
         try:
             image_id = (await self.api.call(client.images.get, image)).id
         except docker.errors.ImageNotFound as exc:
             raise RunnerError(f"the build image {image} is not available on the Docker daemon") from exc
         if image_id not in self._versions:
-            try:
-                output = await self.api.run_probe(image, ["repo2docker", "--version"], self.config.instance)
-                self._versions[image_id] = Repo2DockerVersion.parse(output.decode(errors="replace"))
-            except (docker.errors.ContainerError, ValueError) as exc:
-                raise RunnerError(f"the build image {image} did not report a repo2docker version: {exc}") from exc
-            log.info("build image %s has repo2docker %s", image, self._versions[image_id])
+            probe = self._probes.get(image_id)
+            if probe is None:
+                probe = self._probes[image_id] = asyncio.ensure_future(self._probe(image, image_id))
+                probe.add_done_callback(lambda _: self._probes.pop(image_id, None))
+            await asyncio.shield(probe)
         return self._versions[image_id]
+
+    async def _probe(self, image: str, image_id: str) -> None:
+        try:
+            output = await self.api.run_probe(image, ["repo2docker", "--version"], self.config.instance)
+            self._versions[image_id] = Repo2DockerVersion.parse(output.decode(errors="replace"))
+        except (docker.errors.ContainerError, ValueError) as exc:
+            raise RunnerError(f"the build image {image} did not report a repo2docker version: {exc}") from exc
+        log.info("build image %s has repo2docker %s", image, self._versions[image_id])
 
     async def command(self, spec: BuildSpec) -> list[str]:
         """The build container's command for this spec; refuses what its repo2docker cannot do."""

@@ -104,17 +104,18 @@ def configure(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
 
 
 async def _check_build_image(state: OperatorState, logger: logging.Logger) -> None:
-    """Refuse at start a configuration the default build image cannot honour, rather than
-    failing every build. An image that is not there yet is only a warning: builds will say it.
-    Only a memory limit depends on the version, so without one nothing is run."""
+    """Read the default build image's repo2docker version now, before any build asks (a
+    burst of first builds would otherwise wait for the probe), and refuse at start a
+    configuration it cannot honour, rather than failing every build. An image that is not
+    there yet is only a warning: builds will say it."""
     config = state.config
-    memory_limit = contract.parse_quantity(config.memory_limit)
-    if not memory_limit:
-        return
     try:
         version = await state.runner.repo2docker_version(config.build_image)
     except RunnerError as exc:
         logger.warning("cannot check the build image now: %s", exc)
+        return
+    memory_limit = contract.parse_quantity(config.memory_limit)
+    if not memory_limit:
         return
     try:
         check_supported(version, config.build_image, memory_limit)
