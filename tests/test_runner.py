@@ -71,6 +71,20 @@ async def test_unreachable_daemon_is_a_clear_error(testenv):
     runner.close()
 
 
+def counted_probes(runner: BuildRunner) -> list:
+    """The version probes the runner starts from now on. (Counted at the runner: other tests'
+    containers come and go on the same daemon, and a probe is removed once it ran.)"""
+    probes: list = []
+    run_probe = runner.api.run_probe
+
+    async def counted(*args, **kwargs):
+        probes.append(args)
+        return await run_probe(*args, **kwargs)
+
+    runner.api.run_probe = counted
+    return probes
+
+
 @both_repo2docker_versions
 async def test_repo2docker_version_is_read_from_the_build_image_once(build_image, testenv, docker_client):
     runner = BuildRunner(RunnerConfig(build_image=build_image))
@@ -79,16 +93,8 @@ async def test_repo2docker_version_is_read_from_the_build_image_once(build_image
         expected = testenv["R2D_REPO2DOCKER_VERSION" if build_image == testenv["R2D_BUILD_IMAGE"] else "R2D_REPO2DOCKER_2024_VERSION"]
         assert str(version) == expected
         assert version.uses_buildx == (build_image == testenv["R2D_BUILD_IMAGE"])
-        # Cached by image id: no second probe container. (Counted at the runner: other tests'
-        # containers come and go on the same daemon, and a probe is removed once it ran.)
-        probes = []
-        run_probe = runner.api.run_probe
-
-        async def counted(*args, **kwargs):
-            probes.append(args)
-            return await run_probe(*args, **kwargs)
-
-        runner.api.run_probe = counted
+        # Cached by image id: no second probe container.
+        probes = counted_probes(runner)
         assert await runner.repo2docker_version(build_image) == version
         assert probes == []
     finally:
@@ -98,14 +104,7 @@ async def test_repo2docker_version_is_read_from_the_build_image_once(build_image
 async def test_a_burst_of_first_builds_shares_one_version_probe(testenv):
     """Four builds asking at once, before anything is known: one probe container, not four."""
     runner = BuildRunner(RunnerConfig(build_image=testenv["R2D_BUILD_IMAGE"]))
-    probes = []
-    run_probe = runner.api.run_probe
-
-    async def counted(*args, **kwargs):
-        probes.append(args)
-        return await run_probe(*args, **kwargs)
-
-    runner.api.run_probe = counted
+    probes = counted_probes(runner)
     try:
         versions = await asyncio.gather(*(runner.repo2docker_version(testenv["R2D_BUILD_IMAGE"]) for _ in range(4)))
         assert len(set(map(str, versions))) == 1 and str(versions[0]) == testenv["R2D_REPO2DOCKER_VERSION"]
