@@ -1,15 +1,17 @@
-"""Slot hand-off: six short builds at limit 2 through the operator. Efficiency is the build
-containers' busy time over 2 x the makespan (first create to last exit), both from Docker's own
-events. A container is busy from its create to its exit: Docker's start-up of a container
-(~0.17 s here) is the build's first step, not a gap; the gaps are the time between one
-container's exit and the next one's create, i.e. the hand-off. Baseline: the same six
-repo2docker containers run by hand, two workers back to back, in the same run.
+"""Slot hand-off: six short builds at limit 2 through the operator, all from Docker's own
+events. The hand-off is the time from one build container's exit ("die") to the next one's
+start ("start": its process runs), for each build that waited for a slot; measured with the
+next builds' containers created ahead (`prepare_next`, the default) against the same six
+builds without (create + start after the exit), in the same run. Efficiency is the containers'
+running time (start to exit) over 2 x the makespan (first start to last exit), against the
+same six repo2docker containers run by hand, two workers back to back.
 
 Usage: .venv/bin/python bench/makespan.py   (needs `make testenv`)
 """
 
 from __future__ import annotations
 
+import statistics
 import sys
 import tempfile
 import threading
@@ -54,23 +56,31 @@ class Intervals:
         try:
             for event in self._events:
                 when = event["timeNano"] / 1e9
-                if event["status"] == "create":
+                if event["status"] == "start":
                     self.started[event["id"]] = when
                 elif event["status"] == "die":
                     self.died[event["id"]] = when
         except Exception:  # noqa: BLE001 - closed
             pass
 
-    def efficiency(self) -> tuple[float, float]:
+    def close(self) -> None:
         self._events.close()
+
+    def efficiency(self) -> tuple[float, float]:
         spans = [(self.started[c], self.died[c]) for c in self.started if c in self.died]
         assert len(spans) == BUILDS, f"{len(spans)} build containers seen"
         makespan = max(end for _, end in spans) - min(start for start, _ in spans)
         busy = sum(end - start for start, end in spans)
         return busy / (LIMIT * makespan), makespan
 
+    def handoffs(self) -> list[float]:
+        """Exit -> next start, for each start that waited for a slot (the k-th start after the
+        first LIMIT got the slot the k-th exit freed)."""
+        starts, dies = sorted(self.started.values()), sorted(self.died.values())
+        return [start - die for start, die in zip(starts[LIMIT:], dies)]
 
-def by_hand(client, env, repos) -> tuple[float, float]:
+
+def by_hand(client, env, repos) -> Intervals:
     label = f"r2d-bench-hand={uuid.uuid4().hex[:8]}"
     intervals = Intervals(client, label)
     time.sleep(0.3)
@@ -81,15 +91,17 @@ def by_hand(client, env, repos) -> tuple[float, float]:
     with ThreadPoolExecutor(LIMIT) as pool:
         list(pool.map(run, short_repos(repos, env["R2D_SINGLEUSER_IMAGE"])))
     time.sleep(0.5)
-    return intervals.efficiency()
+    intervals.close()
+    return intervals
 
 
-def through_operator(client, env, repos) -> tuple[float, float]:
+def through_operator(client, env, repos, **options) -> Intervals:
     kubectl = Kubectl(env)
     kubectl("apply", "-f", str(ROOT / "crds" / "repo2dockerbuilds.yaml"))
     namespace = f"bench-{uuid.uuid4().hex[:8]}"
     kubectl("create", "namespace", namespace)
-    op = OperatorProcess(env, namespace, Path(tempfile.mkdtemp()), image_prefix="r2d-bench-", concurrency=LIMIT).start()
+    op = OperatorProcess(env, namespace, Path(tempfile.mkdtemp()), image_prefix="r2d-bench-", concurrency=LIMIT,
+                        **options).start()
     try:
         intervals = Intervals(client, f"{contract.LABEL_INSTANCE}={op.instance}")
         time.sleep(0.3)
@@ -99,7 +111,9 @@ def through_operator(client, env, repos) -> tuple[float, float]:
         for name in names:
             assert wait_phase(kubectl, namespace, name, "Succeeded", "Failed", timeout=300)["status"]["phase"] == "Succeeded"
         time.sleep(0.5)
-        return intervals.efficiency()
+        intervals.close()
+        intervals.efficiency()  # checks every build was seen
+        return intervals
     finally:
         op.stop()
         kubectl("delete", "namespace", namespace, "--wait=false", check=False)
@@ -108,10 +122,24 @@ def through_operator(client, env, repos) -> tuple[float, float]:
 def measure(env) -> list[tuple[str, str, str, str]]:
     client = docker.from_env()
     repos = GitRepoFactory(Path(env["R2D_GIT_ROOT"]), env["R2D_GIT_URL"])
-    hand, hand_span = by_hand(client, env, repos)
-    oper, oper_span = through_operator(client, env, repos)
+    manual = by_hand(client, env, repos)
+    hand, hand_span = manual.efficiency()
+    ahead = through_operator(client, env, repos)
+    created_at_exit = through_operator(client, env, repos, no_prepare_next=True)
+    oper, oper_span = ahead.efficiency()
+    gaps, base = ahead.handoffs(), created_at_exit.handoffs()
     return [(f"busy share of makespan, {BUILDS} builds at limit {LIMIT}", f"{oper:.1%} ({oper_span:.1f} s)",
-             f"{hand:.1%} ({hand_span:.1f} s, by hand)", f"{oper / hand:.3f}x")]
+             f"{hand:.1%} ({hand_span:.1f} s, by hand)", f"{oper / hand:.3f}x"),
+            ("hand-off: build container exit -> next one running (median, max of 4)",
+             f"{_ms(gaps)} (created ahead)", f"{_ms(base)} (created at the exit)",
+             f"{statistics.median(gaps) / statistics.median(base):.2f}x"),
+            ("hand-off floor: the same exit -> start by hand (a worker's create + start)",
+             f"{_ms(gaps)} (operator, created ahead)", f"{_ms(manual.handoffs())} (by hand)",
+             f"{statistics.median(gaps) / statistics.median(manual.handoffs()):.2f}x")]
+
+
+def _ms(values: list[float]) -> str:
+    return f"{statistics.median(values) * 1000:.0f} ms, max {max(values) * 1000:.0f} ms"
 
 
 if __name__ == "__main__":

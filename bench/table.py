@@ -21,6 +21,7 @@ import hub_latency  # noqa: E402
 import image_gc  # noqa: E402
 import makespan  # noqa: E402
 import operator_scale  # noqa: E402
+import prebuild  # noqa: E402
 import two_nodes  # noqa: E402
 
 
@@ -30,7 +31,8 @@ def main() -> None:
     for name, measure in [("build overhead", build_overhead.measure), ("makespan", makespan.measure),
                           ("hub latency", hub_latency.measure), ("operator scale", operator_scale.measure),
                           ("image GC", image_gc.measure), ("two nodes", two_nodes.measure),
-                          ("wait estimate", estimate.measure), ("cache affinity", affinity.measure)]:
+                          ("wait estimate", estimate.measure), ("cache affinity", affinity.measure),
+                          ("prebuilds", prebuild.measure)]:
         print(f"measuring {name} ...", file=sys.stderr, flush=True)
         rows += measure(env)
     header = ("measure", "this project", "baseline (same run)", "ratio / difference")

@@ -249,7 +249,12 @@ def crd(kubectl: Kubectl) -> str:
     """The project's CRD, applied from its single source in crds/."""
     from repo2docker_buildcore import contract
 
-    kubectl("apply", "-f", str(REPO_ROOT / "crds" / "repo2dockerbuilds.yaml"))
+    # Workers start together: two first applies race (one is told AlreadyExists, or a
+    # conflict), and the next attempt updates what the other created.
+    for attempt in range(3):
+        applied = kubectl.run("apply", "-f", str(REPO_ROOT / "crds" / "repo2dockerbuilds.yaml"), check=attempt == 2)
+        if applied.returncode == 0:
+            break
     kubectl("wait", "--for=condition=Established", f"crd/{contract.CRD_NAME}", "--timeout=60s")
     return contract.CRD_NAME
 

@@ -226,3 +226,65 @@ def test_with_a_volume_on_the_home_jupyterlab_opens_the_launched_repositorys_fol
         if repo is second:  # the first one's folder is still there, beside it
             assert hub.user_file(name, f"{folder_names(first.url)[0]}/marker.txt") == "the first repository\n"
         hub.stop_server(name)
+
+
+def test_a_queued_launch_is_told_about_how_many_minutes_and_the_count_moves_on_without_a_reload(
+        browser, testenv, artifacts, git_repos, hubs):
+    hub = hubs("local", **{"LocalBackend.concurrency": 1})
+    base = testenv["R2D_SINGLEUSER_IMAGE"]
+    # One build of ~50 s teaches the queue how long builds take here; a second, longer one
+    # then holds the only slot while a person launches a third.
+    hub.create_user("teacher")
+    assert hub.spawn("teacher", {"repo": dockerfile_repo(git_repos, base, sleep=50).url, "ref": "main"}).status_code == 202
+    hub.wait_ready("teacher", timeout=240)
+    hub.create_user("long")
+    assert hub.spawn("long", {"repo": dockerfile_repo(git_repos, base, sleep=180).url, "ref": "main"}).status_code == 202
+    next(e for e in hub.progress("long", timeout=60) if "Building your image" in e.get("message", ""))
+    name = f"q{uuid.uuid4().hex[:8]}"
+    page = browser.new_page()
+    login(page, hub, name)
+    page.goto(f"{hub.url}/hub/spawn")
+    page.fill("input[name=repo]", dockerfile_repo(git_repos, base).url)
+    page.fill("input[name=ref]", "main")
+    page.click("#spawn_form button[type=submit]")
+    page.wait_for_url("**/spawn-pending/**", timeout=30_000)
+    page.evaluate("window.r2dSameDocument = true")
+    log = page.locator("#progress-log")
+    log.get_by_text("Your build is next in line. About 1 min until it starts.", exact=True).wait_for(
+        state="attached", timeout=30_000)
+    page.screenshot(path=str(artifacts / "estimate.png"), full_page=True)
+    # Nothing about the build changes while the long one runs on; the clock does.
+    log.get_by_text("Your build is next in line. It should start within a minute.", exact=True).wait_for(
+        state="attached", timeout=60_000)
+    assert page.evaluate("window.r2dSameDocument === true"), "the page reloaded instead of updating"
+    page.screenshot(path=str(artifacts / "estimate-later.png"), full_page=True)
+
+
+def test_a_launch_of_a_moved_branch_offers_the_previous_version_and_the_click_starts_it(
+        browser, testenv, artifacts, git_repos, hubs):
+    hub = hubs("local")
+    repo = dockerfile_repo(git_repos, testenv["R2D_SINGLEUSER_IMAGE"], marker="the previous version")
+    name = f"p{uuid.uuid4().hex[:8]}"
+    assert hub.spawn_and_follow(name, {"repo": repo.url, "ref": "main"})[1][-1].get("ready")
+    hub.stop_server(name)
+    repo.commit({"Dockerfile": (repo.work / "Dockerfile").read_text() + "RUN sleep 60\n", "marker.txt": "new\n"})
+    page = browser.new_page()
+    login(page, hub, name)
+    page.goto(f"{hub.url}/hub/spawn")
+    page.fill("input[name=repo]", repo.url)
+    page.fill("input[name=ref]", "main")
+    page.click("#spawn_form button[type=submit]")
+    page.wait_for_url("**/spawn-pending/**", timeout=30_000)
+    button = page.locator("#r2d-previous-button")
+    button.wait_for(state="visible", timeout=60_000)
+    assert "can start now" in page.inner_text("#r2d-previous-form")
+    page.screenshot(path=str(artifacts / "previous-offer.png"), full_page=True)
+    clicked = time.monotonic()
+    button.click()
+    page.wait_for_url(f"**/user/{name}/**", timeout=120_000)
+    page.locator(".jp-DirListing-item", has_text="marker.txt").wait_for(timeout=120_000)
+    print(f"click -> JupyterLab of the previous version: {time.monotonic() - clicked:.1f} s")
+    page.screenshot(path=str(artifacts / "previous-server.png"))
+    hub.wait_ready(name)
+    assert hub.user_file(name, "marker.txt") == "the previous version\n"
+    hub.stop_server(name)

@@ -137,3 +137,132 @@ async def test_the_slot_is_free_once_the_container_exits_before_the_wrap_up():
     outcome, _ = await run_job(runner, queue=queue)
     assert outcome.phase == Phase.SUCCEEDED
     assert slot_during_wrap_up == [0], "the slot was still held while the exited container was removed"
+
+
+async def _queued_behind_a_running_build(queue: BuildQueue, second: FakeRunner, **job):
+    first = FakeRunner(hold=True)
+    one = asyncio.create_task(make_job(first, [], queue=queue, uid="u1").run())
+    await until(lambda: first.reading, what="the first build to run")
+    job_two = make_job(second, [], queue=queue, uid="u2")
+    for name, value in job.items():
+        setattr(job_two, name, value)
+    two = asyncio.create_task(job_two.run())
+    await until(lambda: queue.waiting, what="the second build to queue")
+    return first, one, job_two, two
+
+
+async def test_the_next_build_s_container_is_created_ahead_and_a_freed_slot_only_starts_it():
+    queue = BuildQueue(1)
+    second = FakeRunner()
+    first, one, _, two = await _queued_behind_a_running_build(queue, second)
+    await until(lambda: second.prepared, what="the queued build's container to be created ahead")
+    assert second.started == []  # created, not started: the slot is not free
+    first.release.set()
+    await asyncio.gather(one, two)
+    assert [ref.uid for ref in second.prepared] == ["u2"] and len(second.started) == 1
+    assert second.removed == [("p1", False)]  # the prepared container was the one that ran
+
+
+async def test_only_the_builds_next_in_line_are_created_ahead():
+    queue = BuildQueue(1)
+    runners = [FakeRunner() for _ in range(3)]
+    first, one, _, two = await _queued_behind_a_running_build(queue, runners[0])
+    three = asyncio.create_task(make_job(runners[1], [], queue=queue, uid="u3").run())
+    await until(lambda: queue.waiting == 2, what="a third build to queue")
+    await until(lambda: runners[0].prepared, what="the head's container")
+    await asyncio.sleep(0.05)
+    assert runners[1].prepared == []  # second in line at limit 1: not yet
+    first.release.set()
+    await asyncio.gather(one, two, three)
+    assert len(runners[1].prepared) == 1  # once it was next
+
+
+async def test_while_other_builders_are_alive_nothing_is_created_before_the_claim_won():
+    """A container made ahead would exist on every node that queued the build."""
+    async def claim():
+        return "me"
+
+    for alone in (False, True):
+        queue = BuildQueue(1)
+        second = FakeRunner()
+        first, one, job_two, two = await _queued_behind_a_running_build(
+            queue, second, claim=claim, me="me", claimed=False, alone=lambda: alone)
+        await asyncio.sleep(0.05)
+        first.release.set()
+        await asyncio.gather(one, two)
+        assert (len(second.prepared), len(second.started)) == (int(alone), 1), alone
+
+
+async def test_a_container_made_ahead_is_removed_when_another_builder_wins_the_claim():
+    async def claim():
+        return "other-node"
+
+    queue = BuildQueue(1)
+    second = FakeRunner()
+    first, one, job_two, two = await _queued_behind_a_running_build(
+        queue, second, claim=claim, me="me", claimed=False, alone=lambda: True)
+    await until(lambda: second.prepared, what="the container made ahead")
+    first.release.set()
+    await one
+    with pytest.raises(build.ClaimLost):
+        await two
+    assert second.removed == [("p1", False)] and second.started == []
+
+
+async def test_off_with_prepare_next_false():
+    queue = BuildQueue(1)
+    second = FakeRunner()
+    first, one, job_two, two = await _queued_behind_a_running_build(
+        queue, second, settings=build.BuildSettings(prepare_next=False))
+    await asyncio.sleep(0.05)
+    first.release.set()
+    await asyncio.gather(one, two)
+    assert second.prepared == [] and len(second.started) == 1
+
+
+async def test_a_cancelled_queued_build_removes_the_container_made_ahead():
+    queue = BuildQueue(1)
+    second = FakeRunner()
+    first, one, job_two, two = await _queued_behind_a_running_build(queue, second)
+    await until(lambda: second.prepared, what="the container made ahead")
+    job_two.kill_on_cancel = True
+    two.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await two
+    assert second.removed == [("p1", True)] and second.started == []
+    first.release.set()
+    await one
+
+
+async def test_a_container_made_ahead_by_an_earlier_process_queues_and_is_the_one_started():
+    """Found after a restart in Docker's 'created' state: it never ran, so it holds no slot."""
+    made_ahead = BuildContainer("ahead", "n", "created", None, BuildRef("ns", "b", "u2"))
+    queue = BuildQueue(1)
+    second = FakeRunner(existing=made_ahead)
+    first, one, _, two = await _queued_behind_a_running_build(queue, second)
+    assert queue.running == 1 and second.started == []
+    first.release.set()
+    await asyncio.gather(one, two)
+    assert second.prepared == [] and second.removed == [("ahead", False)]
+
+
+async def test_a_built_image_s_provenance_says_what_made_it_and_a_cached_one_claims_none():
+    base = "docker.io/library/python:3.11@sha256:" + "b" * 64
+    runner = FakeRunner(log=("Building conda environment", f"#4 [1/2] FROM {base}", "#5 [2/2] RUN true"))
+    sent: list[dict] = []
+    job = make_job(runner, sent)
+    job.me = "node-7"
+    outcome = await job.run()
+    assert outcome.phase == Phase.SUCCEEDED
+    provenance = sent[-1]["provenance"]
+    assert provenance.pop("durationSeconds") >= 0
+    assert provenance == {"repo2dockerVersion": "2026.4.0", "buildImageDigest": "sha256:" + "d" * 64,
+                          "baseImageDigest": base, "builder": "node-7"}
+    _, sent = await run_job(FakeRunner(local=True))
+    assert "provenance" not in sent[-1]  # not built here: nothing to tell
+
+
+async def test_a_base_image_the_daemon_cannot_resolve_is_left_out_not_guessed():
+    runner = FakeRunner(log=("Step 1/3 : FROM some/base:1",))
+    _, sent = await run_job(runner)
+    assert "baseImageDigest" not in sent[-1]["provenance"] and sent[-1]["provenance"]["repo2dockerVersion"]

@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from repo2docker_buildcore import contract
-from support.builds import dockerfile_repo, head, image_exists
+from support.builds import dockerfile_repo, expected_provenance, head, image_exists
 from support.hub import ADMIN, form_xsrf
 from support.waiting import wait_until
 
@@ -74,6 +74,9 @@ def test_local_builds_page_shows_builds_to_admins_only_and_acts_through_the_back
     image = contract.image_name("r2d-e2e-", good.url, head(good))
     page = admin.get(build_url(hub, "local", good_name))
     assert "Succeeded" in page.text and 'id="r2d-delete-image"' in page.text
+    made_by = expected_provenance(docker_client, hub.build_image, base, "hub")
+    for field, value in made_by.items():  # what made the image, as Docker and repo2docker tell it
+        assert re.search(f'data-field="{field}">(<code>)?{re.escape(value)}<', page.text), (field, value)
     assert re.search(r"</code> \([0-9.]+ (B|kB|MB|GB)\)", page.text), "the image's size on the daemon"
     assert re.search(r"Last use</dt><dd[^>]*>[0-9.]+ (s|min) ago", page.text), "its use by carol's server"
     delete = build_url(hub, "local", good_name, "delete-image")
@@ -136,6 +139,9 @@ def test_kubernetes_builds_page_lists_resources_with_events_and_cancel_ends_the_
     assert re.search(r"Last use</dt><dd[^>]*>2\.0 h ago", detail), "the last use from the operator's record"
     assert "<td>Building</td>" in detail and "<td>Succeeded</td>" in detail  # the operator's Events
     assert "erin" in detail
+    made_by = expected_provenance(docker_client, hub.build_image, base, hub.operator_builder)
+    for field, value in made_by.items():
+        assert re.search(f'data-field="{field}">(<code>)?{re.escape(value)}<', detail), (field, value)
     hub.stop_server("erin")
 
 

@@ -35,6 +35,20 @@ def test_a_builder_is_lost_a_lease_duration_after_its_lease_last_changed_by_the_
     assert not seen.lost("node-2") and seen.alive() == ["node-1", "node-2"]
 
 
+def test_a_builder_is_alone_only_once_it_has_read_the_leases_for_a_whole_duration():
+    """Alone, it may create containers ahead of their claims; another builder's Lease may
+    simply not have been read yet in its first moments."""
+    clock = Clock()
+    seen = LeaseObservations("node-1", duration=15, clock=clock)
+    assert not seen.alone()  # just started: it cannot tell yet
+    clock.now += 16
+    assert seen.alone()
+    seen.observe("node-2", "3")
+    assert not seen.alone()
+    clock.now += 16  # node-2 stopped renewing
+    assert seen.alone()
+
+
 def test_a_builder_never_seen_counts_from_the_readers_start_and_the_reader_is_never_lost():
     clock = Clock()
     seen = LeaseObservations("node-1", duration=15, clock=clock)

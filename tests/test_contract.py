@@ -198,3 +198,12 @@ def test_bad_repository_directories_are_refused(path):
 @pytest.mark.parametrize("path", ["", "/srv/repo", "/home/jovyan/course-1.2", "/opt/_x"])
 def test_good_repository_directories_pass(path):
     assert contract.validate_repo_dir(path) == path
+
+
+def test_the_manifest_records_who_asked_and_the_commit_the_build_replaces():
+    spec = contract.BuildSpec("https://h/a/b", "main", "a" * 40, "r2d-x:1")
+    annotations = contract.build_manifest(spec, "ns", "ann", replaces="b" * 40)["metadata"]["annotations"]
+    assert annotations == {contract.ANNOTATION_REQUESTED_BY: "ann", contract.ANNOTATION_REPLACES: "b" * 40}
+    assert "annotations" not in contract.build_manifest(spec, "ns")["metadata"]
+    with pytest.raises(contract.InvalidBuildRequest):
+        contract.build_manifest(spec, "ns", replaces="main; rm -rf /")

@@ -53,6 +53,16 @@ def test_printer_columns():
     default = [name for name, c in columns.items() if not c.get("priority")]
     assert default == ["Repo", "Commit", "Phase", "Image", "Node", "Age"]
     assert columns["Node"]["jsonPath"] == ".status.builder"
+    # -o wide: what made the image
+    assert columns["Repo2docker"]["jsonPath"] == ".status.provenance.repo2dockerVersion"
+    assert columns["Duration"]["jsonPath"] == ".status.provenance.durationSeconds"
+
+
+def test_the_schema_declares_every_provenance_field():
+    declared = STATUS["properties"]["provenance"]["properties"]
+    assert tuple(declared) == contract.PROVENANCE_FIELDS
+    assert declared["durationSeconds"]["type"] == "number"
+    assert all(declared[f]["type"] == "string" for f in contract.PROVENANCE_FIELDS if f != "durationSeconds")
 
 
 def test_the_operators_watch_selects_on_a_field_only_the_operator_writes():

@@ -64,3 +64,41 @@ async def test_the_pending_page_says_about_how_many_minutes_and_updates_it():
     assert messages == ["Waiting for a free build slot.", "2 builds ahead of yours. About 3 min until it starts.",
                         "1 build ahead of yours. About 2 min until it starts.",
                         "Your build is next in line. It should start within a minute.", "Your build is next in line."]
+
+
+async def test_the_minutes_count_down_with_the_clock_while_the_status_stays_the_same(monkeypatch):
+    from repo2dockerspawner import spawner
+
+    monkeypatch.setattr(spawner, "WAIT_TICK", 0.2)
+    start = (datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=31.5))
+    queued = BuildStatus(Phase.QUEUED, queue_position=1, estimated_start=start.isoformat().replace("+00:00", "Z"))
+
+    class StillQueued(FakeHandle):
+        async def statuses(self):
+            yield queued
+            await asyncio.sleep(3)  # no new status for a while
+            yield BuildStatus(Phase.FAILED, message="gave up")
+
+    messages = [e["message"] async for e in progress_events(StillQueued([queued]))]
+    assert messages[:3] == ["Waiting for a free build slot.", "Your build is next in line. About 1 min until it starts.",
+                            "Your build is next in line. It should start within a minute."], messages
+
+
+async def test_a_queued_build_s_estimate_moves_when_the_running_build_overruns(monkeypatch):
+    from repo2docker_buildcore import build
+    from support.fakes import FakeRunner, make_job
+    from support.waiting import until
+
+    monkeypatch.setattr(build, "ESTIMATE_REFRESH", 0.5)
+    queue = BuildQueue(1)
+    queue.history.record("https://h/a/b", 1.0)  # builds take a second, as far as the queue knows
+    first = FakeRunner(hold=True)
+    one = asyncio.create_task(make_job(first, [], queue=queue, uid="u1").run())
+    await until(lambda: first.reading, what="the first build to run")
+    sent: list[dict] = []
+    two = asyncio.create_task(make_job(FakeRunner(), sent, queue=queue, uid="u2").run())
+    estimates = lambda: [f["estimatedStart"] for f in sent if f.get("estimatedStart")]  # noqa: E731
+    await until(lambda: len(set(estimates())) >= 3, timeout=10, what="the estimate to move on as the build overruns")
+    assert estimates() == sorted(estimates())  # later each time
+    first.release.set()
+    await asyncio.gather(one, two)

@@ -87,3 +87,23 @@ async def test_a_queued_build_nobody_waits_for_is_withdrawn_and_a_running_one_is
         runner.release.set()
         await until(lambda: len(runner.started) == 2, what="the joined build to start")
     assert [ref.uid for ref in runner.started] == [running.uid, rejoined.uid]
+
+
+async def test_a_prebuild_waits_behind_launches_until_a_launch_joins_it():
+    from repo2docker_buildcore.contract import PREBUILD_REQUESTER
+
+    runner = FakeRunner(hold=True, image_after=False)
+    b = backend(runner, concurrency=1)
+    specs = [BuildSpec(f"https://h/a/r{i}", "main", SHA, f"r2d-x{i}:" + SHA) for i in range(3)]
+    running = await b.ensure(specs[0], requested_by="ann")
+    await until(lambda: len(runner.started) == 1, what="Ann's build to start")
+    prebuild = await b.ensure(specs[1], requested_by=PREBUILD_REQUESTER)
+    bob = await b.ensure(specs[2], requested_by="bob")
+    await until(lambda: (prebuild.current().queue_position, bob.current().queue_position) == (2, 1),
+                what="the older prebuild to queue behind Bob's launch")
+    joined = await b.ensure(specs[1], requested_by="carol")  # Carol launches the prebuilt commit
+    assert joined is prebuild and prebuild.requested_by == "carol"
+    await until(lambda: (prebuild.current().queue_position, bob.current().queue_position) == (1, 2),
+                what="Carol's joined build to go first (it is older)")
+    runner.release.set()
+    await asyncio.gather(running.task, prebuild.task, bob.task)

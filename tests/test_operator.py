@@ -16,8 +16,8 @@ import pytest
 
 from repo2docker_buildcore import contract
 from support.env import both_repo2docker_versions
-from support.builds import (IMAGE_PREFIX, create_build, dockerfile_repo, get_build, head, image_exists, tagged,
-                            wait_phase)
+from support.builds import (IMAGE_PREFIX, create_build, dockerfile_repo, expected_provenance, get_build, head,
+                            image_exists, table_columns, tagged, wait_phase)
 from support.operator import ContainerWatcher
 from support.waiting import wait_until
 
@@ -336,6 +336,89 @@ def test_cap_holds_across_a_restart(kubectl, namespace, operator_factory, git_re
             assert wait_phase(kubectl, namespace, n, "Succeeded", "Failed", timeout=120)["status"]["phase"] == "Succeeded"
     assert watcher.max_running == 2
     assert len(watcher.seen_ids) == 3 and all(len(ids) == 1 for ids in watcher.seen_ids.values())
+
+
+def test_the_next_build_waits_in_a_created_container_that_a_freed_slot_only_starts(
+        kubectl, namespace, operator_factory, git_repos, base, docker_client):
+    op = operator_factory(concurrency=1)
+    repos = [dockerfile_repo(git_repos, base, sleep=s) for s in (10, 1, 1, 60, 1)]
+
+    def containers(name: str) -> list:
+        return docker_client.containers.list(all=True, filters={"label": f"{contract.LABEL_BUILD_NAME}={name}"})
+
+    with ContainerWatcher(docker_client, op.instance) as watcher:
+        first = create_build(kubectl, namespace, repos[0].url, head(repos[0]))
+        wait_phase(kubectl, namespace, first, "Building", timeout=60)
+        second = create_build(kubectl, namespace, repos[1].url, head(repos[1]))
+        ahead = wait_until(lambda: containers(second), timeout=30, what="the next build's container, made ahead")[0]
+        assert ahead.status == "created" and get_build(kubectl, namespace, second)["status"]["phase"] == "Queued"
+        time.sleep(1.1)  # creation times have whole seconds: the third is created after the second
+        third = create_build(kubectl, namespace, repos[2].url, head(repos[2]))
+        wait_until(lambda: get_build(kubectl, namespace, third).get("status", {}).get("queuePosition") == 2,
+                   timeout=30, what="the third build to queue behind the second")
+        assert not containers(third)  # one slot: only the next in line
+        # Its operator dies: the created container holds no slot, and it is the one that runs.
+        op.kill()
+        op.start()
+        for name in (first, second, third):
+            assert wait_phase(kubectl, namespace, name, "Succeeded", "Failed", timeout=120)["status"]["phase"] == "Succeeded"
+        uid = get_build(kubectl, namespace, second)["metadata"]["uid"]
+        assert watcher.seen_ids[uid] == {ahead.id}
+
+        # A queued build deleted while its container waits: the container goes with it.
+        running = create_build(kubectl, namespace, repos[3].url, head(repos[3]))
+        wait_phase(kubectl, namespace, running, "Building", timeout=60)
+        deleted = create_build(kubectl, namespace, repos[4].url, head(repos[4]))
+        wait_until(lambda: containers(deleted), timeout=30, what="the queued build's container, made ahead")
+        kubectl("delete", contract.PLURAL, deleted, "-n", namespace, "--wait=false")
+        wait_until(lambda: not containers(deleted), timeout=30, what="the deleted build's container to go")
+    assert watcher.max_running == 1  # created containers are not running builds
+
+
+@both_repo2docker_versions
+def test_a_built_image_s_provenance_is_in_status_and_in_kubectl_s_wide_columns(
+        kubectl, namespace, operator_factory, git_repos, base, docker_client, build_image):
+    op = operator_factory(node_name="prov-node")
+    repo = dockerfile_repo(git_repos, base, sleep=2)
+    name = create_build(kubectl, namespace, repo.url, head(repo))
+    status = wait_phase(kubectl, namespace, name, "Succeeded", "Failed")["status"]
+    assert status["phase"] == "Succeeded", status
+    provenance = dict(status["provenance"])
+    duration = provenance.pop("durationSeconds")
+    assert provenance == expected_provenance(docker_client, build_image, base, "prov-node")
+    assert 2 <= duration < 120
+    columns = table_columns(kubectl("get", contract.PLURAL, name, "-n", namespace, "-o", "wide"))[0]
+    assert columns["REPO2DOCKER"] == provenance["repo2dockerVersion"] and float(columns["DURATION"]) == duration
+    assert "REPO2DOCKER" not in table_columns(kubectl("get", contract.PLURAL, "-n", namespace))[0]  # wide only
+
+
+async def test_a_queued_prebuild_waits_behind_launches_until_a_launch_joins_it(
+        kubectl, namespace, operator_factory, git_repos, base, testenv):
+    from repo2docker_buildcore.resources import BuildResources, api_client
+
+    operator_factory(concurrency=1)
+    slow, watched, other = (dockerfile_repo(git_repos, base, sleep=s) for s in (30, 0, 0))
+    create_build(kubectl, namespace, slow.url, head(slow), requested_by="ann")
+    prebuild = create_build(kubectl, namespace, watched.url, head(watched), requested_by=contract.PREBUILD_REQUESTER)
+    time.sleep(1.1)  # whole-second creation times: Bob's is the younger
+    bobs = create_build(kubectl, namespace, other.url, head(other), requested_by="bob")
+
+    def positions() -> tuple:
+        return tuple(get_build(kubectl, namespace, n).get("status", {}).get("queuePosition") for n in (prebuild, bobs))
+
+    wait_until(lambda: positions() == (2, 1), timeout=60, what="the prebuild to queue behind Bob's younger launch")
+    api = await api_client(testenv["KUBECONFIG"])
+    try:
+        resources = BuildResources(api)
+        uid_of = lambda n: get_build(kubectl, namespace, n)["metadata"]["uid"]  # noqa: E731
+        assert not await resources.take_over_prebuild(namespace, bobs, uid_of(bobs), "carol")  # not a prebuild
+        # Carol launches the prebuilt commit (what KubernetesBackend.ensure does when it joins).
+        assert await resources.take_over_prebuild(namespace, prebuild, uid_of(prebuild), "carol")
+    finally:
+        await api.close()
+    wait_until(lambda: positions() == (1, 2), timeout=30, what="Carol's joined build to go first (it is older)")
+    annotations = get_build(kubectl, namespace, prebuild)["metadata"]["annotations"]
+    assert annotations[contract.ANNOTATION_REQUESTED_BY] == "carol"
 
 
 def test_unreachable_docker_daemon_fails_the_build_with_a_message(kubectl, namespace, operator_factory):

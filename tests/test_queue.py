@@ -124,3 +124,27 @@ async def test_one_users_many_builds_do_not_all_go_before_anothers_first():
     assert queue.position("bob") == 1  # ann0 runs; her next four wait behind Bob's first
     await asyncio.gather(*tasks)
     assert started == ["ann0", "bob", "ann1", "ann2", "ann3", "ann4"]
+
+
+def test_prebuilds_go_after_every_launch_whatever_their_age():
+    from repo2docker_buildcore.contract import PREBUILD_REQUESTER as HUB
+
+    waiting = [(HUB, (1,), "pre1"), ("ann", (5,), "ann5"), (HUB, (2,), "pre2"), ("bob", (7,), "bob7")]
+    assert fair_order(waiting, {"ann": 3.0}) == ["bob7", "ann5", "pre1", "pre2"]
+
+
+async def test_a_prebuild_a_user_joins_takes_that_user_s_turn():
+    from repo2docker_buildcore.contract import PREBUILD_REQUESTER as HUB
+
+    queue = BuildQueue(1)
+    await queue.acquire("running")
+    waiters = [asyncio.create_task(queue.acquire(key, (n,), requester=who))
+               for n, (key, who) in enumerate([("pre", HUB), ("ann", "ann")])]
+    await asyncio.sleep(0)
+    assert (queue.position("ann"), queue.position("pre")) == (1, 2)
+    queue.set_requester("pre", "bob")  # Bob launched the commit the hub was prebuilding
+    assert (queue.position("pre"), queue.position("ann")) == (1, 2)  # older, and now a launch
+    queue.release("running")
+    await waiters[0]
+    queue.release("pre")
+    await waiters[1]

@@ -45,7 +45,7 @@ class ScriptedBackend(BuildBackend):
     specs: list = []
     image_gone: list = []
 
-    async def ensure(self, spec, requested_by="", image_gone=False, credential=None):
+    async def ensure(self, spec, requested_by="", image_gone=False, credential=None, replaces=""):
         ScriptedBackend.specs.append((spec, requested_by))
         ScriptedBackend.image_gone.append(image_gone)
         return ScriptedBackend.replacement if image_gone else ScriptedBackend.build

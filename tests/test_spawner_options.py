@@ -364,3 +364,16 @@ def test_a_volume_on_the_home_builds_the_repository_beside_it_and_names_the_imag
     assert make_spawner(repo_dir="/opt/course").build_spec(request, sha).repo_dir == "/opt/course"
     with pytest.raises(TraitError, match="repo_dir"):
         make_spawner(repo_dir="../etc")
+
+
+def test_previous_ok_is_read_from_rest_and_form_values_and_the_offer_escapes_its_link():
+    from repo2dockerspawner.backends import BuildRecord
+    from repo2dockerspawner.previous import asks_for_previous, offer_event
+
+    assert all(asks_for_previous({"previous_ok": v}) for v in (True, "true", "1", "on", ["on"]))
+    assert not any(asks_for_previous({"previous_ok": v}) for v in (False, "false", "", 1, [], None))
+    assert not asks_for_previous(None)
+    record = BuildRecord("local", "b", "https://h/a/b", "main", "c" * 40, Phase.SUCCEEDED, completed=0.0)
+    event = offer_event(record, '/hub/repo2docker/previous/a"b/')
+    assert 'href="/hub/repo2docker/previous/a&quot;b/"' in event["html_message"]
+    assert "commit ccccccc" in event["message"]

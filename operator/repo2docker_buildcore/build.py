@@ -15,7 +15,11 @@ live here once:
   an operator that merely exits leaves it running for its successor to re-attach;
 * a build that failed because Docker went away still removes its container once Docker
   answers again, so exited build containers do not pile up;
-* the slot is free the moment the build container has exited, before the wrap-up.
+* the slot is free the moment the build container has exited, before the wrap-up;
+* a build that waits among the next ones to get a slot has its container created ahead
+  (``prepare_next``), so a freed slot only starts it; only while no other builder is alive:
+  with several, a container is made only on the node whose claim won (one made ahead before
+  another builder appeared is removed if that one wins the claim).
 """
 
 from __future__ import annotations
@@ -47,6 +51,9 @@ REGISTRY_BACKOFF = (2.0, 4.0, 8.0, 15.0, 30.0, 60.0)
 # not answer (the last one repeats), and how long to keep trying.
 CLEANUP_BACKOFF = (2.0, 4.0, 8.0, 15.0, 30.0, 60.0)
 CLEANUP_FOR = 3600.0
+# Seconds between looks at a queued build's wait estimate: running builds that take longer
+# than expected push it back, and nothing else would say so. Written when it moved this much.
+ESTIMATE_REFRESH = 20.0
 # Clean-ups under way: a task nobody references may be collected before it runs.
 _cleanups: set[asyncio.Task] = set()
 
@@ -64,6 +71,7 @@ class BuildSettings:
     build_timeout: float = 3600.0
     tail_lines: int = 100
     tail_bytes: int = 16 * 1024
+    prepare_next: bool = True
 
 
 @dataclass
@@ -97,6 +105,8 @@ class BuildJob:
     me: str = ""
     # Seconds the build is not given a slot here (another builder has its repository's layers).
     hold: float = 0.0
+    # With claims: whether this builder is the only one alive now (then it may prepare ahead).
+    alone: Callable[[], bool] = lambda: False
 
     def __post_init__(self) -> None:
         self.tail = LogTail(self.settings.tail_lines, self.settings.tail_bytes)
@@ -106,6 +116,9 @@ class BuildJob:
         self.record_cancel = True
         self.claimed = self.claim is None
         self.container: BuildContainer | None = None
+        # The container created ahead of the slot (or found so after a restart), not started.
+        self.prepared: BuildContainer | None = None
+        self._preparing: asyncio.Future | None = None
 
     async def run(self) -> BuildOutcome:
         try:
@@ -113,8 +126,11 @@ class BuildJob:
         except asyncio.CancelledError:
             if self.kill_on_cancel:
                 await asyncio.shield(self._cancelled())
+            elif not self.record_cancel:  # another builder holds it: nothing of it stays here
+                await asyncio.shield(self._discard_prepared())
             raise
         except ClaimLost:
+            await self._discard_prepared()
             await self.publisher.close(flush=False)
             raise
         finally:
@@ -123,8 +139,11 @@ class BuildJob:
     async def _run(self) -> BuildOutcome:
         try:
             container = await self.runner.find(self.ref.uid)
+            if container is not None and container.prepared:  # made ahead by an earlier process: it queues again
+                self.prepared, container = container, None
             if container is None:
                 if done := await self._already_built(retrying=True):
+                    await self._discard_prepared()
                     return await self._finish(Phase.SUCCEEDED, done, cached=True)
                 # Asked before queueing, so an unsupported setting fails the build at once.
                 command = await self.runner.command(self.spec)
@@ -141,8 +160,8 @@ class BuildJob:
             self.container = container
             return await self._follow(container)
         except RunnerError as exc:
-            if self.container is not None:
-                self._remove_later(self.container.id)
+            if self.container is not None or self.prepared is not None:
+                self._remove_later((self.container or self.prepared).id)
             return await self._finish(Phase.FAILED, failure_message(str(exc), self._failure_lines()))
 
     def _remove_later(self, container_id: str) -> None:
@@ -199,17 +218,28 @@ class BuildJob:
     async def _queue_and_start(self, command: list[str]) -> BuildContainer | str:
         def on_position(position: int) -> None:
             asyncio.ensure_future(self._publish_position(position))
+            self._prepare_if_next(position, command)
 
         await self.publisher.update({"phase": Phase.QUEUED.value, "queuePosition": self.queue.position(self.ref.uid),
                                      "estimatedStart": self._estimated_start(),
                                      "message": "Waiting for a free build slot."})
         self._notify(Phase.QUEUED, "waiting for a free build slot")
-        await self.queue.acquire(self.ref.uid, self.order, on_position, requester=self.requester,
-                                 repo=self.spec.repo_url, hold=self.hold)
+        refresh = asyncio.ensure_future(self._refresh_estimate())
+        try:
+            await self.queue.acquire(self.ref.uid, self.order, on_position, requester=self.requester,
+                                     repo=self.spec.repo_url, hold=self.hold)
+        finally:
+            refresh.cancel()
         await self._claim()
         if done := await self._already_built(retrying=False):
+            await self._discard_prepared()
             return done
-        container = self.container = await self.runner.start(self.ref, self.spec, command, self.credential)
+        if self._preparing is not None:  # under way: finishing it is quicker than starting over
+            await asyncio.gather(self._preparing, return_exceptions=True)
+        self.container = self.prepared
+        container = self.container = await self.runner.start(self.ref, self.spec, command, self.credential,
+                                                             prepared=self.prepared)
+        self.prepared = None
         self.recorded_start = now_iso()
         await self.publisher.update({
             "phase": Phase.BUILDING.value, "queuePosition": None, "estimatedStart": None, "containerId": container.id,
@@ -217,6 +247,27 @@ class BuildJob:
         })
         self._notify(Phase.BUILDING, "build container started")
         return container
+
+    def _prepare_if_next(self, position: int, command: list[str]) -> None:
+        """Create the container ahead while the build is among the next to get a slot."""
+        if (not self.settings.prepare_next or (self.claim is not None and not self.alone()) or self.prepared is not None
+                or self._preparing is not None or position > max(self.queue.limit, 1)):
+            return
+
+        async def prepare() -> None:
+            try:
+                self.prepared = await self.runner.prepare(self.ref, self.spec, command, self.credential)
+            except RunnerError as exc:  # the start will try again, and tell
+                log.info("could not create the container of %s ahead: %s", self.ref.name, exc)
+        self._preparing = asyncio.ensure_future(prepare())
+
+    async def _discard_prepared(self) -> None:
+        """Remove the container made ahead for a build that will not start here."""
+        if self._preparing is not None:
+            await asyncio.gather(self._preparing, return_exceptions=True)
+        if self.prepared is not None:
+            await self.runner.remove(self.prepared.id)
+            self.prepared = None
 
     async def _claim(self, found: BuildContainer | None = None) -> None:
         """Hold the build before running it: raises ClaimLost if another builder does. A
@@ -239,6 +290,14 @@ class BuildJob:
             message = "Waiting for a free build slot." if ahead == 0 else f"{ahead} build{'s' * (ahead != 1)} ahead of this one."
             await self.publisher.update({"queuePosition": position, "message": message,
                                          "estimatedStart": self._estimated_start()})
+
+    async def _refresh_estimate(self) -> None:
+        while True:
+            await asyncio.sleep(ESTIMATE_REFRESH)
+            new, old = self._estimated_start(), self.publisher.current.get("estimatedStart")
+            moved = parse_iso(new) and parse_iso(old) and abs((parse_iso(new) - parse_iso(old)).total_seconds())
+            if self.publisher.phase == Phase.QUEUED and new != old and (moved is None or moved >= ESTIMATE_REFRESH):
+                await self.publisher.update({"estimatedStart": new})
 
     def _estimated_start(self) -> str | None:
         """When this queued build should start (estimate.py), or None when it cannot be told."""
@@ -303,25 +362,48 @@ class BuildJob:
             await self.publisher.update({"logTail": self.tail.lines, "logLineCount": self.tail.total})
 
     async def _finish(self, phase: Phase, message: str, cached: bool = False) -> BuildOutcome:
+        started = parse_iso(self.recorded_start)
+        duration = None
+        if started and not cached:
+            duration = (datetime.datetime.now(datetime.timezone.utc) - started).total_seconds()
         fields = {
             "phase": phase.value, "queuePosition": None, "estimatedStart": None, "message": message[:8000],
             "completionTime": now_iso(), "logTail": self.tail.lines(), "logLineCount": self.tail.total,
         }
         if phase == Phase.SUCCEEDED:
             fields["image"] = self.spec.image
+            if not cached:
+                fields["provenance"] = await self._provenance(duration)
         if cached and not self.recorded_start:
             fields["startTime"] = fields["completionTime"]
         await self.publisher.update(fields, urgent=True)
         await self.publisher.close()
         self._notify(phase, message)
-        started = parse_iso(self.recorded_start)
-        duration = None
-        if started and not cached:
-            duration = (datetime.datetime.now(datetime.timezone.utc) - started).total_seconds()
         return BuildOutcome(phase, message, self.spec.image if phase == Phase.SUCCEEDED else None, duration, cached)
 
+    async def _provenance(self, duration: float | None) -> dict[str, object]:
+        """What made the image (contract.PROVENANCE_FIELDS): repo2docker's version and build
+        image, the base image the build named in its first FROM (resolved on this daemon
+        unless the build printed its digest), how long it took and where it ran. What cannot
+        be told is left out, never guessed."""
+        build_image = self.spec.build_image or self.runner.config.build_image
+        try:
+            version: str | None = str(await self.runner.repo2docker_version(build_image))
+        except RunnerError:
+            version = None
+        base = self.output.base_image
+        base_digest = None
+        if base:
+            base_digest = base if "@sha256:" in base else await self.runner.images.digest(base)
+        values = {"repo2dockerVersion": version, "buildImageDigest": await self.runner.images.digest(build_image),
+                  "baseImageDigest": base_digest,
+                  "durationSeconds": round(duration, 1) if duration is not None else None, "builder": self.me or None}
+        return {key: value for key, value in values.items() if value is not None}
+
     async def _cancelled(self) -> None:
-        container = self.container or await self.runner.find(self.ref.uid)
+        if self._preparing is not None:  # its create runs on in Docker's thread: let it end, then remove it
+            await asyncio.gather(self._preparing, return_exceptions=True)
+        container = self.container or self.prepared or await self.runner.find(self.ref.uid)
         if container is not None:
             await self.runner.remove(container.id, kill=True)
         if not self.record_cancel:

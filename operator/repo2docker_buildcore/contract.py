@@ -53,6 +53,14 @@ LABEL_PROBE = f"{LABEL_PREFIX}/probe"
 MANAGED_BY = "repo2docker-operator"
 # Who first asked for a build (the hub's user name), on the resource.
 ANNOTATION_REQUESTED_BY = f"{LABEL_PREFIX}/requested-by"
+# The requester of a hub's prebuilds: not a possible JupyterHub user name (those have no '/').
+# Its builds queue behind every user's launch; a launch that joins one becomes its requester.
+PREBUILD_REQUESTER = "hub/prebuild"
+# The commit the build's ref pointed to before (the newest earlier build of that repository
+# and ref the hub knew of), on a resource the hub created.
+ANNOTATION_REPLACES = f"{LABEL_PREFIX}/replaces"
+# status.provenance: what made a built image (the CRD's schema declares each).
+PROVENANCE_FIELDS = ("repo2dockerVersion", "buildImageDigest", "baseImageDigest", "durationSeconds", "builder")
 
 
 class Phase(str, enum.Enum):
@@ -373,15 +381,16 @@ class BuildSpec:
         return spec
 
 
-def build_manifest(spec: BuildSpec, namespace: str, requested_by: str = "") -> dict[str, Any]:
+def build_manifest(spec: BuildSpec, namespace: str, requested_by: str = "", replaces: str = "") -> dict[str, Any]:
     """The full resource for a build request, named by `build_name` so identical requests meet."""
     metadata: dict[str, Any] = {
         "name": spec.name,
         "namespace": namespace,
         "labels": {LABEL_REPO_HASH: repo_hash(spec.repo_url), LABEL_COMMIT: spec.commit},
     }
-    if requested_by:
-        metadata["annotations"] = {ANNOTATION_REQUESTED_BY: requested_by}
+    annotations = {ANNOTATION_REQUESTED_BY: requested_by, ANNOTATION_REPLACES: validate_commit(replaces) if replaces else ""}
+    if any(annotations.values()):
+        metadata["annotations"] = {key: value for key, value in annotations.items() if value}
     return {"apiVersion": API_VERSION, "kind": KIND, "metadata": metadata, "spec": spec.to_spec()}
 
 
@@ -400,6 +409,8 @@ class BuildStatus:
     builder: str | None = None
     # While queued: when the build is expected to start (RFC 3339), if that can be told.
     estimated_start: str | None = None
+    # What made the image (PROVENANCE_FIELDS), once a build succeeded.
+    provenance: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_status(cls, status: dict[str, Any] | None) -> "BuildStatus":
@@ -418,6 +429,7 @@ class BuildStatus:
             log_line_count=int(status.get("logLineCount") or 0),
             builder=status.get("builder") or None,
             estimated_start=status.get("estimatedStart") or None,
+            provenance={k: v for k, v in (status.get("provenance") or {}).items() if k in PROVENANCE_FIELDS},
         )
 
     def new_lines(self, seen: int) -> list[str]:

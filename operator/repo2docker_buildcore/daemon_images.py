@@ -57,6 +57,17 @@ class ImageStore:
         except docker.errors.ImageNotFound:
             return False
 
+    async def digest(self, image: str) -> str | None:
+        """What names this image's content: its registry digest ('name@sha256:…') when it came
+        from a registry, else the daemon's image id ('sha256:…'); None if the daemon lacks it
+        (or the reference is not one Docker takes)."""
+        try:
+            found = await self.api.call((await self.api.client()).images.get, image)
+        except (docker.errors.ImageNotFound, docker.errors.APIError):
+            return None
+        digests = found.attrs.get("RepoDigests") or []
+        return digests[0] if digests else found.id
+
     # ---- the registry -------------------------------------------------------------------------
 
     def _auth(self, image: str) -> dict | None:

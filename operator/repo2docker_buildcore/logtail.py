@@ -114,6 +114,9 @@ _END_RE = re.compile(r"^(DONE \d+(\.\d+)?s|CACHED)$")
 _STEP_RE = re.compile(r"^\[[^\]]*\d+/\d+\] ")
 # The classic builder (repo2docker before 2025.08): "Step 3/6 : RUN ...", bookkeeping lines
 # (" ---> 8e32", "Removing intermediate container"), and "The command ... returned a non-zero code".
+# The final stage's base: BuildKit's "[1/N] FROM ref" (other stages are "[name 1/N]") or the
+# classic builder's "Step 1/N : FROM ref"; the ref may carry "@sha256:…" and " AS name".
+_BASE_RE = re.compile(r"^(?:\[1/\d+\]|Step 1/\d+ :) FROM (\S+)")
 _CLASSIC_STEP_RE = re.compile(r"^Step \d+/\d+ : ")
 _CLASSIC_NOISE_RE = re.compile(r"^( ---> |Removing intermediate container )")
 _CLASSIC_FAILED_RE = re.compile(r"returned a non-zero code: \d+")
@@ -139,6 +142,7 @@ class BuildOutput:
         self._internal: set[str] = set()
         self._classic: list[str] = []  # the current classic step: header, then its output
         self.failed_step: list[str] = []
+        self.base_image: str | None = None  # what the image was built FROM, as the build named it
 
     def feed(self, lines: Iterable[str]) -> list[str]:
         readable: list[str] = []
@@ -156,6 +160,7 @@ class BuildOutput:
         vertex, rest = match.groups()
         if vertex not in self._headers:  # the first line of a vertex is its header
             self._headers[vertex] = rest
+            self._note_base(rest)
             if rest.startswith("[internal]") or rest.startswith("[auth]"):
                 self._internal.add(vertex)
                 return None
@@ -172,9 +177,14 @@ class BuildOutput:
             del self._output[vertex][:-FAILED_STEP_LINES]
         return text
 
+    def _note_base(self, header: str) -> None:
+        if self.base_image is None and (match := _BASE_RE.match(header)):
+            self.base_image = match.group(1)
+
     def _follow_classic(self, line: str) -> None:
         if _CLASSIC_STEP_RE.match(line):
             self._classic = [line]
+            self._note_base(line)
         elif _CLASSIC_FAILED_RE.search(line) and self._classic:
             self.failed_step = [self._classic[0], *self._classic[1:][-FAILED_STEP_LINES:], line]
         elif self._classic and not _CLASSIC_NOISE_RE.match(line):

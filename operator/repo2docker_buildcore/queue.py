@@ -10,9 +10,10 @@ queue deletions behind builds.
 
 Why not first come, first served: one user's five builds would all go before another user's
 first. Waiters are served in ``fair_order``: round-robin across requesters (whose last build
-started longest ago goes next), oldest first within each. It is a function of what every
-reader of the resources can see (requester, creation order, start times), so whoever
-computes it gets the same order and the same positions.
+started longest ago goes next), oldest first within each; a hub's prebuilds (nobody waits for
+them yet) after every launch. It is a function of what every reader of the resources can see
+(requester, creation order, start times), so whoever computes it gets the same order and the
+same positions.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Hashable, Iterable, Mapping, TypeVar
 
+from .contract import PREBUILD_REQUESTER
 from .estimate import DurationHistory, start_delays
 
 PositionCallback = Callable[[int], None]
@@ -51,7 +53,7 @@ def fair_order(waiting: Iterable[tuple[str, tuple, W]], last_start: Mapping[str,
     ago (or never), with their oldest waiting build (by `order`, which also breaks ties).
     So a user whose build just started waits behind everyone else's next, and one user's five
     builds never all go before another user's first. Items without a requester ("") share
-    one turn."""
+    one turn. Prebuilds (PREBUILD_REQUESTER) go after everyone else's."""
     queues: dict[str, list[tuple[tuple, W]]] = {}
     for requester, order, item in waiting:
         queues.setdefault(requester, []).append((order, item))
@@ -61,7 +63,7 @@ def fair_order(waiting: Iterable[tuple[str, tuple, W]], last_start: Mapping[str,
     later = max(last_start.values(), default=0.0)  # a turn taken here is after every recorded one
     ordered: list[W] = []
     while queues:
-        requester = min(queues, key=lambda r: (turn[r], queues[r][0][0]))
+        requester = min(queues, key=lambda r: (r == PREBUILD_REQUESTER, turn[r], queues[r][0][0]))
         ordered.append(queues[requester].pop(0)[1])
         later += 1.0
         turn[requester] = later
@@ -132,6 +134,14 @@ class BuildQueue:
         if None in waiting:
             return None
         return start_delays(running, waiting + [0.0], self.limit)[index]
+
+    def set_requester(self, key: Hashable, requester: str) -> None:
+        """A waiting build's requester changed (a user's launch joined a prebuild)."""
+        for waiter in self._waiting:
+            if waiter.key == key and waiter.requester != requester:
+                waiter.requester = requester
+                self._dispatch()
+                return
 
     def note_start(self, requester: str, when: float) -> None:
         """A build of `requester` was claimed at `when` (by any builder): their turn was then."""

@@ -157,6 +157,17 @@ class BuildResources:
                 return False
         return marked
 
+    async def take_over_prebuild(self, namespace: str, name: str, uid: str, requester: str) -> bool:
+        """Record `requester` as whom a hub's prebuild is for (a launch joined it), so it queues
+        as that user's build; False if it was no prebuild (anymore)."""
+        def make(obj: dict[str, Any]) -> dict[str, Any] | None:
+            annotations = obj["metadata"].get("annotations") or {}
+            if annotations.get(contract.ANNOTATION_REQUESTED_BY) != contract.PREBUILD_REQUESTER:
+                return None
+            return {"metadata": {"annotations": {contract.ANNOTATION_REQUESTED_BY: requester}}}
+
+        return await self._guarded_patch(namespace, name, uid, make, self.custom.patch_namespaced_custom_object)
+
     async def remove_finished_label(self, namespace: str, name: str, uid: str) -> bool:
         """Drop a finished-at label from a resource that has not finished (put there by whoever
         created it): the label means nothing to the operator's watch, but the TTL sweep and

@@ -75,7 +75,12 @@ class BuildContainer:
 
     @property
     def running(self) -> bool:
-        return self.status in ("created", "running", "restarting")
+        return self.status in ("running", "restarting")
+
+    @property
+    def prepared(self) -> bool:
+        """Created but never started: made ahead of its slot (or a start that was cut short)."""
+        return self.status == "created"
 
     def spec(self) -> BuildSpec:
         """The build's spec from the container's labels, validated like any request."""
@@ -254,16 +259,17 @@ class BuildRunner:
     async def list_builds(self, running_only: bool = True) -> list[BuildContainer]:
         filters = self._selector()
         if running_only:
-            filters["status"] = ["created", "running", "restarting"]
+            filters["status"] = ["running", "restarting"]
         found = await self.api.call((await self._client()).containers.list, all=not running_only, filters=filters)
         return [_describe(c) for c in found]
 
-    async def start(self, ref: BuildRef, spec: BuildSpec, command: list[str] | None = None,
-                    credential: GitCredential | None = None) -> BuildContainer:
-        """Start the build container (`command` as `command()` gave it, else asked for now);
-        if one for this resource exists already, return it. With a `credential`, git in the
-        container clones with it: a store file written in before the start, which neither
-        the container's configuration nor its labels show (gitcredentials.py).
+    async def prepare(self, ref: BuildRef, spec: BuildSpec, command: list[str] | None = None,
+                      credential: GitCredential | None = None) -> BuildContainer:
+        """Create the build container without starting it, so that a freed slot only has to
+        start it (Docker's create, with the archives copied in, is most of a hand-off). With
+        a `credential`, git in the container clones with it: a store file written in before
+        the start, which neither the container's configuration nor its labels show
+        (gitcredentials.py). If one for this resource exists already, return it.
 
         The container's name is derived from the resource, so Docker itself refuses a
         second one (409) and that answer, not an extra lookup first, is the dedup."""
@@ -288,17 +294,35 @@ class BuildRunner:
                 await self.api.call(container.put_archive, "/root", archive)
             if credential is not None:
                 await self.api.call(container.put_archive, "/", store_archive(spec.repo_url, credential))
-            await self.api.call(container.start)
         except docker.errors.ImageNotFound as exc:
             raise RunnerError(f"the build image {kwargs['image']} is not available on the Docker daemon") from exc
         except docker.errors.APIError as exc:
-            if exc.status_code == 409:  # a concurrent start won the name: join it
+            if exc.status_code == 409:  # a concurrent create won the name: join it
                 existing = await self.find(ref.uid)
                 if existing:
                     return existing
-            raise RunnerError(f"Docker refused to start the build container: {exc.explanation or exc}") from exc
-        await self.api.call(container.reload)
+            raise RunnerError(f"Docker refused to create the build container: {exc.explanation or exc}") from exc
         return _describe(container)
+
+    async def start(self, ref: BuildRef, spec: BuildSpec, command: list[str] | None = None,
+                    credential: GitCredential | None = None, prepared: BuildContainer | None = None) -> BuildContainer:
+        """Start the build container: the `prepared` one, else one created now (`prepare`).
+        One that is running already (a concurrent start) is returned as it is."""
+        container = prepared or await self.prepare(ref, spec, command, credential)
+        if container.status != "created":
+            return container
+        try:
+            handle = await self.api.call((await self._client()).containers.get, container.id)
+            await self.api.call(handle.start)
+            await self.api.call(handle.reload)
+        except docker.errors.NotFound:
+            if prepared is None:
+                raise RunnerError("the build container was removed before it started") from None
+            # Removed while it waited (by hand, or a prune): create it again.
+            return await self.start(ref, spec, command, credential)
+        except docker.errors.APIError as exc:
+            raise RunnerError(f"Docker refused to start the build container: {exc.explanation or exc}") from exc
+        return _describe(handle)
 
     async def logs(self, container_id: str) -> AsyncIterator[str]:
         """Every line the container printed, from its start, following until it exits."""
@@ -329,7 +353,7 @@ class BuildRunner:
         """Remove the container (killing it first if asked); a missing one is already gone."""
         try:
             container = await self.api.call((await self._client()).containers.get, container_id)
-            if kill and container.status in ("created", "running", "restarting"):
+            if kill and container.status in ("running", "restarting"):  # a created one has nothing to kill (409)
                 await self.api.call(container.kill)
             await self.api.call(container.remove, force=True)
         except docker.errors.NotFound:

@@ -79,6 +79,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("affinity_window", float, 5.0, "seconds from a build's creation during which the builder that built its "
             "repository last (whose node has the layers) gets the first claim (0: off)", "R2D_AFFINITY_WINDOW",
             "builders.affinityWindow", hub=False, no_hub="the hub's embedded backend is one builder"),
+    Setting("prepare_next", bool, True, "create the containers of the builds next in line ahead of their slot, so a "
+            "freed slot only starts one (while no other builder is alive: several claim first)", "R2D_PREPARE_NEXT",
+            "build.prepareNext"),
     Setting("build_timeout", float, 3600.0, "seconds before a build is stopped and failed", "R2D_BUILD_TIMEOUT",
             "build.timeout"),
     Setting("memory_limit", str, None, "memory limit of builds (e.g. 4Gi); only build images with repo2docker before "

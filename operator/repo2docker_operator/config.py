@@ -47,6 +47,7 @@ class OperatorConfig:
     lease_namespace: str | None = from_table("lease_namespace")
     lease_duration: float = from_table("lease_duration")
     affinity_window: float = from_table("affinity_window")
+    prepare_next: bool = from_table("prepare_next")
     build_timeout: float = from_table("build_timeout")
     memory_limit: str | None = from_table("memory_limit")
     cpu_limit: float | None = from_table("cpu_limit")
@@ -181,7 +182,7 @@ def from_sources(environ: Mapping[str, str], args: argparse.Namespace | None = N
         if option.env in environ:
             values[name] = _convert(name, environ[option.env])
         raw = getattr(args, name, None) if args is not None else None
-        if raw not in (None, [], False):
+        if raw is not None and raw != []:
             values[name] = _convert(name, raw)
     return OperatorConfig(**values)
 
@@ -190,8 +191,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for name, option in _OPTIONS.items():
         # argparse %-formats help texts: a literal % (as in '85%') must be doubled.
         text = f"{option.help} [env {option.env}; default {option.default!r}]".replace("%", "%%")
-        if option.kind is bool:
-            parser.add_argument(option.option, dest=name, action="store_true", default=None, help=text)
+        if option.kind is bool:  # on by default: --no-… turns it off
+            action = argparse.BooleanOptionalAction if option.default else "store_true"
+            parser.add_argument(option.option, dest=name, action=action, default=None, help=text)
         elif option.many or option.kind == ENV:
             parser.add_argument(option.option, dest=name, action="append", help=text)
         else:

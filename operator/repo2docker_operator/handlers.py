@@ -229,6 +229,7 @@ async def build_daemon(
             on_phase=lambda p, message: _event(body, p, message),
             credential=credential,
             claim=lambda: claims.claim(state.resources, ref, me), me=me,
+            alone=state.leases.observations.alone,
             hold=await state.affinity_hold(namespace, build_spec.repo_url, meta.get("creationTimestamp")),
         )
         try:

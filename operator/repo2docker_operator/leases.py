@@ -65,6 +65,11 @@ class LeaseObservations:
         """Builders seen renewing within the duration, this one included."""
         return sorted({self.me, *(b for b in self._changed if not self.lost(b))})
 
+    def alone(self) -> bool:
+        """No other builder is alive, as far as can be told: not before a whole duration since
+        this reader's start (another builder's Lease may not have been read yet)."""
+        return self.clock() - self.started > self.duration and self.alive() == [self.me]
+
 
 class BuilderLeases:
     """Renews this builder's Lease and observes the others', every third of the duration."""

@@ -57,6 +57,7 @@ class OperatorState:
         """A watch event of a build: what the other builders hold, whose turn was when, and
         which builder built each repository last."""
         self.cluster.seen(uid, status, requester, deleted, repo)
+        self.queue.set_requester(uid, requester)  # a launch that joined a prebuild made it a user's
         if requester in self.cluster.last_claimed:
             self.queue.note_start(requester, self.cluster.last_claimed[requester])
         self.queue.set_elsewhere(self.cluster.elsewhere())

@@ -7,14 +7,14 @@ it the hub's login, scopes (`admin-ui` to view, as the admin page; `admin:server
 XSRF checks, templates and look.
 Every action calls the backend's own method, the code its builds run through anyway.
 
-Set up with one line in jupyterhub_config.py: ``repo2dockerspawner.buildspage.setup(c)``.
+Set up with one line in jupyterhub_config.py: ``repo2dockerspawner.buildspage.setup(c)``, which
+also adds the push webhook (webhooks.py) and starts prebuilds once the hub serves.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from types import SimpleNamespace
 from typing import Any
 
 from jupyterhub.handlers import BaseHandler
@@ -24,6 +24,8 @@ from tornado import web
 from repo2docker_buildcore.contract import Phase
 
 from .backends import ActionRefused, BuildBackend, BuildRecord
+from . import previous, webhooks
+from .hubspawner import PREBUILDER, hub_spawner, schedule_start
 
 TEMPLATES = os.path.join(os.path.dirname(__file__), "templates")
 ACTIVE = (Phase.PENDING, Phase.QUEUED, Phase.BUILDING)
@@ -48,6 +50,7 @@ def setup(c: Any) -> None:
     else:
         paths.prepend([TEMPLATES])
     c.JupyterHub.extra_handlers.extend(HANDLERS)  # a list, or traitlets' lazy value: both extend
+    schedule_start()  # prebuilds, once the hub serves
 
 
 def human_age(seconds: float | None) -> str:
@@ -79,22 +82,9 @@ def record_json(record: BuildRecord) -> dict[str, Any]:
 class BuildsBase(BaseHandler):
     @property
     def backend(self) -> BuildBackend:
-        """The hub's shared build backend. It is made from the hub's configuration, as every
-        user's spawner makes it (one per configuration and process), so a request from a
-        service, which has no spawner, finds the same one."""
-        from .spawner import Repo2DockerSpawner
-
-        backend = self.settings.get("repo2docker_backend")
-        if backend is None:
-            spawner_class = self.settings.get("spawner_class")
-            if not (isinstance(spawner_class, type) and issubclass(spawner_class, Repo2DockerSpawner)):
-                raise web.HTTPError(404, "The builds page needs Repo2DockerSpawner as the hub's spawner.")
-            # DockerSpawner renders names from its user as soon as it is configured: a
-            # placeholder owner for a spawner that is never started, only asked for its backend.
-            owner = SimpleNamespace(name="repo2docker-builds-page", id=0, url="/")
-            spawner = spawner_class(config=self.settings["config"], user=owner)
-            backend = self.settings["repo2docker_backend"] = spawner.build_backend
-        return backend
+        """The hub's shared build backend: the hub's own spawner's (hubspawner.py), which is
+        the one every user's spawner has (one per configuration and process)."""
+        return hub_spawner(self.settings).build_backend
 
     async def record(self, namespace: str, name: str, details: bool = True) -> BuildRecord:
         record = await self.backend.get_build(namespace, name, details=details)
@@ -118,6 +108,7 @@ class BuildListHandler(BuildsBase):
         builds = await self.backend.list_builds()
         html = await self.render_template(
             "r2d-builds.html", builds=builds, active=any(b.phase in ACTIVE for b in builds),
+            prebuilder=self.settings.get(PREBUILDER),
             message=DONE.get(self.get_argument("done", "")), **self.template_helpers())
         self.finish(html)
 
@@ -181,4 +172,6 @@ HANDLERS = [
     (rf"/builds/{NAME_PATTERN}/{NAME_PATTERN}/?", BuildHandler),
     (rf"/builds/{NAME_PATTERN}/{NAME_PATTERN}/status", BuildStatusHandler),
     (rf"/builds/{NAME_PATTERN}/{NAME_PATTERN}/(cancel|rebuild|delete-image)", BuildActionHandler),
+    *webhooks.HANDLERS,
+    *previous.HANDLERS,
 ]

@@ -108,26 +108,40 @@ async def resolve_ref(repo: str, ref: str, policy: RepoPolicy, limits: LookupLim
                       git: str = "git", credential: GitCredential | None = None) -> str:
     """The full commit SHA for `ref` in `repo` (both already validated and allow-listed), read
     with `credential` if given, or an HTTPError(400) with a message for the user."""
-    try:
-        addresses = await contact_addresses(repo, policy)
-    except InvalidBuildRequest as exc:
-        text = str(exc)
-        raise bad_request(text[:1].upper() + text[1:] + ".") from None
     given_sha = FULL_SHA.fullmatch(ref) is not None
-    lookup = RefLookup(repo, "HEAD" if given_sha else ref, addresses, policy, limits, git, credential)
-    try:
-        listing = await asyncio.wait_for(lookup.run(), limits.timeout)
-    except asyncio.TimeoutError:
-        log.warning("listing the refs of %s: no answer within %s s; stopped", repo, limits.timeout)
-        raise bad_request(f"The repository {repo} did not answer within {limits.timeout:.0f} s.") from None
-    except LookupFailed as exc:
-        raise bad_request(failure_message(repo, exc.phrase, credential)) from None
+    listing = await list_refs(repo, ("HEAD",) if given_sha else (ref,), policy, limits, git, credential)
     if given_sha:
         return ref  # the repository could be read with these credentials
     commit = pick_commit(listing, ref)
     if commit is None:
         raise bad_request(f"The ref {ref!r} was not found in {repo} (try a branch, a tag or a full commit SHA).")
     return commit
+
+
+async def resolve_refs(repo: str, refs: tuple[str, ...], policy: RepoPolicy, limits: LookupLimits = LookupLimits(),
+                       git: str = "git", credential: GitCredential | None = None) -> dict[str, str | None]:
+    """The commit of each of `refs` (None for one the repository lacks), from one listing."""
+    listing = await list_refs(repo, refs, policy, limits, git, credential)
+    return {ref: pick_commit(listing, ref) for ref in refs}
+
+
+async def list_refs(repo: str, refs: tuple[str, ...], policy: RepoPolicy, limits: LookupLimits,
+                    git: str = "git", credential: GitCredential | None = None) -> str:
+    """One `ls-remote`-style listing of the refs that may name any of `refs`, or an
+    HTTPError(400) with a message for the user."""
+    try:
+        addresses = await contact_addresses(repo, policy)
+    except InvalidBuildRequest as exc:
+        text = str(exc)
+        raise bad_request(text[:1].upper() + text[1:] + ".") from None
+    lookup = RefLookup(repo, refs, addresses, policy, limits, git, credential)
+    try:
+        return await asyncio.wait_for(lookup.run(), limits.timeout)
+    except asyncio.TimeoutError:
+        log.warning("listing the refs of %s: no answer within %s s; stopped", repo, limits.timeout)
+        raise bad_request(f"The repository {repo} did not answer within {limits.timeout:.0f} s.") from None
+    except LookupFailed as exc:
+        raise bad_request(failure_message(repo, exc.phrase, credential)) from None
 
 
 def ref_prefixes(ref: str) -> list[str]:
@@ -161,7 +175,7 @@ FLUSH, DELIMITER, RESPONSE_END = 0, 1, 2
 
 
 class RefLookup:
-    """The refs of one repository that may name `ref`, listed by git within `limits`.
+    """The refs of one repository that may name any of `refs`, listed by git within `limits`.
 
     Over http(s), through git's own remote helper (`git remote-https`: git's HTTP stack,
     proxies, CAs, the address pinning and credential helpers all apply) with the protocol v2
@@ -171,9 +185,9 @@ class RefLookup:
     itself). A server that speaks only protocol v0 sends every ref whatever is asked; then,
     and for git:// and ssh://, `git ls-remote` with the ref as pattern, within the caps."""
 
-    def __init__(self, repo: str, ref: str, addresses: list[str], policy: RepoPolicy, limits: LookupLimits,
+    def __init__(self, repo: str, refs: tuple[str, ...], addresses: list[str], policy: RepoPolicy, limits: LookupLimits,
                  git: str = "git", credential: GitCredential | None = None) -> None:
-        self.repo, self.ref, self.limits, self.git = repo, ref, limits, git
+        self.repo, self.refs, self.limits, self.git = repo, refs, limits, git
         self.env = git_environment(policy, limits)
         if credential is not None:
             self.env.update(helper_environment(repo, credential))
@@ -201,7 +215,8 @@ class RefLookup:
             if not any(c.startswith(b"ls-refs") for c in capabilities):
                 return None
             git.send(_pkt("command=ls-refs\n") + _pkt("object-format=sha1\n") + b"0001" + _pkt("peel\n")
-                     + _pkt("symrefs\n") + b"".join(_pkt(f"ref-prefix {p}\n") for p in ref_prefixes(self.ref))
+                     + _pkt("symrefs\n")
+                     + b"".join(_pkt(f"ref-prefix {p}\n") for ref in self.refs for p in ref_prefixes(ref))
                      + b"0000")
             lines = await self._until(git, FLUSH)
             await self._until(git, RESPONSE_END)
@@ -220,8 +235,8 @@ class RefLookup:
         return lines
 
     async def ls_remote(self) -> str:
-        # '--' ends options; the ref is a pattern (HEAD itself for the default branch).
-        async with GitProcess([self.git, *self.config, "ls-remote", "--", self.repo, self.ref], self.env,
+        # '--' ends options; the refs are patterns (HEAD itself for the default branch).
+        async with GitProcess([self.git, *self.config, "ls-remote", "--", self.repo, *self.refs], self.env,
                               self.limits.max_memory) as git:
             out = await git.read_all(self.limits.max_output)
             if out is None:

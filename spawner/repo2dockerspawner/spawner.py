@@ -14,13 +14,15 @@ import html
 import inspect
 import logging
 import math
+import os
 import time
 from typing import Any, AsyncIterator
+from urllib.parse import quote
 
 import docker.errors
 from dockerspawner import DockerSpawner
 from traitlets import (
-    Any as AnyTrait, CaselessStrEnum, Dict, Float, Int, List, TraitError, Type, Unicode, default, validate,
+    Any as AnyTrait, Bool, CaselessStrEnum, Dict, Float, Int, List, TraitError, Type, Unicode, default, validate,
 )
 from tornado import web
 from traitlets.config import Config
@@ -30,7 +32,7 @@ from repo2docker_buildcore.contract import BuildSpec, BuildStatus, Phase
 from repo2docker_buildcore.gitcredentials import GitCredential
 from repo2docker_buildcore.status import parse_iso
 
-from .backends import BuildBackend, BuildHandle, ForeignBuild
+from .backends import BuildBackend, BuildHandle, BuildRecord, ForeignBuild
 from .backends.shared import shared_backend
 from .backends.traits import RENAMED, current_names
 from .credentials import credential_for, from_auth_state, hub_table
@@ -38,10 +40,14 @@ from .homes import (
     VOLUME_IN_HELPER, CopyPlan, OwnerFix, default_repo_dir, landing_url, owner_fix, plan_copy, server_mounts,
 )
 from .options import RepoPolicy, RepoRequest, bad_request, conflict, first_value, parse_options
+from .prebuilds import WatchedRepo, watched_repos
+from .previous import asks_for_previous, offer_event
 from .refs import LookupLimits, resolve_ref
 
 # Seconds a refused request's message waits for the form JupyterHub renders right after it.
 REFUSAL_SHOWN_FOR = 60.0
+# Seconds between looks at the clock while a build waits with an estimated start.
+WAIT_TICK = 10.0
 # Seconds a helper before the server's start (the copy of a repository into a persistent
 # home: a large repository, a slow disk) may take; start_timeout bounds the whole start anyway.
 HELPER_TIMEOUT = 600
@@ -200,6 +206,46 @@ class Repo2DockerSpawner(DockerSpawner):
         already under way is always allowed). A stopped launch leaves its build running, so
         without a limit one user could fill the queue. 0: no limit.""",
     )
+    offer_previous_build = Bool(
+        True, config=True,
+        help="""While a launch waits for a new commit's build (or after that build failed), offer
+        to start the newest earlier build of the same repository and ref whose image is still
+        there: a button on the pending page, or user_options.previous_ok = true for REST
+        clients. The new build goes on either way.""",
+    )
+    prebuild_repos = List(
+        Dict(), config=True,
+        help="""Repositories whose refs this hub builds before anybody launches them:
+        [{"repo": URL, "refs": ["main", ...]}, ...], validated as a user's request (allow-lists
+        included). Each is resolved every prebuild_interval seconds (one listing for all its
+        refs) and on a push webhook; a new commit is built as a launch would build it, behind
+        every user's launch in the queue. Needs repo2dockerspawner.buildspage.setup(c).""",
+    )
+    prebuild_interval = Float(300.0, config=True, help="Seconds between resolutions of the prebuild_repos.")
+    webhook_secret = Unicode(
+        config=True,
+        help="""The secret of push webhooks at /hub/repo2docker/webhook (GitHub, Gitea, Forgejo:
+        the HMAC key; GitLab: the token). Default: $R2D_WEBHOOK_SECRET. Empty: every delivery is
+        refused.""",
+    )
+
+    @default("webhook_secret")
+    def _default_webhook_secret(self) -> str:
+        return os.environ.get("R2D_WEBHOOK_SECRET", "")
+
+    @validate("prebuild_interval")
+    def _validate_prebuild_interval(self, proposal: Any) -> Any:
+        if proposal["value"] < 5:
+            raise TraitError("Repo2DockerSpawner.prebuild_interval: at least 5 seconds (each one lists refs)")
+        return proposal["value"]
+
+    def watched_repos(self) -> tuple[WatchedRepo, ...]:
+        """`prebuild_repos`, validated against this hub's allow-lists (a TraitError otherwise)."""
+        try:
+            return watched_repos(self.prebuild_repos, self.policy)
+        except ValueError as exc:
+            raise TraitError(f"Repo2DockerSpawner.{exc}") from None
+
     @validate("allowed_repo_schemes")
     def _validate_schemes(self, proposal: Any) -> Any:
         schemes = [s.lower() for s in proposal["value"]]
@@ -264,12 +310,15 @@ class Repo2DockerSpawner(DockerSpawner):
         # configuration is loaded, not at the first spawn.
         self.build_backend: BuildBackend = shared_backend(self.backend_class, self.backend_config())
         self.build_backend.check_image_prefix(self.image_prefix)
+        self.watched_repos()  # a bad entry is refused when the configuration is loaded
         self.build_backend.start_image_gc(self.image_prefix)
         self._configured_image = self.image
         self._build: BuildHandle | None = None
         self._build_ready = asyncio.Event()
         self._build_state: dict[str, Any] = {}
         self._stop_waiting = asyncio.Event()
+        self._previous: BuildRecord | None = None  # what this launch may start instead (previous.py)
+        self._use_previous = asyncio.Event()
         self._refused_form: dict[str, str] | None = None
         self._refused_at = 0.0
         self._link: dict[str, str] | None = None  # what the link being shown asked for
@@ -381,6 +430,7 @@ class Repo2DockerSpawner(DockerSpawner):
         self._landing = {}
         self._build_ready = asyncio.Event()
         self._stop_waiting = asyncio.Event()
+        self._previous, self._use_previous = None, asyncio.Event()
         try:
             request = self.repo_request()
             if request is None:
@@ -422,30 +472,49 @@ class Repo2DockerSpawner(DockerSpawner):
                                    credential=credential)
         spec = self.build_spec(request, commit)
         await self._check_build_limit(spec)
+        previous = await self.build_backend.previous_build(request.repo, request.ref, commit)
+        replaces = previous.commit if previous else ""
         try:
-            handle = await self.build_backend.ensure(spec, requested_by=self.user.name, credential=credential)
+            handle = await self.build_backend.ensure(spec, requested_by=self.user.name, credential=credential,
+                                                     replaces=replaces)
             if handle.current().phase == Phase.SUCCEEDED and not await self._image_available(spec.image):
                 # The build's record outlived its image (garbage-collected, or removed by hand
                 # on the daemon): build it again rather than fail the server's start.
                 self.log.info("%s: image %s of build %s is gone; building it again", self._log_name,
                               spec.image, handle.name)
                 handle = await self.build_backend.ensure(spec, requested_by=self.user.name, image_gone=True,
-                                                         credential=credential)
+                                                         credential=credential, replaces=replaces)
         except ForeignBuild as exc:  # the backend logged it for the admin
             raise conflict(str(exc)) from None
         except Exception as exc:
             self.log.exception("%s: could not start a build of %s", self._log_name, request.repo)
             raise BuildFailed(f"Could not start the image build: {self.build_backend.describe_error(exc)}") from exc
-        self._build = handle
         self._build_state = {"build": handle.name, "namespace": handle.namespace, "repo": request.repo,
                              "ref": request.ref, "commit": commit, "image": spec.image}
-        self._build_ready.set()
         self.log.info("%s: build %s/%s for %s@%s", self._log_name, handle.namespace, handle.name, request.repo, commit[:12])
+        if handle.current().phase != Phase.SUCCEEDED and self.offer_previous_build:
+            self._previous = previous
+        if self._previous is not None and asks_for_previous(self.user_options):
+            return self._start_previous("asked for with previous_ok")  # the build goes on, for the next launch
+        self._build = handle
+        self._build_ready.set()
         async with self.build_backend.waiting_for(handle):
             status = await self._wait_for_build(handle)
+        if status is None:
+            return self._start_previous("chosen on the pending page")
         if status.phase != Phase.SUCCEEDED:
-            raise BuildFailed(f"The image build {status.phase.value.lower()}: {status.message or 'no details'}")
+            instead = (f"\nThe previous version (commit {self._previous.commit[:7]}) can start instead: "
+                       f"'Start the previous version now' above, or previous_ok.") if self._previous else ""
+            raise BuildFailed(f"The image build {status.phase.value.lower()}: {status.message or 'no details'}{instead}")
         return spec.image  # the image this hub derived, never a name read back from a status
+
+    def _start_previous(self, why: str) -> str:
+        previous = self._previous
+        self.log.info("%s: starting the previous build %s of %s (%s) while %s builds", self._log_name,
+                      previous.name, previous.repo_url, why, self._build_state["commit"][:12])
+        self._build_state.update({"image": previous.image, "commit": previous.commit, "building": self._build_state["commit"]})
+        self._build_ready.set()
+        return previous.image  # derived by this hub when it was built: a record of its own backend
 
     async def _check_build_limit(self, spec: BuildSpec) -> None:
         """Refuse (429) a launch that would start a build beyond per_user_build_limit."""
@@ -467,7 +536,8 @@ class Repo2DockerSpawner(DockerSpawner):
         except docker.errors.ImageNotFound:
             return contract.prefix_names_registry(image)
 
-    async def _wait_for_build(self, handle: BuildHandle) -> BuildStatus:
+    async def _wait_for_build(self, handle: BuildHandle) -> BuildStatus | None:
+        """The build's last status, or None when the user chose the previous build instead."""
         async def last_status() -> BuildStatus:
             status = handle.current()
             async for status in handle.statuses():
@@ -476,15 +546,18 @@ class Repo2DockerSpawner(DockerSpawner):
 
         waiting = asyncio.ensure_future(last_status())
         stopping = asyncio.ensure_future(self._stop_waiting.wait())
+        previous = asyncio.ensure_future(self._use_previous.wait())
         try:
-            done, _ = await asyncio.wait({waiting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait({waiting, stopping, previous}, return_when=asyncio.FIRST_COMPLETED)
             if waiting in done:
                 return waiting.result()
+            if previous in done:
+                return None
             # The user stopped the pending spawn. The build itself goes on: others may be
             # waiting for it, and the next start of this commit will find it done or running.
             raise BuildFailed("The spawn was stopped while the image was building; the build continues.")
         finally:
-            for task in (waiting, stopping):
+            for task in (waiting, stopping, previous):
                 task.cancel()
 
     # ---- the repository in a persistent home (homes.py) ---------------------------------
@@ -597,8 +670,18 @@ class Repo2DockerSpawner(DockerSpawner):
         await self._build_ready.wait()
         if self._build is None:
             return
+        if self._previous is not None:
+            yield offer_event(self._previous, f"{self.hub.base_url}repo2docker/previous/{quote(self.user.name)}/"
+                                              f"{quote(self.name)}")
         async for event in progress_events(self._build):
             yield event
+
+    def use_previous(self) -> bool:
+        """The user chose the offered previous build (previous.py): start it; whether one was offered."""
+        if self._previous is None or self._build is None:
+            return False
+        self._use_previous.set()
+        return True
 
     # ---- state --------------------------------------------------------------------------
 
@@ -644,7 +727,7 @@ async def progress_events(handle: BuildHandle) -> AsyncIterator[dict[str, Any]]:
     last_phase: Phase | None = None
     last_position: int | None = None
     last_wait: int | None = None
-    async for status in handle.statuses():
+    async for status in _ticking(handle.statuses(), WAIT_TICK):
         percent = _percent(status)
         if status.phase != last_phase:
             if last_phase == Phase.BUILDING and status.phase in (Phase.PENDING, Phase.QUEUED):
@@ -667,6 +750,31 @@ async def progress_events(handle: BuildHandle) -> AsyncIterator[dict[str, Any]]:
         seen_lines = max(seen_lines, status.log_line_count)
     if last_phase == Phase.SUCCEEDED:
         yield {"progress": 90, "message": "Image ready; starting your server."}
+
+
+async def _ticking(statuses: AsyncIterator[BuildStatus], every: float) -> AsyncIterator[BuildStatus]:
+    """The statuses, and the last one again every `every` seconds while it is queued with an
+    estimated start: the minutes until it change with the clock, not only with the status."""
+    iterator = statuses.__aiter__()
+    pending = asyncio.ensure_future(iterator.__anext__())
+    last: BuildStatus | None = None
+    try:
+        while True:
+            waiting = last is not None and last.phase == Phase.QUEUED and last.estimated_start
+            done, _ = await asyncio.wait({pending}, timeout=every if waiting else None)
+            if not done:
+                yield last
+                continue
+            try:
+                last = pending.result()
+            except StopAsyncIteration:
+                return
+            yield last
+            pending = asyncio.ensure_future(iterator.__anext__())
+    finally:
+        pending.cancel()
+        await asyncio.gather(pending, return_exceptions=True)
+        await iterator.aclose()
 
 
 def _minutes_until(when: str | None) -> int | None:

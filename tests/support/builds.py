@@ -78,3 +78,24 @@ def wait_phase(kubectl: Kubectl, namespace: str, name: str, *phases: str, timeou
     except AssertionError as exc:
         status = get_build(kubectl, namespace, name).get("status")
         raise AssertionError(f"{exc}; status now: {json.dumps(status, indent=1)[-3000:]}") from None
+
+
+def expected_provenance(docker_client, build_image: str, base_image: str, builder: str) -> dict:
+    """What status.provenance must say of a build FROM `base_image` with `build_image`, asked of
+    Docker and of repo2docker itself (not of the code under test); durationSeconds aside."""
+    from repo2docker_buildcore.versions import Repo2DockerVersion
+
+    printed = docker_client.containers.run(build_image, ["repo2docker", "--version"], remove=True).decode()
+    return {"repo2dockerVersion": str(Repo2DockerVersion.parse(printed)),
+            "buildImageDigest": docker_client.images.get(build_image).id,
+            "baseImageDigest": docker_client.images.get(base_image).id, "builder": builder}
+
+
+def table_columns(table: str) -> list[dict[str, str]]:
+    """kubectl's table output as one {COLUMN: value} per row, cut where each header starts (a
+    value may be empty, or hold spaces)."""
+    header, *rows = table.splitlines()
+    starts = [m.start() for m in re.finditer(r"\S+", header)]
+    names = header.split()
+    return [{name: row[start:end].strip() for name, start, end in zip(names, starts, [*starts[1:], None])}
+            for row in rows]

@@ -11,6 +11,7 @@ from repo2docker_buildcore.contract import BuildSpec
 from repo2docker_buildcore.queue import BuildQueue
 from repo2docker_buildcore.runner import BuildContainer, BuildRef, RunnerConfig
 from repo2docker_buildcore.status import StatusPublisher
+from repo2docker_buildcore.versions import Repo2DockerVersion
 
 SHA = "a" * 40
 
@@ -36,6 +37,7 @@ class FakeRunner:
         if not hold:
             self.release.set()
         self.started: list[BuildRef] = []
+        self.prepared: list[BuildRef] = []
         self.pushed: list[str] = []
         self.removed: list[tuple[str, bool]] = []
         self.images = self  # the runner's ImageStore: the same fake answers both
@@ -59,9 +61,19 @@ class FakeRunner:
     async def command(self, spec):
         return ["repo2docker"]
 
-    async def start(self, ref, spec, command=None, credential=None):
+    async def repo2docker_version(self, image):
+        return Repo2DockerVersion.parse("2026.4.0")
+
+    async def digest(self, image):
+        return "sha256:" + "d" * 64 if image == self.config.build_image else None
+
+    async def prepare(self, ref, spec, command=None, credential=None):
+        self.prepared.append(ref)
+        return BuildContainer(f"p{len(self.prepared)}", "n", "created", None, ref)
+
+    async def start(self, ref, spec, command=None, credential=None, prepared=None):
         self.started.append(ref)
-        return BuildContainer(f"c{len(self.started)}", "n", "running", None, ref)
+        return BuildContainer(prepared.id if prepared else f"c{len(self.started)}", "n", "running", None, ref)
 
     async def logs(self, container_id):
         self.reading = True

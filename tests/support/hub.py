@@ -6,6 +6,7 @@ import json
 import os
 import re
 import secrets
+import socket
 import subprocess
 import sys
 import time
@@ -224,6 +225,9 @@ def start_hub(request, backend: str, testenv, tmp_path, docker_client, operator_
                        "KubernetesBackend.kubeconfig": kubeconfig or testenv["KUBECONFIG"]})
     hub = Hub(testenv, tmp_path, process_env=process_env, hub_config=hub_config, **config).start()
     hub.build_instance = instance or hub.instance  # whose containers are builds
+    hub.build_image = build_image
+    # Who builds (status.provenance.builder): the operator's node name, by default its host's.
+    hub.operator_builder = (operator_options or {}).get("node_name") or socket.gethostname()
     hub.backend = backend
     return hub
 

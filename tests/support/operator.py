@@ -181,7 +181,7 @@ class ContainerWatcher:
                 uid = labels.get("repo2dockerspawner.jupyter.org/build-uid", "")
                 self.seen_ids.setdefault(uid, set()).add(c.id)
                 self.names[c.id] = labels.get("repo2dockerspawner.jupyter.org/build-name", "")
-                if c.attrs.get("State") in ("running", "created", "restarting"):
+                if c.attrs.get("State") in ("running", "restarting"):  # "created": made ahead, not started
                     running += 1
                     self.running_since.setdefault(c.id, now)
                     self.running_until[c.id] = now

@@ -20,6 +20,7 @@ from typing import Any, AsyncIterator, Protocol
 from traitlets import Float
 from traitlets.config import LoggingConfigurable
 
+from repo2docker_buildcore import contract
 from repo2docker_buildcore.contract import BuildSpec, BuildStatus, Phase
 from repo2docker_buildcore.gitcredentials import GitCredential
 
@@ -67,6 +68,8 @@ class BuildRecord:
     last_used: float | None = None
     log_tail: list[str] = field(default_factory=list)
     events: list[tuple[float, str, str]] = field(default_factory=list)  # (time, reason, message)
+    provenance: dict[str, Any] = field(default_factory=dict)  # status.provenance: what made the image
+    replaces: str = ""  # the commit the ref pointed to before this build's
 
     @property
     def short_commit(self) -> str:
@@ -159,9 +162,10 @@ class BuildBackend(LoggingConfigurable):
         return {}
 
     async def ensure(self, spec: BuildSpec, requested_by: str = "", image_gone: bool = False,
-                     credential: GitCredential | None = None) -> BuildHandle:
+                     credential: GitCredential | None = None, replaces: str = "") -> BuildHandle:
         """Start the build for `spec`, or join the one that exists. With `image_gone` (the
         caller found a succeeded build's image missing) a succeeded build is replaced too.
+        `replaces`: the commit the ref pointed to before, recorded on a build this call starts.
         `credential` is what the launching user reads the repository with (private ones):
         a build this call starts clones with it."""
         raise NotImplementedError
@@ -183,6 +187,17 @@ class BuildBackend(LoggingConfigurable):
         """One build with its log tail; with `details` also its events, image size and last use
         (which ask the Docker daemon and the API: not for a page polling every second)."""
         return None
+
+    async def previous_build(self, repo: str, ref: str, commit: str) -> BuildRecord | None:
+        """The newest succeeded build of `repo` at `ref` other than `commit` whose image is still
+        there (on this hub's daemon, or in the registry its name points to): what a launch may
+        start while `commit` builds."""
+        key = contract.normalize_repo_url(repo)
+        candidates = [r for r in await self.list_builds()
+                      if r.phase == Phase.SUCCEEDED and r.ref == ref and r.commit != commit
+                      and contract.normalize_repo_url(r.repo_url) == key
+                      and (r.image_size is not None or contract.prefix_names_registry(r.image))]
+        return max(candidates, key=lambda r: r.completed or 0, default=None)
 
     async def unfinished_of(self, requested_by: str) -> list[BuildRecord]:
         """The queued or running builds `requested_by` asked for (without image facts: cheap)."""

@@ -239,14 +239,14 @@ class KubernetesBackend(BuildBackend):
         return f"{reason}" if reason else super().describe_error(exc)
 
     async def ensure(self, spec: BuildSpec, requested_by: str = "", image_gone: bool = False,
-                     credential: GitCredential | None = None) -> KubernetesBuild:
+                     credential: GitCredential | None = None, replaces: str = "") -> KubernetesBuild:
         # The operator clones with its own credentials (build.gitCredentials in the chart), and
         # the hub's are for its lookups; a user's own token goes to the build this user creates.
         resources, watcher = await self._connect()
         handover = credential if credential is not None and credential.personal else None
         if handover is not None:
             spec = dataclasses.replace(spec, user_credentials=True)
-        manifest = contract.build_manifest(spec, self.namespace, requested_by)
+        manifest = contract.build_manifest(spec, self.namespace, requested_by, replaces)
         redo = redo_phases(image_gone)
         for _attempt in range(3):
             obj, created = await resources.create(manifest)
@@ -255,6 +255,8 @@ class KubernetesBackend(BuildBackend):
             phase = contract.BuildStatus.from_status(obj.get("status")).phase
             if created or phase not in redo:
                 log.info("%s build %s for %s", "created" if created else "joined", obj["metadata"]["name"], requested_by)
+                if not created and not phase.terminal and requested_by not in ("", contract.PREBUILD_REQUESTER):
+                    await self._take_over_prebuild(obj, requested_by)
                 if created and handover is not None:
                     await self._hand_over(obj, handover)
                 return KubernetesBuild(watcher, obj, self.log_runner)
@@ -266,6 +268,17 @@ class KubernetesBackend(BuildBackend):
             await watcher.wait_for(lambda: watcher.get(name) is None or watcher.get(name)["metadata"]["uid"] != uid,
                                    timeout=60)
         raise RuntimeError("could not start a new build: the previous one keeps coming back")
+
+    async def _take_over_prebuild(self, obj: dict[str, Any], requested_by: str) -> None:
+        meta = obj["metadata"]
+        if (meta.get("annotations") or {}).get(contract.ANNOTATION_REQUESTED_BY) != contract.PREBUILD_REQUESTER:
+            return
+        try:
+            if await self.resources.take_over_prebuild(meta["namespace"], meta["name"], meta["uid"], requested_by):
+                log.info("prebuild %s is %s's launch now", meta["name"], requested_by)
+        except ApiException as exc:  # it still builds, behind the launches
+            log.warning("could not record %s as the requester of prebuild %s: %s", requested_by, meta["name"],
+                        self.describe_error(exc))
 
     async def _hand_over(self, obj: dict[str, Any], credential: GitCredential) -> None:
         """Give the build this hub just created its user's credential, in the Secret the build
@@ -332,6 +345,8 @@ class KubernetesBackend(BuildBackend):
             requested_by=(meta.get("annotations") or {}).get(contract.ANNOTATION_REQUESTED_BY, ""),
             created=unix_time(meta.get("creationTimestamp")), started=unix_time(raw.get("startTime")),
             completed=unix_time(raw.get("completionTime")), message=status.message, log_tail=status.log_tail,
+            provenance=status.provenance,
+            replaces=(meta.get("annotations") or {}).get(contract.ANNOTATION_REPLACES, ""),
         )
 
     async def _last_uses(self) -> dict[str, float]:

@@ -26,7 +26,7 @@ from repo2docker_buildcore import contract
 from repo2docker_buildcore.adoption import adopt
 from repo2docker_buildcore.build import BuildJob, BuildSettings
 from repo2docker_buildcore.collector import ImageCollector
-from repo2docker_buildcore.contract import BuildSpec, BuildStatus, Phase
+from repo2docker_buildcore.contract import PREBUILD_REQUESTER, BuildSpec, BuildStatus, Phase
 from repo2docker_buildcore.gcmetrics import GCMetrics
 from repo2docker_buildcore.gitcredentials import GitCredential
 from repo2docker_buildcore.imagegc import GCPolicy
@@ -43,6 +43,8 @@ from .traits import hub_trait
 
 log = logging.getLogger(__name__)
 NAMESPACE = "local"
+# Where the embedded backend's builds ran, as their provenance says (an operator names its node).
+BUILDER = "hub"
 # Status lives in memory here: a write is a dict update and a wake-up of the waiting
 # progress streams, so lines can go out almost as printed. The short window only batches
 # the bursts (hundreds of lines a second) into one wake-up.
@@ -58,6 +60,7 @@ class LocalBuild:
         self.spec = spec
         self.image = spec.image
         self.requested_by = requested_by
+        self.replaces = ""  # the commit the ref pointed to before
         self.created = time.time()
         self.events: list[tuple[float, str, str]] = []  # (time, phase, first line of its message)
         self.job: BuildJob | None = None
@@ -98,6 +101,7 @@ class LocalBackend(BuildBackend):
     # The build settings: rows of repo2docker_buildcore.settings (the operator's, by name).
     build_image = hub_trait("build_image")
     concurrency = hub_trait("concurrency")
+    prepare_next = hub_trait("prepare_next")
     build_timeout = hub_trait("build_timeout")
     memory_limit = hub_trait("memory_limit")
     cpu_limit = hub_trait("cpu_limit")
@@ -223,7 +227,7 @@ class LocalBackend(BuildBackend):
             commit=build.spec.commit, phase=status.phase, image=build.image, queue_position=status.queue_position,
             requested_by=build.requested_by, created=build.created, started=unix_time(fields.get("startTime")),
             completed=unix_time(fields.get("completionTime")), message=status.message, log_tail=status.log_tail,
-            events=list(build.events),
+            events=list(build.events), provenance=status.provenance, replaces=build.replaces,
         )
 
     def _image_records(self, facts: dict) -> list[BuildRecord]:
@@ -301,7 +305,7 @@ class LocalBackend(BuildBackend):
         return {"memory_limit": contract.parse_quantity(self.memory_limit), "cpu_limit": self.cpu_limit}
 
     async def ensure(self, spec: BuildSpec, requested_by: str = "", image_gone: bool = False,
-                     credential: GitCredential | None = None) -> LocalBuild:
+                     credential: GitCredential | None = None, replaces: str = "") -> LocalBuild:
         name = spec.name
         await self._adopt_once()
         if self.collector is not None and not self.collector.started:
@@ -310,13 +314,23 @@ class LocalBackend(BuildBackend):
         async with self._lock:
             build = self.builds.get(name)
             if build is not None and build.current().phase not in redo:
+                self._promote(build, requested_by)
                 return build  # running, queued or done: join it
             # New, or a retry after a failure: a new attempt, with a uid of its own.
             build = self._start(name, f"{name}-{uuid.uuid4().hex[:8]}", spec,
                                 order=(asyncio.get_running_loop().time(), name), requested_by=requested_by,
                                 credential=credential)
+            build.replaces = replaces
             await build.publish({"phase": Phase.PENDING.value, "shortCommit": spec.commit[:7]})
             return build
+
+    def _promote(self, build: LocalBuild, requested_by: str) -> None:
+        """A user's launch joined a prebuild: it is that user's build now, and queues as one."""
+        if build.requested_by == PREBUILD_REQUESTER and requested_by not in ("", PREBUILD_REQUESTER):
+            build.requested_by = requested_by
+            if build.job is not None:
+                build.job.requester = requested_by
+            self.queue.set_requester(build.uid, requested_by)
 
     async def _adopt_once(self) -> None:
         """Before this backend starts anything: adopt what an earlier hub process left."""
@@ -362,7 +376,7 @@ class LocalBackend(BuildBackend):
             requester=requested_by,
             on_phase=lambda phase, message: build.events.append(
                 (time.time(), phase.value, message.splitlines()[0] if message else "")),
-            credential=credential,
+            credential=credential, me=BUILDER,
         )
         build.job = job
         # Not tied to any spawner: a user who stops waiting does not cancel it for others.
