@@ -101,10 +101,10 @@ def through_operator(client, env, repos, **options) -> Intervals:
     namespace = f"bench-{uuid.uuid4().hex[:8]}"
     kubectl("create", "namespace", namespace)
     op = OperatorProcess(env, namespace, Path(tempfile.mkdtemp()), image_prefix="r2d-bench-", concurrency=LIMIT,
-                        **options).start()
+                        lease_duration=3, **options).start()
     try:
         intervals = Intervals(client, f"{contract.LABEL_INSTANCE}={op.instance}")
-        time.sleep(0.3)
+        time.sleep(3.5)  # past its first lease duration: it knows it is the only builder (and may make ahead)
         repos_ = short_repos(repos, env["R2D_SINGLEUSER_IMAGE"])
         with ThreadPoolExecutor(BUILDS) as pool:  # all requested at once, as the workers by hand
             names = list(pool.map(lambda r: create_build(kubectl, namespace, r.url, head(r), prefix="r2d-bench-"), repos_))

@@ -193,6 +193,26 @@ async def test_while_other_builders_are_alive_nothing_is_created_before_the_clai
         assert (len(second.prepared), len(second.started)) == (int(alone), 1), alone
 
 
+async def test_a_builder_that_becomes_alone_while_a_build_waits_makes_its_container_then(monkeypatch):
+    monkeypatch.setattr(build, "PREPARE_RECHECK", 0.02)
+
+    async def claim():
+        return "me"
+
+    alone = [False]
+    queue = BuildQueue(1)
+    second = FakeRunner()
+    first, one, job_two, two = await _queued_behind_a_running_build(
+        queue, second, claim=claim, me="me", claimed=False, alone=lambda: alone[0])
+    await asyncio.sleep(0.1)
+    assert second.prepared == []
+    alone[0] = True  # the other builder's Lease expired (or this one has now read them all)
+    await until(lambda: second.prepared, what="the container made ahead once alone")
+    first.release.set()
+    await asyncio.gather(one, two)
+    assert second.removed == [("p1", False)]
+
+
 async def test_a_container_made_ahead_is_removed_when_another_builder_wins_the_claim():
     async def claim():
         return "other-node"

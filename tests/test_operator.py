@@ -340,8 +340,10 @@ def test_cap_holds_across_a_restart(kubectl, namespace, operator_factory, git_re
 
 def test_the_next_build_waits_in_a_created_container_that_a_freed_slot_only_starts(
         kubectl, namespace, operator_factory, git_repos, base, docker_client):
-    op = operator_factory(concurrency=1)
-    repos = [dockerfile_repo(git_repos, base, sleep=s) for s in (10, 1, 1, 60, 1)]
+    # Alone (no other builder's Lease) a lease duration after its start: then it makes ahead.
+    op = operator_factory(concurrency=1, lease_duration=3)
+    # The first runs long enough for the queue to be looked at on a loaded machine.
+    repos = [dockerfile_repo(git_repos, base, sleep=s) for s in (40, 1, 1, 60, 1)]
 
     def containers(name: str) -> list:
         return docker_client.containers.list(all=True, filters={"label": f"{contract.LABEL_BUILD_NAME}={name}"})

@@ -27,6 +27,14 @@ def watching(hubs, backend: str, repo, interval: float, **extra):
                 webhook_secret=SECRET, **extra)
 
 
+def no_build_containers(docker_client, hub) -> None:
+    """Until the builds so far have removed their containers (an image is tagged a moment
+    before its build container exits)."""
+    label = f"{contract.LABEL_INSTANCE}={hub.build_instance}"
+    wait_until(lambda: not docker_client.containers.list(all=True, filters={"label": label}), timeout=60,
+               what="the earlier builds' containers to go")
+
+
 def image_of(repo, commit: str) -> str:
     return contract.image_name("r2d-e2e-", repo.url, commit)
 
@@ -55,6 +63,7 @@ def test_a_pushed_branch_is_built_with_nobody_asking_and_the_next_launch_builds_
     hub = watching(hubs, backend, repo, interval=5)
     wait_until(lambda: image_exists(docker_client, image_of(repo, head(repo))), timeout=180,
                what="the watched branch's prebuild at the hub's start")
+    no_build_containers(docker_client, hub)
     second = repo.commit({"marker.txt": "second\n"})
     pushed = time.monotonic()
     with ContainerWatcher(docker_client, hub.build_instance) as watcher:
@@ -64,6 +73,7 @@ def test_a_pushed_branch_is_built_with_nobody_asking_and_the_next_launch_builds_
                    what="the pushed commit's image")
     assert [(row["ref"], row["commit"]) for row in watched_rows(hub)] == [("main", second)]
 
+    no_build_containers(docker_client, hub)
     with ContainerWatcher(docker_client, hub.build_instance) as watcher:
         response, events = hub.spawn_and_follow("ann", {"repo": repo.url, "ref": "main"})
         assert response.status_code in (201, 202) and events[-1].get("ready"), events[-3:]
@@ -79,6 +89,7 @@ def test_a_signed_webhook_starts_the_build_at_once_a_wrong_one_nothing_and_a_flo
     wait_until(lambda: image_exists(docker_client, image_of(repo, head(repo))), timeout=180,
                what="the watched branch's prebuild at the hub's start")
     listings = int(watched_rows(hub)[0]["resolutions"])
+    no_build_containers(docker_client, hub)
     second = repo.commit({"marker.txt": "second\n"})
     body = {"ref": "refs/heads/main", "repository": {"clone_url": repo.url}}
     with ContainerWatcher(docker_client, hub.build_instance) as watcher:

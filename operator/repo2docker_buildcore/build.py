@@ -54,6 +54,9 @@ CLEANUP_FOR = 3600.0
 # Seconds between looks at a queued build's wait estimate: running builds that take longer
 # than expected push it back, and nothing else would say so. Written when it moved this much.
 ESTIMATE_REFRESH = 20.0
+# Seconds between looks at whether a build next in line may have its container made ahead now
+# (with claims: once this builder is alone, which it cannot tell in its first moments).
+PREPARE_RECHECK = 1.0
 # Clean-ups under way: a task nobody references may be collected before it runs.
 _cleanups: set[asyncio.Task] = set()
 
@@ -119,6 +122,7 @@ class BuildJob:
         # The container created ahead of the slot (or found so after a restart), not started.
         self.prepared: BuildContainer | None = None
         self._preparing: asyncio.Future | None = None
+        self._position: int | None = None  # in the queue, as last told
 
     async def run(self) -> BuildOutcome:
         try:
@@ -217,6 +221,7 @@ class BuildJob:
 
     async def _queue_and_start(self, command: list[str]) -> BuildContainer | str:
         def on_position(position: int) -> None:
+            self._position = position
             asyncio.ensure_future(self._publish_position(position))
             self._prepare_if_next(position, command)
 
@@ -224,12 +229,13 @@ class BuildJob:
                                      "estimatedStart": self._estimated_start(),
                                      "message": "Waiting for a free build slot."})
         self._notify(Phase.QUEUED, "waiting for a free build slot")
-        refresh = asyncio.ensure_future(self._refresh_estimate())
+        looks = [asyncio.ensure_future(self._refresh_estimate()), asyncio.ensure_future(self._prepare_later(command))]
         try:
             await self.queue.acquire(self.ref.uid, self.order, on_position, requester=self.requester,
                                      repo=self.spec.repo_url, hold=self.hold)
         finally:
-            refresh.cancel()
+            for look in looks:
+                look.cancel()
         await self._claim()
         if done := await self._already_built(retrying=False):
             await self._discard_prepared()
@@ -290,6 +296,13 @@ class BuildJob:
             message = "Waiting for a free build slot." if ahead == 0 else f"{ahead} build{'s' * (ahead != 1)} ahead of this one."
             await self.publisher.update({"queuePosition": position, "message": message,
                                          "estimatedStart": self._estimated_start()})
+
+    async def _prepare_later(self, command: list[str]) -> None:
+        """Next in line but not made ahead (another builder may have been alive): look again."""
+        while self.prepared is None and self._preparing is None and self.settings.prepare_next:
+            await asyncio.sleep(PREPARE_RECHECK)
+            if self._position is not None:
+                self._prepare_if_next(self._position, command)
 
     async def _refresh_estimate(self) -> None:
         while True:

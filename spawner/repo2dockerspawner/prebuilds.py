@@ -181,7 +181,11 @@ class Prebuilder:
             return
         state.error = ""
         for ref, commit in commits.items():
-            await self._build(repo, ref, commit, state.refs[ref], credential)
+            try:
+                await self._build(repo, ref, commit, state.refs[ref], credential)
+            except Exception as exc:  # noqa: BLE001 - the other refs go ahead; the builds page says why
+                state.refs[ref].error = f"could not start its build: {self.spawner.build_backend.describe_error(exc)}"
+                log.warning("prebuilds: %s %s: %s", repo.repo, ref, state.refs[ref].error)
 
     async def _build(self, repo: WatchedRepo, ref: str, commit: str | None, ref_state: RefState, credential) -> None:
         ref_state.resolved_at = time.time()

@@ -472,7 +472,10 @@ class Repo2DockerSpawner(DockerSpawner):
                                    credential=credential)
         spec = self.build_spec(request, commit)
         await self._check_build_limit(spec)
-        previous = await self.build_backend.previous_build(request.repo, request.ref, commit)
+        # What this commit replaces (recorded on a new build; offered while it builds): not
+        # looked up for a commit whose image is on the daemon already, the common launch.
+        previous = None if await self._image_on_daemon(spec.image) else \
+            await self.build_backend.previous_build(request.repo, request.ref, commit)
         replaces = previous.commit if previous else ""
         try:
             handle = await self.build_backend.ensure(spec, requested_by=self.user.name, credential=credential,
@@ -527,14 +530,17 @@ class Repo2DockerSpawner(DockerSpawner):
         raise bad_request(f"You already have {len(mine)} builds waiting or running: {listed}. Launch one of "
                           f"these, or try again once one has finished.", 429)
 
-    async def _image_available(self, image: str) -> bool:
-        """Whether DockerSpawner can start `image`: on its daemon, or in a registry to pull from
-        (images under a prefix that names one were pushed there)."""
+    async def _image_on_daemon(self, image: str) -> bool:
         try:
             await self.docker("inspect_image", image)
             return True
         except docker.errors.ImageNotFound:
-            return contract.prefix_names_registry(image)
+            return False
+
+    async def _image_available(self, image: str) -> bool:
+        """Whether DockerSpawner can start `image`: on its daemon, or in a registry to pull from
+        (images under a prefix that names one were pushed there)."""
+        return await self._image_on_daemon(image) or contract.prefix_names_registry(image)
 
     async def _wait_for_build(self, handle: BuildHandle) -> BuildStatus | None:
         """The build's last status, or None when the user chose the previous build instead."""
