@@ -249,3 +249,25 @@ def launch_as(hub, user: str, repo) -> list[dict]:
 
 def refused(result) -> bool:
     return result.returncode != 0 and "forbidden" in result.stderr.lower()
+
+
+@pytest.mark.e2e
+def test_the_hub_identity_may_say_who_asked_for_a_build_but_not_change_what_it_builds_or_its_outcome(
+        identities, kubectl, git_repos, testenv):
+    """Its `patch` is for a launch that joins a prebuild (the requested-by annotation): the
+    spec stays immutable and the status stays the operator's."""
+    repo = dockerfile_repo(git_repos, testenv["R2D_SINGLEUSER_IMAGE"])
+    hub, namespace = identities.as_("hub"), identities.namespace
+    spec = contract.BuildSpec(repo.url, "main", head(repo), contract.image_name(PREFIX, repo.url, head(repo)))
+    name = attack(hub, contract.build_manifest(spec, namespace, contract.PREBUILD_REQUESTER))
+    hub("annotate", "--overwrite", contract.PLURAL, name, "-n", namespace,
+        f"{contract.ANNOTATION_REQUESTED_BY}=carol")
+    annotations = kubectl.json("get", contract.PLURAL, name, "-n", namespace)["metadata"]["annotations"]
+    assert annotations[contract.ANNOTATION_REQUESTED_BY] == "carol"
+    other = contract.image_name(PREFIX, repo.url, "f" * 40)
+    spec_patch = hub.run("patch", contract.PLURAL, name, "-n", namespace, "--type=merge",
+                         "-p", json.dumps({"spec": {"commit": "f" * 40, "image": other}}), check=False)
+    assert spec_patch.returncode != 0 and "immutable" in spec_patch.stderr, spec_patch.stderr
+    status_patch = hub.run("patch", contract.PLURAL, name, "-n", namespace, "--type=merge", "--subresource=status",
+                           "-p", json.dumps({"status": {"phase": "Succeeded", "image": other}}), check=False)
+    assert status_patch.returncode != 0 and "forbidden" in status_patch.stderr.lower(), status_patch.stderr
