@@ -308,8 +308,7 @@ class BuildJob:
         while True:
             await asyncio.sleep(ESTIMATE_REFRESH)
             new, old = self._estimated_start(), self.publisher.current.get("estimatedStart")
-            moved = parse_iso(new) and parse_iso(old) and abs((parse_iso(new) - parse_iso(old)).total_seconds())
-            if self.publisher.phase == Phase.QUEUED and new != old and (moved is None or moved >= ESTIMATE_REFRESH):
+            if self.publisher.phase == Phase.QUEUED and new != old and _apart(new, old) >= ESTIMATE_REFRESH:
                 await self.publisher.update({"estimatedStart": new})
 
     def _estimated_start(self) -> str | None:
@@ -434,3 +433,9 @@ class BuildJob:
     @staticmethod
     def _human(seconds: float) -> str:
         return f"{int(seconds // 60)} min" if seconds >= 120 else f"{int(seconds)} s"
+
+
+def _apart(one: str | None, other: str | None) -> float:
+    """Seconds between two RFC 3339 times; infinite when either is missing (a change worth saying)."""
+    first, second = parse_iso(one), parse_iso(other)
+    return abs((first - second).total_seconds()) if first and second else float("inf")

@@ -388,9 +388,13 @@ def build_manifest(spec: BuildSpec, namespace: str, requested_by: str = "", repl
         "namespace": namespace,
         "labels": {LABEL_REPO_HASH: repo_hash(spec.repo_url), LABEL_COMMIT: spec.commit},
     }
-    annotations = {ANNOTATION_REQUESTED_BY: requested_by, ANNOTATION_REPLACES: validate_commit(replaces) if replaces else ""}
-    if any(annotations.values()):
-        metadata["annotations"] = {key: value for key, value in annotations.items() if value}
+    annotations = {}
+    if requested_by:
+        annotations[ANNOTATION_REQUESTED_BY] = requested_by
+    if replaces:
+        annotations[ANNOTATION_REPLACES] = validate_commit(replaces)
+    if annotations:
+        metadata["annotations"] = annotations
     return {"apiVersion": API_VERSION, "kind": KIND, "metadata": metadata, "spec": spec.to_spec()}
 
 

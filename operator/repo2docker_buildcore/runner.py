@@ -309,7 +309,7 @@ class BuildRunner:
         """Start the build container: the `prepared` one, else one created now (`prepare`).
         One that is running already (a concurrent start) is returned as it is."""
         container = prepared or await self.prepare(ref, spec, command, credential)
-        if container.status != "created":
+        if not container.prepared:  # a concurrent start won: it runs already
             return container
         try:
             handle = await self.api.call((await self._client()).containers.get, container.id)

@@ -128,12 +128,6 @@ class Prebuilder:
             log.info("prebuilds: watching %s every %.0f s",
                      ", ".join(f"{r.repo} ({', '.join(r.refs)})" for r in self.watched.values()), self.interval)
 
-    async def stop(self) -> None:
-        tasks = [t for t in [self._poller, *self._running.values()] if t is not None]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
     async def _poll(self) -> None:
         while True:
             for repo in self.watched.values():
@@ -195,15 +189,8 @@ class Prebuilder:
         ref_state.error = ""
         if commit == ref_state.commit:
             return  # asked for already (a broken commit is not retried here: a launch retries it)
-        spawner, backend = self.spawner, self.spawner.build_backend
-        spec = spawner.build_spec(RepoRequest(repo.repo, ref), commit)
-        previous = await backend.previous_build(repo.repo, ref, commit)
-        handle = await backend.ensure(spec, requested_by=PREBUILD_REQUESTER, credential=credential,
-                                      replaces=previous.commit if previous else "")
-        if handle.current().phase == Phase.SUCCEEDED and not await spawner._image_available(spec.image):
-            handle = await backend.ensure(spec, requested_by=PREBUILD_REQUESTER, credential=credential, image_gone=True)
-        phase = handle.current().phase
-        if commit != ref_state.commit:
-            log.info("prebuilds: %s %s is at %s: build %s/%s (%s)", repo.repo, ref, commit[:12], handle.namespace,
-                     handle.name, phase.value.lower())
+        spec = self.spawner.build_spec(RepoRequest(repo.repo, ref), commit)
+        handle, _previous = await self.spawner.ensure_build(spec, PREBUILD_REQUESTER, credential)
+        log.info("prebuilds: %s %s is at %s: build %s/%s (%s)", repo.repo, ref, commit[:12], handle.namespace,
+                 handle.name, handle.current().phase.value.lower())
         ref_state.commit, ref_state.handle = commit, handle

@@ -472,21 +472,8 @@ class Repo2DockerSpawner(DockerSpawner):
                                    credential=credential)
         spec = self.build_spec(request, commit)
         await self._check_build_limit(spec)
-        # What this commit replaces (recorded on a new build; offered while it builds): not
-        # looked up for a commit whose image is on the daemon already, the common launch.
-        previous = None if await self._image_on_daemon(spec.image) else \
-            await self.build_backend.previous_build(request.repo, request.ref, commit)
-        replaces = previous.commit if previous else ""
         try:
-            handle = await self.build_backend.ensure(spec, requested_by=self.user.name, credential=credential,
-                                                     replaces=replaces)
-            if handle.current().phase == Phase.SUCCEEDED and not await self._image_available(spec.image):
-                # The build's record outlived its image (garbage-collected, or removed by hand
-                # on the daemon): build it again rather than fail the server's start.
-                self.log.info("%s: image %s of build %s is gone; building it again", self._log_name,
-                              spec.image, handle.name)
-                handle = await self.build_backend.ensure(spec, requested_by=self.user.name, image_gone=True,
-                                                         credential=credential, replaces=replaces)
+            handle, previous = await self.ensure_build(spec, self.user.name, credential)
         except ForeignBuild as exc:  # the backend logged it for the admin
             raise conflict(str(exc)) from None
         except Exception as exc:
@@ -510,6 +497,25 @@ class Repo2DockerSpawner(DockerSpawner):
                        f"'Start the previous version now' above, or previous_ok.") if self._previous else ""
             raise BuildFailed(f"The image build {status.phase.value.lower()}: {status.message or 'no details'}{instead}")
         return spec.image  # the image this hub derived, never a name read back from a status
+
+    async def ensure_build(self, spec: BuildSpec, requested_by: str,
+                           credential: GitCredential | None) -> tuple[BuildHandle, BuildRecord | None]:
+        """The build of `spec` (started, joined or done), as a launch and a prebuild ask for it,
+        and the previous build of its repository and ref: what it replaces (recorded on a new
+        build) and may be offered while it builds. The previous one is not looked up for a
+        commit whose image is on the daemon already, the common launch."""
+        backend = self.build_backend
+        previous = None if await self._image_on_daemon(spec.image) else \
+            await backend.previous_build(spec.repo_url, spec.ref, spec.commit)
+        replaces = previous.commit if previous else ""
+        handle = await backend.ensure(spec, requested_by=requested_by, credential=credential, replaces=replaces)
+        if handle.current().phase == Phase.SUCCEEDED and not await self._image_available(spec.image):
+            # The build's record outlived its image (garbage-collected, or removed by hand on
+            # the daemon): build it again rather than fail the server's start.
+            self.log.info("image %s of build %s is gone; building it again", spec.image, handle.name)
+            handle = await backend.ensure(spec, requested_by=requested_by, image_gone=True, credential=credential,
+                                          replaces=replaces)
+        return handle, previous
 
     def _start_previous(self, why: str) -> str:
         previous = self._previous

@@ -65,7 +65,7 @@ class WebhookHandler(web.RequestHandler):
     def check_xsrf_cookie(self) -> None:
         """Forges sign the body; they have no cookie, so no XSRF token either."""
 
-    def _refuse(self, status: int, message: str) -> None:
+    def _answer(self, status: int, message: str) -> None:
         self.set_status(status)
         self.finish({"status": status, "message": message})
 
@@ -73,28 +73,28 @@ class WebhookHandler(web.RequestHandler):
         try:
             spawner = hub_spawner(self.settings)
         except web.HTTPError:
-            return self._refuse(404, "Webhooks need Repo2DockerSpawner as the hub's spawner.")
+            return self._answer(404, "Webhooks need Repo2DockerSpawner as the hub's spawner.")
         prebuilder = self.settings.get(PREBUILDER)
         if prebuilder is None or not prebuilder.watched:
-            return self._refuse(404, "This hub watches no repositories (Repo2DockerSpawner.prebuild_repos).")
+            return self._answer(404, "This hub watches no repositories (Repo2DockerSpawner.prebuild_repos).")
         if not verified(self.request.headers, self.request.body, spawner.webhook_secret):
             log.warning("webhook from %s refused: missing or wrong signature", self.request.remote_ip)
-            return self._refuse(401, "The delivery's signature (or GitLab token) does not match webhook_secret.")
+            return self._answer(401, "The delivery's signature (or GitLab token) does not match webhook_secret.")
         event = event_of(self.request.headers)
         if event in ("ping", "Ping Hook", "System Hook"):
-            return self._refuse(200, "pong")
+            return self._answer(200, "pong")
         if event not in PUSH_EVENTS:
-            return self._refuse(202, f"{event or 'This event'} is not a push; nothing to do.")
+            return self._answer(202, f"{event or 'This event'} is not a push; nothing to do.")
         try:
             payload = json.loads(self.request.body or b"{}")
         except ValueError:
-            return self._refuse(400, "The body is not JSON.")
+            return self._answer(400, "The body is not JSON.")
         watched = next((w for w in map(prebuilder.find, repository_urls(payload)) if w is not None), None)
         if watched is None:
-            return self._refuse(404, "The pushed repository is not one this hub watches.")
+            return self._answer(404, "The pushed repository is not one this hub watches.")
         prebuilder.trigger(watched)
         log.info("webhook: push to %s; resolving its refs", watched.repo)
-        self._refuse(202, f"Resolving {watched.repo}.")
+        self._answer(202, f"Resolving {watched.repo}.")
 
 
 HANDLERS = [(r"/repo2docker/webhook", WebhookHandler)]
