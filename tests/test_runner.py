@@ -15,9 +15,10 @@ import pytest
 from repo2docker_buildcore import contract
 from repo2docker_buildcore.contract import BuildSpec
 from repo2docker_buildcore.docker_api import RegistryError, RegistryUnavailable, RunnerError
-from repo2docker_buildcore.runner import BuildRef, BuildRunner, RunnerConfig
+from repo2docker_buildcore.runner import BuildRef, BuildRunner, RunnerConfig, build_environment
 from support.builds import dockerfile_repo, head
 from support.env import both_repo2docker_versions
+from support.operator import offline_build_env
 from support.operator import free_port
 from support.registry import login_config, registry_tags
 
@@ -28,8 +29,11 @@ pytestmark = pytest.mark.integration
 def runner_config(testenv, tmp_path):
     docker_config = tmp_path / "config.json"
     docker_config.write_text(json.dumps({"auths": {"registry.example.org": {"auth": "dXNlcjpwYXNz"}}}))
+    # Offline, as the hub's and operator's builds are: without it repo2docker fails at once
+    # fetching the Dataverse list, and a test reading the running container would race its exit.
     return RunnerConfig(build_image=testenv["R2D_BUILD_IMAGE"], instance=f"t{uuid.uuid4().hex[:8]}",
-                        push=True, docker_config=str(docker_config))
+                        push=True, docker_config=str(docker_config),
+                        environment=build_environment(offline_build_env(testenv)))
 
 
 async def test_start_labels_the_container_copies_push_credentials_and_never_starts_twice(
