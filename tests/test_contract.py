@@ -67,9 +67,35 @@ def test_bad_repo_urls_are_refused(url):
         contract.validate_repo_url(url)
 
 
-@pytest.mark.parametrize("url", ["https://github.com/a/b", "http://172.17.0.1:18080/r.git", "git://h/r", "ssh://git@h:22/r.git"])
-def test_good_repo_urls_pass(url):
-    assert contract.validate_repo_url(url) == url
+@pytest.mark.parametrize("url", [
+    # The first pass's attack: git resolves dot-segments before it sends the request, the
+    # hub's pattern match and names did not ('trusted-x/../other' fetched 'other').
+    "http://172.30.0.1:8080/trusted-x/../other.git", "http://172.30.0.1:8080/trusted-x/./../other.git",
+    "https://h/a/./b", "https://h/a/..", "https://h/.", "https://h//a", "https://h/a//b",
+    "https://h/trusted-x/%2e%2e/other", "https://h/trusted-x/%2E./other", "https://h/a%2fb", "https://h/a%2Fb",
+    "https://h/a%5cb", "https://h/a\\b", "https://h/a%00b", "https://h/a%0ab", "https://h/a%7f", "https://h/a%zz",
+    "https://h/a\tb", "https://user@h/a", "ssh://git:pw@h/r", "https://h./a", "https://h..x/a", "https://h/a#frag",
+])
+def test_every_second_spelling_of_a_path_is_refused(url):
+    with pytest.raises(InvalidBuildRequest):
+        contract.validate_repo_url(url)
+    # ... by the CRD's own pattern too, so the operator's API server refuses the resource.
+    assert not re.fullmatch(contract.URL_PATTERN, url)
+
+
+@pytest.mark.parametrize("url, canonical", [
+    ("https://github.com/a/b", "https://github.com/a/b"),
+    ("http://172.17.0.1:18080/r.git", "http://172.17.0.1:18080/r.git"),
+    ("git://h/r", "git://h/r"),
+    ("ssh://git@h:22/r.git", "ssh://git@h/r.git"),
+    ("HTTPS://GitHub.COM:443/Org/Repo.git/", "https://github.com/Org/Repo.git"),
+    ("https://h/%61b%c3%a9", "https://h/ab%C3%A9"),
+    ("https://h/a...b/...", "https://h/a...b/..."),
+])
+def test_good_repo_urls_pass_in_one_canonical_spelling(url, canonical):
+    assert contract.validate_repo_url(url) == canonical
+    assert re.fullmatch(contract.URL_PATTERN, canonical)
+    assert contract.build_name(url, SHA) == contract.build_name(canonical, SHA)
 
 
 @pytest.mark.parametrize("ref", ["", "-n", "--upload-pack=x", "/abs", "a..b", "a b", "x;rm", "a.lock", "ref/", "$(x)", "x" * 300,

@@ -33,7 +33,7 @@ def test_folders_are_named_after_the_repository_with_a_distinct_second_choice():
     name, other = folder_names(URL)
     assert name == "Intro-2026" and other.startswith("Intro-2026-") and len(other) == len(name) + 9
     assert folder_names("https://git.example.org/course/intro-2026")[1] != folder_names("https://other.org/x/Intro-2026")[1]
-    assert folder_names("https://h/a/..")[0] == "repository"
+    assert folder_names("https://h")[0] == "repository"
 
 
 def test_image_paths_follow_repo2dockers_environment_then_the_working_directory():

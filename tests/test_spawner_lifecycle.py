@@ -62,12 +62,12 @@ def spawner(monkeypatch):
     async def docker_stop(self, now=False):
         pass
 
-    async def resolve(repo, ref, policy, limits, credential=None):
-        return SHA
+    async def resolve(repo, ref, policy, limits, credentials, git="git"):
+        return SHA, credentials
 
     monkeypatch.setattr(DockerSpawner, "start", docker_start)
     monkeypatch.setattr(DockerSpawner, "stop", docker_stop)
-    monkeypatch.setattr("repo2dockerspawner.spawner.resolve_ref", resolve)
+    monkeypatch.setattr("repo2dockerspawner.spawner.resolve_launch_ref", resolve)
     shared.clear()
     ScriptedBackend.build, ScriptedBackend.specs, ScriptedBackend.image_gone = ScriptedBuild(), [], []
     ScriptedBackend.replacement = ScriptedBuild()

@@ -11,6 +11,7 @@ from traitlets.config import Config
 
 from repo2docker_buildcore.contract import BuildStatus, Phase
 from repo2dockerspawner import Repo2DockerSpawner
+from repo2docker_buildcore.repourl import parse as parse_url
 from repo2dockerspawner.options import RepoPolicy, RepoRequest, parse_options
 from repo2dockerspawner.refs import pick_commit
 from repo2dockerspawner.spawner import LinkOpensForm, progress_events
@@ -30,9 +31,9 @@ POLICY = RepoPolicy(schemes=("https",), hosts=("github.com", "*.example.org"))
 
 
 @pytest.mark.parametrize("raw, expected", [
-    ({"repo": ["https://github.com/a/b"], "ref": ["v1"]}, RepoRequest("https://github.com/a/b", "v1")),  # form/query
-    ({"repo": "https://github.com/a/b"}, RepoRequest("https://github.com/a/b", "HEAD")),  # REST, default ref
-    ({"repo": "  https://git.example.org/x  ", "ref": " main "}, RepoRequest("https://git.example.org/x", "main")),
+    ({"repo": ["https://github.com/a/b"], "ref": ["v1"]}, RepoRequest(parse_url("https://github.com/a/b"), "v1")),  # form/query
+    ({"repo": "https://github.com/a/b"}, RepoRequest(parse_url("https://github.com/a/b"), "HEAD")),  # REST, default ref
+    ({"repo": "  https://git.example.org/x  ", "ref": " main "}, RepoRequest(parse_url("https://git.example.org/x"), "main")),
     ({}, None), ({"repo": [""]}, None), (None, None),  # no repo: the default image
 ])
 def test_valid_options(raw, expected):
@@ -100,10 +101,10 @@ def test_a_refused_form_comes_back_with_what_was_typed_and_the_message_next_to_i
 async def test_a_ref_refused_at_start_comes_back_on_the_form_but_not_on_a_later_one(monkeypatch):
     from repo2dockerspawner.options import bad_request
 
-    async def resolve(repo, ref, policy, limits, credential=None):
+    async def resolve(repo, ref, policy, limits, credentials, git="git"):
         raise bad_request(f"The ref {ref!r} was not found in {repo}.")
 
-    monkeypatch.setattr("repo2dockerspawner.spawner.resolve_ref", resolve)
+    monkeypatch.setattr("repo2dockerspawner.spawner.resolve_launch_ref", resolve)
     spawner = make_spawner(allowed_repo_hosts=["github.com"])
     spawner.user_options = {"repo": "https://github.com/a/b", "ref": "no-such-branch"}
     with pytest.raises(web.HTTPError):
@@ -117,7 +118,7 @@ async def test_a_ref_refused_at_start_comes_back_on_the_form_but_not_on_a_later_
 
 
 def test_form_and_query_share_validation():
-    spawner = make_spawner(allowed_repo_hosts=["github.com"], autolaunch_repos=["https://github.com/*"])
+    spawner = make_spawner(allowed_repo_hosts=["github.com"], autolaunch_repos=["https://github.com/**"])
     assert spawner.run_options_from_form({"repo": ["https://github.com/a/b"], "ref": ["v1"]}) == {
         "repo": "https://github.com/a/b", "ref": "v1"}
     assert spawner.options_from_query({"repo": ["https://github.com/a/b"]}) == {"repo": "https://github.com/a/b", "ref": "HEAD"}
@@ -278,10 +279,10 @@ def test_backend_class_selects_any_build_backend_and_is_shared_per_configuration
 
 def test_build_spec_takes_the_backends_resources():
     spawner = make_spawner({"LocalBackend": {"memory_limit": "1Gi", "cpu_limit": 1.5}})
-    spec = spawner.build_spec(RepoRequest("https://github.com/a/b", "main"), "a" * 40)
+    spec = spawner.build_spec(RepoRequest(parse_url("https://github.com/a/b"), "main"), "a" * 40)
     assert (spec.memory_limit, spec.cpu_limit) == (2**30, 1.5)
     kube = make_spawner({"LocalBackend": {"memory_limit": "1Gi"}}, backend="kubernetes")
-    assert kube.build_spec(RepoRequest("https://github.com/a/b", "main"), "a" * 40).memory_limit is None
+    assert kube.build_spec(RepoRequest(parse_url("https://github.com/a/b"), "main"), "a" * 40).memory_limit is None
 
 
 def test_a_link_only_fills_in_the_form():
@@ -307,11 +308,12 @@ def test_a_link_only_fills_in_the_form():
 @pytest.mark.parametrize("url, launches", [
     ("https://github.com/course/lecture-1", True), ("https://GitHub.com/course/lecture-1.git/", True),
     ("https://github.com/course-fork/lecture-1", False), ("https://github.com/other/x", False),
+    ("https://github.com/course/lecture-1/other", False),  # '*' never crosses a '/'
 ])
-def test_autolaunch_repos_match_the_normalised_url(url, launches):
+def test_autolaunch_repos_match_the_canonical_url_segment_by_segment(url, launches):
     spawner = make_spawner(allowed_repo_hosts=["github.com"], autolaunch_repos=["https://github.com/course/*"])
     if launches:
-        assert spawner.options_from_query({"repo": [url], "ref": ["main"]})["repo"] == url
+        assert spawner.options_from_query({"repo": [url], "ref": ["main"]})["repo"] == parse_url(url).url
     else:
         with pytest.raises(LinkOpensForm):
             spawner.options_from_query({"repo": [url], "ref": ["main"]})
@@ -352,7 +354,7 @@ def test_a_volume_on_the_home_builds_the_repository_beside_it_and_names_the_imag
     from repo2docker_buildcore import contract
     from traitlets import TraitError
 
-    sha, request = "a" * 40, RepoRequest("https://github.com/a/b", "main")
+    sha, request = "a" * 40, RepoRequest(parse_url("https://github.com/a/b"), "main")
     plain = make_spawner().build_spec(request, sha)
     assert (plain.repo_dir, plain.image) == ("", contract.image_name("r2d-", request.repo, sha))
     home = make_spawner(volumes={"jupyterhub-user-{username}": "/home/jovyan"}).build_spec(request, sha)

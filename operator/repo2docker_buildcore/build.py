@@ -32,7 +32,7 @@ from typing import Awaitable, Callable
 
 from .backoff import Backoff, retry
 from .contract import BuildSpec, Phase, registry_of
-from .gitcredentials import GitCredential
+from .gitcredentials import CloneCredentials
 from .livelog import readable_lines
 from .logtail import BuildOutput, LogTail
 from .queue import BuildQueue
@@ -101,7 +101,7 @@ class BuildJob:
     recorded_start: str | None = None
     on_phase: Callable[[Phase, str], None] | None = None
     # For a private repository: what git in the build container clones with (never logged).
-    credential: GitCredential | None = field(default=None, repr=False)
+    credential: CloneCredentials | None = field(default=None, repr=False)
     # With several builders: claims the build once a slot is free here, returning the builder
     # that holds it afterwards (this one's name, `me`, when the claim won).
     claim: Callable[[], Awaitable[str | None]] | None = None

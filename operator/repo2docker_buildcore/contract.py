@@ -13,7 +13,8 @@ import hashlib
 import re
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from . import repourl
+from .errors import InvalidBuildRequest  # noqa: F401 - part of the contract's interface
 
 GROUP = "repo2dockerspawner.jupyter.org"
 VERSION = "v1alpha1"
@@ -80,11 +81,11 @@ TERMINAL_PHASES = frozenset({Phase.SUCCEEDED, Phase.FAILED, Phase.CANCELLED})
 
 # Validation limits, mirrored by the CRD's OpenAPI schema (server side) and enforced again
 # here because the operator must never pass an unvalidated value to Docker.
-MAX_URL_LENGTH = 2048
+MAX_URL_LENGTH = repourl.MAX_URL_LENGTH
 MAX_REF_LENGTH = 255
 MAX_IMAGE_LENGTH = 255
-ALLOWED_URL_SCHEMES = ("https", "http", "git", "ssh")
-URL_PATTERN = r"^(https?|git|ssh)://[A-Za-z0-9]([A-Za-z0-9._~:@\[\]-]*)(/[A-Za-z0-9._~%!$&'()*+,;=:@/-]*)?$"
+ALLOWED_URL_SCHEMES = repourl.SCHEMES
+URL_PATTERN = repourl.URL_PATTERN
 SHA_PATTERN = r"^[0-9a-f]{40}$"
 # Git ref names (git-check-ref-format, simplified and stricter): no spaces, no control chars,
 # no shell or option syntax; may not start with '-' or '/'.
@@ -101,7 +102,6 @@ QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?([KMGT]i?|[kmgt])?$"
 MAX_REPO_DIR_LENGTH = 255
 REPO_DIR_PATTERN = r"^(/[A-Za-z0-9_][A-Za-z0-9._-]*)+$"
 
-_URL_RE = re.compile(URL_PATTERN)
 _SHA_RE = re.compile(SHA_PATTERN)
 _REF_RE = re.compile(REF_PATTERN)
 _IMAGE_RE = re.compile(IMAGE_PATTERN)
@@ -116,42 +116,16 @@ def is_dns_label(name: str) -> bool:
     return len(name) <= 253 and bool(_DNS_NAME_RE.fullmatch(name))
 
 
-class InvalidBuildRequest(ValueError):
-    """A value a user supplied cannot be built; the message is meant for that user."""
-
-
 def validate_repo_url(url: str) -> str:
-    if not isinstance(url, str) or not url:
-        raise InvalidBuildRequest("a repository URL is required")
-    if len(url) > MAX_URL_LENGTH:
-        raise InvalidBuildRequest(f"the repository URL is longer than {MAX_URL_LENGTH} characters")
-    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
-    if scheme not in ALLOWED_URL_SCHEMES:
-        raise InvalidBuildRequest(
-            f"the repository URL must start with one of {', '.join(s + '://' for s in ALLOWED_URL_SCHEMES)}"
-        )
-    if not _URL_RE.fullmatch(url):
-        raise InvalidBuildRequest("the repository URL contains characters that are not allowed")
-    netloc = url.split("://", 1)[1].split("/", 1)[0]
-    if "@" in netloc and scheme != "ssh":
-        # Credentials in a URL would end up in resources, image labels and logs for all to read.
-        raise InvalidBuildRequest("the repository URL must not contain credentials")
-    url_host(url)
-    return url
+    """The canonical spelling of a repository URL (repourl.py), or a refusal."""
+    return repourl.canonical(url)
 
 
 def url_host(url: str) -> tuple[str, int | None]:
-    """The host (lower case, IPv6 without brackets) and port of a URL, or a refusal for one
-    Python's own parser rejects ('https://github.com]/x', a port out of range): every later
-    reader of the URL (allow-lists, git, the operator) must see the same host."""
-    try:
-        parts = urlsplit(url)
-        host, port = parts.hostname, parts.port
-    except ValueError:
-        raise InvalidBuildRequest("the repository URL is not a valid URL (check its host and port)") from None
-    if not host:
-        raise InvalidBuildRequest("the repository URL names no host")
-    return host.lower(), port
+    """The host (lower case, IPv6 without brackets) and port (None: the scheme's default) of
+    a repository URL, or a refusal: every reader of the URL sees the same host."""
+    parsed = repourl.parse(url)
+    return parsed.host, parsed.port
 
 
 def validate_ref(ref: str) -> str:
@@ -235,16 +209,9 @@ def parse_quantity(value: str | int | float | None) -> int | None:
 
 
 def normalize_repo_url(url: str) -> str:
-    """The form of a URL used for naming: same repo, same name.
-
-    Scheme and host are case-insensitive; a trailing slash or '.git' does not change the
-    repository on any forge we know of. The path keeps its case (not every host folds it).
-    """
-    parts = urlsplit(url.strip())
-    path = parts.path.rstrip("/")
-    if path.endswith(".git"):
-        path = path[: -len(".git")]
-    return urlunsplit((parts.scheme.lower(), parts.netloc.lower(), path, parts.query, ""))
+    """The form of a URL used for naming: same repository, same name (`RepoUrl.key`: the
+    canonical URL without a trailing '.git')."""
+    return repourl.repo_key(url)
 
 
 def repo_hash(url: str) -> str:
@@ -259,8 +226,7 @@ def _shape(repo_dir: str) -> str:
 
 def _slug(url: str, max_len: int) -> str:
     """A readable, DNS-safe fragment from the repo's last path components ('org-repo')."""
-    path = urlsplit(normalize_repo_url(url)).path
-    words = [w for w in path.split("/") if w][-2:] or ["repo"]
+    words = list(repourl.parse(url).key_segments[-2:]) or ["repo"]
     slug = re.sub(r"[^a-z0-9]+", "-", "-".join(words).lower()).strip("-")
     return (slug[:max_len].rstrip("-")) or "repo"
 

@@ -3,15 +3,27 @@
 A token is a secret of the hub (or of one user), and a build runs a stranger's code. So a
 token never travels in a URL, a command line, a resource, a label, a log line or a
 container's environment (all of which others can read, `docker inspect` included). git gets
-it from a credential helper scoped to the repository's host:
+it from a credential helper scoped by git's own URL matching:
 
 * the hub's own lookups (`git ls-remote`) run a helper that prints it from the environment of
   that one git process;
-* a build container gets a git-credential-store file, written into the container before it
-  starts (like the registry's Docker config), and an environment that only names the file.
+* a build container gets git-credential-store files, written into the container before it
+  starts (like the registry's Docker config), and an environment that only names them.
 
-The file holds an entry for the one host the build clones from: a submodule or redirect to
-another host never receives it.
+Two scopes (`CloneCredentials`), because a build clones more than one repository (its
+submodules) and the two kinds of credential are for different readers:
+
+* a user's own token opens *the launched repository only*: it is configured for that URL with
+  `credential.useHttpPath`, so a submodule (or LFS store, or redirect) on another path of the
+  same host is fetched without it. Otherwise a public repository with a private submodule of
+  the launching user's would be built with that user's files, and served to everyone;
+* the hub's (or operator's) credential for the host opens every repository of that host:
+  the admin decided that every user may read what the hub reads, submodules included.
+
+Table patterns are `repourl` patterns: a bare host pattern ('git.example.org') covers https
+repositories of that host; plain http only when the admin writes the scheme
+('http://git.internal'), and a catch-all ('*', '*.*') is refused: a token for every host is a
+token for whoever runs a server.
 
 A user's own token reaches a build on the cluster in a Secret of the build's namespace,
 named after the build and owned by its resource (the API server deletes it with the
@@ -21,7 +33,6 @@ resource); see `secret_manifest` and `from_secret`.
 from __future__ import annotations
 
 import base64
-import fnmatch
 import io
 import json
 import os
@@ -30,13 +41,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
-from . import contract
+from . import contract, repourl
+from .repourl import RepoPattern, RepoUrl
 
-# In build containers: where the store file goes, and the git configuration naming it.
+# In build containers: where the store files go. One per scope (see CloneCredentials).
 STORE_DIR = "/r2d-git"
-STORE_FILE = f"{STORE_DIR}/credentials"
+REPO_STORE = f"{STORE_DIR}/repository"
+HOST_STORE = f"{STORE_DIR}/host"
 
 
 @dataclass(frozen=True)
@@ -53,29 +66,58 @@ class GitCredential:
                 raise ValueError(f"a repository credential's {name} must be one line of text")
 
 
-def origin(url: str) -> str:
-    """scheme://host[:port] of a repository URL: what a credential is scoped to."""
-    parts = urlsplit(url)
-    host, port = contract.url_host(url)
-    return f"{parts.scheme.lower()}://{host}" + (f":{port}" if port else "")
+@dataclass(frozen=True)
+class CloneCredentials:
+    """What one build may authenticate with, by scope: `repository` for the launched URL
+    only (a user's own token), `host` for every repository of its origin (the hub's)."""
+
+    repository: GitCredential | None = None
+    host: GitCredential | None = None
+
+    def __bool__(self) -> bool:
+        return self.repository is not None or self.host is not None
 
 
-def host_matches(url: str, pattern: str) -> bool:
-    """Whether the URL's host matches a host pattern (fnmatch, like allowed_repo_hosts)."""
-    return fnmatch.fnmatchcase(contract.url_host(url)[0], pattern.lower())
+def _url(url: str | RepoUrl) -> RepoUrl:
+    return url if isinstance(url, RepoUrl) else repourl.parse(url)
 
 
-def match(url: str, table: Iterable[tuple[str, GitCredential]]) -> GitCredential | None:
-    """The credential of the first host pattern that matches the URL's host, else None."""
-    return next((cred for pattern, cred in table if host_matches(url, pattern)), None)
+def origin(url: str | RepoUrl) -> str:
+    """scheme://host[:port] of a repository URL: what a host-wide credential is scoped to."""
+    return _url(url).origin
+
+
+def credential_pattern(text: str, what: str) -> RepoPattern:
+    """A table key as a pattern, refusing the ones that would send a token to any host."""
+    try:
+        pattern = repourl.parse_pattern(text, default_scheme="https")
+    except ValueError as exc:
+        raise ValueError(f"{what}: {exc}") from None
+    if pattern.scheme not in ("https", "http") or not repourl.names_hosts(pattern.host):
+        raise ValueError(f"{what}[{text!r}]: credentials need a host pattern that names hosts "
+                         f"('git.example.org', '*.example.org'), with https (or http://, said explicitly); "
+                         f"a catch-all would send the token to whoever runs a server")
+    return pattern
+
+
+def host_matches(url: str | RepoUrl, pattern: str) -> bool:
+    """Whether a credential pattern ('github.com', 'http://git.internal/org/*') covers the URL."""
+    return repourl.parse_pattern(pattern, default_scheme="https").matches(_url(url))
+
+
+def match(url: str | RepoUrl, table: Iterable[tuple[str, GitCredential]]) -> GitCredential | None:
+    """The credential of the first pattern that covers the URL, else None."""
+    parsed = _url(url)
+    return next((cred for pattern, cred in table if host_matches(parsed, pattern)), None)
 
 
 def load_table(entries: Mapping[str, Mapping[str, Any]], what: str) -> list[tuple[str, GitCredential]]:
-    """{host pattern: {"username": …, and "token", "token_env" or "token_file"}} as
+    """{pattern: {"username": …, and "token", "token_env" or "token_file"}} as
     (pattern, credential) pairs. Tokens named by a variable or file are read now: callers
     load the table at each use, so a rotated token is used from the next build on."""
     table = []
     for pattern, entry in entries.items():
+        credential_pattern(str(pattern), what)
         if not isinstance(entry, Mapping) or not entry.get("username"):
             raise ValueError(f"{what}[{pattern!r}] needs a username and one of token, token_env, token_file")
         sources = [key for key in ("token", "token_env", "token_file") if entry.get(key)]
@@ -98,41 +140,76 @@ def load_file(path: str, what: str) -> list[tuple[str, GitCredential]]:
     return load_table(json.loads(Path(path).read_text()), what)
 
 
-def store_line(url: str, credential: GitCredential) -> str:
-    """One git-credential-store entry for the URL's origin."""
-    parts = urlsplit(origin(url))
-    return (f"{parts.scheme}://{quote(credential.username, safe='')}:{quote(credential.token, safe='')}"
-            f"@{parts.netloc}\n")
+def _userinfo(credential: GitCredential) -> str:
+    return f"{quote(credential.username, safe='')}:{quote(credential.token, safe='')}"
 
 
-def store_archive(url: str, credential: GitCredential) -> bytes:
-    """A tar holding STORE_DIR/credentials (0600) for put_archive at '/'."""
-    data = store_line(url, credential).encode()
+def store_files(url: str | RepoUrl, credentials: CloneCredentials) -> dict[str, str]:
+    """{path in the container: git-credential-store content}: the repository's entry carries
+    its path (matched exactly, with useHttpPath), the host's none (any path of the origin)."""
+    parsed = _url(url)
+    files = {}
+    if credentials.repository is not None:
+        host = parsed.origin.split("://", 1)[1]
+        files[REPO_STORE] = f"{parsed.scheme}://{_userinfo(credentials.repository)}@{host}{parsed.path}\n"
+    if credentials.host is not None:
+        scheme, host = parsed.origin.split("://", 1)
+        files[HOST_STORE] = f"{scheme}://{_userinfo(credentials.host)}@{host}\n"
+    return files
+
+
+def store_archive(url: str | RepoUrl, credentials: CloneCredentials) -> bytes:
+    """A tar holding the store files (0600, in a 0700 STORE_DIR) for put_archive at '/'."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
         directory = tarfile.TarInfo(STORE_DIR.lstrip("/"))
         directory.type, directory.mode, directory.mtime = tarfile.DIRTYPE, 0o700, int(time.time())
         tar.addfile(directory)
-        entry = tarfile.TarInfo(STORE_FILE.lstrip("/"))
-        entry.size, entry.mode, entry.mtime = len(data), 0o600, int(time.time())
-        tar.addfile(entry, io.BytesIO(data))
+        for path, text in store_files(url, credentials).items():
+            data = text.encode()
+            entry = tarfile.TarInfo(path.lstrip("/"))
+            entry.size, entry.mode, entry.mtime = len(data), 0o600, int(time.time())
+            tar.addfile(entry, io.BytesIO(data))
     return buffer.getvalue()
 
 
-def store_environment(url: str) -> dict[str, str]:
-    """A build container's environment naming the store file, for the URL's origin only."""
-    return {"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": f"credential.{origin(url)}.helper",
-            "GIT_CONFIG_VALUE_0": f"store --file={STORE_FILE}"}
+def _git_config(pairs: list[tuple[str, str]]) -> dict[str, str]:
+    env = {"GIT_CONFIG_COUNT": str(len(pairs))}
+    for index, (key, value) in enumerate(pairs):
+        env[f"GIT_CONFIG_KEY_{index}"], env[f"GIT_CONFIG_VALUE_{index}"] = key, value
+    return env
+
+
+def scoped_helpers(url: str | RepoUrl, repository_helper: str | None, host_helper: str | None) -> list[tuple[str, str]]:
+    """git configuration for the two scopes. git tries helpers in configuration order, so the
+    repository's comes first; `credential.<URL>.*` applies to that URL's path and below only,
+    and useHttpPath makes the store match the path exactly (no submodule under it)."""
+    parsed = _url(url)
+    pairs = []
+    if repository_helper:
+        pairs += [(f"credential.{parsed.url}.helper", repository_helper),
+                  (f"credential.{parsed.url}.useHttpPath", "true")]
+    if host_helper:
+        pairs.append((f"credential.{parsed.origin}.helper", host_helper))
+    return pairs
+
+
+def store_environment(url: str | RepoUrl, credentials: CloneCredentials) -> dict[str, str]:
+    """A build container's environment naming the store files (never a token)."""
+    return _git_config(scoped_helpers(
+        url, f"store --file={REPO_STORE}" if credentials.repository else None,
+        f"store --file={HOST_STORE}" if credentials.host else None))
 
 
 # The hub's own git: a helper that answers `get` from two variables of that git's environment.
 ENV_HELPER = '!f() { test "$1" = get && printf "username=%s\\npassword=%s\\n" "$R2D_GIT_USERNAME" "$R2D_GIT_TOKEN"; }; f'
 
 
-def helper_environment(url: str, credential: GitCredential) -> dict[str, str]:
-    """Environment for one git process of the hub that may use `credential` for `url`'s origin."""
-    return {"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": f"credential.{origin(url)}.helper",
-            "GIT_CONFIG_VALUE_0": ENV_HELPER, "R2D_GIT_USERNAME": credential.username,
+def helper_environment(url: str | RepoUrl, credential: GitCredential) -> dict[str, str]:
+    """Environment for one git process of the hub that may use `credential` for `url`: a
+    user's own for that repository only, the hub's for its origin."""
+    helper = [ENV_HELPER, None] if credential.personal else [None, ENV_HELPER]
+    return {**_git_config(scoped_helpers(url, *helper)), "R2D_GIT_USERNAME": credential.username,
             "R2D_GIT_TOKEN": credential.token}
 
 

@@ -27,7 +27,7 @@ from . import contract
 from .contract import BuildSpec
 from .daemon_images import ImageStore
 from .docker_api import DockerAPI, RunnerError
-from .gitcredentials import GitCredential, store_archive, store_environment
+from .gitcredentials import CloneCredentials, store_archive, store_environment
 from .versions import Repo2DockerVersion, UnsupportedSetting, check_supported
 
 log = logging.getLogger(__name__)
@@ -264,7 +264,7 @@ class BuildRunner:
         return [_describe(c) for c in found]
 
     async def prepare(self, ref: BuildRef, spec: BuildSpec, command: list[str] | None = None,
-                      credential: GitCredential | None = None) -> BuildContainer:
+                      credential: CloneCredentials | None = None) -> BuildContainer:
         """Create the build container without starting it, so that a freed slot only has to
         start it (Docker's create, with the archives copied in, is most of a hand-off). With
         a `credential`, git in the container clones with it: a store file written in before
@@ -281,7 +281,7 @@ class BuildRunner:
             labels=container_labels(self.config, ref, spec),
             volumes=volumes,
             environment={**dict(self.config.environment),
-                         **(store_environment(spec.repo_url) if credential else {})},
+                         **(store_environment(spec.repo_url, credential) if credential else {})},
         )
         if spec.memory_limit:
             kwargs["mem_limit"] = spec.memory_limit
@@ -292,7 +292,7 @@ class BuildRunner:
             if self.config.push and self.config.docker_config:
                 archive = docker_config_tar(Path(self.config.docker_config).read_bytes())
                 await self.api.call(container.put_archive, "/root", archive)
-            if credential is not None:
+            if credential:
                 await self.api.call(container.put_archive, "/", store_archive(spec.repo_url, credential))
         except docker.errors.ImageNotFound as exc:
             raise RunnerError(f"the build image {kwargs['image']} is not available on the Docker daemon") from exc
@@ -305,7 +305,7 @@ class BuildRunner:
         return _describe(container)
 
     async def start(self, ref: BuildRef, spec: BuildSpec, command: list[str] | None = None,
-                    credential: GitCredential | None = None, prepared: BuildContainer | None = None) -> BuildContainer:
+                    credential: CloneCredentials | None = None, prepared: BuildContainer | None = None) -> BuildContainer:
         """Start the build container: the `prepared` one, else one created now (`prepare`).
         One that is running already (a concurrent start) is returned as it is."""
         container = prepared or await self.prepare(ref, spec, command, credential)

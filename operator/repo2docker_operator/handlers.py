@@ -28,7 +28,7 @@ from repo2docker_buildcore.backoff import Backoff, retry
 from repo2docker_buildcore.build import BuildJob, BuildOutcome, ClaimLost
 from repo2docker_buildcore.contract import BuildSpec, BuildStatus, InvalidBuildRequest, Phase
 from repo2docker_buildcore.docker_api import RunnerError
-from repo2docker_buildcore.gitcredentials import GitCredential, load_file, match
+from repo2docker_buildcore.gitcredentials import CloneCredentials, GitCredential, load_file, match
 from repo2docker_buildcore.resources import UNFINISHED_SELECTOR, OutdatedCRD
 from repo2docker_buildcore.runner import BuildContainer, BuildRef
 from repo2docker_buildcore.status import StatusPublisher, now_iso
@@ -310,11 +310,15 @@ class MissingCredential(Exception):
 
 
 async def _credential(state: OperatorState, spec: BuildSpec, namespace: str, name: str, uid: str,
-                      logger: logging.Logger) -> GitCredential | None:
-    """The credential the clone uses: the one the hub handed to this build in its own
-    Secret (a user's token), else the operator's for the repository's host."""
-    if spec.user_credentials:
-        return await _handed_over(state, namespace, name, uid)
+                      logger: logging.Logger) -> CloneCredentials:
+    """What the clone uses: the user's token the hub handed to this build in its own Secret
+    (for the repository only), and the operator's for the repository's host (submodules
+    there too)."""
+    repository = await _handed_over(state, namespace, name, uid) if spec.user_credentials else None
+    return CloneCredentials(repository=repository, host=_own_credential(state, spec, logger))
+
+
+def _own_credential(state: OperatorState, spec: BuildSpec, logger: logging.Logger) -> GitCredential | None:
     if not state.config.git_credentials:
         return None
     # Read now: a rotated Secret is used from the next build on. An unreadable file is

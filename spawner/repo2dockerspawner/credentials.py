@@ -4,8 +4,10 @@ The hub's credentials (`repo_credentials`, `repo_credentials_file`) are for ever
 user may launch what they can read. A user's own token (from their authenticator's
 `auth_state`) is theirs alone, and is sent only to hosts the admin names for it
 (`user_credentials_hosts`): a link to a repository on another host must never collect it.
-Where a user has their own, it is the one used, so a user whose token cannot read a private
-repository is refused even where the hub's could.
+Where a user has their own, it is the one the hub's lookup uses, so a user whose token cannot
+read a private repository is refused even where the hub's could. A build gets the user's own
+token only for a private repository, and for that repository's URL only (gitcredentials.py):
+a public repository is looked up without it first and built without it.
 """
 
 from __future__ import annotations
@@ -13,7 +15,10 @@ from __future__ import annotations
 import inspect
 from typing import Any, Awaitable, Callable, Mapping, Union
 
-from repo2docker_buildcore.gitcredentials import GitCredential, host_matches, load_file, load_table, match
+from repo2docker_buildcore.gitcredentials import (
+    CloneCredentials, GitCredential, credential_pattern, host_matches, load_file, load_table, match,
+)
+from repo2docker_buildcore.repourl import RepoUrl
 
 # A key path into auth_state ("access_token", "oauth.token"), or a callable of auth_state
 # returning {"username": …, "token": …} or None (it may be async).
@@ -53,12 +58,19 @@ def hub_table(entries: Mapping[str, Mapping[str, Any]], path: str) -> list[tuple
     return table
 
 
-async def credential_for(url: str, *, hub: list[tuple[str, GitCredential]],
+def check_user_hosts(patterns: list[str]) -> list[str]:
+    """`user_credentials_hosts`, refusing patterns that would send a user's token anywhere."""
+    for pattern in patterns:
+        credential_pattern(pattern, "Repo2DockerSpawner.user_credentials_hosts")
+    return patterns
+
+
+async def credential_for(url: str | RepoUrl, *, hub: list[tuple[str, GitCredential]],
                          user: Callable[[], Awaitable[GitCredential | None]] | None,
-                         user_hosts: list[str]) -> GitCredential | None:
-    """The user's own credential for a host named for it, else the hub's, else None."""
+                         user_hosts: list[str]) -> CloneCredentials:
+    """The user's own credential (for this repository) where a pattern of `user_hosts` covers
+    it, and the hub's for its host."""
+    own = None
     if user is not None and any(host_matches(url, pattern) for pattern in user_hosts):
         own = await user()
-        if own is not None:
-            return own
-    return match(url, hub)
+    return CloneCredentials(repository=own, host=match(url, hub))

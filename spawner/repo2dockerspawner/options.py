@@ -11,19 +11,25 @@ from __future__ import annotations
 import fnmatch
 from dataclasses import dataclass
 from typing import Any, Mapping
-from urllib.parse import urlsplit
 
 from tornado import web
 
-from repo2docker_buildcore import contract
+from repo2docker_buildcore import contract, repourl
 from repo2docker_buildcore.contract import InvalidBuildRequest
-
+from repo2docker_buildcore.repourl import RepoUrl
 
 
 @dataclass(frozen=True)
 class RepoRequest:
-    repo: str
+    """A launch's repository (parsed once: repourl.py) and ref."""
+
+    url: RepoUrl
     ref: str
+
+    @property
+    def repo(self) -> str:
+        """The canonical URL: what git, names, resources and every later check are given."""
+        return self.url.url
 
     def as_user_options(self) -> dict[str, str]:
         return {"repo": self.repo, "ref": self.ref}
@@ -33,25 +39,26 @@ class RepoRequest:
 class RepoPolicy:
     """This hub's allow-lists. Host patterns are fnmatch-style ('github.com', '*.example.org').
 
-    A host matched by a pattern other than the catch-all ('*') is one the admin *named*: it
-    may be on an internal network. Hosts admitted only by '*' must be public (``hosts.py``)."""
+    A host matched by a pattern that names hosts (no wildcard, or a literal domain after the
+    last: `repourl.names_hosts`) is one the admin *named*: it may be on an internal network.
+    Hosts admitted only by catch-alls ('*', '*.*', '?*', '*.org') must be public (``hosts.py``)."""
 
     schemes: tuple[str, ...] = ("https",)
     hosts: tuple[str, ...] = ("*",)
     default_ref: str = "HEAD"
 
-    def check(self, url: str) -> None:
-        if urlsplit(url).scheme.lower() not in self.schemes:
+    def check(self, url: RepoUrl) -> None:
+        if url.scheme not in self.schemes:
             raise InvalidBuildRequest(
                 f"repositories must be given as {' or '.join(s + '://' for s in self.schemes)} URLs on this hub"
             )
-        host, _port = contract.url_host(url)
-        if not any(fnmatch.fnmatchcase(host, pattern.lower()) for pattern in self.hosts):
-            raise InvalidBuildRequest(f"repositories from {host} are not allowed on this hub")
+        if not any(fnmatch.fnmatchcase(url.host, pattern.lower()) for pattern in self.hosts):
+            raise InvalidBuildRequest(f"repositories from {url.host} are not allowed on this hub")
 
     def names(self, host: str) -> bool:
-        """Whether an admin named this host (a pattern other than '*' matches it)."""
-        return any(pattern.strip("*") and fnmatch.fnmatchcase(host.lower(), pattern.lower()) for pattern in self.hosts)
+        """Whether an admin named this host (a pattern that is not a catch-all matches it)."""
+        return any(repourl.names_hosts(pattern) and fnmatch.fnmatchcase(host.lower(), pattern.lower())
+                   for pattern in self.hosts)
 
 
 def bad_request(message: str, status: int = 400) -> web.HTTPError:
@@ -89,10 +96,10 @@ def parse_options(raw: Mapping[str, Any] | None, policy: RepoPolicy) -> RepoRequ
             raise bad_request("A ref was given without a repository URL.")
         return None
     try:
-        contract.validate_repo_url(repo)
-        policy.check(repo)
+        url = repourl.parse(repo)
+        policy.check(url)
         contract.validate_ref(ref or policy.default_ref)
     except InvalidBuildRequest as exc:
         raise bad_request(str(exc)[:1].upper() + str(exc)[1:] + ".") from None
-    return RepoRequest(repo=repo, ref=ref or policy.default_ref)
+    return RepoRequest(url=url, ref=ref or policy.default_ref)
 

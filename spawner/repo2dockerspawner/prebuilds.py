@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 from tornado import web
 
-from repo2docker_buildcore import contract
+from repo2docker_buildcore import contract, repourl
 from repo2docker_buildcore.contract import PREBUILD_REQUESTER, Phase
 
 from .credentials import credential_for, hub_table
@@ -168,7 +168,7 @@ class Prebuilder:
         state.resolutions += 1
         try:
             commits = await resolve_refs(repo.repo, repo.refs, spawner.policy,
-                                         LookupLimits(timeout=spawner.ref_resolve_timeout), credential=credential)
+                                         LookupLimits(timeout=spawner.ref_resolve_timeout), credential=credential.host)
         except web.HTTPError as exc:
             state.error = getattr(exc, "jupyterhub_message", None) or str(exc)
             log.warning("prebuilds: %s", state.error)
@@ -189,7 +189,7 @@ class Prebuilder:
         ref_state.error = ""
         if commit == ref_state.commit:
             return  # asked for already (a broken commit is not retried here: a launch retries it)
-        spec = self.spawner.build_spec(RepoRequest(repo.repo, ref), commit)
+        spec = self.spawner.build_spec(RepoRequest(repourl.parse(repo.repo), ref), commit)
         handle, _previous = await self.spawner.ensure_build(spec, PREBUILD_REQUESTER, credential)
         log.info("prebuilds: %s %s is at %s: build %s/%s (%s)", repo.repo, ref, commit[:12], handle.namespace,
                  handle.name, handle.current().phase.value.lower())

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from repo2docker_buildcore.contract import InvalidBuildRequest
-from repo2docker_buildcore.gitcredentials import GitCredential, helper_environment
+from repo2docker_buildcore.gitcredentials import CloneCredentials, GitCredential, helper_environment
 
 from .hosts import contact_addresses, curl_resolve
 from .options import RepoPolicy, bad_request
@@ -64,6 +64,7 @@ def pick_commit(listing: str, ref: str) -> str | None:
 
 TOO_MANY_REFS = "lists more refs than this hub reads"
 REFUSED = "refused access"
+NOT_FOUND = "was not found"
 # git's stderr, classified into what the user is told (first match wins). Never shown as is:
 # it names internal addresses and ports, which is what an attacker would compare.
 _FAILURES = (
@@ -72,7 +73,7 @@ _FAILURES = (
     (re.compile(r"could not read (Username|Password)|Authentication failed|returned error: 40[13]"
                 r"|Permission denied|terminal prompts disabled", re.I), REFUSED),
     (re.compile(r"repository .* not found|returned error: 404|does not appear to be a git repository"
-                r"|Repository not found|not found", re.I), "was not found"),
+                r"|Repository not found|not found", re.I), NOT_FOUND),
     (re.compile(r"Could not resolve|Failed to connect|Couldn't connect|Connection refused|Connection reset"
                 r"|No route to host|Network is unreachable|unable to connect|SSL|TLS|certificate|gnutls"
                 r"|handshake|Empty reply|Recv failure|Send failure", re.I), "could not be reached"),
@@ -105,17 +106,40 @@ def failure_message(repo: str, phrase: str, credential: GitCredential | None) ->
 
 
 async def resolve_ref(repo: str, ref: str, policy: RepoPolicy, limits: LookupLimits = LookupLimits(),
-                      git: str = "git", credential: GitCredential | None = None) -> str:
+                      git: str = "git", credential: GitCredential | None = None, probe: bool = False) -> str:
     """The full commit SHA for `ref` in `repo` (both already validated and allow-listed), read
-    with `credential` if given, or an HTTPError(400) with a message for the user."""
+    with `credential` if given, or an HTTPError(400) with a message for the user (with
+    `probe`, NeedsCredential where the repository refused an anonymous lookup)."""
     given_sha = FULL_SHA.fullmatch(ref) is not None
-    listing = await list_refs(repo, ("HEAD",) if given_sha else (ref,), policy, limits, git, credential)
+    listing = await list_refs(repo, ("HEAD",) if given_sha else (ref,), policy, limits, git, credential, probe)
     if given_sha:
         return ref  # the repository could be read with these credentials
     commit = pick_commit(listing, ref)
     if commit is None:
         raise bad_request(f"The ref {ref!r} was not found in {repo} (try a branch, a tag or a full commit SHA).")
     return commit
+
+
+class NeedsCredential(Exception):
+    """An anonymous lookup was refused (or told 'not found', as forges say of private ones)."""
+
+
+async def resolve_launch_ref(repo: str, ref: str, policy: RepoPolicy, limits: LookupLimits,
+                             credentials: CloneCredentials, git: str = "git") -> tuple[str, CloneCredentials]:
+    """The commit for a launch, and what its build may clone with.
+
+    With a user's own token, the repository is asked without it first: a public one is built
+    without it (no token in a build that needs none, no Secret on the cluster), and only a
+    refusal makes the token go out, for that repository alone. Otherwise the hub's
+    credential for the host (if any) is used, as it is for everybody."""
+    own = credentials.repository
+    if own is None:
+        return await resolve_ref(repo, ref, policy, limits, git, credentials.host), credentials
+    try:
+        commit = await resolve_ref(repo, ref, policy, limits, git, None, probe=True)
+        return commit, CloneCredentials(repository=None, host=credentials.host)
+    except NeedsCredential:
+        return await resolve_ref(repo, ref, policy, limits, git, own), credentials
 
 
 async def resolve_refs(repo: str, refs: tuple[str, ...], policy: RepoPolicy, limits: LookupLimits = LookupLimits(),
@@ -126,7 +150,7 @@ async def resolve_refs(repo: str, refs: tuple[str, ...], policy: RepoPolicy, lim
 
 
 async def list_refs(repo: str, refs: tuple[str, ...], policy: RepoPolicy, limits: LookupLimits,
-                    git: str = "git", credential: GitCredential | None = None) -> str:
+                    git: str = "git", credential: GitCredential | None = None, probe: bool = False) -> str:
     """One `ls-remote`-style listing of the refs that may name any of `refs`, or an
     HTTPError(400) with a message for the user."""
     try:
@@ -141,6 +165,8 @@ async def list_refs(repo: str, refs: tuple[str, ...], policy: RepoPolicy, limits
         log.warning("listing the refs of %s: no answer within %s s; stopped", repo, limits.timeout)
         raise bad_request(f"The repository {repo} did not answer within {limits.timeout:.0f} s.") from None
     except LookupFailed as exc:
+        if probe and exc.phrase in (REFUSED, NOT_FOUND):
+            raise NeedsCredential() from None
         raise bad_request(failure_message(repo, exc.phrase, credential)) from None
 
 

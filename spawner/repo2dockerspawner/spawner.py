@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import fnmatch
 import html
 import inspect
 import logging
@@ -27,22 +26,23 @@ from traitlets import (
 from tornado import web
 from traitlets.config import Config
 
-from repo2docker_buildcore import contract
+from repo2docker_buildcore import contract, repourl
 from repo2docker_buildcore.contract import BuildSpec, BuildStatus, Phase
-from repo2docker_buildcore.gitcredentials import GitCredential
+from repo2docker_buildcore.gitcredentials import CloneCredentials, GitCredential
+from repo2docker_buildcore.repourl import RepoUrl
 from repo2docker_buildcore.status import parse_iso
 
 from .backends import BuildBackend, BuildHandle, BuildRecord, ForeignBuild
 from .backends.shared import shared_backend
 from .backends.traits import RENAMED, current_names
-from .credentials import credential_for, from_auth_state, hub_table
+from .credentials import check_user_hosts, credential_for, from_auth_state, hub_table
 from .homes import (
     VOLUME_IN_HELPER, CopyPlan, OwnerFix, default_repo_dir, landing_url, owner_fix, plan_copy, server_mounts,
 )
 from .options import RepoPolicy, RepoRequest, bad_request, conflict, first_value, parse_options
 from .prebuilds import WatchedRepo, watched_repos
 from .previous import asks_for_previous, offer_event
-from .refs import LookupLimits, resolve_ref
+from .refs import LookupLimits, resolve_launch_ref
 
 # Seconds a refused request's message waits for the form JupyterHub renders right after it.
 REFUSAL_SHOWN_FOR = 60.0
@@ -152,13 +152,18 @@ class Repo2DockerSpawner(DockerSpawner):
     )
     allowed_repo_hosts = List(
         Unicode(), default_value=["*"], config=True,
-        help="Host patterns users may build from, fnmatch style: ['github.com', '*.gitlab.example.org'].",
+        help="""Host patterns users may build from, fnmatch style: ['github.com', '*.gitlab.example.org'].
+        A pattern that names hosts (no wildcard, or a literal domain after the last one) also
+        admits hosts on private networks; catch-alls ('*', '*.*', '?*', '*.org') admit only
+        hosts whose every address is public.""",
     )
     autolaunch_repos = List(
         Unicode(), default_value=[], config=True,
         help="""Repositories that a link (/hub/spawn?repo=…&ref=…) launches at once, as on Binder:
-        fnmatch patterns on the normalised URL (lower-case scheme and host, no trailing '.git'
-        or '/'), e.g. ['https://github.com/my-course/*']. Any other link only fills in the form,
+        patterns of whole URLs, e.g. ['https://github.com/my-course/*'], matched on the
+        canonical URL (lower-case scheme and host, no trailing '.git' or '/') segment by
+        segment: '*' and '?' never cross a '/', a whole segment '**' matches any number of
+        segments, and URLs with '.', '..' or empty segments are refused before any match. Any other link only fills in the form,
         and the user's click on Start launches it: a link can come from anyone, and launching
         runs the repository's code as the user, with their files.""",
     )
@@ -174,12 +179,14 @@ class Repo2DockerSpawner(DockerSpawner):
     default_ref = Unicode("HEAD", config=True, help="The ref built when the user gives none.")
     repo_credentials = Dict(
         config=True,
-        help="""Credentials for private repositories, for every user of this hub: host pattern
-        (fnmatch, as allowed_repo_hosts) → {"username": …, and one of "token", "token_env" (a
-        variable of the hub's environment), "token_file"}. Used by the hub's ref lookups and
-        by the embedded backend's builds, through a git credential helper (never in a URL,
-        the build resource, labels, logs or `docker inspect`). The operator has its own:
-        the chart's build.gitCredentials.""",
+        help="""Credentials for private repositories, for every user of this hub: pattern →
+        {"username": …, and one of "token", "token_env" (a variable of the hub's environment),
+        "token_file"}. A pattern is a host pattern ('git.example.org', '*.example.org': https
+        repositories of those hosts, submodules included) or a URL pattern
+        ('http://git.internal/org/*': plain http only when written so); a catch-all ('*',
+        '*.*') is refused. Used by the hub's ref lookups and by the embedded backend's builds,
+        through a git credential helper (never in a URL, the build resource, labels, logs or
+        `docker inspect`). The operator has its own: the chart's build.gitCredentials.""",
     )
     repo_credentials_file = Unicode(
         "", config=True, help="A JSON file of the same shape as repo_credentials (e.g. a mounted Secret), read at each launch.",
@@ -192,9 +199,20 @@ class Repo2DockerSpawner(DockerSpawner):
     )
     user_credentials_hosts = List(
         Unicode(), config=True,
-        help="""Hosts (fnmatch patterns) that users' own tokens are for, e.g. ['github.com']: a
-        token is never sent to any other host, whatever URL a user (or a link) gives.""",
+        help="""Where users' own tokens are for: host patterns, e.g. ['github.com'] (https
+        repositories of that host), or URL patterns ('https://git.example.org/course/*'; plain
+        http only when written so). A catch-all ('*') is refused. A token is never sent
+        elsewhere, whatever URL a user (or a link) gives; within those, it is sent only for
+        the launched repository (never for its submodules), and a build gets it only when the
+        repository refuses an anonymous lookup (a private one).""",
     )
+
+    @validate("user_credentials_hosts")
+    def _validate_user_hosts(self, proposal: Any) -> Any:
+        try:
+            return check_user_hosts(list(proposal["value"]))
+        except ValueError as exc:
+            raise TraitError(str(exc)) from None
     user_credentials_username = Unicode(
         "oauth2", config=True, help="The git username sent with a token from a key path (GitLab, GitHub and Gitea accept 'oauth2').",
     )
@@ -257,9 +275,10 @@ class Repo2DockerSpawner(DockerSpawner):
     @validate("autolaunch_repos")
     def _validate_autolaunch(self, proposal: Any) -> Any:
         for pattern in proposal["value"]:
-            if "://" not in pattern:
-                raise TraitError(f"Repo2DockerSpawner.autolaunch_repos: {pattern!r} must be a pattern of whole URLs, "
-                                 f"e.g. 'https://github.com/my-course/*'")
+            try:
+                repourl.parse_pattern(pattern)
+            except ValueError as exc:
+                raise TraitError(f"Repo2DockerSpawner.autolaunch_repos: {exc}") from None
         return proposal["value"]
 
     @validate("repo_credentials")
@@ -384,7 +403,7 @@ class Repo2DockerSpawner(DockerSpawner):
         except web.HTTPError as exc:
             self._remember_refusal({key: first_value(query_data.get(key)) for key in ("repo", "ref")}, exc)
             raise
-        if request and self.autolaunches(request.repo):
+        if request and self.autolaunches(request.url):
             return request.as_user_options()
         self._link = request.as_user_options() if request else None
         handler = getattr(self, "handler", None)  # JupyterHub's SpawnHandler, which logs what we raise
@@ -392,9 +411,10 @@ class Repo2DockerSpawner(DockerSpawner):
             handler.log.addFilter(_LINK_FORM_LOG)
         raise LinkOpensForm()
 
-    def autolaunches(self, repo: str) -> bool:
-        url = contract.normalize_repo_url(repo)
-        return any(fnmatch.fnmatchcase(url, pattern) for pattern in self.autolaunch_repos)
+    def autolaunches(self, url: RepoUrl) -> bool:
+        """Whether `autolaunch_repos` trusts this repository: matched on the parsed URL, segment by
+        segment, so no spelling of another repository's path ('trusted-x/../other') passes."""
+        return any(repourl.parse_pattern(pattern).matches(url) for pattern in self.autolaunch_repos)
 
     def repo_request(self) -> RepoRequest | None:
         """The validated request in user_options (REST options arrive here unvalidated)."""
@@ -446,9 +466,9 @@ class Repo2DockerSpawner(DockerSpawner):
             self._build_ready.set()  # progress() must never wait for a start that failed early
         return await super().start()
 
-    async def credential(self, repo: str) -> GitCredential | None:
-        """What this user reads `repo` with: their own token for a host named for it, else the
-        hub's credential for the host, else none (credentials.py)."""
+    async def credential(self, repo: str | RepoUrl) -> CloneCredentials:
+        """What this user reads `repo` with: their own token where user_credentials_hosts
+        covers it, and the hub's credential for the host (credentials.py)."""
         async def own() -> GitCredential | None:
             return await from_auth_state(await self.user.get_auth_state(), self.user_credentials_from_auth_state,
                                          self.user_credentials_username)
@@ -464,12 +484,12 @@ class Repo2DockerSpawner(DockerSpawner):
     async def build_for(self, request: RepoRequest) -> str:
         """Resolve, build (or join, or reuse) and return the image for `request`.
 
-        The ref is resolved with this user's credential on every launch, also for a commit
-        SHA, before any build is joined or image served: only a user who can read a private
-        repository gets its image."""
-        credential = await self.credential(request.repo)
-        commit = await resolve_ref(request.repo, request.ref, self.policy, LookupLimits(timeout=self.ref_resolve_timeout),
-                                   credential=credential)
+        The ref is resolved on every launch, also for a commit SHA, before any build is joined
+        or image served, with this user's credential where the repository needs one: only a
+        user who can read a private repository gets its image."""
+        commit, credential = await resolve_launch_ref(
+            request.repo, request.ref, self.policy, LookupLimits(timeout=self.ref_resolve_timeout),
+            await self.credential(request.url))
         spec = self.build_spec(request, commit)
         await self._check_build_limit(spec)
         try:
@@ -499,7 +519,7 @@ class Repo2DockerSpawner(DockerSpawner):
         return spec.image  # the image this hub derived, never a name read back from a status
 
     async def ensure_build(self, spec: BuildSpec, requested_by: str,
-                           credential: GitCredential | None) -> tuple[BuildHandle, BuildRecord | None]:
+                           credential: CloneCredentials | None) -> tuple[BuildHandle, BuildRecord | None]:
         """The build of `spec` (started, joined or done), as a launch and a prebuild ask for it,
         and the previous build of its repository and ref: what it replaces (recorded on a new
         build) and may be offered while it builds. The previous one is not looked up for a

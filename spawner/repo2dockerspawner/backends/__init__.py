@@ -22,7 +22,7 @@ from traitlets.config import LoggingConfigurable
 
 from repo2docker_buildcore import contract
 from repo2docker_buildcore.contract import BuildSpec, BuildStatus, Phase
-from repo2docker_buildcore.gitcredentials import GitCredential
+from repo2docker_buildcore.gitcredentials import CloneCredentials
 
 
 class BuildHandle(Protocol):
@@ -162,12 +162,12 @@ class BuildBackend(LoggingConfigurable):
         return {}
 
     async def ensure(self, spec: BuildSpec, requested_by: str = "", image_gone: bool = False,
-                     credential: GitCredential | None = None, replaces: str = "") -> BuildHandle:
+                     credential: CloneCredentials | None = None, replaces: str = "") -> BuildHandle:
         """Start the build for `spec`, or join the one that exists. With `image_gone` (the
         caller found a succeeded build's image missing) a succeeded build is replaced too.
         `replaces`: the commit the ref pointed to before, recorded on a build this call starts.
-        `credential` is what the launching user reads the repository with (private ones):
-        a build this call starts clones with it."""
+        `credential`: what a build this call starts clones with (a user's own token for the
+        repository only, where it is private; the hub's for its host)."""
         raise NotImplementedError
 
     def check_image_prefix(self, prefix: str) -> None:

@@ -21,7 +21,7 @@ from traitlets import Bool, Float, Unicode, default
 from repo2docker_buildcore import contract
 from repo2docker_buildcore.contract import BuildSpec, BuildStatus, Phase
 from repo2docker_buildcore import gitcredentials
-from repo2docker_buildcore.gitcredentials import GitCredential
+from repo2docker_buildcore.gitcredentials import CloneCredentials, GitCredential
 from repo2docker_buildcore.imageuse import store_from_setting
 from repo2docker_buildcore.livelog import LiveLog
 from repo2docker_buildcore.resources import BuildResources, BuildSecrets, api_client
@@ -239,11 +239,13 @@ class KubernetesBackend(BuildBackend):
         return f"{reason}" if reason else super().describe_error(exc)
 
     async def ensure(self, spec: BuildSpec, requested_by: str = "", image_gone: bool = False,
-                     credential: GitCredential | None = None, replaces: str = "") -> KubernetesBuild:
+                     credential: CloneCredentials | None = None, replaces: str = "") -> KubernetesBuild:
         # The operator clones with its own credentials (build.gitCredentials in the chart), and
-        # the hub's are for its lookups; a user's own token goes to the build this user creates.
+        # the hub's are for its lookups; a user's own token (for a private repository: the
+        # spawner hands none for a public one) goes to the build this user creates.
         resources, watcher = await self._connect()
-        handover = credential if credential is not None and credential.personal else None
+        own = credential.repository if credential is not None else None
+        handover = own if own is not None and own.personal else None
         if handover is not None:
             spec = dataclasses.replace(spec, user_credentials=True)
         manifest = contract.build_manifest(spec, self.namespace, requested_by, replaces)

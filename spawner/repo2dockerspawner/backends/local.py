@@ -28,7 +28,7 @@ from repo2docker_buildcore.build import BuildJob, BuildSettings
 from repo2docker_buildcore.collector import ImageCollector
 from repo2docker_buildcore.contract import PREBUILD_REQUESTER, BuildSpec, BuildStatus, Phase
 from repo2docker_buildcore.gcmetrics import GCMetrics
-from repo2docker_buildcore.gitcredentials import GitCredential
+from repo2docker_buildcore.gitcredentials import CloneCredentials
 from repo2docker_buildcore.imagegc import GCPolicy
 from repo2docker_buildcore.imageuse import FileStore, UseLedger
 from repo2docker_buildcore.queue import BuildQueue
@@ -305,7 +305,7 @@ class LocalBackend(BuildBackend):
         return {"memory_limit": contract.parse_quantity(self.memory_limit), "cpu_limit": self.cpu_limit}
 
     async def ensure(self, spec: BuildSpec, requested_by: str = "", image_gone: bool = False,
-                     credential: GitCredential | None = None, replaces: str = "") -> LocalBuild:
+                     credential: CloneCredentials | None = None, replaces: str = "") -> LocalBuild:
         name = spec.name
         await self._adopt_once()
         if self.collector is not None and not self.collector.started:
@@ -367,7 +367,7 @@ class LocalBackend(BuildBackend):
         self._adopted = True
 
     def _start(self, name: str, uid: str, spec: BuildSpec, order: tuple, requested_by: str = "",
-               credential: GitCredential | None = None) -> LocalBuild:
+               credential: CloneCredentials | None = None) -> LocalBuild:
         build = LocalBuild(name, uid, spec, requested_by)
         self.builds[name] = build
         job = BuildJob(
