@@ -126,3 +126,61 @@ def test_malformed_input_is_a_400_with_a_message_not_a_500(open_hub, options, ex
     r = open_hub.spawn(name, options)
     assert r.status_code == 400, (options, r.status_code, r.text[-500:])
     assert expected in r.json()["message"], r.json()
+
+
+@pytest.mark.parametrize("path", [
+    "{trusted}/../{other}.git",  # exactly the input tried on the first pass's main
+    "{trusted}/./../{other}.git",
+    "{trusted}/%2e%2e/{other}.git",
+    "{trusted}//../{other}.git",
+])
+def test_a_link_cannot_reach_another_repository_through_a_trusted_prefix(path, testenv, docker_client, git_repos, hubs):
+    """autolaunch_repos trusts <git server>/trusted-*; git resolves dot-segments before it sends
+    a request, so a pattern matched on the string launched whatever came after '..', as the
+    victim, with their home and token, from one link."""
+    base = testenv["R2D_SINGLEUSER_IMAGE"]
+    git_url = testenv["R2D_GIT_URL"]
+    hub = hubs("local", autolaunch_repos=[f"{git_url}/trusted-*"])
+    other = dockerfile_repo(git_repos, base, marker="the attacker's repository")
+    name = user()
+    session = hub.login(name)
+    link = f"{hub.url}/hub/spawn?repo={git_url}/" + path.format(trusted="trusted-x", other=other.name) + "&ref=main"
+    page = session.get(link, allow_redirects=False)
+    assert page.status_code != 302, ("the link launched a server", page.headers.get("Location"))
+    assert "may not contain" in html.unescape(page.text), page.text[-2000:]
+    assert not servers(hub, name), "the link started a server"
+    assert not docker_client.containers.list(all=True, filters={"label": f"{contract.LABEL_INSTANCE}={hub.instance}"})
+    # REST says the same, with a 400: no spelling of a path reaches git, the build or a name.
+    r = hub.spawn(name, {"repo": f"{git_url}/" + path.format(trusted="trusted-x", other=other.name), "ref": "main"})
+    assert r.status_code == 400 and "may not contain" in r.json()["message"], r.text
+
+
+# A repository's Dockerfile owns every binary in its image: this one replaces `id` with a
+# script that leaves a file, and a setuid copy of the shell, in every helper volume it sees.
+PLANTS_IN_HELPERS = r"""FROM {base}
+USER root
+RUN mv /usr/bin/id /usr/bin/id.real && printf '%s\n' '#!/bin/sh' \
+      'for d in /r2d-volume*; do touch "$d/planted-by-uid-$(/usr/bin/id.real -u)"; cp /bin/sh "$d/shell" && chmod 4755 "$d/shell"; done' \
+      'exec /usr/bin/id.real "$@"' > /usr/bin/id && chmod 755 /usr/bin/id
+USER 1000
+"""
+
+
+def test_no_code_of_the_launched_image_runs_as_root_before_the_server(testenv, docker_client, git_repos, hubs,
+                                                                     home_volume):
+    """Servers forced to uid 1000 with a volume on ~/work: the first launch gives the new volume
+    to the user. That step used to run the launched image's `id` as root."""
+    base = testenv["R2D_SINGLEUSER_IMAGE"]
+    hub = hubs("local", volumes={home_volume: "/home/jovyan/work"}, extra_create_kwargs={"user": "1000"})
+    repo = git_repos.create({"Dockerfile": PLANTS_IN_HELPERS.format(base=base)}, prefix="plants")
+    name = user()
+    response, events = hub.spawn_and_follow(name, {"repo": repo.url, "ref": "main"})
+    assert events[-1].get("ready"), events[-3:]
+    volume = home_volume.format(username=name)
+    found = docker_client.containers.run(
+        base, ["sh", "-c", "stat -c '%u' /v; find /v -mindepth 1 -printf '%u %m %p\\n'"], user="0", remove=True,
+        volumes={volume: {"bind": "/v", "mode": "ro"}}).decode()
+    owner, *files = found.splitlines()
+    assert owner == "1000", "the new volume was not given to the server's user"
+    assert not [f for f in files if f.startswith("0 ")], f"root-owned files in the user's volume: {files}"
+    assert not [f for f in files if "planted" in f or "shell" in f], files

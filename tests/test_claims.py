@@ -140,3 +140,14 @@ async def test_a_held_back_build_keeps_its_place_lets_the_next_one_by_and_starts
     queue.release("other")
     await asyncio.wait_for(held, 1)  # the hold ended: it starts without anyone releasing again
     assert got == ["other", "held"]
+
+
+def test_a_lease_speaks_for_the_builder_its_name_says_and_only_if_its_holder_agrees():
+    from repo2docker_operator.leases import builder_of, lease_name
+
+    assert builder_of(lease_name("r2d-node-2"), "r2d-node-2") == "r2d-node-2"
+    # A Lease of another name claiming to hold for node 2 would keep a lost node 'alive'.
+    assert builder_of("anything", "r2d-node-2") is None
+    assert builder_of(lease_name("fake"), "r2d-node-2") is None
+    assert builder_of(lease_name("r2d-node-2"), None) is None
+    assert builder_of(lease_name("Bad_Name"), "Bad_Name") is None

@@ -76,11 +76,44 @@ def test_new_volumes_inside_the_home_are_given_to_the_servers_user():
     from repo2dockerspawner.homes import owner_fix
 
     work, home = Mounted("vol-work", "/home/jovyan/work"), Mounted("vol-home", "/home/jovyan")
-    fix = owner_fix(DOCKERFILE, [work, home, Mounted("data", "/data")], None)
+    fix = owner_fix(DOCKERFILE, [work, home, Mounted("data", "/data")], 1000, 100)
     # Only the one strictly inside the home: Docker gives the home's own volume its owner.
-    assert fix.volumes == (work,) and fix.user == "jovyan"
+    assert fix.volumes == (work,) and fix.owner == "1000:100"
     assert fix.helper_binds() == {"vol-work": "/r2d-volume-0"}
-    assert fix.helper_command()[3:] == ["r2d-owner", "jovyan", "/r2d-volume-0"]
-    assert owner_fix(BUILDPACK, [work], "1001:100").user == "1001"  # the admin's user wins
-    assert owner_fix(DOCKERFILE, [work], "root") is None and owner_fix(DOCKERFILE, [home], None) is None
-    assert owner_fix(DOCKERFILE, [Mounted("ro", "/home/jovyan/shared", read_only=True)], None) is None
+    assert fix.helper_command()[3:] == ["r2d-owner", "1000:100", "/r2d-volume-0"]
+    # Nothing in the script is looked up on PATH: it runs as root, in whatever image.
+    script = fix.helper_command()[2]
+    assert "/bin/chown " in script and "/usr/bin/stat " in script and " id " not in script
+    assert owner_fix(DOCKERFILE, [work], 0, 0) is None and owner_fix(DOCKERFILE, [home], 1000, 100) is None
+    assert owner_fix(DOCKERFILE, [Mounted("ro", "/home/jovyan/shared", read_only=True)], 1000, 100) is None
+
+
+def test_helpers_obey_the_servers_policy_and_only_the_root_step_keeps_a_capability():
+    from repo2dockerspawner.helpers import ServerPolicy, host_config
+
+    policy = ServerPolicy(extra_host_config={"runtime": "runsc", "security_opt": ["seccomp=strict.json"],
+                                             "cap_add": ["NET_ADMIN"], "pids_limit": 10_000, "network_mode": "host",
+                                             "privileged": True},
+                          mem_limit="512M", cpu_limit=0.5, pids_limit=64)
+    copy = host_config(policy, {"vol": "/r2d-volume"}, privileged_step=False)
+    assert copy["runtime"] == "runsc" and copy["mem_limit"] == "512M" and copy["cpu_quota"] == 50_000
+    assert copy["network_mode"] == "none" and copy["pids_limit"] == 64 and copy["privileged"] is False
+    assert copy["security_opt"] == ["no-new-privileges", "seccomp=strict.json"]
+    assert copy["binds"] == {"vol": {"bind": "/r2d-volume", "mode": "rw"}}
+    owner = host_config(policy, {"vol": "/r2d-volume-0"}, privileged_step=True)
+    assert owner["cap_drop"] == ["ALL"] and owner["cap_add"] == ["CHOWN"] and owner["read_only"] is True
+    assert host_config(ServerPolicy(extra_host_config={"pids_limit": 16}), {}, False)["pids_limit"] == 16
+
+
+def test_the_servers_user_is_resolved_from_the_images_passwd_as_docker_does():
+    from repo2dockerspawner.helpers import UserIds, parse_passwd, resolve_user
+
+    passwd = parse_passwd("root:x:0:0:root:/root:/bin/bash\njovyan:x:1000:100::/home/jovyan:/bin/bash\n"
+                          "broken line\nevil:x:-1:0::/:/bin/sh\nnobody:x:65534:65534::/:/bin/false\n")
+    assert set(passwd) == {"root", "jovyan", "nobody"}
+    assert resolve_user("jovyan", passwd) == UserIds(1000, 100)
+    assert resolve_user("1000", passwd) == UserIds(1000, 100)  # a known uid: its group
+    assert resolve_user("4242", passwd) == UserIds(4242, 0)  # an unknown one: group 0, as Docker
+    assert resolve_user("1000:1000", {}) == UserIds(1000, 1000)
+    assert resolve_user("", passwd).root and resolve_user("root", passwd).root
+    assert resolve_user("nosuchuser", passwd) is None

@@ -4,6 +4,7 @@ signed push webhook), behind users' launches, and a launch afterwards that build
 from __future__ import annotations
 
 import hashlib
+import http.client
 import hmac
 import json
 import re
@@ -144,3 +145,28 @@ def test_prebuilds_wait_behind_users_launches_at_a_limit_of_one(testenv, docker_
     started = [watcher.names[c] for c in sorted(watcher.running_since, key=watcher.running_since.get)
                if watcher.names[c] in names]  # the first prebuild's container may still be ending
     assert started == names, started  # the later launch went before the earlier prebuild
+
+
+def test_the_webhook_tells_nothing_to_whoever_cannot_sign_and_reads_no_large_body(hubs):
+    """Whether a hub watches anything (and which repositories) was told before the signature
+    was checked; a body of any size was read into memory first."""
+    hub = hubs("local", webhook_secret=SECRET)  # a hub that watches nothing
+    body = {"ref": "refs/heads/main", "repository": {"clone_url": "http://git.example.org/a/b.git"}}
+    unsigned = deliver(hub, body, **{"X-GitHub-Event": "push"})
+    assert unsigned.status_code == 401 and "watch" not in unsigned.text, unsigned.text
+    assert github_push(hub, "http://git.example.org/a/b.git").status_code == 404  # signed: told
+    # 2 MB declared: refused from the headers alone, the body never sent.
+    host, port = hub.url.split("//", 1)[1].split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    conn.putrequest("POST", "/hub/repo2docker/webhook")
+    conn.putheader("Content-Type", "application/json")
+    conn.putheader("Content-Length", str(2 * 2**20))
+    conn.putheader("X-GitHub-Event", "push")
+    conn.endheaders()
+    answer = conn.getresponse()
+    assert answer.status == 413, (answer.status, answer.read()[:300])
+    conn.close()
+    # Sent in chunks, without a length: refused once it grows past the limit.
+    chunked = requests.post(f"{hub.url}/hub/repo2docker/webhook", data=iter([b"x" * 65536] * 20), timeout=30,
+                            headers={"X-GitHub-Event": "push"})
+    assert chunked.status_code == 413, chunked.text

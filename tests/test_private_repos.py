@@ -20,6 +20,7 @@ from repo2docker_buildcore.gitcredentials import GitCredential
 from repo2dockerspawner.options import RepoPolicy
 from repo2dockerspawner.refs import resolve_ref
 from support.builds import head
+from support.gitrepos import GitRepo, git
 from support.waiting import wait_until
 
 INTO_HOME = "FROM {base}\nRUN echo build-{token} && sleep {sleep}\nCOPY marker.txt /home/jovyan/marker.txt\n"
@@ -108,9 +109,9 @@ def test_hub_credentials_build_and_launch_a_private_repository_and_show_nowhere(
     token = tokens(testenv)["hub"]
     host = testenv["R2D_BRIDGE_IP"]
     credentials = tmp_path / "credentials.json"
-    credentials.write_text(json.dumps({host: {"username": "hub", "token": token}}))
+    credentials.write_text(json.dumps({f"http://{host}": {"username": "hub", "token": token}}))
     # The hub's from its environment, the operator's from a file (the chart mounts a Secret).
-    hub = hubs(backend, repo_credentials={host: {"username": "hub", "token_env": "R2D_TEST_GIT_TOKEN"}},
+    hub = hubs(backend, repo_credentials={f"http://{host}": {"username": "hub", "token_env": "R2D_TEST_GIT_TOKEN"}},
                process_env={"R2D_TEST_GIT_TOKEN": token}, operator_options={"git_credentials": str(credentials)})
     repo = private_repo(git_repos, testenv, "alice", "private course", sleep=4)
     name = f"p{uuid.uuid4().hex[:8]}"
@@ -154,7 +155,8 @@ c.Authenticator.enable_auth_state = True
 def auth_state_hub(hubs, backend: str, testenv, **options):
     """A hub whose users' own tokens are in their auth_state (alice's, bob's; carol has none)."""
     own = tokens(testenv)
-    hub = hubs(backend, user_credentials_from_auth_state="access_token", user_credentials_hosts=[testenv["R2D_BRIDGE_IP"]],
+    hub = hubs(backend, user_credentials_from_auth_state="access_token",
+               user_credentials_hosts=[f"http://{testenv['R2D_BRIDGE_IP']}"],
                process_env={"JUPYTERHUB_CRYPT_KEY": secrets.token_hex(32)},
                hub_config=AUTH_STATE_HUB.format(tokens={"alice": own["alice"], "bob": own["bob"]}).splitlines(),
                **options)
@@ -201,3 +203,58 @@ def test_only_users_who_can_read_a_private_repository_launch_its_image(hubs, bac
     r = hub.spawn("carol", {"repo": repo.url, "ref": "main"})
     assert r.status_code == 400 and "needs credentials" in r.json()["message"], r.text
     assert not hub.api("GET", "/users/bob").json()["servers"]
+
+
+def with_submodule(git_repos, testenv, submodule: GitRepo) -> GitRepo:
+    """A public repository whose submodule `sub` is `submodule` (a gitlink to its HEAD, as
+    `git submodule add` records it), built by a Dockerfile that copies the submodule's files."""
+    dockerfile = (f"FROM {testenv['R2D_SINGLEUSER_IMAGE']}\nCOPY marker.txt /home/jovyan/marker.txt\n"
+                  f"COPY sub/ /home/jovyan/sub/\n")
+    repo = git_repos.create({"Dockerfile": dockerfile, "marker.txt": "the public repository\n",
+                             ".gitmodules": f'[submodule "sub"]\n\tpath = sub\n\turl = {submodule.url}\n'},
+                            prefix="public-with-private-sub")
+    git(repo.work, "update-index", "--add", "--cacheinfo", f"160000,{head(submodule)},sub")
+    git(repo.work, "commit", "-q", "-m", "add the submodule")
+    repo.push()
+    return repo
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("backend", ["local", "kubernetes"])
+def test_a_users_token_opens_the_launched_repository_not_its_private_submodule(hubs, backend, testenv, git_repos,
+                                                                             docker_client, kubectl):
+    """A public repository whose submodule is Alice's private repository on the same host.
+    Alice's launch used to fetch the submodule with her token, and Bob, who cannot read it,
+    then launched the same public commit and got her files (the image is shared by commit)."""
+    secret = private_repo(git_repos, testenv, "alice", "alice's private submodule")
+    public = with_submodule(git_repos, testenv, secret)
+    image = contract.image_name("r2d-e2e-", public.url, head(public))
+    hub = auth_state_hub(hubs, backend, testenv)
+
+    response, events = hub.spawn_and_follow("alice", {"repo": public.url, "ref": "main"})
+    assert not events[-1].get("ready"), "the submodule was fetched with Alice's token"
+    told = events[-1].get("message", "") + response.text
+    assert "submodule" in told and "hub's credentials" in told, events[-3:]
+    if backend == "kubernetes":  # a public repository: no token handed to its build at all
+        namespace = hub.spawner_config["KubernetesBackend.namespace"]
+        build = kubectl.json("get", contract.PLURAL, contract.build_name(public.url, head(public)), "-n", namespace)
+        assert "userCredentials" not in build["spec"], build["spec"]
+    response, events = hub.spawn_and_follow("bob", {"repo": public.url, "ref": "main"})
+    assert not events[-1].get("ready"), events[-3:]
+    with pytest.raises(docker.errors.ImageNotFound):
+        docker_client.images.get(image)
+
+    # The hub's own credentials (every user may read what the hub reads): submodules too.
+    token = tokens(testenv)["hub"]
+    admin_hub = hubs(backend, repo_credentials={f"http://{testenv['R2D_BRIDGE_IP']}": {"username": "hub",
+                                                                                       "token": token}},
+                     operator_options={"git_credentials": _credentials_file(hub, token, testenv)})
+    response, events = admin_hub.spawn_and_follow("bob", {"repo": public.url, "ref": "main"})
+    assert events[-1].get("ready"), events[-3:]
+    assert admin_hub.user_file("bob", "sub/marker.txt") == "alice's private submodule\n"
+
+
+def _credentials_file(hub, token: str, testenv) -> str:
+    path = hub.workdir / "operator-git-credentials.json"
+    path.write_text(json.dumps({f"http://{testenv['R2D_BRIDGE_IP']}": {"username": "hub", "token": token}}))
+    return str(path)

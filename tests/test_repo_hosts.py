@@ -14,6 +14,10 @@ DNS = {
     "github.com": ["140.82.121.4"], "localhost": ["127.0.0.1", "::1"], "rebind.example.org": ["93.184.216.34", "10.0.0.7"],
     "metadata.example.org": ["169.254.169.254"], "cgnat.example.org": ["100.64.1.1"], "v6.example.org": ["2001:4860::8888"],
     "git.corp.example": ["10.20.30.40"], "ula.example.org": ["fd12:3456::1"],
+    # IPv6 addresses that a translator on the path delivers to an internal IPv4 address.
+    "nat64.example.org": ["64:ff9b::7f00:1"], "nat64-local.example.org": ["64:ff9b:1::a00:7"],
+    "mapped.example.org": ["::ffff:169.254.169.254"], "sixtofour.example.org": ["2002:a00:1::1"],
+    "teredo.example.org": ["2001:0:4136:e378:8000:63bf:f5ff:fffe"],
 }
 
 
@@ -41,6 +45,9 @@ async def test_public_hosts_are_contacted_at_the_addresses_checked(url, addresse
     ("https://10.1.2.3/a", "private"), ("https://192.168.1.1/a", "private"), ("https://172.20.0.1/a", "private"),
     ("https://ula.example.org/a", "unique-local"), ("https://cgnat.example.org/a", "non-public"),
     ("https://rebind.example.org/a", "private"),  # one internal address among public ones is enough
+    ("https://nat64.example.org/a", "loopback"), ("https://nat64-local.example.org/a", "private"),
+    ("https://mapped.example.org/a", "link-local"), ("https://sixtofour.example.org/a", "private"),
+    ("https://teredo.example.org/a", "private"),
 ])
 async def test_hosts_on_the_hubs_own_network_are_refused(url, reason):
     with pytest.raises(InvalidBuildRequest) as info:
@@ -60,6 +67,14 @@ async def test_hosts_an_admin_names_may_be_internal():
     assert await contact_addresses("http://172.17.0.1:18080/a.git", policy, resolve) == []
     with pytest.raises(InvalidBuildRequest):
         await contact_addresses("https://localhost/a", policy, resolve)  # '*' names nobody
+
+
+@pytest.mark.parametrize("catch_all", ["*", "*.*", "?*", "*.org", "**", "[a-z]*"])
+async def test_patterns_that_match_nearly_every_host_name_none(catch_all):
+    policy = RepoPolicy(schemes=("https",), hosts=(catch_all,))
+    for url in ("https://git.corp.example/a", "https://metadata.example.org/a"):
+        with pytest.raises(InvalidBuildRequest, match="not allowed"):
+            await contact_addresses(url, policy, resolve)
 
 
 async def test_a_name_that_does_not_resolve_could_not_be_reached():

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
+import re
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
@@ -366,6 +367,8 @@ class BuildJob:
                 return (f"The registry {registry} refused the push: authentication failed or access was "
                         f"denied (check the registry credentials the builds are given).")
             return f"The image was built, but pushing it to the registry {registry} failed."
+        if submodule_refused(self.tail.lines()):
+            return SUBMODULE_REFUSED
         return f"repo2docker exited with code {code}."
 
     async def _read_logs(self, container: BuildContainer) -> None:
@@ -433,6 +436,22 @@ class BuildJob:
     @staticmethod
     def _human(seconds: float) -> str:
         return f"{int(seconds // 60)} min" if seconds >= 120 else f"{int(seconds)} s"
+
+
+SUBMODULE_REFUSED = (
+    "A submodule of this repository could not be fetched: it needs credentials this build does not have. "
+    "A private submodule needs the hub's credentials (Repo2DockerSpawner.repo_credentials, or the chart's "
+    "build.gitCredentials); a user's own token is sent for the launched repository only.")
+_SUBMODULE_AUTH = re.compile(r"could not read (Username|Password)|Authentication failed|terminal prompts disabled"
+                             r"|returned error: 40[134]|not found", re.I)
+
+
+def submodule_refused(lines: list[str]) -> bool:
+    """Whether repo2docker's output says git failed a submodule ("clone of '<url>' into
+    submodule path … failed") because it was refused (asked for a username it had no answer
+    for, or told 401/403/404)."""
+    failed = any("submodule" in line.lower() and "failed" in line.lower() for line in lines)
+    return failed and any(_SUBMODULE_AUTH.search(line) for line in lines)
 
 
 def _apart(one: str | None, other: str | None) -> float:

@@ -36,6 +36,16 @@ def lease_name(builder: str) -> str:
     return LEASE_PREFIX + builder
 
 
+def builder_of(name: str, holder: str | None) -> str | None:
+    """The builder a Lease speaks for: the one its name says, and only if the holder written
+    inside agrees. Whoever may write Leases in the namespace could otherwise keep a lost
+    builder 'alive' (its builds never requeued) from a Lease of any name."""
+    if not name.startswith(LEASE_PREFIX):
+        return None
+    builder = name[len(LEASE_PREFIX):]
+    return builder if holder == builder and contract.is_dns_label(builder) else None
+
+
 @dataclass
 class LeaseObservations:
     """When each builder's Lease was last seen to change, by this reader's clock."""
@@ -116,6 +126,6 @@ class BuilderLeases:
     async def _observe(self) -> None:
         leases = await self.coordination.list_namespaced_lease(self.namespace, label_selector=f"{LABEL_BUILDER}=true")
         for lease in leases.items:
-            holder = lease.spec.holder_identity if lease.spec else None
-            if holder:
-                self.observations.observe(holder, lease.metadata.resource_version)
+            builder = builder_of(lease.metadata.name, lease.spec.holder_identity if lease.spec else None)
+            if builder:
+                self.observations.observe(builder, lease.metadata.resource_version)

@@ -21,7 +21,8 @@ What this module decides, for one launch:
   home (everything they saved) in JupyterLab's file browser.
 
 The copy runs in a short-lived container of the launched image itself (the same code the
-server runs, as the image's user) that sees the image's files and the volume at another path.
+server runs, as the server's user, never root) that sees the image's files and the volume at
+another path; helpers.py says how helpers are confined.
 """
 
 from __future__ import annotations
@@ -61,16 +62,16 @@ echo "r2d-copy: into $dest"
 """
 
 
-# Run as root in a container of the launched image, for volumes that this launch created:
-# Docker makes a new volume's root owned by root when the image lacks its mount point (a
-# repo2docker image has no ~/work), and the user could not save anything in it. Only a root
-# still owned by root is given to the user; "$1" is the user, the rest are the volumes.
+# Run as root for volumes that this launch created: Docker makes a new volume's root owned by
+# root when the image lacks its mount point (a repo2docker image has no ~/work), and the user
+# could not save anything in it. Only a root still owned by root is given to the user. It runs
+# in the trusted helper image (helpers.py), never the launched one, with absolute paths;
+# "$1" is uid:gid (numbers, resolved beforehand), the rest are the volumes.
 OWNER_SCRIPT = r"""
 set -eu
-user=$1; shift
-uid=$(id -u "$user"); gid=$(id -g "$user")
+owner=$1; shift
 for dir in "$@"; do
-  [ "$(stat -c %u "$dir")" = 0 ] && chown "$uid:$gid" "$dir" && echo "r2d-owner: $dir"
+  [ "$(/usr/bin/stat -c %u "$dir")" = 0 ] && /bin/chown "$owner" "$dir" && echo "r2d-owner: $dir"
 done
 """
 
@@ -184,24 +185,24 @@ def landing_url(folder: str, root: str) -> str | None:
 class OwnerFix:
     """Volumes this launch created inside the home, to be given to the server's user."""
 
-    user: str
+    owner: str  # uid:gid
     volumes: tuple[Mounted, ...]
 
     def helper_command(self) -> list[str]:
-        return ["/bin/sh", "-c", OWNER_SCRIPT, "r2d-owner", self.user, *self.helper_binds().values()]
+        return ["/bin/sh", "-c", OWNER_SCRIPT, "r2d-owner", self.owner, *self.helper_binds().values()]
 
     def helper_binds(self) -> dict[str, str]:
         """{volume: where the helper sees it}."""
         return {m.source: f"{VOLUME_IN_HELPER}-{n}" for n, m in enumerate(self.volumes)}
 
 
-def owner_fix(image_config: Mapping[str, Any], new_volumes: list[Mounted], user: str | None) -> OwnerFix | None:
-    """What gives the user the volumes this launch created strictly inside their home
-    (`~/work`, which the image lacks), or None when there are none or the user is root."""
+def owner_fix(image_config: Mapping[str, Any], new_volumes: list[Mounted], uid: int, gid: int) -> OwnerFix | None:
+    """What gives the server's user (uid, gid) the volumes this launch created strictly
+    inside their home (`~/work`, which the image lacks), or None when there are none or the
+    user is root."""
     home, _repo = image_paths(image_config)
-    name = (user or image_config.get("User") or "root").split(":")[0]
     inside = tuple(m for m in new_volumes if covers(home, m.target) and posixpath.normpath(m.target) != home
                    and not m.read_only)
-    if not inside or name in ("root", "0"):
+    if not inside or uid == 0:
         return None
-    return OwnerFix(name, inside)
+    return OwnerFix(f"{uid}:{gid}", inside)

@@ -38,11 +38,26 @@ async def getaddrinfo(host: str, port: int) -> list[str]:
     return list(dict.fromkeys(info[4][0] for info in infos))
 
 
+def embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address stands for: IPv4-mapped, NAT64 (64:ff9b::/96 and the
+    local-use 64:ff9b:1::/48, the last 32 bits), 6to4 and Teredo. A translator on the path
+    delivers to that IPv4 address, so it is what must be public."""
+    if ip.ipv4_mapped:
+        return ip.ipv4_mapped
+    if any(ip in net for net in _NAT64):
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    if ip.sixtofour:
+        return ip.sixtofour
+    if ip.teredo:
+        return ip.teredo[1]
+    return None
+
+
 def not_public(address: str) -> str | None:
     """Why an address belongs to a private or local network, or None for a public one."""
     ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address) and embedded_ipv4(ip) is not None:
+        ip = embedded_ipv4(ip)
     for reason, applies in (("unspecified", ip.is_unspecified), ("loopback", ip.is_loopback),
                             ("link-local", ip.is_link_local), ("multicast", ip.is_multicast),
                             ("unique-local", isinstance(ip, ipaddress.IPv6Address) and ip in _UNIQUE_LOCAL),
@@ -53,6 +68,7 @@ def not_public(address: str) -> str | None:
 
 
 _UNIQUE_LOCAL = ipaddress.ip_network("fc00::/7")
+_NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
 
 
 def _literal(host: str) -> bool:

@@ -36,6 +36,7 @@ from .backends import BuildBackend, BuildHandle, BuildRecord, ForeignBuild
 from .backends.shared import shared_backend
 from .backends.traits import RENAMED, current_names
 from .credentials import check_user_hosts, credential_for, from_auth_state, hub_table
+from .helpers import HELPER_TIMEOUT, ServerPolicy, UserIds, image_passwd, resolve_user, run_helper
 from .homes import (
     VOLUME_IN_HELPER, CopyPlan, OwnerFix, default_repo_dir, landing_url, owner_fix, plan_copy, server_mounts,
 )
@@ -48,9 +49,6 @@ from .refs import LookupLimits, resolve_launch_ref
 REFUSAL_SHOWN_FOR = 60.0
 # Seconds between looks at the clock while a build waits with an estimated start.
 WAIT_TICK = 10.0
-# Seconds a helper before the server's start (the copy of a repository into a persistent
-# home: a large repository, a slow disk) may take; start_timeout bounds the whole start anyway.
-HELPER_TIMEOUT = 600
 
 LINK_NOTICE = """
 <div class="alert alert-info" id="r2d-link-notice" role="status">
@@ -177,6 +175,18 @@ class Repo2DockerSpawner(DockerSpawner):
         file there) and JupyterLab opens that folder; see the README, "Persistent homes".""",
     )
     default_ref = Unicode("HEAD", config=True, help="The ref built when the user gives none.")
+    helper_image = Unicode(
+        "", config=True,
+        help="""A trusted image for the one helper step that needs root (giving a volume this
+        launch created to the server's user): it needs /bin/sh, /bin/chown and /usr/bin/stat.
+        Never a launched image: a repository's Dockerfile owns every binary in its image.
+        Default: the default server image (`image`), which the admin chose.""",
+    )
+    helper_timeout = Float(
+        HELPER_TIMEOUT, config=True,
+        help="""Seconds a helper before the server's start (a repository's copy into a
+        persistent home) may take; it is stopped then, and the server starts without the copy.""",
+    )
     repo_credentials = Dict(
         config=True,
         help="""Credentials for private repositories, for every user of this hub: pattern →
@@ -612,12 +622,17 @@ class Repo2DockerSpawner(DockerSpawner):
         if plan is not None:
             self._land_in(plan)
         created = await super().create_object()
-        fix = owner_fix(config, new, await self._server_user())
+        ids = await self._server_ids(config)
+        fix = owner_fix(config, new, ids.uid, ids.gid) if ids is not None else None
         if fix is not None:
             await self._give_to_user(fix)
-        if plan is None:
+        if plan is None or ids is None:
             return created
-        chosen = await self.copy_repository(plan)
+        if ids.root:
+            self.log.warning("%s: %s is not copied into the home: its server runs as root, and helpers never run "
+                             "a launched image as root", self._log_name, plan.repo_url)
+            return created
+        chosen = await self.copy_repository(plan, ids)
         if chosen is not None and chosen != plan.name:
             # The folder named after the repository holds other files: the copy went to the
             # other name, and the server must open that one (its environment is set at create).
@@ -633,12 +648,21 @@ class Repo2DockerSpawner(DockerSpawner):
         except docker.errors.NotFound:
             return False
 
-    async def _server_user(self) -> str | None:
-        """The user the admin runs servers as (`extra_create_kwargs["user"]`), if any."""
+    async def _server_ids(self, image_config: dict[str, Any]) -> UserIds | None:
+        """The uid and gid the server runs as: the admin's `extra_create_kwargs["user"]`, else
+        the image's USER, resolved as Docker resolves it (the image's /etc/passwd, read
+        without running the image). None when the image does not know the user."""
         extra = self._eval_if_callable(self.extra_create_kwargs)
         if inspect.isawaitable(extra):
             extra = await extra
-        return (extra or {}).get("user")
+        spec = str((extra or {}).get("user") or image_config.get("User") or "")
+        uid, _, gid = spec.partition(":")
+        numbers = uid.isdigit() and gid.isdigit()  # anything else is looked up as Docker would
+        ids = resolve_user(spec, {} if numbers else await image_passwd(self.docker, self.image))
+        if ids is None:
+            self.log.warning("%s: the image %s has no user %r; its volumes are left as they are", self._log_name,
+                             self.image, spec)
+        return ids
 
     def _land_in(self, plan: CopyPlan, chosen: str | None = None) -> None:
         """Open JupyterLab in the copied folder, with the home as its root (unless the admin
@@ -650,17 +674,20 @@ class Repo2DockerSpawner(DockerSpawner):
             self._landing["JUPYTERHUB_DEFAULT_URL"] = url
 
     async def _give_to_user(self, fix: OwnerFix) -> None:
-        exit_code, output = await self.run_helper("owner", fix.helper_command(), fix.helper_binds(), user="0")
+        """The one step that needs root: in the trusted helper image, never the launched one."""
+        exit_code, output = await self.run_helper("owner", fix.helper_command(), fix.helper_binds(), UserIds(0, 0),
+                                                  image=self.helper_image or self._configured_image,
+                                                  privileged_step=True)
         if exit_code != 0:
             self.log.warning("%s: could not give the new volumes %s to %s (exit %s): %s", self._log_name,
-                             [m.source for m in fix.volumes], fix.user, exit_code, output.strip()[-500:])
+                             [m.source for m in fix.volumes], fix.owner, exit_code, output.strip()[-500:])
 
-    async def copy_repository(self, plan: CopyPlan) -> str | None:
-        """Copy the repository into the volume; return the folder the copy chose (None if it
-        copied nothing). A failed copy is logged and the server starts anyway: the repository
-        is still in the image, at its directory."""
+    async def copy_repository(self, plan: CopyPlan, ids: UserIds) -> str | None:
+        """Copy the repository into the volume, as the server's user; return the folder the
+        copy chose (None if it copied nothing). A failed copy is logged and the server starts
+        anyway: the repository is still in the image, at its directory."""
         exit_code, output = await self.run_helper("copy", plan.helper_command(), {plan.mount.source: VOLUME_IN_HELPER},
-                                                  user=await self._server_user())
+                                                  ids, image=self.image)
         if exit_code != 0:
             self.log.warning("%s: copying %s into the home failed (exit %s): %s", self._log_name, plan.repo_url,
                              exit_code, output.strip()[-500:])
@@ -672,27 +699,20 @@ class Repo2DockerSpawner(DockerSpawner):
         self.log.info("%s: %s copied into %s", self._log_name, plan.repo_url, plan.folder(chosen))
         return chosen
 
-    async def run_helper(self, role: str, argv: list[str], binds: dict[str, str], user: str | None) -> tuple[int, str]:
-        """Run `argv` in a short-lived container of the launched image, without network, with
-        `binds` ({volume: path}); return its exit code and output. It is named after the
-        server, so one left by a hub that died is replaced, never run twice."""
-        name = f"{self.container_name}-{role}"
-        try:
-            await self.docker("remove_container", name, force=True)
-        except docker.errors.NotFound:
-            pass
-        helper = await self.docker(
-            "create_container", image=self.image, entrypoint=argv[:1], command=argv[1:], name=name, user=user,
-            labels={contract.LABEL_PROBE: f"server-{role}"}, network_disabled=True,
-            host_config=self.client.create_host_config(
-                binds={source: {"bind": path, "mode": "rw"} for source, path in binds.items()}, network_mode="none"))
-        try:
-            await self.docker("start", helper["Id"])
-            exit_code = (await self.docker("wait", helper["Id"], timeout=HELPER_TIMEOUT))["StatusCode"]
-            output = (await self.docker("logs", helper["Id"], stdout=True, stderr=True)).decode(errors="replace")
-        finally:
-            await self.docker("remove_container", helper["Id"], force=True)
-        return exit_code, output
+    async def run_helper(self, role: str, argv: list[str], binds: dict[str, str], user: UserIds, *, image: str,
+                         privileged_step: bool = False) -> tuple[int, str]:
+        """Run `argv` in a short-lived helper container (helpers.py) under this server's
+        container policy, without network, with `binds` ({volume: path})."""
+        if user.root and not privileged_step:
+            raise ValueError("a helper of the launched image never runs as root")
+        extra = self._eval_if_callable(self.extra_host_config)
+        if inspect.isawaitable(extra):
+            extra = await extra
+        policy = ServerPolicy(extra_host_config=self._render_templates(extra or {}), mem_limit=self.mem_limit,
+                              cpu_limit=self.cpu_limit, timeout=self.helper_timeout)
+        return await run_helper(self.docker, self.client, name=f"{self.container_name}-{role}", image=image,
+                                argv=argv, binds=binds, user=user, policy=policy, role=role,
+                                privileged_step=privileged_step)
 
     async def stop(self, now: bool = False) -> None:
         self._stop_waiting.set()
