@@ -172,10 +172,15 @@ def test_the_image_a_spec_may_produce_is_derived_from_its_own_repository_and_com
 
 def test_a_build_is_the_same_build_when_its_identity_matches():
     ours = BuildSpec("https://github.com/a/b", "main", SHA, contract.image_name("r2d-", "https://github.com/a/b", SHA))
-    assert contract.same_build(ours, BuildSpec("HTTPS://github.com/a/b.git", "v1", SHA, ours.image, cpu_limit=1.0))
+    assert contract.same_build(ours, BuildSpec("HTTPS://github.com/a/b.git", "v1", SHA, ours.image))
     for other in (BuildSpec("https://github.com/a/c", "main", SHA, ours.image),
                   BuildSpec(ours.repo_url, "main", "f" * 40, ours.image),
-                  BuildSpec(ours.repo_url, "main", SHA, "r2d-elsewhere:1")):
+                  BuildSpec(ours.repo_url, "main", SHA, "r2d-elsewhere:1"),
+                  # A tenant's resource for the commit we want, with another allowed build image
+                  # or other limits, builds another image under our name.
+                  BuildSpec(ours.repo_url, "main", SHA, ours.image, build_image="r2d/older-repo2docker:1"),
+                  BuildSpec(ours.repo_url, "main", SHA, ours.image, cpu_limit=1.0),
+                  BuildSpec(ours.repo_url, "main", SHA, ours.image, memory_limit=2**30)):
         assert not contract.same_build(ours, other), other
 
 

@@ -403,12 +403,41 @@ def test_a_user_with_as_many_unfinished_builds_as_the_limit_is_refused_one_more(
     message = refused.json()["message"]
     assert refused.status_code == 429 and "You already have 2 builds waiting or running" in message, refused.text
     assert repos[0].url in message and repos[1].url in message
-    # Joining a build of one's own still works, and the limit is one user's only.
+    # The limit is one user's only; joining another user's build under way starts nothing and
+    # is never refused (it used to be: the build was counted as one more of this user's).
     hub.create_user(other)
     assert hub.spawn(other, {"repo": repos[2].url, "ref": "main"}).status_code in (201, 202)
+    wait_until(lambda: f"{other}: build " in hub.log(), timeout=60, what="the other user's build to be asked for")
+    joined = hub.spawn(name, {"repo": repos[2].url, "ref": "main"})
+    assert joined.status_code in (201, 202), joined.text
+    hub.stop_server(name)
+    # Joining a build of one's own still works.
     assert hub.spawn(name, {"repo": repos[0].url, "ref": "main"}).status_code in (201, 202)
     for who in (name, other):
         hub.api("DELETE", f"/users/{who}/server")
+
+
+@pytest.mark.parametrize("backend", ["local", "kubernetes"])
+def test_simultaneous_launches_of_one_user_start_at_most_the_limit(backend, hubs, git_repos, testenv):
+    """Named servers launched at once: each one's check ran before any of them had created its
+    build, so all passed."""
+    hub = hubs(backend, per_user_build_limit=1, hub_config=["c.JupyterHub.allow_named_servers = True",
+                                                             "c.JupyterHub.named_server_limit_per_user = 10"])
+    repos = [dockerfile_repo(git_repos, testenv["R2D_SINGLEUSER_IMAGE"], sleep=20) for _ in range(4)]
+    name = user()
+    hub.create_user(name)
+
+    def launch(index: int) -> requests.Response:
+        return hub.api("POST", f"/users/{name}/servers/s{index}", json={"user_options": {"repo": repos[index].url,
+                                                                                         "ref": "main"}})
+
+    with concurrent.futures.ThreadPoolExecutor(len(repos)) as pool:
+        answers = list(pool.map(launch, range(len(repos))))
+    codes = sorted(r.status_code for r in answers)
+    assert codes == [202, 429, 429, 429] or codes == [201, 429, 429, 429], [(r.status_code, r.text) for r in answers]
+    assert len(re.findall(rf"{name}:s\d: build ", hub.log())) == 1, hub.log()[-3000:]
+    for index in range(len(repos)):
+        hub.api("DELETE", f"/users/{name}/servers/s{index}")
 
 
 @pytest.mark.parametrize("backend", ["local", "kubernetes"])

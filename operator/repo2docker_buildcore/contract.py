@@ -272,10 +272,14 @@ def check_image_of(spec: "BuildSpec", prefix: str) -> "BuildSpec":
 
 def same_build(ours: "BuildSpec", theirs: "BuildSpec") -> bool:
     """Whether an existing resource builds what we would ask for: same repository (as named
-    for naming), same commit, same build options, same image. The ref is for display and the
-    limits are the operator's to bound, so they may differ."""
+    for naming), same commit, same build options, same image, and the same build image and
+    limits. The ref is for display. A resource someone else created for the commit we want
+    with another (allowed) build image or other limits builds another image under our name,
+    so it is not joined as is."""
     return (normalize_repo_url(ours.repo_url) == normalize_repo_url(theirs.repo_url)
-            and ours.commit == theirs.commit and ours.repo_dir == theirs.repo_dir and ours.image == theirs.image)
+            and ours.commit == theirs.commit and ours.repo_dir == theirs.repo_dir and ours.image == theirs.image
+            and ours.build_image == theirs.build_image and ours.memory_limit == theirs.memory_limit
+            and ours.cpu_limit == theirs.cpu_limit)
 
 
 def lower_only(asked: float | int | None, allowed: float | int | None) -> float | int | None:

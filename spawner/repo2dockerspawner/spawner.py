@@ -501,14 +501,15 @@ class Repo2DockerSpawner(DockerSpawner):
             request.repo, request.ref, self.policy, LookupLimits(timeout=self.ref_resolve_timeout),
             await self.credential(request.url))
         spec = self.build_spec(request, commit)
-        await self._check_build_limit(spec)
-        try:
-            handle, previous = await self.ensure_build(spec, self.user.name, credential)
-        except ForeignBuild as exc:  # the backend logged it for the admin
-            raise conflict(str(exc)) from None
-        except Exception as exc:
-            self.log.exception("%s: could not start a build of %s", self._log_name, request.repo)
-            raise BuildFailed(f"Could not start the image build: {self.build_backend.describe_error(exc)}") from exc
+        async with self.build_backend.launch_lock(self.user.name):  # the check and the create as one
+            await self._check_build_limit(spec)
+            try:
+                handle, previous = await self.ensure_build(spec, self.user.name, credential)
+            except ForeignBuild as exc:  # the backend logged it for the admin
+                raise conflict(str(exc)) from None
+            except Exception as exc:
+                self.log.exception("%s: could not start a build of %s", self._log_name, request.repo)
+                raise BuildFailed(f"Could not start the image build: {self.build_backend.describe_error(exc)}") from exc
         self._build_state = {"build": handle.name, "namespace": handle.namespace, "repo": request.repo,
                              "ref": request.ref, "commit": commit, "image": spec.image}
         self.log.info("%s: build %s/%s for %s@%s", self._log_name, handle.namespace, handle.name, request.repo, commit[:12])
@@ -556,8 +557,9 @@ class Repo2DockerSpawner(DockerSpawner):
         return previous.image  # derived by this hub when it was built: a record of its own backend
 
     async def _check_build_limit(self, spec: BuildSpec) -> None:
-        """Refuse (429) a launch that would start a build beyond per_user_build_limit."""
-        if self.per_user_build_limit <= 0:
+        """Refuse (429) a launch that would start a build beyond per_user_build_limit. Joining
+        a build under way (anyone's) starts nothing and is never refused."""
+        if self.per_user_build_limit <= 0 or await self.build_backend.under_way(spec.name):
             return
         mine = [r for r in await self.build_backend.unfinished_of(self.user.name) if r.name != spec.name]
         if len(mine) < self.per_user_build_limit:

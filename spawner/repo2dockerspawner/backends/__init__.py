@@ -120,6 +120,12 @@ class BuildBackend(LoggingConfigurable):
         # Launches of this hub process waiting for each build, by (namespace, name, uid).
         self._waiters: collections.Counter = collections.Counter()
         self._abandoned: set[asyncio.Task] = set()
+        self._launch_locks: collections.defaultdict[str, asyncio.Lock] = collections.defaultdict(asyncio.Lock)
+
+    def launch_lock(self, user: str) -> asyncio.Lock:
+        """Held while one of `user`'s launches checks their build limit and asks for its build:
+        their other launches (named servers) wait, so N at once cannot all pass the check."""
+        return self._launch_locks[user]
 
     @contextlib.asynccontextmanager
     async def waiting_for(self, handle: BuildHandle) -> AsyncIterator[None]:
@@ -202,6 +208,11 @@ class BuildBackend(LoggingConfigurable):
     async def unfinished_of(self, requested_by: str) -> list[BuildRecord]:
         """The queued or running builds `requested_by` asked for (without image facts: cheap)."""
         return []
+
+    async def under_way(self, name: str) -> bool:
+        """Whether a queued or running build of this name exists, whoever asked for it: a
+        launch joins it and starts nothing."""
+        return False
 
     async def _known(self, namespace: str, name: str) -> Known | None:
         return None

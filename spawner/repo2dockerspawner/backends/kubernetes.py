@@ -324,7 +324,8 @@ class KubernetesBackend(BuildBackend):
         except contract.InvalidBuildRequest as exc:
             theirs, why = None, f"its spec is invalid ({exc})"
         else:
-            why = f"it builds {theirs.repo_url} at {theirs.commit} into {theirs.image}"
+            why = (f"it builds {theirs.repo_url} at {theirs.commit} into {theirs.image} with build image "
+                   f"{theirs.build_image or 'the default'}, memory {theirs.memory_limit}, cpu {theirs.cpu_limit}")
         if theirs is not None and contract.same_build(ours, theirs):
             return
         log.warning("build resource %s is not the build this hub asked for: %s, not %s at %s into %s. "
@@ -332,7 +333,8 @@ class KubernetesBackend(BuildBackend):
                     name, why, ours.repo_url, ours.commit, ours.image,
                     (obj["metadata"].get("annotations") or {}).get(contract.ANNOTATION_REQUESTED_BY, "unknown"))
         raise ForeignBuild(f"The build resource {name} is not the build this hub asked for: it was made for "
-                           f"another repository, commit or image. Ask an administrator to remove it.")
+                           f"another repository, commit, image, build image or limits. Ask an administrator to "
+                           f"remove it.")
 
     # ---- the admin builds page --------------------------------------------------------------
 
@@ -370,6 +372,11 @@ class KubernetesBackend(BuildBackend):
         _resources, watcher = await self._connect()
         records = [self._record(obj) for obj in list(watcher.objects.values())]
         return [r for r in records if r.requested_by == requested_by and not r.phase.terminal]
+
+    async def under_way(self, name: str) -> bool:
+        _resources, watcher = await self._connect()
+        obj = watcher.get(name)
+        return obj is not None and not contract.BuildStatus.from_status(obj.get("status")).phase.terminal
 
     async def get_build(self, namespace: str, name: str, details: bool = True) -> BuildRecord | None:
         _resources, watcher = await self._connect()

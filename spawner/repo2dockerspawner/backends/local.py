@@ -262,6 +262,10 @@ class LocalBackend(BuildBackend):
         return [self._record(b) for b in self.builds.values()
                 if b.requested_by == requested_by and not b.current().phase.terminal]
 
+    async def under_way(self, name: str) -> bool:
+        build = self.builds.get(name)
+        return build is not None and not build.current().phase.terminal
+
     async def get_build(self, namespace: str, name: str, details: bool = True) -> BuildRecord | None:
         if namespace != NAMESPACE:
             return None
