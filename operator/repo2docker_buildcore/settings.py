@@ -101,9 +101,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("docker_config", str, None, "docker config.json with push credentials (e.g. a mounted Secret), copied into "
             "build containers", "R2D_DOCKER_CONFIG", None,
             no_chart="the chart mounts build.push.secretName and points the variable at it", optional=True),
-    Setting("git_credentials", str, None, "JSON file of credentials for private repositories (host pattern: "
-            "{username, token | token_file}), e.g. a mounted Secret, read at each build; builds clone with the "
-            "matching one through a git credential store file", "R2D_GIT_CREDENTIALS", None,
+    Setting("git_credentials", str, None, "JSON file of credentials for private repositories (pattern: "
+            "{username, token | token_file}; a host pattern is for https, 'http://host' for http, a catch-all is "
+            "refused), e.g. a mounted Secret, read at each build; builds clone with the matching one, for every "
+            "repository of its host (submodules too), through a git credential store file", "R2D_GIT_CREDENTIALS", None,
             no_chart="the chart mounts build.gitCredentials.secretName (key credentials.json) and points the variable at it",
             hub=False, no_hub="the hub's are Repo2DockerSpawner.repo_credentials, for its lookups and LocalBackend's builds",
             optional=True),
