@@ -232,25 +232,30 @@ def test_a_users_token_opens_the_launched_repository_not_its_private_submodule(h
     hub = auth_state_hub(hubs, backend, testenv)
 
     response, events = hub.spawn_and_follow("alice", {"repo": public.url, "ref": "main"})
-    assert not events[-1].get("ready"), "the submodule was fetched with Alice's token"
-    told = events[-1].get("message", "") + response.text
-    assert "submodule" in told and "hub's credentials" in told, events[-3:]
+    # A build that fails within the hub's slow_spawn_timeout answers the request itself.
+    assert not (events and events[-1].get("ready")), "the submodule was fetched with Alice's token"
+    told = events[-1].get("message", "") if events else response.json()["message"]
+    assert "A submodule of this repository could not be fetched" in told and "hub's credentials" in told, told
     if backend == "kubernetes":  # a public repository: no token handed to its build at all
         namespace = hub.spawner_config["KubernetesBackend.namespace"]
         build = kubectl.json("get", contract.PLURAL, contract.build_name(public.url, head(public)), "-n", namespace)
         assert "userCredentials" not in build["spec"], build["spec"]
     response, events = hub.spawn_and_follow("bob", {"repo": public.url, "ref": "main"})
-    assert not events[-1].get("ready"), events[-3:]
+    assert not (events and events[-1].get("ready")), "Bob's server started from the public commit"
     with pytest.raises(docker.errors.ImageNotFound):
         docker_client.images.get(image)
 
-    # The hub's own credentials (every user may read what the hub reads): submodules too.
+    # The hub's own credentials (every user may read what the hub reads): submodules too. (A
+    # second hub here would bring a second operator to the namespace: the local backend's
+    # builds show it; the operator combines the same two scopes.)
+    if backend != "local":
+        return
     token = tokens(testenv)["hub"]
     admin_hub = hubs(backend, repo_credentials={f"http://{testenv['R2D_BRIDGE_IP']}": {"username": "hub",
                                                                                        "token": token}},
                      operator_options={"git_credentials": _credentials_file(hub, token, testenv)})
     response, events = admin_hub.spawn_and_follow("bob", {"repo": public.url, "ref": "main"})
-    assert events[-1].get("ready"), events[-3:]
+    assert events and events[-1].get("ready"), (response.status_code, response.text[:800], events[-3:])
     assert admin_hub.user_file("bob", "sub/marker.txt") == "alice's private submodule\n"
 
 
