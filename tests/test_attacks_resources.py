@@ -219,9 +219,17 @@ def test_a_resource_cannot_clone_with_a_secret_its_build_does_not_own(testenv, k
         assert refused(ids.student.run("get", "secrets", "-n", namespace, check=False))
 
         # The attack: builds of Alice's private repository named so that they take those Secrets.
+        # The chart's admission policy refuses a hand-over asked for by anyone but the hub ...
         for name in ("course", "course2"):
-            attack(ids.student, {"apiVersion": contract.API_VERSION, "kind": contract.KIND,
-                                 "metadata": {"name": name, "namespace": namespace}, "spec": spec})
+            asked = ids.student.run("create", "-f", "-", check=False, input=json.dumps(
+                {"apiVersion": contract.API_VERSION, "kind": contract.KIND,
+                 "metadata": {"name": name, "namespace": namespace}, "spec": spec}))
+            assert refused(asked) and "only the hub may hand a user's credential" in asked.stderr, asked.stderr
+        # ... and the operator, behind it, takes no Secret its build does not own, even from a
+        # resource the hub's identity made.
+        for name in ("course", "course2"):
+            attack(ids.hub, {"apiVersion": contract.API_VERSION, "kind": contract.KIND,
+                             "metadata": {"name": name, "namespace": namespace}, "spec": spec})
         for name in ("course", "course2"):
             status = wait_phase(kubectl, namespace, name, "Succeeded", "Failed", timeout=180)["status"]
             assert status["phase"] == "Failed" and f"the Secret {name}-git" in status["message"], status
@@ -271,3 +279,67 @@ def test_the_hub_identity_may_say_who_asked_for_a_build_but_not_change_what_it_b
     status_patch = hub.run("patch", contract.PLURAL, name, "-n", namespace, "--type=merge", "--subresource=status",
                            "-p", json.dumps({"status": {"phase": "Succeeded", "image": other}}), check=False)
     assert status_patch.returncode != 0 and "forbidden" in status_patch.stderr.lower(), status_patch.stderr
+
+
+def forged(namespace: str, spec: contract.BuildSpec, name: str, **annotations: str) -> dict:
+    manifest = contract.build_manifest(spec, namespace)
+    manifest["metadata"]["name"] = name
+    if annotations:
+        manifest["metadata"]["annotations"] = annotations
+    return manifest
+
+
+@pytest.mark.e2e
+def test_only_the_hub_says_who_asked_for_a_build(identities, victim_hub, kubectl, git_repos, testenv, tmp_path):
+    """The attack of the first pass's main, with the limit at 3: a namespace user created three
+    slow builds annotated `requested-by: alice`, and Alice's own launch was refused at once
+    (429 "You already have 3 builds waiting or running", naming builds she never asked for)."""
+    namespace, base = identities.namespace, testenv["R2D_SINGLEUSER_IMAGE"]
+    repos = [dockerfile_repo(git_repos, base) for _ in range(3)]
+    specs = [contract.BuildSpec(r.url, "main", head(r), contract.image_name(PREFIX, r.url, head(r))) for r in repos]
+    requested_by, replaces = contract.ANNOTATION_REQUESTED_BY, contract.ANNOTATION_REPLACES
+    for index, spec in enumerate(specs):
+        for annotations in ({requested_by: "alice"}, {requested_by: contract.PREBUILD_REQUESTER},
+                            {replaces: "f" * 40}):
+            answer = identities.student.run("create", "-f", "-", check=False, input=json.dumps(
+                forged(namespace, spec, f"forged-{index}-{uuid.uuid4().hex[:4]}", **annotations)))
+            assert refused(answer) and "only the hub may" in answer.stderr, answer.stderr
+        # Without them the student's builds may exist: they queue as one shared "others" turn.
+        attack(identities.student, forged(namespace, spec, f"plain-{index}"))
+    # The hub's identity may say who asked; nobody else may change it afterwards, not even an admin.
+    hub_made = attack(identities.hub, forged(namespace, specs[0], "by-the-hub", **{requested_by: "bob"}))
+    for who in (kubectl, identities.operator):
+        changed = who.run("annotate", "--overwrite", contract.PLURAL, hub_made, "-n", namespace,
+                          f"{requested_by}=mallory", check=False)
+        assert changed.returncode != 0, changed.stdout
+    status = kubectl.run("patch", contract.PLURAL, hub_made, "-n", namespace, "--type=merge", "--subresource=status",
+                         "-p", json.dumps({"status": {"phase": "Failed"}}), check=False)
+    assert refused(status) and "only the operator writes" in status.stderr, status.stderr
+
+    # Alice's launch is hers alone to count: not refused.
+    alice = dockerfile_repo(git_repos, base, marker="alice's own")
+    response, events = victim_hub.spawn_and_follow("alice", {"repo": alice.url, "ref": "main"})
+    assert response.status_code in (201, 202), response.text
+    assert events[-1].get("ready"), events[-3:]
+
+
+@pytest.mark.e2e
+def test_the_operators_credentials_clone_only_what_the_hub_asked_for(identities, hubs, kubectl, git_repos, testenv,
+                                                                    tmp_path, docker_client):
+    """A namespace user's resource for a private repository was cloned with the operator's own
+    credentials: the image of a repository its author may not read, built for them."""
+    from test_private_repos import private_repo, tokens
+
+    namespace = identities.namespace
+    credentials = tmp_path / "operator-git.json"
+    credentials.write_text(json.dumps({f"http://{testenv['R2D_BRIDGE_IP']}": {"username": "hub",
+                                                                              "token": tokens(testenv)["hub"]}}))
+    kubeconfig = token_kubeconfig(testenv, identities.hub.token, tmp_path / "hub.kubeconfig", namespace)
+    hubs("kubernetes", kubeconfig=str(kubeconfig),
+         operator_options={"token": identities.operator.token, "git_credentials": str(credentials)})
+    repo = private_repo(git_repos, testenv, "alice", "alice's private course")
+    spec = contract.BuildSpec(repo.url, "main", head(repo), contract.image_name(PREFIX, repo.url, head(repo)))
+    name = attack(identities.student, forged(namespace, spec, f"tenant-{uuid.uuid4().hex[:6]}"))
+    status = wait_phase(kubectl, namespace, name, "Succeeded", "Failed", timeout=180)["status"]
+    assert status["phase"] == "Failed", status
+    assert not image_exists(docker_client, spec.image)

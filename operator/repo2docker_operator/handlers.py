@@ -211,7 +211,8 @@ async def build_daemon(
     if build_spec is None:
         return
     try:
-        credential = await _credential(state, build_spec, namespace, name, uid, logger)
+        credential = await _credential(state, build_spec, namespace, name, uid, logger,
+                                       hub_created=bool(claims.requester_of(dict(meta))))
     except MissingCredential as exc:
         await _refuse(state, body, meta, publisher, str(exc), logger)
         return
@@ -310,12 +311,16 @@ class MissingCredential(Exception):
 
 
 async def _credential(state: OperatorState, spec: BuildSpec, namespace: str, name: str, uid: str,
-                      logger: logging.Logger) -> CloneCredentials:
+                      logger: logging.Logger, hub_created: bool) -> CloneCredentials:
     """What the clone uses: the user's token the hub handed to this build in its own Secret
     (for the repository only), and the operator's for the repository's host (submodules
-    there too)."""
+    there too), the latter only for a build the hub created (it has a requester, which the
+    chart's admission policy lets only the hub set): the hub checked that its user may read
+    the repository; a resource anyone else made would read private repositories with the
+    operator's credentials and serve them as an image."""
     repository = await _handed_over(state, namespace, name, uid) if spec.user_credentials else None
-    return CloneCredentials(repository=repository, host=_own_credential(state, spec, logger))
+    own = _own_credential(state, spec, logger) if hub_created else None
+    return CloneCredentials(repository=repository, host=own)
 
 
 def _own_credential(state: OperatorState, spec: BuildSpec, logger: logging.Logger) -> GitCredential | None:

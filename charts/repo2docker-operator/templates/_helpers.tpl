@@ -46,3 +46,14 @@ every number as a float64, and `quote` writes 2592000 as "2.592e+06", which no i
 {{- define "r2d.number" -}}
 {{- if eq (float64 .) (float64 (int64 .)) -}}{{ int64 . | quote }}{{- else -}}{{ . | quote }}{{- end -}}
 {{- end }}
+
+{{/* Where the admission policies apply: the namespaces the operator watches (every one when cluster-wide). */}}
+{{- define "r2d.policyNamespaces" -}}
+{{- if not .Values.watch.allNamespaces }}
+namespaceSelector:
+  matchExpressions:
+    - key: kubernetes.io/metadata.name
+      operator: In
+      values: {{ include "r2d.namespaces" . }}
+{{- end }}
+{{- end }}
