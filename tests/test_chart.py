@@ -88,6 +88,8 @@ def test_rendered_manifests_pass_server_side_dry_run(testenv, kubectl, namespace
         # The operator in two namespaces, the hub's, each one's read (or update) of the one
         # ConfigMap of images' last use, and the builders' Leases.
         assert kinds.count("Role") == 6
+        # The admission policies (requesters, status) and their bindings, accepted by the API server.
+        assert kinds.count("ValidatingAdmissionPolicy") == kinds.count("ValidatingAdmissionPolicyBinding") == 2
         deployment = next(d for d in yaml.safe_load_all(manifests) if d and d["kind"] == "Deployment")
         pod = deployment["spec"]["template"]["spec"]
         env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
