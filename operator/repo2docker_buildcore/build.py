@@ -107,8 +107,9 @@ class BuildJob:
     # that holds it afterwards (this one's name, `me`, when the claim won).
     claim: Callable[[], Awaitable[str | None]] | None = None
     me: str = ""
-    # Seconds the build is not given a slot here (another builder has its repository's layers).
-    hold: float = 0.0
+    # Seconds the build is not given a slot here (another builder has its repository's layers),
+    # asked only when the build has to queue: a build whose image exists never pays for it.
+    hold: Callable[[], Awaitable[float]] | None = None
     # With claims: whether this builder is the only one alive now (then it may prepare ahead).
     alone: Callable[[], bool] = lambda: False
 
@@ -232,8 +233,9 @@ class BuildJob:
         self._notify(Phase.QUEUED, "waiting for a free build slot")
         looks = [asyncio.ensure_future(self._refresh_estimate()), asyncio.ensure_future(self._prepare_later(command))]
         try:
+            hold = await self.hold() if self.hold is not None else 0.0
             await self.queue.acquire(self.ref.uid, self.order, on_position, requester=self.requester,
-                                     repo=self.spec.repo_url, hold=self.hold)
+                                     repo=self.spec.repo_url, hold=hold)
         finally:
             for look in looks:
                 look.cancel()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import time
 from typing import Any
@@ -231,7 +232,7 @@ async def build_daemon(
             credential=credential,
             claim=lambda: claims.claim(state.resources, ref, me), me=me,
             alone=state.leases.observations.alone,
-            hold=await state.affinity_hold(namespace, build_spec.repo_url, meta.get("creationTimestamp")),
+            hold=functools.partial(state.affinity_hold, namespace, build_spec.repo_url, meta.get("creationTimestamp")),
         )
         try:
             outcome = await _run(state, job, stopped, status, logger)

@@ -96,6 +96,8 @@ class OperatorState:
         """Seconds to hold a build of `repo` back here: within the affinity window from its
         creation, the builder that built the repository last (its layers are on that node)
         gets the first claim, while it is alive."""
+        if self.leases.observations.alive() == [self.config.builder]:
+            return 0.0  # no other builder to defer to: no listing either (one per build is O(N) on the API server)
         born = parse_iso(created)
         age = (datetime.datetime.now(datetime.timezone.utc) - born).total_seconds() if born else 0.0
         if age >= self.config.affinity_window:
