@@ -145,10 +145,14 @@ async def _adopt_running_builds(state: OperatorState) -> None:
 
 
 async def _mark_finished(state: OperatorState, namespace: str, name: str, uid: str, logger: logging.Logger) -> None:
+    if uid in state.marking:  # marked, or being marked, by this process already
+        return
+    state.marking.add(uid)
     finished_at = int(time.time())
     try:
         await state.resources.mark_finished(namespace, name, uid, finished_at, FINALIZER)
     except Exception as exc:  # noqa: BLE001 - the relist after a restart marks it (finished_build)
+        state.marking.discard(uid)  # the watch's next sight of it tries again
         logger.warning("could not mark the build finished: %s", exc)
     state.expiries.finished(namespace, name, uid, finished_at)
 
@@ -172,7 +176,9 @@ async def finished_build(type: str | None, status: kopf.Status, name: str, names
                          memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
     """A finished resource the watch still shows: one whose marking failed, or one finished
     by an operator from before the marks. Mark it now, so the watch forgets it."""
-    if type != "DELETED":
+    if type == "DELETED":  # gone, or out of the watch: marked
+        memo.state.marking.discard(uid)
+    else:
         await _mark_finished(memo.state, namespace, name, uid, logger)
 
 

@@ -52,6 +52,9 @@ class OperatorState:
     # Images that unfinished builds will produce (a count: two namespaces may build one image).
     wanted_images: collections.Counter = field(default_factory=collections.Counter)
     tasks: set[asyncio.Task] = field(default_factory=set)
+    # Finished builds this process marks (or marked) while the watch still shows them: the
+    # build's own end and the watch's sight of its terminal phase would otherwise both write.
+    marking: set[str] = field(default_factory=set)
 
     def seen_build(self, uid: str, status: dict | None, requester: str, deleted: bool, repo: str = "") -> None:
         """A watch event of a build: what the other builders hold, whose turn was when, and

@@ -261,6 +261,8 @@ class KubernetesBackend(BuildBackend):
                     await self._take_over_prebuild(obj, requested_by)
                 if created and handover is not None:
                     await self._hand_over(obj, handover)
+                if created:
+                    await self._until_watched(watcher, obj)
                 return KubernetesBuild(watcher, obj, self.log_runner)
             # Finished, and of no use: start over with a fresh resource. The uid precondition
             # leaves alone a successor that another spawn created meanwhile (it is joined next).
@@ -270,6 +272,17 @@ class KubernetesBackend(BuildBackend):
             await watcher.wait_for(lambda: watcher.get(name) is None or watcher.get(name)["metadata"]["uid"] != uid,
                                    timeout=60)
         raise RuntimeError("could not start a new build: the previous one keeps coming back")
+
+    @staticmethod
+    async def _until_watched(watcher: Any, obj: dict[str, Any]) -> None:
+        """Until the shared watch shows the resource just created: a user's next launch checks
+        their build limit against what the watch shows (under the same per-user lock), and must
+        count this one."""
+        name, uid = obj["metadata"]["name"], obj["metadata"]["uid"]
+        try:
+            await watcher.wait_for(lambda: (watcher.get(name) or {}).get("metadata", {}).get("uid") == uid, timeout=10)
+        except asyncio.TimeoutError:
+            log.warning("the watch has not shown build %s within 10 s", name)
 
     async def _take_over_prebuild(self, obj: dict[str, Any], requested_by: str) -> None:
         meta = obj["metadata"]
