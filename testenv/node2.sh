@@ -45,8 +45,14 @@ node2_dockerd() {
   mkdir -p "$NODE2_DOCKER_DATA" "$NDIR/docker-exec"
   echo '{}' >"$NDIR/daemon.json"  # not the host's /etc/docker/daemon.json
   docker2_up() { docker -H "unix://$NDIR/docker/docker.sock" info >/dev/null 2>&1; }
+  # A pid file left by the daemons of an earlier start (node-down.sh kills them) whose number
+  # the kernel has since given to another process: dockerd would take that process for its
+  # containerd and wait 90 s for a socket that never comes. Kept only if the process is ours.
   for stale in "$NDIR/dockerd-own.pid" "$NDIR/docker-exec/containerd/containerd.pid"; do
-    if [[ -f "$stale" ]] && ! pid_alive "$stale"; then rm -f "$stale"; fi
+    if [[ -f "$stale" ]] && ! { pid_alive "$stale" \
+        && tr '\0' ' ' <"/proc/$(cat "$stale")/cmdline" 2>/dev/null | grep -qF "$NDIR/"; }; then
+      rm -f "$stale"
+    fi
   done
   ensure_daemon "$NDIR/dockerd" docker2_up "${IN_NODE[@]}" dockerd --config-file "$NDIR/daemon.json" \
     --data-root "$NODE2_DOCKER_DATA" --exec-root "$NDIR/docker-exec" --pidfile "$NDIR/dockerd-own.pid" \
