@@ -148,3 +148,72 @@ async def test_a_prebuild_a_user_joins_takes_that_user_s_turn():
     await waiters[0]
     queue.release("pre")
     await waiters[1]
+
+
+async def _work_for_one_freed_slot(monkeypatch, waiters: int) -> tuple[int, int, dict[str, float | None]]:
+    """Orderings and estimate simulations made for one freed slot with `waiters` waiting, each
+    of them asking its position and estimate when told it moved (as a queued build does)."""
+    from repo2docker_buildcore import queue as queue_module
+
+    calls = {"order": 0, "simulate": 0}
+
+    def counted(name: str, real):
+        def call(*args, **kwargs):
+            calls[name] += 1
+            return real(*args, **kwargs)
+        return call
+
+    monkeypatch.setattr(queue_module, "fair_order", counted("order", queue_module.fair_order))
+    monkeypatch.setattr(queue_module, "start_delays", counted("simulate", queue_module.start_delays))
+    queue = BuildQueue(1)
+    queue.history.record("repo", 60.0)
+    queue.adopt("running", repo="repo")
+    told: dict[str, float | None] = {}
+
+    def asker(key: str):
+        def on_position(position: int) -> None:
+            assert queue.position(key) == position
+            told[key] = queue.estimate(key)
+        return on_position
+
+    tasks = [asyncio.create_task(queue.acquire(f"w{i}", (i,), asker(f"w{i}"), requester=f"user{i % 7}", repo="repo"))
+             for i in range(waiters)]
+    await asyncio.sleep(0)
+    calls.update(order=0, simulate=0)
+    told.clear()
+    queue.release("running", record=False)
+    await asyncio.sleep(0)
+    work = (calls["order"], calls["simulate"], dict(told))
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    return work
+
+
+async def test_the_work_for_one_event_does_not_grow_with_the_queue(monkeypatch):
+    """One freed slot moves every waiter, and each then asks its position and estimate: the
+    queue orders and simulates once for all of them (it did once per asker: with 1,000
+    waiters 2,000 orderings and 999 simulations for one event)."""
+    small = await _work_for_one_freed_slot(monkeypatch, 10)
+    large = await _work_for_one_freed_slot(monkeypatch, 1000)
+    assert small[:2] == large[:2] == (2, 1), (small[:2], large[:2])
+    assert len(large[2]) == 999 and all(estimate is not None for estimate in large[2].values())
+    # The estimates themselves: w1 runs now (60 s expected), so the next waiter starts in about a minute.
+    assert 59 <= sorted(large[2].values())[0] <= 60
+
+
+def test_fair_order_of_many_requesters_is_the_round_robin():
+    """The heap gives what taking the least recent requester each time gives."""
+    waiting = [(f"user{i % 13}", (i,), i) for i in range(200)]
+    last = {f"user{i}": float(i * 7 % 13) for i in range(13)}
+    expected, queues, turn, later = [], {}, dict(last), max(last.values())
+    for requester, order, item in waiting:
+        queues.setdefault(requester, []).append((order, item))
+    while queues:
+        requester = min(queues, key=lambda r: (turn[r], queues[r][0][0]))
+        expected.append(queues[requester].pop(0)[1])
+        later += 1.0
+        turn[requester] = later
+        if not queues[requester]:
+            del queues[requester]
+    assert fair_order(waiting, last) == expected

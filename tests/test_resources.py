@@ -47,3 +47,16 @@ async def test_a_crd_without_the_selectable_field_is_named_and_other_refusals_ar
     with pytest.raises(ApiException):
         await r.check_selectable_fields("ns", within=1.0)  # 0.5 s, then 1 s would pass it
     assert len(asked) == 2
+
+
+def test_only_answers_that_may_change_are_asked_again():
+    import asyncio
+
+    import aiohttp
+
+    from repo2docker_buildcore.resources import worth_asking_again
+
+    assert all(worth_asking_again(ApiException(status=code)) for code in (408, 429, 500, 502, 503, 504))
+    assert not any(worth_asking_again(ApiException(status=code)) for code in (400, 403, 404, 409, 422))
+    assert worth_asking_again(aiohttp.ClientConnectionError()) and worth_asking_again(asyncio.TimeoutError())
+    assert not worth_asking_again(ValueError("a bug"))

@@ -62,6 +62,23 @@ PREPARE_RECHECK = 1.0
 _cleanups: set[asyncio.Task] = set()
 
 
+async def no_build_needed(runner: BuildRunner, image: str, burst: bool = False) -> str | None:
+    """Why a build of `image` is not needed, from one look (the daemon's image, or with push
+    the registry's tag), else None. For a new resource, before anything is queued: most
+    requests name an image that exists, and those must cost no more than this look. What
+    takes longer (pushing a local image the registry lacks, a registry that does not answer)
+    is left to the build's own job, which says so in its status. `burst`: one of many
+    questions at once (new resources), answered from a shared listing of the daemon's tags."""
+    if not runner.config.push:
+        images = runner.images
+        exists = await (images.image_exists_in_burst(image) if burst else images.image_exists(image))
+        return ALREADY_BUILT if exists else None
+    try:
+        return ALREADY_PUSHED if await runner.images.registry_has(image) else None
+    except RunnerError:
+        return None
+
+
 class ClaimLost(Exception):
     """Another builder holds this build: this one stops wanting it and writes nothing more."""
 
@@ -189,7 +206,7 @@ class BuildJob:
     async def _already_built(self, retrying: bool) -> str | None:
         """Why no build is needed, or None. With push on, the registry decides."""
         if not self.runner.config.push:
-            return ALREADY_BUILT if await self.runner.images.image_exists(self.spec.image) else None
+            return await no_build_needed(self.runner, self.spec.image)
         in_registry = await self._in_registry(retrying)
         if in_registry:
             return ALREADY_PUSHED

@@ -17,6 +17,7 @@ import docker.errors
 from .contract import registry_of
 from .docker_api import DockerAPI, RegistryError, RegistryUnavailable, RunnerError
 from .imagegc import DiskUsage
+from .taglisting import TagListing
 
 # What a registry (through the daemon or a build's log) says when it refuses credentials.
 _REFUSED_WORDS = ("unauthorized", "authentication required", "denied", "forbidden", "no basic auth")
@@ -49,6 +50,7 @@ class ImageStore:
         self.build_image = build_image
         self.instance = instance
         self.docker_config = docker_config
+        self._listing = TagListing(self._all_tags)
 
     async def image_exists(self, image: str) -> bool:
         try:
@@ -56,6 +58,15 @@ class ImageStore:
             return True
         except docker.errors.ImageNotFound:
             return False
+
+    async def image_exists_in_burst(self, image: str) -> bool:
+        """`image_exists`, for questions that come many at once (new resources): answered by a
+        listing of the daemon's tags they share (taglisting.py), an absence confirmed exactly."""
+        return image in await self._listing.tags() or await self.image_exists(image)
+
+    async def _all_tags(self) -> frozenset[str]:
+        images = await self.api.call((await self.api.client()).api.images)
+        return frozenset(tag for image in images for tag in image.get("RepoTags") or ())
 
     async def digest(self, image: str) -> str | None:
         """What names this image's content: its registry digest ('name@sha256:…') when it came

@@ -28,10 +28,12 @@ class DurationHistory:
     def __init__(self) -> None:
         self._by_repo: dict[str, Deque[float]] = {}
         self._all: Deque[float] = collections.deque(maxlen=KEEP * 10)
+        self.recorded = 0  # durations recorded so far: estimates made before a new one are stale
 
     def record(self, repo: str, seconds: float) -> None:
         self._by_repo.setdefault(repo, collections.deque(maxlen=KEEP)).append(seconds)
         self._all.append(seconds)
+        self.recorded += 1
 
     def expected(self, repo: str) -> float | None:
         """The median duration of this repository's builds, else of all, else None."""

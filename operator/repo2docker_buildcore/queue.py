@@ -19,6 +19,7 @@ same positions.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Hashable, Iterable, Mapping, TypeVar
@@ -27,6 +28,8 @@ from .contract import PREBUILD_REQUESTER
 from .estimate import DurationHistory, start_delays
 
 PositionCallback = Callable[[int], None]
+# Seconds an estimate simulation is reused while nothing in the queue changes.
+ESTIMATE_KEEP = 1.0
 
 
 @dataclass
@@ -53,22 +56,28 @@ def fair_order(waiting: Iterable[tuple[str, tuple, W]], last_start: Mapping[str,
     ago (or never), with their oldest waiting build (by `order`, which also breaks ties).
     So a user whose build just started waits behind everyone else's next, and one user's five
     builds never all go before another user's first. Items without a requester ("") share
-    one turn. Prebuilds (PREBUILD_REQUESTER) go after everyone else's."""
+    one turn. Prebuilds (PREBUILD_REQUESTER) go after everyone else's.
+
+    A heap of requesters keyed by their next turn: W waiters of R requesters cost
+    W log R, not W * R (a thousand waiters of one hub's prebuilds is an ordinary morning)."""
     queues: dict[str, list[tuple[tuple, W]]] = {}
     for requester, order, item in waiting:
         queues.setdefault(requester, []).append((order, item))
-    for items in queues.values():
-        items.sort(key=lambda pair: pair[0])
-    turn = {requester: last_start.get(requester, float("-inf")) for requester in queues}
+    heap = []
+    for requester, items in queues.items():
+        items.sort(key=lambda pair: pair[0], reverse=True)  # popped from the end: oldest first
+        heap.append((requester == PREBUILD_REQUESTER, last_start.get(requester, float("-inf")), items[-1][0],
+                     requester))
+    heapq.heapify(heap)
     later = max(last_start.values(), default=0.0)  # a turn taken here is after every recorded one
     ordered: list[W] = []
-    while queues:
-        requester = min(queues, key=lambda r: (r == PREBUILD_REQUESTER, turn[r], queues[r][0][0]))
-        ordered.append(queues[requester].pop(0)[1])
+    while heap:
+        prebuild, _turn, _oldest, requester = heapq.heappop(heap)
+        items = queues[requester]
+        ordered.append(items.pop()[1])
         later += 1.0
-        turn[requester] = later
-        if not queues[requester]:
-            del queues[requester]
+        if items:
+            heapq.heappush(heap, (prebuild, later, items[-1][0], requester))
     return ordered
 
 
@@ -85,12 +94,20 @@ class BuildQueue:
         self.limit = limit
         self.cluster_limit = cluster_limit
         self._running: dict[Hashable, str] = {}  # key -> requester
-        self._waiting: list[_Waiter] = []
+        self._waiting: dict[Hashable, _Waiter] = {}  # by key, in arrival order
         self._last_start: dict[str, float] = {}  # requester -> when their last build got a slot
         self._elsewhere = 0
         self._granted: dict[Hashable, tuple[float, str]] = {}  # key -> (monotonic grant time, repository)
         self.history = DurationHistory()
         self._recheck: asyncio.TimerHandle | None = None
+        # The fair order and every waiter's index in it, computed when first asked after a
+        # change (`_changed`): one freed slot moves every waiter, and each of them then asks
+        # its position and estimate; sorting once per asker made that O(W^2) per event.
+        self._order: list[_Waiter] | None = None
+        self._index: dict[Hashable, int] = {}
+        # When each waiter is expected to start (monotonic), from one simulation for all of
+        # them, with the history count it was made from (see `_expected_starts`).
+        self._starts: tuple[float, int, dict[Hashable, float]] | None = None
 
     @property
     def running(self) -> int:
@@ -100,53 +117,77 @@ class BuildQueue:
     def waiting(self) -> int:
         return len(self._waiting)
 
+    def _changed(self) -> None:
+        """Something the order or the estimates depend on changed: both are made anew when asked."""
+        self._order = None
+        self._starts = None
+
     def _ordered(self) -> list[_Waiter]:
-        return fair_order(((w.requester, w.order, w) for w in self._waiting), self._last_start)
+        if self._order is None:
+            self._order = fair_order(((w.requester, w.order, w) for w in self._waiting.values()), self._last_start)
+            self._index = {w.key: i for i, w in enumerate(self._order)}
+        return self._order
 
     def position(self, key: Hashable) -> int | None:
         """1-based position among the waiting builds, or None if `key` is not waiting."""
-        for index, waiter in enumerate(self._ordered()):
-            if waiter.key == key:
-                return index + 1
-        return None
+        self._ordered()
+        index = self._index.get(key)
+        return None if index is None else index + 1
 
     def adopt(self, key: Hashable, requester: str = "", repo: str = "", elapsed: float = 0.0) -> None:
         """Count a build that is already running (found after a restart) as holding a slot."""
         self._running[key] = requester
         self._granted.setdefault(key, (time.monotonic() - elapsed, repo))
         self._last_start.setdefault(requester, time.time())
+        self._changed()
 
     def estimate(self, key: Hashable) -> float | None:
         """Seconds until the waiter `key` is expected to start (see estimate.py), or None
         when it is not waiting or nothing has been built here yet to tell."""
-        ordered = self._ordered()
-        index = next((i for i, w in enumerate(ordered) if w.key == key), None)
-        if index is None or self.limit <= 0:
+        if self.limit <= 0:
             return None
+        start = (self._expected_starts() or {}).get(key)
+        return None if start is None else max(start - time.monotonic(), 0.0)
+
+    def _expected_starts(self) -> dict[Hashable, float] | None:
+        """Every waiter's expected start, as a monotonic time, from one simulation; None when
+        a duration cannot be told yet. Kept as absolute times until the queue changes, a
+        build is recorded, or ESTIMATE_KEEP passes (running builds that overrun push the
+        waiters back): an estimate asked again in between moves with the clock, not with
+        the asking."""
         now = time.monotonic()
+        if self._starts is not None:
+            made, recorded, starts = self._starts
+            if now - made < ESTIMATE_KEEP and recorded == self.history.recorded:
+                return starts
+        ordered = self._ordered()
         running = []
         for granted, repo in self._granted.values():
             expected = self.history.expected(repo)
             if expected is None:
                 return None
             running.append((now - granted, expected))
-        waiting = [self.history.expected(w.repo) for w in ordered[:index]]
-        if None in waiting:
+        durations = [self.history.expected(w.repo) for w in ordered]
+        if None in durations:
             return None
-        return start_delays(running, waiting + [0.0], self.limit)[index]
+        delays = start_delays(running, durations, self.limit)
+        starts = {w.key: now + delay for w, delay in zip(ordered, delays)}
+        self._starts = (now, self.history.recorded, starts)
+        return starts
 
     def set_requester(self, key: Hashable, requester: str) -> None:
         """A waiting build's requester changed (a user's launch joined a prebuild)."""
-        for waiter in self._waiting:
-            if waiter.key == key and waiter.requester != requester:
-                waiter.requester = requester
-                self._dispatch()
-                return
+        waiter = self._waiting.get(key)
+        if waiter is not None and waiter.requester != requester:
+            waiter.requester = requester
+            self._changed()
+            self._dispatch()
 
     def note_start(self, requester: str, when: float) -> None:
         """A build of `requester` was claimed at `when` (by any builder): their turn was then."""
         if when > self._last_start.get(requester, float("-inf")):
             self._last_start[requester] = when
+            self._changed()
             self._dispatch()
 
     def set_elsewhere(self, count: int) -> None:
@@ -175,16 +216,18 @@ class BuildQueue:
         loop = asyncio.get_running_loop()
         waiter = _Waiter(order=(*order, loop.time()), key=key, granted=loop.create_future(), on_position=on_position,
                          requester=requester, repo=repo, not_before=time.monotonic() + hold if hold > 0 else 0.0)
-        self._waiting.append(waiter)
+        self._waiting[key] = waiter
+        self._changed()
         self._dispatch()
         try:
             await waiter.granted
         except asyncio.CancelledError:
-            if waiter in self._waiting:
-                self._waiting.remove(waiter)
+            if self._waiting.get(key) is waiter:
+                del self._waiting[key]
             elif waiter.granted.done() and not waiter.granted.cancelled():
                 self._running.pop(key, None)  # granted in the same tick as the cancel
                 self._granted.pop(key, None)
+            self._changed()
             self._dispatch()
             raise
 
@@ -206,8 +249,10 @@ class BuildQueue:
         ran to its end; not one that was cancelled or found already built)."""
         self._running.pop(key, None)
         granted = self._granted.pop(key, None)
-        if granted is not None and record:
-            self.history.record(granted[1], time.monotonic() - granted[0])
+        if granted is not None:
+            self._changed()
+            if record:
+                self.history.record(granted[1], time.monotonic() - granted[0])
         self._dispatch()
 
     def _dispatch(self) -> None:
@@ -215,12 +260,13 @@ class BuildQueue:
             now = time.monotonic()
             waiter = next((w for w in self._ordered() if w.not_before <= now), None)
             if waiter is None:  # every waiter is held back: look again when the first hold ends
-                self._recheck_at(min(w.not_before for w in self._waiting))
+                self._recheck_at(min(w.not_before for w in self._waiting.values()))
                 break
-            self._waiting.remove(waiter)
+            del self._waiting[waiter.key]
             self._running[waiter.key] = waiter.requester
             self._granted[waiter.key] = (time.monotonic(), waiter.repo)
             self._last_start[waiter.requester] = time.time()
+            self._changed()
             waiter.granted.set_result(None)
         for index, waiter in enumerate(self._ordered()):
             if waiter.on_position and waiter.last_position != index + 1:

@@ -7,10 +7,12 @@ build's daemon runs for minutes). The client is kubernetes_asyncio, so no call b
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from typing import Any, AsyncIterator, Callable
 
+import aiohttp
 from kubernetes_asyncio import client, config, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
@@ -26,6 +28,18 @@ FINISHED_SELECTOR = f"status.{contract.STATUS_FINISHED_AT}!="
 
 class OutdatedCRD(RuntimeError):
     """The cluster's CRD lacks what this version relies on; the message says what to apply."""
+
+
+# What the API server answers when asking again later may help.
+_RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+
+
+def worth_asking_again(exc: BaseException) -> bool:
+    """The API server said "not now" (busy, a CRD still initialising, a timeout), or the
+    connection failed: asking again later may help. Anything else (403, 404, 422) will not."""
+    if isinstance(exc, ApiException):
+        return exc.status in _RETRY_STATUSES
+    return isinstance(exc, (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError))
 
 
 class _Busy(Exception):
@@ -80,6 +94,61 @@ class BuildResources:
             {"status": status}, _content_type=MERGE_PATCH,
         )
 
+    async def patch_status_at(self, namespace: str, name: str, resource_version: str,
+                              status: dict[str, Any]) -> dict[str, Any] | None:
+        """Write `status` if the resource is still at `resource_version` (as a watch event
+        showed it): one request, no read. The written resource; None if it changed since
+        (another builder decided first, or someone else wrote) or is gone."""
+        body = {"metadata": {"resourceVersion": resource_version}, "status": status}
+        try:
+            return await self.custom.patch_namespaced_custom_object_status(
+                contract.GROUP, contract.VERSION, namespace, contract.PLURAL, name, body, _content_type=MERGE_PATCH)
+        except ApiException as exc:
+            if exc.status in (404, 409):
+                return None
+            raise
+
+    async def label_finished(self, written: dict[str, Any], finished_at: int) -> bool:
+        """Label a resource whose `status.finishedAt` this operator has just written (`written`,
+        as that write returned it) with its finish time, for the TTL sweep's metadata-only
+        listing: one write guarded by that version; if anything changed since, read and write
+        again (only this incarnation). False if it is gone."""
+        meta = written["metadata"]
+        label = {contract.LABEL_FINISHED_AT: str(finished_at)}
+        body = {"metadata": {"resourceVersion": meta["resourceVersion"], "labels": label}}
+        sent = await self._send_guarded(self.custom.patch_namespaced_custom_object, meta["namespace"], meta["name"], body)
+        if sent is not None:
+            return sent
+        return await self._patch_metadata(meta["namespace"], meta["name"], meta["uid"], lambda _meta: {"labels": label})
+
+    @staticmethod
+    async def _send_guarded(send, namespace: str, name: str, patch: dict[str, Any]) -> bool | None:
+        """Send a merge patch that carries its resourceVersion precondition: True if written,
+        False if the resource is gone, None if it changed since (409)."""
+        try:
+            await send(contract.GROUP, contract.VERSION, namespace, contract.PLURAL, name, patch,
+                       _content_type=MERGE_PATCH)
+            return True
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            if exc.status != 409:
+                raise
+        return None
+
+    async def label_unlabelled(self, namespace: str | None) -> int:
+        """Label the released resources that lack the finish label (an operator that stopped
+        between `status.finishedAt` and its label): the TTL sweep would never see them. A
+        handful at most, so read whole. How many were labelled."""
+        listing = await self.list(namespace, field_selector=FINISHED_SELECTOR,
+                                  label_selector=f"!{contract.LABEL_FINISHED_AT}")
+        labelled = 0
+        for obj in listing.get("items") or []:
+            finished_at = (obj.get("status") or {}).get(contract.STATUS_FINISHED_AT)
+            if isinstance(finished_at, int) and await self.label_finished(obj, finished_at):
+                labelled += 1
+        return labelled
+
     async def patch_status_where(self, namespace: str, name: str, uid: str,
                                  decide: Callable[[dict[str, Any]], dict[str, Any] | None]) -> bool:
         """Write `decide(status)` into this incarnation's status if it is not None, guarded by
@@ -117,15 +186,9 @@ class BuildResources:
             if patch is None:
                 return False
             patch.setdefault("metadata", {})["resourceVersion"] = meta["resourceVersion"]
-            try:
-                await send(contract.GROUP, contract.VERSION, namespace, contract.PLURAL, name, patch,
-                           _content_type=MERGE_PATCH)
-                return True
-            except ApiException as exc:
-                if exc.status == 404:
-                    return False
-                if exc.status != 409:
-                    raise
+            sent = await self._send_guarded(send, namespace, name, patch)
+            if sent is not None:
+                return sent
         raise RuntimeError(f"{namespace}/{name} kept changing; it stays as it was until the next relist")
 
     async def mark_finished(self, namespace: str, name: str, uid: str, finished_at: int, finalizer: str) -> bool:
@@ -189,7 +252,7 @@ class BuildResources:
                         f"operator: it cannot select builds by {contract.STATUS_FINISHED_AT!r} ({exc.reason}). Apply "
                         f"this release's CRD (kubectl apply -f crds/repo2dockerbuilds.yaml; Helm never upgrades CRDs)"
                     ) from None
-                if exc.status == 429 or exc.status >= 500:
+                if worth_asking_again(exc):
                     raise _Busy(exc) from exc
                 raise
 
@@ -215,7 +278,7 @@ class BuildResources:
                 header_params={"Accept": "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"},
             )
             body = json.loads(await response.read())
-            for item in body.get("items", []):
+            for item in body.get("items") or []:  # an empty list is `"items": null`
                 meta = item["metadata"]
                 try:
                     finished_at = int(meta.get("labels", {})[contract.LABEL_FINISHED_AT])

@@ -19,18 +19,18 @@ import dataclasses
 import functools
 import logging
 import time
-from typing import Any
+from typing import Any, Awaitable, Callable, TypeVar
 
 import kopf
 
 from repo2docker_buildcore import contract, gitcredentials
 from repo2docker_buildcore.adoption import adopt
 from repo2docker_buildcore.backoff import Backoff, retry
-from repo2docker_buildcore.build import BuildJob, BuildOutcome, ClaimLost
+from repo2docker_buildcore.build import BuildJob, BuildOutcome, ClaimLost, no_build_needed
 from repo2docker_buildcore.contract import BuildSpec, BuildStatus, InvalidBuildRequest, Phase
 from repo2docker_buildcore.docker_api import RunnerError
 from repo2docker_buildcore.gitcredentials import CloneCredentials, GitCredential, load_file, match
-from repo2docker_buildcore.resources import UNFINISHED_SELECTOR, OutdatedCRD
+from repo2docker_buildcore.resources import UNFINISHED_SELECTOR, OutdatedCRD, worth_asking_again
 from repo2docker_buildcore.runner import BuildContainer, BuildRef
 from repo2docker_buildcore.status import StatusPublisher, now_iso
 from repo2docker_buildcore.versions import UnsupportedSetting, check_supported
@@ -40,6 +40,7 @@ from .config import ConfigError, OperatorConfig, from_environ
 from .state import OperatorState
 
 FINALIZER = f"{contract.GROUP}/finalizer"
+T = TypeVar("T")
 EVENT_REASONS = {
     Phase.QUEUED: ("Normal", "Queued"),
     Phase.BUILDING: ("Normal", "Building"),
@@ -79,7 +80,19 @@ def _config(memo: kopf.Memo) -> OperatorConfig:
         raise kopf.PermanentError(f"invalid configuration: {exc}") from None
 
 
+class _QuietEvents(logging.Filter):
+    """Drops kopf's "Handler 'build_event' succeeded." (one line per watch event, thousands in
+    a burst, and saying nothing); its failures still show."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != f"Handler {build_event.__name__!r} succeeded."
+
+
+_QUIET_EVENTS = _QuietEvents()
+
+
 def configure(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
+    logging.getLogger("kopf.objects").addFilter(_QUIET_EVENTS)
     # kopf's bookkeeping goes into annotations under our group, so `status` is ours alone.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=contract.GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -163,40 +176,139 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
         await memo.state.close()
 
 
-def _finished(status: kopf.Status, **_: Any) -> bool:
-    return BuildStatus.from_status(status).phase.terminal
-
-
-def _unfinished(status: kopf.Status, **_: Any) -> bool:
-    return not _finished(status)
-
-
-@kopf.on.event(contract.GROUP, contract.VERSION, contract.PLURAL, when=_finished)
-async def finished_build(type: str | None, status: kopf.Status, name: str, namespace: str, uid: str,
-                         memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
-    """A finished resource the watch still shows: one whose marking failed, or one finished
-    by an operator from before the marks. Mark it now, so the watch forgets it."""
-    if type == "DELETED":  # gone, or out of the watch: marked
-        memo.state.marking.discard(uid)
-    else:
-        await _mark_finished(memo.state, namespace, name, uid, logger)
+def _under_way(status: kopf.Status, **_: Any) -> bool:
+    """A build that needs its daemon: decided (a phase written), not finished."""
+    phase = (status or {}).get("phase")
+    return bool(phase) and not BuildStatus.from_status(status).phase.terminal
 
 
 @kopf.on.event(contract.GROUP, contract.VERSION, contract.PLURAL)
-async def seen_build(type: str | None, status: kopf.Status, spec: kopf.Spec, meta: kopf.Meta, uid: str,
-                     memo: kopf.Memo, **_: Any) -> None:
-    """Every build the watch shows: what the other builders hold, when each user's builds
-    were last claimed and who built each repository (`claims.ClusterView`), for the cap
-    across builders, the fair order and cache affinity."""
-    if memo.get("state"):
-        memo.state.seen_build(uid, dict(status or {}), claims.requester_of(dict(meta)), type == "DELETED",
-                              (spec or {}).get("repoUrl", ""))
+async def build_event(type: str | None, body: kopf.Body, status: kopf.Status, spec: kopf.Spec, meta: kopf.Meta,
+                      name: str, namespace: str, uid: str, memo: kopf.Memo, logger: logging.Logger,
+                      **_: Any) -> None:
+    """Every event of every build the watch shows, in one handler (kopf calls each event
+    handler with a task, a log line and a result of its own: three handlers tripled that).
+
+    What the other builders hold, whose build was claimed when and who built each repository
+    go into `claims.ClusterView` (the cap across builders, the fair order, cache affinity).
+    A build nobody has decided yet is decided here, before any daemon (`new_build`); a
+    finished one the watch still shows (its release failed, or an operator from before the
+    releases finished it) is released."""
+    state: OperatorState | None = memo.get("state")
+    if state is None:
+        return
+    deleted = type == "DELETED"  # deleted, or released (out of the watch's field selector)
+    state.seen_build(uid, dict(status or {}), claims.requester_of(dict(meta)), deleted, (spec or {}).get("repoUrl", ""))
+    if deleted:
+        state.marking.discard(uid)
+        state.deciding.discard(uid)
+    elif BuildStatus.from_status(status).phase.terminal:
+        await _mark_finished(state, namespace, name, uid, logger)
+    elif not (status or {}).get("phase"):
+        await new_build(state, body, spec, meta, namespace, name, uid, logger)
+
+
+class _Transient(Exception):
+    pass
+
+
+async def _asking_again(attempt: Callable[[], Awaitable[T]], what: str, logger: logging.Logger) -> T:
+    """`attempt()`, asked again with back-off while it fails in a way that asking again may
+    mend (the API server busy, a dropped connection): kopf does not retry event handlers."""
+    async def once() -> T:
+        try:
+            return await attempt()
+        except Exception as exc:  # noqa: BLE001 - sorted here, raised as it was otherwise
+            if worth_asking_again(exc):
+                raise _Transient(str(exc)) from exc
+            raise
+
+    def tell(exc: BaseException, delay: float) -> None:
+        logger.warning("cannot %s yet (%s); asking again in %.0f s", what, exc, delay)
+
+    return await retry(once, retry_on=_Transient, backoff=Backoff.doubling(0.5, 30.0), on_retry=tell)
+
+
+async def new_build(state: OperatorState, body: kopf.Body, spec: kopf.Spec, meta: kopf.Meta,
+                    namespace: str, name: str, uid: str, logger: logging.Logger) -> None:
+    """Decide a build no operator has decided yet, in one status write guarded by the version
+    the watch showed (no read): an image that exists is `Succeeded` and released at once, an
+    invalid request `Failed`; anything else `Pending`, and its daemon takes it from there.
+
+    Most requests name an image that exists (every launch after the first of a commit, a
+    restarted hub's prebuilds), and a daemon, a finalizer, a queue turn and an estimate for
+    each cost a tenth of a second and grew with the queue; this costs one look at the image
+    and two writes. With several builders every one decides, and the API server accepts only
+    the first write: the others get 409 and see the decision in their next event. Errors
+    that asking again may mend (the API server busy, a dropped connection) are asked again:
+    kopf does not retry event handlers."""
+    if uid in state.deciding:  # an event of it while deciding (kopf batches, but a decision may outlast that)
+        return
+    state.deciding.add(uid)
+    try:
+        await _asking_again(lambda: _decide(state, body, spec, meta, namespace, name, uid, logger),
+                            "decide the build", logger)
+    except Exception as exc:  # noqa: BLE001 - left undecided: the next event of it, or the next start, decides
+        logger.error("cannot decide the build: %s", exc)
+    finally:
+        state.deciding.discard(uid)
+
+
+async def _decide(state: OperatorState, body: kopf.Body, spec: kopf.Spec, meta: kopf.Meta,
+                  namespace: str, name: str, uid: str, logger: logging.Logger) -> None:
+    version = meta["resourceVersion"]
+    try:
+        build_spec = _build_spec(spec, state.config)
+    except InvalidBuildRequest as exc:
+        message = f"Invalid build request: {exc}"
+        if await _finish_new(state, namespace, name, uid, version, {
+                "phase": Phase.FAILED.value, "message": message, "completionTime": now_iso(),
+                "observedGeneration": meta.get("generation")}):
+            _event(body, Phase.FAILED, message)
+            state.metrics.finished(Phase.FAILED, None, cached=False)
+        return
+    decided = {"observedGeneration": meta.get("generation"), "shortCommit": build_spec.commit[:7]}
+    try:
+        reason = await no_build_needed(state.runner, build_spec.image, burst=True)
+    except RunnerError:  # Docker does not answer: the build's job fails with what it says
+        reason = None
+    if reason is None:
+        await state.resources.patch_status_at(namespace, name, version, {**decided, "phase": Phase.PENDING.value})
+        return
+    when = now_iso()
+    if await _finish_new(state, namespace, name, uid, version, {
+            **decided, "phase": Phase.SUCCEEDED.value, "message": reason, "image": build_spec.image,
+            "builder": state.config.builder, "startTime": when, "completionTime": when}):
+        if state.collector is not None:
+            state.collector.touch(build_spec.image)  # its server starts next: a use
+        state.metrics.finished(Phase.SUCCEEDED, None, cached=True)
+        logger.debug("no build needed: %s", reason)
+
+
+async def _finish_new(state: OperatorState, namespace: str, name: str, uid: str, version: str,
+                      fields: dict[str, Any]) -> bool:
+    """Write a new build's outcome and release it in the same write (`finishedAt` takes it out
+    of the watch), then label it for the TTL sweep (a crash in between is mended at the next
+    start: `BuildResources.label_unlabelled`). False if another write came first."""
+    finished_at = int(time.time())
+    written = await state.resources.patch_status_at(namespace, name, version,
+                                                    {**fields, contract.STATUS_FINISHED_AT: finished_at})
+    if written is None:
+        return False
+    state.marking.add(uid)
+    state.expiries.finished(namespace, name, uid, finished_at)
+    try:
+        await _asking_again(lambda: state.resources.label_finished(written, finished_at), "label the build finished",
+                            logging.getLogger(__name__))
+    except Exception as exc:  # noqa: BLE001 - released either way; the next start labels it
+        logging.getLogger(__name__).warning("could not label the build finished: %s", exc)
+    return True
 
 
 # On deletion kopf first only sets `stopped` (for cancellation_backoff seconds), and cancels
 # the task after that; the finalizer stays until the daemon has exited. Our daemon reacts to
 # `stopped` at once, so the backoff is just head-room for killing a container.
-@kopf.daemon(contract.GROUP, contract.VERSION, contract.PLURAL, when=_unfinished,
+@kopf.daemon(contract.GROUP, contract.VERSION, contract.PLURAL, when=_under_way,
              cancellation_backoff=20, cancellation_timeout=10)
 async def build_daemon(
     body: kopf.Body, spec: kopf.Spec, status: kopf.Status, meta: kopf.Meta,
@@ -206,8 +318,7 @@ async def build_daemon(
     """One build, from its resource to its outcome: accept the spec, run the job until it
     ends or the resource goes, record what happened."""
     state: OperatorState = memo.state
-    phase = BuildStatus.from_status(status).phase
-    if phase.terminal:  # filtered out by `when`; kept for a status that changed under the filter
+    if not _under_way(status):  # filtered out by `when`; kept for a status that changed under the filter
         return
     if contract.LABEL_FINISHED_AT in (meta.get("labels") or {}):
         await _remove_forged_mark(state, body, namespace, name, uid, logger)
@@ -383,9 +494,6 @@ async def _accepted_spec(state: OperatorState, body: kopf.Body, spec: kopf.Spec,
     except InvalidBuildRequest as exc:
         await _refuse(state, body, meta, publisher, f"Invalid build request: {exc}", logger)
         return None
-    if not publisher.current.get("phase"):  # first sight: no operator wrote a phase yet
-        await publisher.update({"phase": Phase.PENDING.value, "observedGeneration": meta.get("generation"),
-                                "shortCommit": build_spec.commit[:7]})
     return build_spec
 
 

@@ -96,13 +96,21 @@ class BuilderLeases:
     def lost(self, builder: str) -> bool:
         return self.observations.lost(builder)
 
-    async def run(self) -> None:
+    async def refresh(self) -> None:
+        """Renew this builder's Lease and read everyone's, once."""
+        await self._renew()
+        await self._observe()
+
+    async def run(self, first_done: bool = False) -> None:
+        """Refresh every third of the duration (`first_done`: the first refresh is done)."""
         period = self.observations.duration / 3
         warned = False
         while True:
             try:
-                await self._renew()
-                await self._observe()
+                if first_done:
+                    first_done = False
+                else:
+                    await self.refresh()
                 warned = False
             except (ApiException, OSError, asyncio.TimeoutError) as exc:
                 if not warned:  # once per outage: a renewal every few seconds would flood the log

@@ -15,6 +15,7 @@ import logging
 from dataclasses import dataclass, field
 
 from kubernetes_asyncio import client
+from kubernetes_asyncio.client.exceptions import ApiException
 
 from repo2docker_buildcore import contract
 from repo2docker_buildcore.backoff import Backoff, retry
@@ -55,6 +56,8 @@ class OperatorState:
     # Finished builds this process marks (or marked) while the watch still shows them: the
     # build's own end and the watch's sight of its terminal phase would otherwise both write.
     marking: set[str] = field(default_factory=set)
+    # New builds being decided (`handlers.new_build`): one decision per build at a time.
+    deciding: set[str] = field(default_factory=set)
 
     def seen_build(self, uid: str, status: dict | None, requester: str, deleted: bool, repo: str = "") -> None:
         """A watch event of a build: what the other builders hold, whose turn was when, and
@@ -78,7 +81,16 @@ class OperatorState:
                     secrets=BuildSecrets(api),
                     leases=BuilderLeases(api, config.leases_in, config.builder, config.lease_duration),
                     cluster=ClusterView(config.builder))
-        state.spawn(state.leases.run(), "renew this builder's Lease, observe the others'")
+        # The others' Leases are read once before any build is looked at: a builder in its
+        # first moments would otherwise see itself alone and take a build another builder
+        # has the layers for (cache affinity asks who is alive).
+        try:
+            await state.leases.refresh()
+            first_done = True
+        except (ApiException, OSError, asyncio.TimeoutError) as exc:
+            log.warning("cannot renew or read builder Leases yet: %s", exc)
+            first_done = False
+        state.spawn(state.leases.run(first_done), "renew this builder's Lease, observe the others'")
         if config.metrics_port:
             state.metrics.serve(config.metrics_port, config.metrics_address)
         state.spawn(state._sweep(), "delete expired build resources")
@@ -139,6 +151,8 @@ class OperatorState:
     async def _sweep(self) -> None:
         """Learn the finished resources from one paged, metadata-only listing, then expire them."""
         async def learn(namespace: str | None) -> None:
+            if labelled := await self.resources.label_unlabelled(namespace):
+                log.info("labelled %d released build(s) that lacked their finish label", labelled)
             async for ns, name, uid, finished_at in self.resources.list_finished(namespace):
                 self.expiries.finished(ns, name, uid, finished_at)
 
