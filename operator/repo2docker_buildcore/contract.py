@@ -34,12 +34,14 @@ LABEL_BUILD_NAME = f"{LABEL_PREFIX}/build-name"
 LABEL_BUILD_NAMESPACE = f"{LABEL_PREFIX}/build-namespace"
 LABEL_BUILD_UID = f"{LABEL_PREFIX}/build-uid"
 LABEL_INSTANCE = f"{LABEL_PREFIX}/instance"
-# On a build resource once the operator has released it: when (unix seconds), for its TTL
-# sweep, which reads metadata only. Anyone who may create a resource may set a label, so the
-# operator never trusts it alone: what takes a resource out of its watch is the status field
-# STATUS_FINISHED_AT (a selectable field of the CRD), which only the operator can write.
+# On a build resource the operator built and released: when (unix seconds), for people and
+# label selectors. Anyone who may create a resource may set a label, so the operator never
+# trusts it: what takes a resource out of its watch, and what its TTL counts from, is the
+# status field STATUS_FINISHED_AT (a selectable field of the CRD), which only it can write.
 LABEL_FINISHED_AT = f"{LABEL_PREFIX}/finished-at"
 STATUS_FINISHED_AT = "finishedAt"
+# The CRD's printer column of `status.finishedAt`: the TTL sweep reads it from a Table listing.
+COLUMN_FINISHED_AT = "Released"
 LABEL_REPO_HASH = f"{LABEL_PREFIX}/repo-hash"
 LABEL_COMMIT = f"{LABEL_PREFIX}/commit"
 # On build containers only: enough of the spec to follow a build after a restart when no

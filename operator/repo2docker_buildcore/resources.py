@@ -108,19 +108,6 @@ class BuildResources:
                 return None
             raise
 
-    async def label_finished(self, written: dict[str, Any], finished_at: int) -> bool:
-        """Label a resource whose `status.finishedAt` this operator has just written (`written`,
-        as that write returned it) with its finish time, for the TTL sweep's metadata-only
-        listing: one write guarded by that version; if anything changed since, read and write
-        again (only this incarnation). False if it is gone."""
-        meta = written["metadata"]
-        label = {contract.LABEL_FINISHED_AT: str(finished_at)}
-        body = {"metadata": {"resourceVersion": meta["resourceVersion"], "labels": label}}
-        sent = await self._send_guarded(self.custom.patch_namespaced_custom_object, meta["namespace"], meta["name"], body)
-        if sent is not None:
-            return sent
-        return await self._patch_metadata(meta["namespace"], meta["name"], meta["uid"], lambda _meta: {"labels": label})
-
     @staticmethod
     async def _send_guarded(send, namespace: str, name: str, patch: dict[str, Any]) -> bool | None:
         """Send a merge patch that carries its resourceVersion precondition: True if written,
@@ -135,19 +122,6 @@ class BuildResources:
             if exc.status != 409:
                 raise
         return None
-
-    async def label_unlabelled(self, namespace: str | None) -> int:
-        """Label the released resources that lack the finish label (an operator that stopped
-        between `status.finishedAt` and its label): the TTL sweep would never see them. A
-        handful at most, so read whole. How many were labelled."""
-        listing = await self.list(namespace, field_selector=FINISHED_SELECTOR,
-                                  label_selector=f"!{contract.LABEL_FINISHED_AT}")
-        labelled = 0
-        for obj in listing.get("items") or []:
-            finished_at = (obj.get("status") or {}).get(contract.STATUS_FINISHED_AT)
-            if isinstance(finished_at, int) and await self.label_finished(obj, finished_at):
-                labelled += 1
-        return labelled
 
     async def patch_status_where(self, namespace: str, name: str, uid: str,
                                  decide: Callable[[dict[str, Any]], dict[str, Any] | None]) -> bool:
@@ -194,11 +168,11 @@ class BuildResources:
     async def mark_finished(self, namespace: str, name: str, uid: str, finished_at: int, finalizer: str) -> bool:
         """Record that a finished resource needs the operator no more, in two writes.
 
-        First its metadata: the finish time as a label (what the TTL sweep reads, from
-        metadata alone) and `finalizer` dropped, so a deletion needs nobody. Then
-        `status.finishedAt`, which takes it out of the operator's watch. The watch selects on
-        that status field, not on the label, because anyone who may create a resource may
-        also label it, and only the operator may write status. In this order a crash in
+        First its metadata: the finish time as a label (for people and label selectors) and
+        `finalizer` dropped, so a deletion needs nobody. Then `status.finishedAt`, which takes
+        it out of the operator's watch and is what its TTL counts from. The watch and the
+        sweep read that status field, not the label, because anyone who may create a
+        resource may also label it, and only the operator may write status. In this order a crash in
         between leaves it in the watch, to be marked again. Two markers at once (the build's
         end and the watch seeing its terminal phase) agree: the first time written is kept,
         in the label and in status. False if it is gone."""
@@ -262,30 +236,30 @@ class BuildResources:
             raise busy.error from None
 
     async def list_finished(self, namespace: str | None, page: int = 500) -> AsyncIterator[tuple[str, str, str, int]]:
-        """(namespace, name, uid, finished_at) of every resource the operator marked finished,
-        read as metadata only and page by page: thousands of finished builds with their log
-        tails would be megabytes. `namespace` None: all namespaces."""
+        """(namespace, name, uid, finished_at) of every resource the operator released, from
+        `status.finishedAt`, page by page. Read as a Table of metadata and the CRD's printer
+        column of that field (contract.COLUMN_FINISHED_AT): thousands of finished builds
+        with their log tails would be megabytes, and the field only the operator writes says
+        when (a label anyone may set would not). `namespace` None: all namespaces."""
         path = (f"/apis/{contract.GROUP}/{contract.VERSION}/namespaces/{namespace}/{contract.PLURAL}" if namespace
                 else f"/apis/{contract.GROUP}/{contract.VERSION}/{contract.PLURAL}")
         token = ""
         while True:
-            # Both: the label carries the time, the status field says the operator put it there.
-            query = [("labelSelector", contract.LABEL_FINISHED_AT), ("fieldSelector", FINISHED_SELECTOR), ("limit", page)]
+            query = [("fieldSelector", FINISHED_SELECTOR), ("includeObject", "Metadata"), ("limit", page)]
             if token:
                 query.append(("continue", token))
             response = await self.api.call_api(
                 path, "GET", query_params=query, auth_settings=["BearerToken"], _preload_content=False,
-                header_params={"Accept": "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"},
+                header_params={"Accept": "application/json;as=Table;g=meta.k8s.io;v=v1"},
             )
-            body = json.loads(await response.read())
-            for item in body.get("items") or []:  # an empty list is `"items": null`
-                meta = item["metadata"]
-                try:
-                    finished_at = int(meta.get("labels", {})[contract.LABEL_FINISHED_AT])
-                except (KeyError, ValueError):
-                    continue
-                yield meta["namespace"], meta["name"], meta["uid"], finished_at
-            token = body.get("metadata", {}).get("continue") or ""
+            table = json.loads(await response.read())
+            column = _column(table, contract.COLUMN_FINISHED_AT)
+            for row in table.get("rows") or []:  # an empty list is `"rows": null`
+                finished_at = row["cells"][column]
+                meta = row["object"]["metadata"]
+                if isinstance(finished_at, int):
+                    yield meta["namespace"], meta["name"], meta["uid"], finished_at
+            token = table.get("metadata", {}).get("continue") or ""
             if not token:
                 return
 
@@ -323,6 +297,16 @@ class BuildResources:
                 contract.GROUP, contract.VERSION, namespace, contract.PLURAL, **kwargs
             )
         return await self.custom.list_cluster_custom_object(contract.GROUP, contract.VERSION, contract.PLURAL, **kwargs)
+
+
+def _column(table: dict[str, Any], name: str) -> int:
+    """The index of a Table's column `name`; OutdatedCRD if the CRD does not print it."""
+    names = [column.get("name") for column in table.get("columnDefinitions") or []]
+    if name not in names:
+        raise OutdatedCRD(f"the {contract.CRD_NAME} CustomResourceDefinition on this cluster has no {name!r} column: "
+                          f"apply this release's CRD (kubectl apply -f crds/repo2dockerbuilds.yaml; Helm never "
+                          f"upgrades CRDs)")
+    return names.index(name)
 
 
 class BuildSecrets:

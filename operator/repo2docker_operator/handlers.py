@@ -287,9 +287,9 @@ async def _decide(state: OperatorState, body: kopf.Body, spec: kopf.Spec, meta: 
 
 async def _finish_new(state: OperatorState, namespace: str, name: str, uid: str, version: str,
                       fields: dict[str, Any]) -> bool:
-    """Write a new build's outcome and release it in the same write (`finishedAt` takes it out
-    of the watch), then label it for the TTL sweep (a crash in between is mended at the next
-    start: `BuildResources.label_unlabelled`). False if another write came first."""
+    """Write a new build's outcome and release it in the same write: `finishedAt` takes it out
+    of the watch and is what its TTL counts from (after a restart too). False if another
+    write came first."""
     finished_at = int(time.time())
     written = await state.resources.patch_status_at(namespace, name, version,
                                                     {**fields, contract.STATUS_FINISHED_AT: finished_at})
@@ -297,11 +297,6 @@ async def _finish_new(state: OperatorState, namespace: str, name: str, uid: str,
         return False
     state.marking.add(uid)
     state.expiries.finished(namespace, name, uid, finished_at)
-    try:
-        await _asking_again(lambda: state.resources.label_finished(written, finished_at), "label the build finished",
-                            logging.getLogger(__name__))
-    except Exception as exc:  # noqa: BLE001 - released either way; the next start labels it
-        logging.getLogger(__name__).warning("could not label the build finished: %s", exc)
     return True
 
 

@@ -151,8 +151,6 @@ class OperatorState:
     async def _sweep(self) -> None:
         """Learn the finished resources from one paged, metadata-only listing, then expire them."""
         async def learn(namespace: str | None) -> None:
-            if labelled := await self.resources.label_unlabelled(namespace):
-                log.info("labelled %d released build(s) that lacked their finish label", labelled)
             async for ns, name, uid, finished_at in self.resources.list_finished(namespace):
                 self.expiries.finished(ns, name, uid, finished_at)
 
