@@ -80,13 +80,14 @@ class Intervals:
         return [start - die for start, die in zip(starts[LIMIT:], dies)]
 
 
-def by_hand(client, env, repos) -> Intervals:
+def by_hand(client, env, repos, images: list[str]) -> Intervals:
     label = f"r2d-bench-hand={uuid.uuid4().hex[:8]}"
     intervals = Intervals(client, label)
     time.sleep(0.3)
 
     def run(repo) -> None:
-        run_by_hand(client, env, repo, f"r2d-bench-hand/{repo.name}:latest", labels=dict([label.split("=")]))
+        images.append(f"r2d-bench-hand/{repo.name}:latest")
+        run_by_hand(client, env, repo, images[-1], labels=dict([label.split("=")]))
 
     with ThreadPoolExecutor(LIMIT) as pool:
         list(pool.map(run, short_repos(repos, env["R2D_SINGLEUSER_IMAGE"])))
@@ -95,7 +96,7 @@ def by_hand(client, env, repos) -> Intervals:
     return intervals
 
 
-def through_operator(client, env, repos, **options) -> Intervals:
+def through_operator(client, env, repos, images: list[str], **options) -> Intervals:
     kubectl = Kubectl(env)
     kubectl("apply", "-f", str(ROOT / "crds" / "repo2dockerbuilds.yaml"))
     namespace = f"bench-{uuid.uuid4().hex[:8]}"
@@ -109,7 +110,9 @@ def through_operator(client, env, repos, **options) -> Intervals:
         with ThreadPoolExecutor(BUILDS) as pool:  # all requested at once, as the workers by hand
             names = list(pool.map(lambda r: create_build(kubectl, namespace, r.url, head(r), prefix="r2d-bench-"), repos_))
         for name in names:
-            assert wait_phase(kubectl, namespace, name, "Succeeded", "Failed", timeout=300)["status"]["phase"] == "Succeeded"
+            status = wait_phase(kubectl, namespace, name, "Succeeded", "Failed", timeout=300)["status"]
+            assert status["phase"] == "Succeeded", status
+            images.append(status["image"])
         time.sleep(0.5)
         intervals.close()
         intervals.efficiency()  # checks every build was seen
@@ -122,10 +125,18 @@ def through_operator(client, env, repos, **options) -> Intervals:
 def measure(env) -> list[tuple[str, str, str, str]]:
     client = docker.from_env()
     repos = GitRepoFactory(Path(env["R2D_GIT_ROOT"]), env["R2D_GIT_URL"])
-    manual = by_hand(client, env, repos)
+    images: list[str] = []
+    try:
+        manual = by_hand(client, env, repos, images)
+        ahead = through_operator(client, env, repos, images)
+        created_at_exit = through_operator(client, env, repos, images, no_prepare_next=True)
+    finally:  # what the builds made: the next run builds new repositories anyway
+        for image in images:
+            try:
+                client.images.remove(image)
+            except docker.errors.APIError:
+                pass
     hand, hand_span = manual.efficiency()
-    ahead = through_operator(client, env, repos)
-    created_at_exit = through_operator(client, env, repos, no_prepare_next=True)
     oper, oper_span = ahead.efficiency()
     gaps, base = ahead.handoffs(), created_at_exit.handoffs()
     return [(f"busy share of makespan, {BUILDS} builds at limit {LIMIT}", f"{oper:.1%} ({oper_span:.1f} s)",

@@ -214,19 +214,44 @@ async def test_a_builder_that_becomes_alone_while_a_build_waits_makes_its_contai
 
 
 async def test_a_container_made_ahead_is_removed_when_another_builder_wins_the_claim():
+    claims = []
+
     async def claim():
+        claims.append(1)
         return "other-node"
 
     queue = BuildQueue(1)
     second = FakeRunner()
     first, one, job_two, two = await _queued_behind_a_running_build(
         queue, second, claim=claim, me="me", claimed=False, alone=lambda: True)
-    await until(lambda: second.prepared, what="the container made ahead")
+    await until(lambda: second.prepared and claims, what="the container made and the claim tried ahead")
+    assert not job_two.claimed  # lost ahead: the claim at the slot asks again and stops the build
     first.release.set()
     await one
     with pytest.raises(build.ClaimLost):
         await two
     assert second.removed == [("p1", False)] and second.started == []
+
+
+async def test_alone_the_build_next_in_line_is_claimed_ahead_so_a_freed_slot_only_starts_it():
+    """The claim's read and write would otherwise stand between the exit and the next start."""
+    for alone in (True, False):
+        claims_at: list[bool] = []  # was the first build still running when the claim was made?
+        queue = BuildQueue(1)
+        second = FakeRunner()
+
+        async def claim():
+            claims_at.append(queue.running == 1 and bool(queue.waiting))  # the slot not yet freed
+            return "me"
+
+        first, one, job_two, two = await _queued_behind_a_running_build(
+            queue, second, claim=claim, me="me", claimed=False, alone=lambda: alone)
+        if alone:
+            await until(lambda: job_two.claimed, what="the claim ahead")
+        await asyncio.sleep(0.05)
+        first.release.set()
+        await asyncio.gather(one, two)
+        assert claims_at == [alone], alone  # one claim: ahead when alone, at the slot otherwise
 
 
 async def test_off_with_prepare_next_false():

@@ -10,7 +10,8 @@ import time
 import pytest
 
 from repo2docker_buildcore import contract
-from repo2docker_buildcore.resources import BuildResources, api_client
+from repo2docker_buildcore.kubeapi import connect
+from repo2docker_buildcore.resources import BuildResources
 from support.operator import OperatorProcess
 from support.waiting import wait_until
 
@@ -33,7 +34,7 @@ def released(kubectl, namespace: str, obj: dict, finished_at: int) -> None:
 
 
 async def finished(testenv, namespace: str) -> list[tuple]:
-    api = await api_client(testenv["KUBECONFIG"])
+    api = await connect(testenv["KUBECONFIG"])
     try:
         return [item async for item in BuildResources(api).list_finished(namespace, page=2)]
     finally:
@@ -59,12 +60,12 @@ async def test_released_builds_are_listed_page_by_page_with_the_time_from_status
 async def test_a_stale_version_is_not_written_over(testenv, kubectl, namespace, crd):
     obj = a_build(kubectl, namespace, 1)
     released(kubectl, namespace, obj, int(time.time()))
-    api = await api_client(testenv["KUBECONFIG"])
+    api = await connect(testenv["KUBECONFIG"])
     try:
         resources = BuildResources(api)
         meta = obj["metadata"]
         assert await resources.patch_status_at(namespace, meta["name"], meta["resourceVersion"], {"phase": "Failed"}) \
-            is None
+            is False
     finally:
         await api.close()
 

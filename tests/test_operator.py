@@ -396,7 +396,8 @@ def test_a_built_image_s_provenance_is_in_status_and_in_kubectl_s_wide_columns(
 
 async def test_a_queued_prebuild_waits_behind_launches_until_a_launch_joins_it(
         kubectl, namespace, operator_factory, git_repos, base, testenv):
-    from repo2docker_buildcore.resources import BuildResources, api_client
+    from repo2docker_buildcore.kubeapi import connect
+    from repo2docker_buildcore.resources import BuildResources
 
     operator_factory(concurrency=1)
     slow, watched, other = (dockerfile_repo(git_repos, base, sleep=s) for s in (30, 0, 0))
@@ -409,7 +410,7 @@ async def test_a_queued_prebuild_waits_behind_launches_until_a_launch_joins_it(
         return tuple(get_build(kubectl, namespace, n).get("status", {}).get("queuePosition") for n in (prebuild, bobs))
 
     wait_until(lambda: positions() == (2, 1), timeout=60, what="the prebuild to queue behind Bob's younger launch")
-    api = await api_client(testenv["KUBECONFIG"])
+    api = await connect(testenv["KUBECONFIG"])
     try:
         resources = BuildResources(api)
         uid_of = lambda n: get_build(kubectl, namespace, n)["metadata"]["uid"]  # noqa: E731

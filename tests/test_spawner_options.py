@@ -191,11 +191,10 @@ async def test_a_requeued_build_says_so_and_its_next_log_starts_from_the_first_l
 
 
 def test_api_errors_are_described_in_one_line():
-    from kubernetes_asyncio.client.exceptions import ApiException
+    from repo2docker_buildcore.kubeapi import ApiError
 
     backend = make_spawner(backend="kubernetes").build_backend
-    exc = ApiException(status=403, reason="Forbidden")
-    exc.body = '{"kind":"Status","message":"repo2dockerbuilds is forbidden: User \\"x\\" cannot create"}'
+    exc = ApiError(403, "Forbidden", '{"kind":"Status","message":"repo2dockerbuilds is forbidden: User \\"x\\" cannot create"}')
     assert backend.describe_error(exc) == 'repo2dockerbuilds is forbidden: User "x" cannot create'
     assert backend.describe_error(RuntimeError("boom\ntrace")) == "boom"
 

@@ -118,11 +118,11 @@ async def test_a_namesake_with_another_uid_is_not_our_build():
 
 
 async def test_a_build_deleted_before_the_watch_saw_it_is_not_waited_for_forever():
-    from kubernetes_asyncio.client.exceptions import ApiException
+    from repo2docker_buildcore.kubeapi import ApiError
 
     class Gone404:
         async def get(self, namespace, name):
-            raise ApiException(status=404, reason="Not Found")
+            raise ApiError(404, "Not Found")
 
     watcher = ScriptedWatcher(listings=[[]], scripts=[None])
     watcher.resources = Gone404()

@@ -46,16 +46,20 @@ class Backoff:
 
 async def retry(attempt: Callable[[], Awaitable[T]], *, retry_on: type[BaseException] | tuple[type[BaseException], ...],
                 backoff: Backoff, within: float | None = None,
+                when: Callable[[BaseException], bool] | None = None,
                 on_retry: Callable[[BaseException, float], Awaitable[None] | None] | None = None,
                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> T:
-    """`attempt()`'s result, asked again after each `retry_on` error, waiting `backoff`'s
-    delays; `on_retry(error, delay)` is told before each wait. Past `within` seconds of
-    waiting in all, the error is raised (None: no limit)."""
+    """`attempt()`'s result, asked again after each `retry_on` error (only those `when` says
+    are worth it, if given; the rest are raised as they came), waiting `backoff`'s delays;
+    `on_retry(error, delay)` is told before each wait. Past `within` seconds of waiting in
+    all, the error is raised (None: no limit)."""
     waited = 0.0
     while True:
         try:
             return await attempt()
         except retry_on as exc:
+            if when is not None and not when(exc):
+                raise
             delay = backoff.next()
             if within is not None and waited + delay > within:
                 raise

@@ -17,9 +17,10 @@ live here once:
   answers again, so exited build containers do not pile up;
 * the slot is free the moment the build container has exited, before the wrap-up;
 * a build that waits among the next ones to get a slot has its container created ahead
-  (``prepare_next``), so a freed slot only starts it; only while no other builder is alive:
-  with several, a container is made only on the node whose claim won (one made ahead before
-  another builder appeared is removed if that one wins the claim).
+  (``prepare_next``) and, nobody else being able to take it, is claimed then too, so a freed
+  slot only starts it; only while no other builder is alive: with several, a container is
+  made only on the node whose claim won (one made ahead before another builder appeared is
+  removed if that one wins the claim).
 """
 
 from __future__ import annotations
@@ -256,12 +257,12 @@ class BuildJob:
         finally:
             for look in looks:
                 look.cancel()
+        if self._preparing is not None:  # under way: finishing it (and its claim) is quicker than starting over
+            await asyncio.gather(self._preparing, return_exceptions=True)
         await self._claim()
         if done := await self._already_built(retrying=False):
             await self._discard_prepared()
             return done
-        if self._preparing is not None:  # under way: finishing it is quicker than starting over
-            await asyncio.gather(self._preparing, return_exceptions=True)
         self.container = self.prepared
         container = self.container = await self.runner.start(self.ref, self.spec, command, self.credential,
                                                              prepared=self.prepared)
@@ -285,7 +286,20 @@ class BuildJob:
                 self.prepared = await self.runner.prepare(self.ref, self.spec, command, self.credential)
             except RunnerError as exc:  # the start will try again, and tell
                 log.info("could not create the container of %s ahead: %s", self.ref.name, exc)
+            await self._claim_ahead()
         self._preparing = asyncio.ensure_future(prepare())
+
+    async def _claim_ahead(self) -> None:
+        """Claim the build while it waits among the next ones, if no other builder is alive:
+        nobody else could take it, and the claim's read and write then no longer stand
+        between a freed slot and the start. Anything but a won claim is left to the claim at
+        the slot (which raises ClaimLost, or asks again)."""
+        if self.claimed or self.claim is None or not self.alone():
+            return
+        try:
+            self.claimed = await self.claim() == self.me
+        except Exception as exc:  # noqa: BLE001 - the claim at the slot asks again, and tells
+            log.info("could not claim %s ahead: %s", self.ref.name, exc)
 
     async def _discard_prepared(self) -> None:
         """Remove the container made ahead for a build that will not start here."""

@@ -22,6 +22,8 @@ import tempfile
 import time
 from typing import Iterable, Protocol
 
+from .kubeapi import MERGE_PATCH, ApiError, core_path
+
 log = logging.getLogger(__name__)
 KEY = "last-used.json"
 
@@ -118,34 +120,25 @@ class ConfigMapStore:
         self.name = name
         self.key = key
 
-    @property
-    def core(self):
-        from kubernetes_asyncio import client
-
-        return client.CoreV1Api(self.api)
-
     async def load(self) -> dict[str, float]:
-        from kubernetes_asyncio.client.exceptions import ApiException
-
         try:
-            obj = await self.core.read_namespaced_config_map(self.name, self.namespace)
-        except ApiException as exc:
+            obj = await self.api.request("GET", core_path(self.namespace, "configmaps", self.name))
+        except ApiError as exc:
             if exc.status == 404:
                 return {}
             raise
-        return json.loads((obj.data or {}).get(self.key) or "{}")
+        return json.loads((obj.get("data") or {}).get(self.key) or "{}")
 
     async def save(self, uses: dict[str, float]) -> None:
-        from kubernetes_asyncio.client.exceptions import ApiException
-
         body = {"data": {self.key: json.dumps(uses, sort_keys=True)}}  # a merge: other keys stay
         try:
-            await self.core.patch_namespaced_config_map(self.name, self.namespace, body)
-        except ApiException as exc:
+            await self.api.request("PATCH", core_path(self.namespace, "configmaps", self.name), body=body,
+                                   content_type=MERGE_PATCH)
+        except ApiError as exc:
             if exc.status != 404:
                 raise
-            await self.core.create_namespaced_config_map(
-                self.namespace, {"metadata": {"name": self.name}, **body})
+            await self.api.request("POST", core_path(self.namespace, "configmaps"),
+                                   body={"metadata": {"name": self.name}, **body})
 
 
 def store_from_setting(value: str | None, api=None) -> LedgerStore | None:

@@ -2,24 +2,19 @@
 
 Both sides use this: the spawner to create and watch builds, the operator to write status
 while a build runs (kopf applies a handler's patch only when the handler returns, and a
-build's daemon runs for minutes). The client is kubernetes_asyncio, so no call blocks a loop.
+build's daemon runs for minutes). The client is kubeapi.KubeApi: plain JSON, no call blocks a loop.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 from typing import Any, AsyncIterator, Callable
 
 import aiohttp
-from kubernetes_asyncio import client, config, watch
-from kubernetes_asyncio.client.exceptions import ApiException
 
 from . import contract
 from .backoff import Backoff, retry
-
-MERGE_PATCH = "application/merge-patch+json"
+from .kubeapi import MERGE_PATCH, ApiError, KubeApi, core_path, custom_path
 # Field selectors on the resource's `status.finishedAt` (a selectable field of the CRD; an
 # absent field reads as ""): builds the operator has not released yet, and those it has.
 UNFINISHED_SELECTOR = f"status.{contract.STATUS_FINISHED_AT}="
@@ -37,86 +32,54 @@ _RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 def worth_asking_again(exc: BaseException) -> bool:
     """The API server said "not now" (busy, a CRD still initialising, a timeout), or the
     connection failed: asking again later may help. Anything else (403, 404, 422) will not."""
-    if isinstance(exc, ApiException):
+    if isinstance(exc, ApiError):
         return exc.status in _RETRY_STATUSES
     return isinstance(exc, (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError))
-
-
-class _Busy(Exception):
-    """The API server answered "not now" (429, 5xx): worth asking again."""
-
-    def __init__(self, error: ApiException) -> None:
-        super().__init__(str(error))
-        self.error = error
-
-
-async def api_client(kubeconfig: str | None = None) -> client.ApiClient:
-    """An API client from the pod's service account in a cluster, else from a kubeconfig."""
-    if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST") and os.path.exists(
-        "/var/run/secrets/kubernetes.io/serviceaccount/token"
-    ):
-        config.load_incluster_config()
-        return client.ApiClient()
-    configuration = client.Configuration()
-    await config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
-    return client.ApiClient(configuration)
 
 
 class BuildResources:
     """CRUD on build resources; `api` is shared and owned by the caller."""
 
-    def __init__(self, api: client.ApiClient) -> None:
+    def __init__(self, api: KubeApi) -> None:
         self.api = api
-        self.custom = client.CustomObjectsApi(api)
+
+    @staticmethod
+    def _path(namespace: str | None, name: str = "", subresource: str = "") -> str:
+        return custom_path(namespace, contract.GROUP, contract.VERSION, contract.PLURAL, name, subresource)
 
     async def create(self, manifest: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         """Create the resource; if it exists already, return that one. (obj, created)."""
         namespace = manifest["metadata"]["namespace"]
         try:
-            obj = await self.custom.create_namespaced_custom_object(
-                contract.GROUP, contract.VERSION, namespace, contract.PLURAL, manifest
-            )
-            return obj, True
-        except ApiException as exc:
+            return await self.api.request("POST", self._path(namespace), body=manifest), True
+        except ApiError as exc:
             if exc.status != 409:
                 raise
         return await self.get(namespace, manifest["metadata"]["name"]), False
 
     async def get(self, namespace: str, name: str) -> dict[str, Any]:
-        return await self.custom.get_namespaced_custom_object(
-            contract.GROUP, contract.VERSION, namespace, contract.PLURAL, name
-        )
+        return await self.api.request("GET", self._path(namespace, name))
 
     async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
         # A merge patch: None values remove fields (e.g. queuePosition once building).
-        return await self.custom.patch_namespaced_custom_object_status(
-            contract.GROUP, contract.VERSION, namespace, contract.PLURAL, name,
-            {"status": status}, _content_type=MERGE_PATCH,
-        )
+        return await self.api.request("PATCH", self._path(namespace, name, "status"), body={"status": status},
+                                      content_type=MERGE_PATCH)
 
     async def patch_status_at(self, namespace: str, name: str, resource_version: str,
-                              status: dict[str, Any]) -> dict[str, Any] | None:
+                              status: dict[str, Any]) -> bool:
         """Write `status` if the resource is still at `resource_version` (as a watch event
-        showed it): one request, no read. The written resource; None if it changed since
-        (another builder decided first, or someone else wrote) or is gone."""
+        showed it): one request, no read. False if it changed since (another builder decided
+        first, or someone else wrote) or is gone."""
         body = {"metadata": {"resourceVersion": resource_version}, "status": status}
-        try:
-            return await self.custom.patch_namespaced_custom_object_status(
-                contract.GROUP, contract.VERSION, namespace, contract.PLURAL, name, body, _content_type=MERGE_PATCH)
-        except ApiException as exc:
-            if exc.status in (404, 409):
-                return None
-            raise
+        return bool(await self._send_at(self._path(namespace, name, "status"), body))
 
-    @staticmethod
-    async def _send_guarded(send, namespace: str, name: str, patch: dict[str, Any]) -> bool | None:
+    async def _send_at(self, path: str, patch: dict[str, Any]) -> bool | None:
         """Send a merge patch that carries its resourceVersion precondition: True if written,
         False if the resource is gone, None if it changed since (409)."""
         try:
-            await send(contract.GROUP, contract.VERSION, namespace, contract.PLURAL, name, patch,
-                       _content_type=MERGE_PATCH)
+            await self.api.request("PATCH", path, body=patch, content_type=MERGE_PATCH)
             return True
-        except ApiException as exc:
+        except ApiError as exc:
             if exc.status == 404:
                 return False
             if exc.status != 409:
@@ -133,25 +96,23 @@ class BuildResources:
             fields = decide(obj.get("status") or {})
             return None if fields is None else {"status": fields}
 
-        return await self._guarded_patch(namespace, name, uid, patch,
-                                         self.custom.patch_namespaced_custom_object_status)
+        return await self._guarded_patch(namespace, name, uid, patch, "status")
 
     async def _patch_metadata(self, namespace: str, name: str, uid: str, change) -> bool:
         """Apply `change(meta) -> metadata patch` to this incarnation (uid) of a resource, in a
         write guarded by its resourceVersion. False if the resource is gone or is another
         incarnation."""
-        return await self._guarded_patch(namespace, name, uid, lambda obj: {"metadata": change(obj["metadata"])},
-                                         self.custom.patch_namespaced_custom_object)
+        return await self._guarded_patch(namespace, name, uid, lambda obj: {"metadata": change(obj["metadata"])})
 
     async def _guarded_patch(self, namespace: str, name: str, uid: str,
-                             make: Callable[[dict[str, Any]], dict[str, Any] | None], send) -> bool:
+                             make: Callable[[dict[str, Any]], dict[str, Any] | None], subresource: str = "") -> bool:
         """Read the resource, `make` a merge patch from it (None: write nothing) and `send` it
         with the resourceVersion read as its precondition; on a conflict read again and make
         it anew. False if nothing was written (made so, gone, or another incarnation)."""
         for _attempt in range(10):
             try:
                 obj = await self.get(namespace, name)
-            except ApiException as exc:
+            except ApiError as exc:
                 if exc.status == 404:
                     return False
                 raise
@@ -160,7 +121,7 @@ class BuildResources:
             if patch is None:
                 return False
             patch.setdefault("metadata", {})["resourceVersion"] = meta["resourceVersion"]
-            sent = await self._send_guarded(send, namespace, name, patch)
+            sent = await self._send_at(self._path(namespace, name, subresource), patch)
             if sent is not None:
                 return sent
         raise RuntimeError(f"{namespace}/{name} kept changing; it stays as it was until the next relist")
@@ -188,7 +149,7 @@ class BuildResources:
         if marked:
             try:
                 await self.patch_status(namespace, name, {contract.STATUS_FINISHED_AT: kept[0]})
-            except ApiException as exc:
+            except ApiError as exc:
                 if exc.status != 404:
                     raise
                 return False
@@ -203,7 +164,7 @@ class BuildResources:
                 return None
             return {"metadata": {"annotations": {contract.ANNOTATION_REQUESTED_BY: requester}}}
 
-        return await self._guarded_patch(namespace, name, uid, make, self.custom.patch_namespaced_custom_object)
+        return await self._guarded_patch(namespace, name, uid, make)
 
     async def remove_finished_label(self, namespace: str, name: str, uid: str) -> bool:
         """Drop a finished-at label from a resource that has not finished (put there by whoever
@@ -219,21 +180,17 @@ class BuildResources:
         async def ask() -> None:
             try:
                 await self.list(namespace, field_selector=UNFINISHED_SELECTOR, limit=1)
-            except ApiException as exc:
+            except ApiError as exc:
                 if exc.status == 400:
                     raise OutdatedCRD(
                         f"the {contract.CRD_NAME} CustomResourceDefinition on this cluster is older than this "
                         f"operator: it cannot select builds by {contract.STATUS_FINISHED_AT!r} ({exc.reason}). Apply "
                         f"this release's CRD (kubectl apply -f crds/repo2dockerbuilds.yaml; Helm never upgrades CRDs)"
                     ) from None
-                if worth_asking_again(exc):
-                    raise _Busy(exc) from exc
                 raise
 
-        try:
-            await retry(ask, retry_on=_Busy, backoff=Backoff.doubling(0.5, 5.0), within=within)
-        except _Busy as busy:
-            raise busy.error from None
+        await retry(ask, retry_on=Exception, when=worth_asking_again, backoff=Backoff.doubling(0.5, 5.0),
+                    within=within)
 
     async def list_finished(self, namespace: str | None, page: int = 500) -> AsyncIterator[tuple[str, str, str, int]]:
         """(namespace, name, uid, finished_at) of every resource the operator released, from
@@ -241,18 +198,12 @@ class BuildResources:
         column of that field (contract.COLUMN_FINISHED_AT): thousands of finished builds
         with their log tails would be megabytes, and the field only the operator writes says
         when (a label anyone may set would not). `namespace` None: all namespaces."""
-        path = (f"/apis/{contract.GROUP}/{contract.VERSION}/namespaces/{namespace}/{contract.PLURAL}" if namespace
-                else f"/apis/{contract.GROUP}/{contract.VERSION}/{contract.PLURAL}")
         token = ""
         while True:
-            query = [("fieldSelector", FINISHED_SELECTOR), ("includeObject", "Metadata"), ("limit", page)]
-            if token:
-                query.append(("continue", token))
-            response = await self.api.call_api(
-                path, "GET", query_params=query, auth_settings=["BearerToken"], _preload_content=False,
-                header_params={"Accept": "application/json;as=Table;g=meta.k8s.io;v=v1"},
-            )
-            table = json.loads(await response.read())
+            query = {"fieldSelector": FINISHED_SELECTOR, "includeObject": "Metadata", "limit": page,
+                     "continue": token or None}
+            table = await self.api.request("GET", self._path(namespace), params=query,
+                                           accept="application/json;as=Table;g=meta.k8s.io;v=v1")
             column = _column(table, contract.COLUMN_FINISHED_AT)
             for row in table.get("rows") or []:  # an empty list is `"rows": null`
                 finished_at = row["cells"][column]
@@ -270,33 +221,24 @@ class BuildResources:
         preconditions = {k: v for k, v in (("uid", uid), ("resourceVersion", resource_version)) if v}
         options = {"preconditions": preconditions} if preconditions else None
         try:
-            await self.custom.delete_namespaced_custom_object(
-                contract.GROUP, contract.VERSION, namespace, contract.PLURAL, name, body=options
-            )
-        except ApiException as exc:
+            await self.api.request("DELETE", self._path(namespace, name), body=options)
+        except ApiError as exc:
             successor = exc.status == 409 and uid is not None and resource_version is None
             if not (exc.status == 404 or successor):
                 raise
 
     async def watch(self, namespace: str, resource_version: str, timeout: int) -> AsyncIterator[dict[str, Any]]:
         """Raw watch events ({"type", "object"}) from `resource_version` until the server ends
-        the stream after `timeout` seconds. Bookmarks included; a 410 arrives as an ApiException
+        the stream after `timeout` seconds. Bookmarks included; a 410 arrives as an ApiError
         or an ERROR event, for the caller to relist."""
-        stream = watch.Watch()
-        async with stream:
-            async for event in stream.stream(
-                self.custom.list_namespaced_custom_object, contract.GROUP, contract.VERSION, namespace,
-                contract.PLURAL, resource_version=resource_version, allow_watch_bookmarks=True,
-                timeout_seconds=timeout,
-            ):
-                yield event
+        params = {"resourceVersion": resource_version, "allowWatchBookmarks": True}
+        async for event in self.api.watch(self._path(namespace), params, timeout):
+            yield event
 
-    async def list(self, namespace: str | None = None, **kwargs: Any) -> dict[str, Any]:
-        if namespace:
-            return await self.custom.list_namespaced_custom_object(
-                contract.GROUP, contract.VERSION, namespace, contract.PLURAL, **kwargs
-            )
-        return await self.custom.list_cluster_custom_object(contract.GROUP, contract.VERSION, contract.PLURAL, **kwargs)
+    async def list(self, namespace: str | None = None, *, field_selector: str | None = None,
+                   label_selector: str | None = None, limit: int | None = None) -> dict[str, Any]:
+        params = {"fieldSelector": field_selector, "labelSelector": label_selector, "limit": limit}
+        return await self.api.request("GET", self._path(namespace), params=params)
 
 
 def _column(table: dict[str, Any], name: str) -> int:
@@ -313,26 +255,24 @@ class BuildSecrets:
     """The Secrets that hand a user's own credential to a build (gitcredentials.py says how
     they are shaped and checked): the hub creates and deletes them, the operator reads them."""
 
-    def __init__(self, api: client.ApiClient) -> None:
+    def __init__(self, api: KubeApi) -> None:
         self.api = api
-        self.core = client.CoreV1Api(api)
 
     async def create(self, manifest: dict[str, Any]) -> None:
-        await self.core.create_namespaced_secret(manifest["metadata"]["namespace"], manifest)
+        await self.api.request("POST", core_path(manifest["metadata"]["namespace"], "secrets"), body=manifest)
 
     async def read(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The Secret as the API server's JSON (camelCase), or None if there is none."""
         try:
-            secret = await self.core.read_namespaced_secret(name, namespace)
-        except ApiException as exc:
+            return await self.api.request("GET", core_path(namespace, "secrets", name))
+        except ApiError as exc:
             if exc.status == 404:
                 return None
             raise
-        return self.api.sanitize_for_serialization(secret)
 
     async def delete(self, namespace: str, name: str) -> None:
         try:
-            await self.core.delete_namespaced_secret(name, namespace)
-        except ApiException as exc:
+            await self.api.request("DELETE", core_path(namespace, "secrets", name))
+        except ApiError as exc:
             if exc.status != 404:
                 raise

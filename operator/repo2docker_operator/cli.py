@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 
@@ -37,7 +36,6 @@ def main(argv: list[str] | None = None) -> int:
     from . import handlers  # noqa: F401 - registers the handlers
 
     kopf.configure(verbose=config.verbose, log_format=kopf.LogFormat.PLAIN)
-    logging.getLogger("kubernetes_asyncio").setLevel(logging.WARNING)
     try:
         kopf.run(
             standalone=True,  # one replica (the chart uses Recreate): no peering objects needed

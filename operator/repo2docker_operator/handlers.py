@@ -208,25 +208,14 @@ async def build_event(type: str | None, body: kopf.Body, status: kopf.Status, sp
         await new_build(state, body, spec, meta, namespace, name, uid, logger)
 
 
-class _Transient(Exception):
-    pass
-
-
 async def _asking_again(attempt: Callable[[], Awaitable[T]], what: str, logger: logging.Logger) -> T:
     """`attempt()`, asked again with back-off while it fails in a way that asking again may
     mend (the API server busy, a dropped connection): kopf does not retry event handlers."""
-    async def once() -> T:
-        try:
-            return await attempt()
-        except Exception as exc:  # noqa: BLE001 - sorted here, raised as it was otherwise
-            if worth_asking_again(exc):
-                raise _Transient(str(exc)) from exc
-            raise
-
     def tell(exc: BaseException, delay: float) -> None:
         logger.warning("cannot %s yet (%s); asking again in %.0f s", what, exc, delay)
 
-    return await retry(once, retry_on=_Transient, backoff=Backoff.doubling(0.5, 30.0), on_retry=tell)
+    return await retry(attempt, retry_on=Exception, when=worth_asking_again, backoff=Backoff.doubling(0.5, 30.0),
+                       on_retry=tell)
 
 
 async def new_build(state: OperatorState, body: kopf.Body, spec: kopf.Spec, meta: kopf.Meta,
@@ -238,7 +227,7 @@ async def new_build(state: OperatorState, body: kopf.Body, spec: kopf.Spec, meta
     Most requests name an image that exists (every launch after the first of a commit, a
     restarted hub's prebuilds), and a daemon, a finalizer, a queue turn and an estimate for
     each cost a tenth of a second and grew with the queue; this costs one look at the image
-    and two writes. With several builders every one decides, and the API server accepts only
+    and one write. With several builders every one decides, and the API server accepts only
     the first write: the others get 409 and see the decision in their next event. Errors
     that asking again may mend (the API server busy, a dropped connection) are asked again:
     kopf does not retry event handlers."""
@@ -291,9 +280,8 @@ async def _finish_new(state: OperatorState, namespace: str, name: str, uid: str,
     of the watch and is what its TTL counts from (after a restart too). False if another
     write came first."""
     finished_at = int(time.time())
-    written = await state.resources.patch_status_at(namespace, name, version,
-                                                    {**fields, contract.STATUS_FINISHED_AT: finished_at})
-    if written is None:
+    if not await state.resources.patch_status_at(namespace, name, version,
+                                                 {**fields, contract.STATUS_FINISHED_AT: finished_at}):
         return False
     state.marking.add(uid)
     state.expiries.finished(namespace, name, uid, finished_at)

@@ -21,11 +21,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from kubernetes_asyncio import client
-from kubernetes_asyncio.client.exceptions import ApiException
+import aiohttp
 
 from repo2docker_buildcore import contract
-from repo2docker_buildcore.resources import MERGE_PATCH
+from repo2docker_buildcore.kubeapi import MERGE_PATCH, ApiError, KubeApi, custom_path
 
 log = logging.getLogger(__name__)
 LEASE_PREFIX = "repo2docker-builder."
@@ -84,10 +83,11 @@ class LeaseObservations:
 class BuilderLeases:
     """Renews this builder's Lease and observes the others', every third of the duration."""
 
-    def __init__(self, api: client.ApiClient, namespace: str, me: str, duration: float) -> None:
-        self.coordination = client.CoordinationV1Api(api)
+    def __init__(self, api: KubeApi, namespace: str, me: str, duration: float) -> None:
+        self.api = api
         self.namespace = namespace
         self.observations = LeaseObservations(me, duration)
+        self._warned = False  # once per outage: a renewal every few seconds would flood the log
 
     @property
     def me(self) -> str:
@@ -101,21 +101,26 @@ class BuilderLeases:
         await self._renew()
         await self._observe()
 
+    async def try_refresh(self) -> bool:
+        """`refresh()`; False, with a warning once per outage, if the API server cannot be
+        reached (the Leases read before stay what this builder knows)."""
+        try:
+            await self.refresh()
+        except (ApiError, aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
+            if not self._warned:
+                log.warning("cannot renew or read builder Leases in %s: %s", self.namespace, exc)
+                self._warned = True
+            return False
+        self._warned = False
+        return True
+
     async def run(self, first_done: bool = False) -> None:
         """Refresh every third of the duration (`first_done`: the first refresh is done)."""
         period = self.observations.duration / 3
-        warned = False
         while True:
-            try:
-                if first_done:
-                    first_done = False
-                else:
-                    await self.refresh()
-                warned = False
-            except (ApiException, OSError, asyncio.TimeoutError) as exc:
-                if not warned:  # once per outage: a renewal every few seconds would flood the log
-                    log.warning("cannot renew or read builder Leases in %s: %s", self.namespace, exc)
-                    warned = True
+            if not first_done:
+                await self.try_refresh()
+            first_done = False
             await asyncio.sleep(period)
 
     async def _renew(self) -> None:
@@ -123,17 +128,19 @@ class BuilderLeases:
         name = lease_name(self.me)
         spec = {"holderIdentity": self.me, "leaseDurationSeconds": int(self.observations.duration), "renewTime": now}
         try:
-            await self.coordination.patch_namespaced_lease(name, self.namespace, {"spec": spec},
-                                                           _content_type=MERGE_PATCH)
-        except ApiException as exc:
+            await self.api.request("PATCH", self._path(name), body={"spec": spec}, content_type=MERGE_PATCH)
+        except ApiError as exc:
             if exc.status != 404:
                 raise
             body = {"metadata": {"name": name, "labels": {LABEL_BUILDER: "true"}}, "spec": {**spec, "acquireTime": now}}
-            await self.coordination.create_namespaced_lease(self.namespace, body)
+            await self.api.request("POST", self._path(), body=body)
 
     async def _observe(self) -> None:
-        leases = await self.coordination.list_namespaced_lease(self.namespace, label_selector=f"{LABEL_BUILDER}=true")
-        for lease in leases.items:
-            builder = builder_of(lease.metadata.name, lease.spec.holder_identity if lease.spec else None)
+        leases = await self.api.request("GET", self._path(), params={"labelSelector": f"{LABEL_BUILDER}=true"})
+        for lease in leases.get("items") or []:
+            builder = builder_of(lease["metadata"]["name"], (lease.get("spec") or {}).get("holderIdentity"))
             if builder:
-                self.observations.observe(builder, lease.metadata.resource_version)
+                self.observations.observe(builder, lease["metadata"]["resourceVersion"])
+
+    def _path(self, name: str = "") -> str:
+        return custom_path(self.namespace, "coordination.k8s.io", "v1", "leases", name)

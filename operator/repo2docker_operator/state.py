@@ -14,17 +14,15 @@ import datetime
 import logging
 from dataclasses import dataclass, field
 
-from kubernetes_asyncio import client
-from kubernetes_asyncio.client.exceptions import ApiException
-
 from repo2docker_buildcore import contract
 from repo2docker_buildcore.backoff import Backoff, retry
 from repo2docker_buildcore.collector import ImageCollector
 from repo2docker_buildcore.contract import BuildStatus
 from repo2docker_buildcore.imagegc import ImageInfo
 from repo2docker_buildcore.imageuse import UseLedger, store_from_setting
+from repo2docker_buildcore.kubeapi import KubeApi, connect
 from repo2docker_buildcore.queue import BuildQueue
-from repo2docker_buildcore.resources import BuildResources, BuildSecrets, api_client
+from repo2docker_buildcore.resources import BuildResources, BuildSecrets
 from repo2docker_buildcore.runner import BuildRunner
 from repo2docker_buildcore.status import parse_iso
 
@@ -40,7 +38,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class OperatorState:
     config: OperatorConfig
-    api: client.ApiClient
+    api: KubeApi
     resources: BuildResources
     queue: BuildQueue
     metrics: OperatorMetrics
@@ -71,7 +69,7 @@ class OperatorState:
     @classmethod
     async def start(cls, config: OperatorConfig) -> "OperatorState":
         """Connect, check the CRD (OutdatedCRD), start metrics, the TTL sweep and the collector."""
-        api = await api_client()
+        api = await connect()
         resources = BuildResources(api)
         for namespace in config.watched():
             await resources.check_selectable_fields(namespace)
@@ -84,12 +82,7 @@ class OperatorState:
         # The others' Leases are read once before any build is looked at: a builder in its
         # first moments would otherwise see itself alone and take a build another builder
         # has the layers for (cache affinity asks who is alive).
-        try:
-            await state.leases.refresh()
-            first_done = True
-        except (ApiException, OSError, asyncio.TimeoutError) as exc:
-            log.warning("cannot renew or read builder Leases yet: %s", exc)
-            first_done = False
+        first_done = await state.leases.try_refresh()
         state.spawn(state.leases.run(first_done), "renew this builder's Lease, observe the others'")
         if config.metrics_port:
             state.metrics.serve(config.metrics_port, config.metrics_address)

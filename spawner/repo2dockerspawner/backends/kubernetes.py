@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime
 import json
 import logging
 import os
 from typing import Any, AsyncIterator
 
-from kubernetes_asyncio.client.exceptions import ApiException
 from traitlets import Bool, Float, Unicode, default
 
 from repo2docker_buildcore import contract
@@ -23,8 +23,9 @@ from repo2docker_buildcore.contract import BuildSpec, BuildStatus, Phase
 from repo2docker_buildcore import gitcredentials
 from repo2docker_buildcore.gitcredentials import CloneCredentials, GitCredential
 from repo2docker_buildcore.imageuse import store_from_setting
+from repo2docker_buildcore.kubeapi import ApiError, connect, core_path
 from repo2docker_buildcore.livelog import LiveLog
-from repo2docker_buildcore.resources import BuildResources, BuildSecrets, api_client
+from repo2docker_buildcore.resources import BuildResources, BuildSecrets
 from repo2docker_buildcore.runner import BuildRunner, RunnerConfig
 from repo2docker_buildcore.settings import setting
 from repo2docker_buildcore.status import unix_time
@@ -62,7 +63,7 @@ class KubernetesBuild:
     async def _exists(self) -> bool:
         try:
             obj = await self.watcher.resources.get(self.namespace, self.name)
-        except ApiException as exc:
+        except ApiError as exc:
             if exc.status == 404:
                 return False
             raise
@@ -217,7 +218,7 @@ class KubernetesBackend(BuildBackend):
     async def _connect(self) -> tuple[BuildResources, BuildWatcher]:
         async with self._lock:
             if self.watcher is None:
-                self._api = await api_client(self.kubeconfig)
+                self._api = await connect(self.kubeconfig)
                 self.resources = BuildResources(self._api)
                 self.watcher = BuildWatcher(self.resources, self.namespace)
         self.watcher.start()
@@ -291,7 +292,7 @@ class KubernetesBackend(BuildBackend):
         try:
             if await self.resources.take_over_prebuild(meta["namespace"], meta["name"], meta["uid"], requested_by):
                 log.info("prebuild %s is %s's launch now", meta["name"], requested_by)
-        except ApiException as exc:  # it still builds, behind the launches
+        except ApiError as exc:  # it still builds, behind the launches
             log.warning("could not record %s as the requester of prebuild %s: %s", requested_by, meta["name"],
                         self.describe_error(exc))
 
@@ -306,12 +307,12 @@ class KubernetesBackend(BuildBackend):
         try:
             try:
                 await secrets.create(manifest)
-            except ApiException as exc:
+            except ApiError as exc:
                 if exc.status != 409:
                     raise
                 await secrets.delete(namespace, manifest["metadata"]["name"])
                 await secrets.create(manifest)
-        except ApiException as exc:
+        except ApiError as exc:
             await self.resources.delete(namespace, name, uid)
             raise RuntimeError(f"could not hand the build its user's credential ({self.describe_error(exc)}); "
                                f"with the chart, set build.userCredentials=true") from None
@@ -404,18 +405,17 @@ class KubernetesBackend(BuildBackend):
         return record
 
     async def _events(self, name: str) -> list[tuple[float, str, str]]:
-        from kubernetes_asyncio import client
-
         try:
-            found = await client.CoreV1Api(self._api).list_namespaced_event(
-                self.namespace, field_selector=f"involvedObject.name={name}")
-        except ApiException as exc:
+            found = await self._api.request("GET", core_path(self.namespace, "events"),
+                                            params={"fieldSelector": f"involvedObject.name={name}"})
+        except ApiError as exc:
             log.warning("cannot read the events of build %s: %s", name, exc.reason)
             return []
         events = []
-        for event in found.items:
-            when = event.last_timestamp or event.event_time or event.first_timestamp
-            events.append((when.timestamp() if when else 0.0, event.reason or "", event.message or ""))
+        for event in found.get("items") or []:
+            when = event.get("lastTimestamp") or event.get("eventTime") or event.get("firstTimestamp")
+            stamp = datetime.datetime.fromisoformat(when.replace("Z", "+00:00")).timestamp() if when else 0.0
+            events.append((stamp, event.get("reason") or "", event.get("message") or ""))
         return sorted(events)
 
     async def _object(self, namespace: str, name: str) -> dict[str, Any] | None:
@@ -448,7 +448,7 @@ class KubernetesBackend(BuildBackend):
         try:
             await self.resources.delete(handle.namespace, handle.name, handle.uid,
                                         resource_version=obj["metadata"]["resourceVersion"])
-        except ApiException as exc:
+        except ApiError as exc:
             if exc.status == 409:
                 return False
             raise

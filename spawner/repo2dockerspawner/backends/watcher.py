@@ -18,7 +18,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Callable
 
-from kubernetes_asyncio.client.exceptions import ApiException
+from repo2docker_buildcore.kubeapi import ApiError
 
 from repo2docker_buildcore.backoff import Backoff
 from repo2docker_buildcore.resources import BuildResources
@@ -107,7 +107,7 @@ class BuildWatcher:
         try:
             async for event in self.resources.watch(self.namespace, resource_version, self.watch_timeout):
                 resource_version = await self._apply(event, resource_version)
-        except ApiException as exc:
+        except ApiError as exc:
             if exc.status == 410:
                 raise Gone() from exc
             raise
