@@ -9,12 +9,13 @@ PYTEST_ARGS ?=
 OPERATOR_IMAGE ?= repo2docker-operator:dev
 include testenv/versions.env
 
-.PHONY: help install demo demo-kubernetes testenv testenv-down test test-unit test-integration operator-image bench clean
+.PHONY: help install demo demo-kubernetes testenv testenv-down lint test test-unit test-integration operator-image bench clean
 
 help:
 	@echo "make demo          a working hub on http://127.0.0.1:8000 (local builds; DEMO_BACKEND=kubernetes for the operator)"
 	@echo "make test          bring up the real test environment and run every test tier"
 	@echo "make test-unit     pure-logic tests only (no daemons)"
+	@echo "make lint          ruff: the lint rules and the formatting pyproject.toml sets (part of make test)"
 	@echo "make testenv       start docker, kube-apiserver+etcd, git server; build images (idempotent)"
 	@echo "make testenv-down  stop what 'make testenv' started (images and caches stay)"
 
@@ -33,6 +34,12 @@ demo: install
 demo-kubernetes: install
 	@DEMO_BACKEND=kubernetes bash demo/run.sh
 
+# The rules and the format in pyproject.toml ([tool.ruff]); `ruff format .` and
+# `ruff check --fix .` mend most of what this reports.
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
 testenv:
 	@bash testenv/up.sh
 
@@ -48,7 +55,7 @@ testenv-down:
 # Workers take one test at a time, longest tiers first (conftest.py), so none is left
 # holding a queue of slow tests while the others idle.
 TEST_WORKERS ?= 4
-test: install testenv
+test: install lint testenv
 	@status=0; \
 	$(VENV)/bin/pytest -m "not serial" -n $(TEST_WORKERS) --dist load --maxschedchunk 1 \
 	  --junitxml=test-artifacts/junit-parallel.xml $(PYTEST_ARGS) || { rc=$$?; [ $$rc -eq 5 ] || status=$$rc; }; \

@@ -38,13 +38,26 @@ def second_commit(env, with_affinity: bool) -> tuple[float, str]:
     namespace = f"bench-{uuid.uuid4().hex[:8]}"
     kubectl("create", "namespace", namespace)
     logs, instance = Path(tempfile.mkdtemp()), f"bench{uuid.uuid4().hex[:6]}"
-    common = {"image_prefix": "r2d-bench-", "concurrency": 1, "instance": instance, "affinity_window": 30,
-              "docker_socket": env["R2D_NODE_DOCKER_SOCKET"]}
+    common = {
+        "image_prefix": "r2d-bench-",
+        "concurrency": 1,
+        "instance": instance,
+        "affinity_window": 30,
+        "docker_socket": env["R2D_NODE_DOCKER_SOCKET"],
+    }
     repos = GitRepoFactory(Path(env["R2D_GIT_ROOT"]), env["R2D_GIT_URL"])
-    repo = repos.create({"Dockerfile": f"FROM {env['R2D_SINGLEUSER_IMAGE']}\nRUN echo {uuid.uuid4().hex} && sleep {SLOW}\n"
-                                       "COPY marker.txt /home/jovyan/marker.txt\n", "marker.txt": "one\n"})
-    ops = [OperatorProcess(env, namespace, logs, node_name="r2d-node-2", docker_host=env["R2D_NODE2_DOCKER_HOST"],
-                           **common).start()]
+    repo = repos.create(
+        {
+            "Dockerfile": f"FROM {env['R2D_SINGLEUSER_IMAGE']}\nRUN echo {uuid.uuid4().hex} && sleep {SLOW}\n"
+            "COPY marker.txt /home/jovyan/marker.txt\n",
+            "marker.txt": "one\n",
+        }
+    )
+    ops = [
+        OperatorProcess(
+            env, namespace, logs, node_name="r2d-node-2", docker_host=env["R2D_NODE2_DOCKER_HOST"], **common
+        ).start()
+    ]
     try:
         first = create_build(kubectl, namespace, repo.url, head(repo), prefix="r2d-bench-")
         assert wait_phase(kubectl, namespace, first, "Succeeded", timeout=180)["status"]["builder"] == "r2d-node-2"
@@ -64,8 +77,14 @@ def second_commit(env, with_affinity: bool) -> tuple[float, str]:
 def measure(env) -> list[tuple[str, str, str, str]]:
     cached, node = second_commit(env, with_affinity=True)
     fresh, other = second_commit(env, with_affinity=False)
-    return [(f"second commit's build, {SLOW} s dependency step", f"{cached:.1f} s (on {node})",
-             f"{fresh:.1f} s (on {other}, no layers)", f"{fresh - cached:.1f} s saved")]
+    return [
+        (
+            f"second commit's build, {SLOW} s dependency step",
+            f"{cached:.1f} s (on {node})",
+            f"{fresh:.1f} s (on {other}, no layers)",
+            f"{fresh - cached:.1f} s saved",
+        )
+    ]
 
 
 if __name__ == "__main__":

@@ -34,10 +34,25 @@ def run_by_hand(client, env, repo, image: str, **run_options) -> None:
     """The build container the operator would run, started by hand, until it exits."""
     client.containers.run(
         env["R2D_BUILD_IMAGE"],
-        ["repo2docker", "--no-run", "--json-logs", "--user-id", "1000", "--user-name", "jovyan", "--ref", head(repo),
-         "--image-name", image, "--", repo.url],
-        volumes={"/var/run/docker.sock": {"bind": "/var/run/docker.sock", "mode": "rw"}}, remove=True,
-        environment=offline_build_env(env), **run_options,
+        [
+            "repo2docker",
+            "--no-run",
+            "--json-logs",
+            "--user-id",
+            "1000",
+            "--user-name",
+            "jovyan",
+            "--ref",
+            head(repo),
+            "--image-name",
+            image,
+            "--",
+            repo.url,
+        ],
+        volumes={"/var/run/docker.sock": {"bind": "/var/run/docker.sock", "mode": "rw"}},
+        remove=True,
+        environment=offline_build_env(env),
+        **run_options,
     )
 
 
@@ -61,7 +76,9 @@ def through_operator(kubectl, namespace, repo) -> float:
 def measure(env, rounds: int = 5) -> list[tuple[str, str, str, str]]:
     hand, oper = run(env, rounds)
     mh, mo = statistics.median(hand), statistics.median(oper)
-    return [("build, resource to Succeeded", f"{mo:.2f} s", f"{mh:.2f} s (by hand)", f"{mo / mh:.2f}x ({mo - mh:+.2f} s)")]
+    return [
+        ("build, resource to Succeeded", f"{mo:.2f} s", f"{mh:.2f} s (by hand)", f"{mo / mh:.2f}x ({mo - mh:+.2f} s)")
+    ]
 
 
 def main(rounds: int) -> None:
@@ -78,8 +95,9 @@ def run(env, rounds: int) -> tuple[list[float], list[float]]:
     kubectl("apply", "-f", str(ROOT / "crds" / "repo2dockerbuilds.yaml"))
     namespace = f"bench-{uuid.uuid4().hex[:8]}"
     kubectl("create", "namespace", namespace)
-    op = OperatorProcess(env, namespace, Path(tempfile.mkdtemp()), image_prefix="r2d-bench-",
-                         **{"status-interval": 1.0}).start()
+    op = OperatorProcess(
+        env, namespace, Path(tempfile.mkdtemp()), image_prefix="r2d-bench-", **{"status-interval": 1.0}
+    ).start()
     try:
         hand, oper = [], []
         for i in range(rounds):

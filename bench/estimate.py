@@ -38,13 +38,17 @@ def measure(env) -> list[tuple[str, str, str, str]]:
     repos = GitRepoFactory(Path(env["R2D_GIT_ROOT"]), env["R2D_GIT_URL"])
 
     def repo():
-        return repos.create({"Dockerfile": f"FROM {env['R2D_SINGLEUSER_IMAGE']}\nRUN echo {uuid.uuid4().hex} && sleep {SECONDS}\n"})
+        return repos.create(
+            {"Dockerfile": f"FROM {env['R2D_SINGLEUSER_IMAGE']}\nRUN echo {uuid.uuid4().hex} && sleep {SECONDS}\n"}
+        )
 
     try:
         first = create_build(kubectl, namespace, (r := repo()).url, head(r), prefix="r2d-bench-")
         done = wait_phase(kubectl, namespace, first, "Succeeded", timeout=120)["status"]
         usual = (parse_iso(done["completionTime"]) - parse_iso(done["startTime"])).total_seconds()
-        names = [create_build(kubectl, namespace, (r := repo()).url, head(r), prefix="r2d-bench-") for _ in range(QUEUED)]
+        names = [
+            create_build(kubectl, namespace, (r := repo()).url, head(r), prefix="r2d-bench-") for _ in range(QUEUED)
+        ]
         estimated: dict[str, float] = {}
         naive: dict[str, float] = {}
         deadline = time.monotonic() + 300
@@ -55,15 +59,23 @@ def measure(env) -> list[tuple[str, str, str, str]]:
                     estimated[name] = parse_iso(status["estimatedStart"]).timestamp()
                     naive[name] = time.time() + status.get("queuePosition", 1) * usual
             time.sleep(0.3)
-        started = {n: parse_iso(wait_phase(kubectl, namespace, n, "Succeeded", timeout=300)["status"]["startTime"]).timestamp()
-                   for n in estimated}
+        started = {
+            n: parse_iso(wait_phase(kubectl, namespace, n, "Succeeded", timeout=300)["status"]["startTime"]).timestamp()
+            for n in estimated
+        }
     finally:
         op.stop()
         kubectl("delete", "namespace", namespace, "--wait=false", check=False)
     ours = statistics.mean(abs(estimated[n] - started[n]) for n in estimated)
     theirs = statistics.mean(abs(naive[n] - started[n]) for n in estimated)
-    return [(f"wait estimate error, {len(estimated)} queued builds at cap 1 (mean |estimated - real start|)",
-             f"{ours:.1f} s", f"{theirs:.1f} s (position x usual build time)", f"{theirs / max(ours, 0.1):.1f}x closer")]
+    return [
+        (
+            f"wait estimate error, {len(estimated)} queued builds at cap 1 (mean |estimated - real start|)",
+            f"{ours:.1f} s",
+            f"{theirs:.1f} s (position x usual build time)",
+            f"{theirs / max(ours, 0.1):.1f}x closer",
+        )
+    ]
 
 
 if __name__ == "__main__":

@@ -55,9 +55,15 @@ def helper(client, image: str, argv: list[str], volume: str, user: str) -> float
     """One helper container as the spawner runs it; seconds until it is removed."""
     start = time.perf_counter()
     created = client.api.create_container(
-        image, entrypoint=argv[:1], command=argv[1:], user=user, network_disabled=True,
-        host_config=client.api.create_host_config(binds={volume: {"bind": VOLUME_IN_HELPER, "mode": "rw"}},
-                                                  network_mode="none"))
+        image,
+        entrypoint=argv[:1],
+        command=argv[1:],
+        user=user,
+        network_disabled=True,
+        host_config=client.api.create_host_config(
+            binds={volume: {"bind": VOLUME_IN_HELPER, "mode": "rw"}}, network_mode="none"
+        ),
+    )
     try:
         client.api.start(created["Id"])
         code = client.api.wait(created["Id"], timeout=600)["StatusCode"]
@@ -81,8 +87,9 @@ def main(rounds: int) -> None:
             volume = f"r2d-bench-home-{uuid.uuid4().hex[:8]}"
             try:
                 # As for a new user: the volume filled from the image's home by a first container.
-                client.containers.run(image, ["true"], volumes={volume: {"bind": "/home/jovyan", "mode": "rw"}},
-                                      remove=True)
+                client.containers.run(
+                    image, ["true"], volumes={volume: {"bind": "/home/jovyan", "mode": "rw"}}, remove=True
+                )
                 plan = plan_copy(config, [Mounted(volume, "/home/jovyan")], "https://example.org/course/notebooks")
                 assert plan is not None
                 times["nothing"].append(helper(client, image, ["true"], volume, "1000"))

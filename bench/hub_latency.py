@@ -46,11 +46,16 @@ def percentile(values: list[float], p: float) -> float:
 
 
 def ticking_repo(repos: GitRepoFactory, base: str):
-    program = (f"import time\nfor _ in range({TICKS}):\n    print('lat', repr(time.time()), flush=True)\n"
-               f"    time.sleep(0.2)\n")
-    return repos.create({"Dockerfile": f"FROM {base}\nCOPY tick.py /tmp/tick.py\n"
-                                       f"RUN echo {uuid.uuid4().hex} && sleep 3 && python3 /tmp/tick.py\n",
-                         "tick.py": program})
+    program = (
+        f"import time\nfor _ in range({TICKS}):\n    print('lat', repr(time.time()), flush=True)\n    time.sleep(0.2)\n"
+    )
+    return repos.create(
+        {
+            "Dockerfile": f"FROM {base}\nCOPY tick.py /tmp/tick.py\n"
+            f"RUN echo {uuid.uuid4().hex} && sleep 3 && python3 /tmp/tick.py\n",
+            "tick.py": program,
+        }
+    )
 
 
 def follow_container(client, instance: str, into: list[float], stop: threading.Event) -> None:
@@ -78,16 +83,23 @@ class Backend:
     def __init__(self, name: str, env, workdir: Path, follow_build_logs: bool = True) -> None:
         self.name, self.env = name, env
         self.operator = None
-        config = {"backend": name, "allowed_images": [env["R2D_SINGLEUSER_IMAGE"]], "image_prefix": "r2d-bench-",
-                  "KubernetesBackend.follow_build_logs": follow_build_logs}
+        config = {
+            "backend": name,
+            "allowed_images": [env["R2D_SINGLEUSER_IMAGE"]],
+            "image_prefix": "r2d-bench-",
+            "KubernetesBackend.follow_build_logs": follow_build_logs,
+        }
         if name == "kubernetes":
             kubectl = Kubectl(env)
             kubectl("apply", "-f", str(ROOT / "crds" / "repo2dockerbuilds.yaml"))
             self.namespace = f"bench-{uuid.uuid4().hex[:8]}"
             kubectl("create", "namespace", self.namespace)
-            self.operator = OperatorProcess(env, self.namespace, workdir, image_prefix="r2d-bench-",
-                                            **{"status-interval": 1.0}).start()
-            config.update({"KubernetesBackend.namespace": self.namespace, "KubernetesBackend.kubeconfig": env["KUBECONFIG"]})
+            self.operator = OperatorProcess(
+                env, self.namespace, workdir, image_prefix="r2d-bench-", **{"status-interval": 1.0}
+            ).start()
+            config.update(
+                {"KubernetesBackend.namespace": self.namespace, "KubernetesBackend.kubeconfig": env["KUBECONFIG"]}
+            )
         self.hub = Hub(env, workdir, **config).start()
         self.instance = self.operator.instance if self.operator else self.hub.instance
 
@@ -142,16 +154,23 @@ def measure(env, rounds: int = 5) -> list[tuple[str, str, str, str]]:
     repos = GitRepoFactory(Path(env["R2D_GIT_ROOT"]), env["R2D_GIT_URL"])
     rows = []
     # The third: a hub that does not share the builder's daemon reads lines from the resource.
-    for name, label, follow in (("local", "local", True), ("kubernetes", "kubernetes", True),
-                                ("kubernetes", "kubernetes, resource only", False)):
+    for name, label, follow in (
+        ("local", "local", True),
+        ("kubernetes", "kubernetes", True),
+        ("kubernetes", "kubernetes, resource only", False),
+    ):
         backend = Backend(name, env, Path(tempfile.mkdtemp()), follow_build_logs=follow)
         try:
             hub_lat, docker_lat = backend.log_latency(repos, client)
             assert len(hub_lat) >= TICKS * 0.9, f"{len(hub_lat)} of {TICKS} lines reached the client"
             h50, h95 = percentile(hub_lat, 50), percentile(hub_lat, 95)
             d50, d95 = percentile(docker_lat, 50), percentile(docker_lat, 95)
-            rows.append((f"log latency p50, {label}", f"{h50:.3f} s", f"{d50:.3f} s (docker logs)", f"+{h50 - d50:.3f} s"))
-            rows.append((f"log latency p95, {label}", f"{h95:.3f} s", f"{d95:.3f} s (docker logs)", f"+{h95 - d95:.3f} s"))
+            rows.append(
+                (f"log latency p50, {label}", f"{h50:.3f} s", f"{d50:.3f} s (docker logs)", f"+{h50 - d50:.3f} s")
+            )
+            rows.append(
+                (f"log latency p95, {label}", f"{h95:.3f} s", f"{d95:.3f} s (docker logs)", f"+{h95 - d95:.3f} s")
+            )
             if not follow:
                 continue
             built, plain = backend.spawn_times(repos, rounds)

@@ -57,8 +57,9 @@ async def measure_async(env, count: int) -> list[tuple[str, str, str, str]]:
     client = docker.from_env()
     prefix = f"r2d-bench-gc{uuid.uuid4().hex[:6]}-"
     runner = BuildRunner(RunnerConfig(build_image=env["R2D_BUILD_IMAGE"]))
-    backend = LocalBackend(config=Config({"LocalBackend": {"build_image": env["R2D_BUILD_IMAGE"], "gc_use_record": "",
-                                                           "gc_interval": 0}}))
+    backend = LocalBackend(
+        config=Config({"LocalBackend": {"build_image": env["R2D_BUILD_IMAGE"], "gc_use_record": "", "gc_interval": 0}})
+    )
     try:
         build_images(client, env["R2D_SINGLEUSER_IMAGE"], prefix, count)
         backend.start_image_gc(prefix)
@@ -71,9 +72,12 @@ async def measure_async(env, count: int) -> list[tuple[str, str, str, str]]:
         async def cold_page():
             backend.image_facts.invalidate()
             await backend.list_builds()
+
         page = await median_time(cold_page)
         cached_page = await median_time(backend.list_builds)
-        remover = ImageCollector(runner.images, GCPolicy(prefix=prefix, high_watermark=0, low_watermark=0, grace=0), interval=0)
+        remover = ImageCollector(
+            runner.images, GCPolicy(prefix=prefix, high_watermark=0, low_watermark=0, grace=0), interval=0
+        )
         start = time.perf_counter()
         report = await remover.run_once()
         removing = time.perf_counter() - start
@@ -87,16 +91,36 @@ async def measure_async(env, count: int) -> list[tuple[str, str, str, str]]:
         client.close()
     ms = lambda s: f"{s * 1000:.0f} ms"  # noqa: E731
     return [
-        (f"GC pass, nothing to remove ({count} images)", ms(idle_pass), f"docker image ls {ms(listing)}",
-         f"x{idle_pass / listing:.1f}"),
-        ("the same with watermarks as shares of the disk (probe)", ms(share_pass), f"docker image ls {ms(listing)}",
-         f"x{share_pass / listing:.1f}"),
-        (f"GC pass removing {removed} images", ms(removing), f"docker image ls {ms(listing)}",
-         f"{removing / max(removed, 1) * 1000:.0f} ms per image"),
-        (f"builds page list, embedded backend ({count} images)", ms(page), f"docker image ls {ms(listing)}",
-         f"x{page / listing:.1f}"),
-        ("the same, within 15 s of the last (cached)", ms(cached_page), f"docker image ls {ms(listing)}",
-         f"x{cached_page / listing:.2f}"),
+        (
+            f"GC pass, nothing to remove ({count} images)",
+            ms(idle_pass),
+            f"docker image ls {ms(listing)}",
+            f"x{idle_pass / listing:.1f}",
+        ),
+        (
+            "the same with watermarks as shares of the disk (probe)",
+            ms(share_pass),
+            f"docker image ls {ms(listing)}",
+            f"x{share_pass / listing:.1f}",
+        ),
+        (
+            f"GC pass removing {removed} images",
+            ms(removing),
+            f"docker image ls {ms(listing)}",
+            f"{removing / max(removed, 1) * 1000:.0f} ms per image",
+        ),
+        (
+            f"builds page list, embedded backend ({count} images)",
+            ms(page),
+            f"docker image ls {ms(listing)}",
+            f"x{page / listing:.1f}",
+        ),
+        (
+            "the same, within 15 s of the last (cached)",
+            ms(cached_page),
+            f"docker image ls {ms(listing)}",
+            f"x{cached_page / listing:.2f}",
+        ),
     ]
 
 

@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 import docker  # noqa: E402
+from build_overhead import run_by_hand  # noqa: E402
 
 from repo2docker_buildcore import contract  # noqa: E402
 from support.builds import create_build, head, wait_phase  # noqa: E402
@@ -31,14 +32,15 @@ from support.env import load_env  # noqa: E402
 from support.gitrepos import GitRepoFactory  # noqa: E402
 from support.kube import Kubectl  # noqa: E402
 from support.operator import OperatorProcess  # noqa: E402
-from build_overhead import run_by_hand  # noqa: E402
 
 BUILDS, LIMIT, SECONDS = 6, 2, 3
 
 
 def short_repos(repos: GitRepoFactory, base: str) -> list:
-    return [repos.create({"Dockerfile": f"FROM {base}\nRUN echo {uuid.uuid4().hex} && sleep {SECONDS}\n"})
-            for _ in range(BUILDS)]
+    return [
+        repos.create({"Dockerfile": f"FROM {base}\nRUN echo {uuid.uuid4().hex} && sleep {SECONDS}\n"})
+        for _ in range(BUILDS)
+    ]
 
 
 class Intervals:
@@ -77,7 +79,7 @@ class Intervals:
         """Exit -> next start, for each start that waited for a slot (the k-th start after the
         first LIMIT got the slot the k-th exit freed)."""
         starts, dies = sorted(self.started.values()), sorted(self.died.values())
-        return [start - die for start, die in zip(starts[LIMIT:], dies)]
+        return [start - die for start, die in zip(starts[LIMIT:], dies, strict=False)]
 
 
 def by_hand(client, env, repos, images: list[str]) -> Intervals:
@@ -101,14 +103,23 @@ def through_operator(client, env, repos, images: list[str], **options) -> Interv
     kubectl("apply", "-f", str(ROOT / "crds" / "repo2dockerbuilds.yaml"))
     namespace = f"bench-{uuid.uuid4().hex[:8]}"
     kubectl("create", "namespace", namespace)
-    op = OperatorProcess(env, namespace, Path(tempfile.mkdtemp()), image_prefix="r2d-bench-", concurrency=LIMIT,
-                        lease_duration=3, **options).start()
+    op = OperatorProcess(
+        env,
+        namespace,
+        Path(tempfile.mkdtemp()),
+        image_prefix="r2d-bench-",
+        concurrency=LIMIT,
+        lease_duration=3,
+        **options,
+    ).start()
     try:
         intervals = Intervals(client, f"{contract.LABEL_INSTANCE}={op.instance}")
         time.sleep(3.5)  # past its first lease duration: it knows it is the only builder (and may make ahead)
         repos_ = short_repos(repos, env["R2D_SINGLEUSER_IMAGE"])
         with ThreadPoolExecutor(BUILDS) as pool:  # all requested at once, as the workers by hand
-            names = list(pool.map(lambda r: create_build(kubectl, namespace, r.url, head(r), prefix="r2d-bench-"), repos_))
+            names = list(
+                pool.map(lambda r: create_build(kubectl, namespace, r.url, head(r), prefix="r2d-bench-"), repos_)
+            )
         for name in names:
             status = wait_phase(kubectl, namespace, name, "Succeeded", "Failed", timeout=300)["status"]
             assert status["phase"] == "Succeeded", status
@@ -139,14 +150,26 @@ def measure(env) -> list[tuple[str, str, str, str]]:
     hand, hand_span = manual.efficiency()
     oper, oper_span = ahead.efficiency()
     gaps, base = ahead.handoffs(), created_at_exit.handoffs()
-    return [(f"busy share of makespan, {BUILDS} builds at limit {LIMIT}", f"{oper:.1%} ({oper_span:.1f} s)",
-             f"{hand:.1%} ({hand_span:.1f} s, by hand)", f"{oper / hand:.3f}x"),
-            ("hand-off: build container exit -> next one running (median, max of 4)",
-             f"{_ms(gaps)} (created ahead)", f"{_ms(base)} (created at the exit)",
-             f"{statistics.median(gaps) / statistics.median(base):.2f}x"),
-            ("hand-off floor: the same exit -> start by hand (a worker's create + start)",
-             f"{_ms(gaps)} (operator, created ahead)", f"{_ms(manual.handoffs())} (by hand)",
-             f"{statistics.median(gaps) / statistics.median(manual.handoffs()):.2f}x")]
+    return [
+        (
+            f"busy share of makespan, {BUILDS} builds at limit {LIMIT}",
+            f"{oper:.1%} ({oper_span:.1f} s)",
+            f"{hand:.1%} ({hand_span:.1f} s, by hand)",
+            f"{oper / hand:.3f}x",
+        ),
+        (
+            "hand-off: build container exit -> next one running (median, max of 4)",
+            f"{_ms(gaps)} (created ahead)",
+            f"{_ms(base)} (created at the exit)",
+            f"{statistics.median(gaps) / statistics.median(base):.2f}x",
+        ),
+        (
+            "hand-off floor: the same exit -> start by hand (a worker's create + start)",
+            f"{_ms(gaps)} (operator, created ahead)",
+            f"{_ms(manual.handoffs())} (by hand)",
+            f"{statistics.median(gaps) / statistics.median(manual.handoffs()):.2f}x",
+        ),
+    ]
 
 
 def _ms(values: list[float]) -> str:

@@ -42,7 +42,6 @@ from support.env import load_env  # noqa: E402
 from support.kube import Kubectl  # noqa: E402
 from support.operator import OperatorProcess  # noqa: E402
 
-
 BURST_PREFIX = "r2d-bench-burst-"
 
 
@@ -102,8 +101,13 @@ async def burst(env, namespace: str, specs: list[contract.BuildSpec]) -> tuple[f
                 version = listing["metadata"]["resourceVersion"]
             if len(succeeded) == len(specs):
                 return
-            query = {"watch": "1", "fieldSelector": selector, "resourceVersion": version,
-                     "allowWatchBookmarks": "true", "timeoutSeconds": "900"}
+            query = {
+                "watch": "1",
+                "fieldSelector": selector,
+                "resourceVersion": version,
+                "allowWatchBookmarks": "true",
+                "timeoutSeconds": "900",
+            }
             async with session.get(base, params=query, timeout=aiohttp.ClientTimeout(total=None)) as r:
                 if r.status != 200:
                     version = None
@@ -171,9 +175,19 @@ def _burst_rows(env, kubectl, sizes, specs) -> list[tuple[str, str, str, str]]:
             *_, alone = asyncio.run(burst_without_operator(env, alone_ns, specs[:size]))
             kubectl("delete", "namespace", alone_ns, "--wait=false", check=False)
             instance = f"bench{uuid.uuid4().hex[:6]}"
-            ops = [OperatorProcess(env, namespace, Path(tempfile.mkdtemp()), instance=instance, image_prefix=BURST_PREFIX,
-                                   node_name=f"r2d-bench-{n}", docker_socket=env["R2D_NODE_DOCKER_SOCKET"],
-                                   **{"finished-ttl": 86400}).start() for n in range(builders)]
+            ops = [
+                OperatorProcess(
+                    env,
+                    namespace,
+                    Path(tempfile.mkdtemp()),
+                    instance=instance,
+                    image_prefix=BURST_PREFIX,
+                    node_name=f"r2d-bench-{n}",
+                    docker_socket=env["R2D_NODE_DOCKER_SOCKET"],
+                    **{"finished-ttl": 86400},
+                ).start()
+                for n in range(builders)
+            ]
             try:
                 total, after_last, creating = asyncio.run(burst(env, namespace, specs[:size]))
                 rss = max(rss_mb(op.proc.pid) for op in ops)
@@ -181,17 +195,30 @@ def _burst_rows(env, kubectl, sizes, specs) -> list[tuple[str, str, str, str]]:
                 for op in ops:
                     op.stop()
             who = "one builder" if builders == 1 else "two builders"
-            rows.append((f"{size} cached resources at once, {who}: all Succeeded",
-                         f"{total:.1f} s from the first create, {after_last:.1f} s after the last",
-                         f"{alone:.1f} s (creating them, no operator)", f"{total / alone:.2f}x"))
+            rows.append(
+                (
+                    f"{size} cached resources at once, {who}: all Succeeded",
+                    f"{total:.1f} s from the first create, {after_last:.1f} s after the last",
+                    f"{alone:.1f} s (creating them, no operator)",
+                    f"{total / alone:.2f}x",
+                )
+            )
             if builders == 1:
                 rows.append((f"operator RSS after {size} cached", f"{rss:.0f} MB", "", ""))
             else:
                 decided = collections.Counter(
-                    kubectl("get", contract.PLURAL, "-n", namespace, "-o",
-                            "jsonpath={.items[*].status.builder}").split())
-                rows.append((f"two builders: decided by", ", ".join(f"{b} {n}" for b, n in sorted(decided.items())),
-                             f"{size} resources", f"{sum(decided.values()) - size:+d}"))
+                    kubectl(
+                        "get", contract.PLURAL, "-n", namespace, "-o", "jsonpath={.items[*].status.builder}"
+                    ).split()
+                )
+                rows.append(
+                    (
+                        "two builders: decided by",
+                        ", ".join(f"{b} {n}" for b, n in sorted(decided.items())),
+                        f"{size} resources",
+                        f"{sum(decided.values()) - size:+d}",
+                    )
+                )
         finally:
             kubectl("delete", "namespace", namespace, "--wait=false", check=False)
     return rows
@@ -225,14 +252,25 @@ async def create_finished(env, namespace: str, count: int, image: str) -> None:
         manifest = contract.build_manifest(spec, namespace)
         # As the operator leaves a finished build: marked with its finish time.
         manifest["metadata"].setdefault("labels", {})[contract.LABEL_FINISHED_AT] = str(int(finished_epoch))
-        status = {"status": {"phase": "Succeeded", "image": image, "message": f"Built {image}.",
-                             "completionTime": finished, "startTime": finished, "logLineCount": 0,
-                             contract.STATUS_FINISHED_AT: int(finished_epoch)}}
+        status = {
+            "status": {
+                "phase": "Succeeded",
+                "image": image,
+                "message": f"Built {image}.",
+                "completionTime": finished,
+                "startTime": finished,
+                "logLineCount": 0,
+                contract.STATUS_FINISHED_AT: int(finished_epoch),
+            }
+        }
         async with limit:
             async with session.post(base, json=manifest) as r:
                 assert r.status == 201, await r.text()
-            async with session.patch(f"{base}/{manifest['metadata']['name']}/status", json=status,
-                                     headers={"Content-Type": "application/merge-patch+json"}) as r:
+            async with session.patch(
+                f"{base}/{manifest['metadata']['name']}/status",
+                json=status,
+                headers={"Content-Type": "application/merge-patch+json"},
+            ) as r:
                 assert r.status == 200, await r.text()
 
     async with aiohttp.ClientSession(headers=headers, connector=aiohttp.TCPConnector(ssl=context)) as session:
@@ -263,7 +301,9 @@ def settle(env, namespace: str) -> tuple[float, float, float]:
             time.sleep(0.25)
             samples.append((time.monotonic(), cpu_seconds(pid)))
             window = [s for s in samples if s[0] >= samples[-1][0] - 1.0]
-            if samples[-1][0] - samples[0][0] >= 1.0 and window[-1][1] - window[0][1] < 0.05 * (window[-1][0] - window[0][0]):
+            if samples[-1][0] - samples[0][0] >= 1.0 and window[-1][1] - window[0][1] < 0.05 * (
+                window[-1][0] - window[0][0]
+            ):
                 idle_at = window[0][0]
                 break
             if time.monotonic() - start > 600:
@@ -295,10 +335,22 @@ def measure(env, sizes: tuple[int, ...] = (1000, 10000)) -> list[tuple[str, str,
                 asyncio.run(create_finished(env, namespace, size, image))
                 print(f"  ({size} finished resources created in {time.monotonic() - started:.0f} s)", file=sys.stderr)
                 took, rss, peak = settle(env, namespace)
-                rows.append((f"operator RSS, {size} finished", f"{rss:.0f} MB (peak {peak:.0f})",
-                             f"{base_rss:.0f} MB (none)", f"{rss / base_rss:.2f}x"))
-                rows.append((f"restart settle, {size} finished", f"{took:.1f} s", f"{base_settle:.1f} s (none)",
-                             f"{took / base_settle:.2f}x"))
+                rows.append(
+                    (
+                        f"operator RSS, {size} finished",
+                        f"{rss:.0f} MB (peak {peak:.0f})",
+                        f"{base_rss:.0f} MB (none)",
+                        f"{rss / base_rss:.2f}x",
+                    )
+                )
+                rows.append(
+                    (
+                        f"restart settle, {size} finished",
+                        f"{took:.1f} s",
+                        f"{base_settle:.1f} s (none)",
+                        f"{took / base_settle:.2f}x",
+                    )
+                )
             finally:
                 kubectl("delete", "namespace", namespace, "--wait=false", check=False)
     finally:

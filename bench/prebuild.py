@@ -64,8 +64,12 @@ def image_ready(client, repo, commit: str) -> bool:
 def webhook(hub: Hub, repo) -> None:
     body = json.dumps({"ref": "refs/heads/main", "repository": {"clone_url": repo.url}}).encode()
     signature = hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
-    r = requests.post(f"{hub.url}/hub/repo2docker/webhook", data=body, timeout=30,
-                      headers={"X-GitHub-Event": "push", "X-Hub-Signature-256": f"sha256={signature}"})
+    r = requests.post(
+        f"{hub.url}/hub/repo2docker/webhook",
+        data=body,
+        timeout=30,
+        headers={"X-GitHub-Event": "push", "X-Hub-Signature-256": f"sha256={signature}"},
+    )
     assert r.status_code == 202, r.text
 
 
@@ -74,8 +78,12 @@ def push_to_ready(hub: Hub, client, repo, with_webhook: bool) -> float:
     pushed = time.monotonic()
     if with_webhook:
         webhook(hub, repo)
-    wait_until(lambda: image_ready(client, repo, commit), timeout=INTERVAL + 180, interval=0.1,
-               what="the pushed commit's image")
+    wait_until(
+        lambda: image_ready(client, repo, commit),
+        timeout=INTERVAL + 180,
+        interval=0.1,
+        what="the pushed commit's image",
+    )
     return time.monotonic() - pushed
 
 
@@ -95,8 +103,14 @@ def measure(env) -> list[tuple[str, str, str, str]]:
     repos = GitRepoFactory(Path(env["R2D_GIT_ROOT"]), env["R2D_GIT_URL"])
     base = env["R2D_SINGLEUSER_IMAGE"]
     watched = [slow_repo(repos, base) for _ in range(2)]
-    hub = Hub(env, Path(tempfile.mkdtemp()), image_prefix=PREFIX, webhook_secret=SECRET, prebuild_interval=INTERVAL,
-              prebuild_repos=[{"repo": r.url, "refs": ["main"]} for r in watched]).start()
+    hub = Hub(
+        env,
+        Path(tempfile.mkdtemp()),
+        image_prefix=PREFIX,
+        webhook_secret=SECRET,
+        prebuild_interval=INTERVAL,
+        prebuild_repos=[{"repo": r.url, "refs": ["main"]} for r in watched],
+    ).start()
     try:
         for repo in watched:  # the hub's first resolution builds the current heads
             wait_until(lambda: image_ready(client, repo, head(repo)), timeout=300, what="the first prebuilds")
@@ -120,14 +134,26 @@ def measure(env) -> list[tuple[str, str, str, str]]:
         hub.stop()
     hook, poll = statistics.median(hooked), statistics.median(polled)
     warm, first = statistics.median(prebuilt), statistics.median(cold)
-    return [(f"push -> image ready (median of {ROUNDS}, {BUILD_SECONDS} s build)", f"{hook:.1f} s (webhook)",
-             f"{poll:.1f} s (timer, every {INTERVAL:.0f} s)", f"{hook / poll:.2f}x"),
-            (f"first launch after a push -> server ready (median of {ROUNDS})", f"{warm:.1f} s (prebuilt)",
-             f"{first:.1f} s (built by the launch)", f"{warm / first:.2f}x"),
-            (f"launch of a moved branch with previous_ok -> server ready (median of {ROUNDS})",
-             f"{statistics.median(previous):.1f} s (previous image)",
-             f"{statistics.median(cached):.1f} s (a cached launch)",
-             f"{statistics.median(previous) / statistics.median(cached):.2f}x")]
+    return [
+        (
+            f"push -> image ready (median of {ROUNDS}, {BUILD_SECONDS} s build)",
+            f"{hook:.1f} s (webhook)",
+            f"{poll:.1f} s (timer, every {INTERVAL:.0f} s)",
+            f"{hook / poll:.2f}x",
+        ),
+        (
+            f"first launch after a push -> server ready (median of {ROUNDS})",
+            f"{warm:.1f} s (prebuilt)",
+            f"{first:.1f} s (built by the launch)",
+            f"{warm / first:.2f}x",
+        ),
+        (
+            f"launch of a moved branch with previous_ok -> server ready (median of {ROUNDS})",
+            f"{statistics.median(previous):.1f} s (previous image)",
+            f"{statistics.median(cached):.1f} s (a cached launch)",
+            f"{statistics.median(previous) / statistics.median(cached):.2f}x",
+        ),
+    ]
 
 
 if __name__ == "__main__":

@@ -33,22 +33,37 @@ from support.builds import dockerfile_repo, head  # noqa: E402
 from support.env import load_env  # noqa: E402
 from support.gitrepos import GitRepoFactory  # noqa: E402
 from support.hub import Hub  # noqa: E402
-from support.operator import offline_build_env  # noqa: E402
-from support.operator import free_port  # noqa: E402
+from support.operator import free_port, offline_build_env  # noqa: E402
 from support.registry import empty_registry, login_config  # noqa: E402
 
 
 def build(client, env, repo, image: str, docker_config_dir: str | None) -> float:
-    command = ["repo2docker", "--no-run", "--json-logs", "--user-id", "1000", "--user-name", "jovyan",
-               "--ref", head(repo), "--image-name", image]
+    command = [
+        "repo2docker",
+        "--no-run",
+        "--json-logs",
+        "--user-id",
+        "1000",
+        "--user-name",
+        "jovyan",
+        "--ref",
+        head(repo),
+        "--image-name",
+        image,
+    ]
     volumes = {"/var/run/docker.sock": {"bind": "/var/run/docker.sock", "mode": "rw"}}
     if docker_config_dir:
         command.append("--push")
         # Writable: buildx keeps its own state under ~/.docker/buildx.
         volumes[docker_config_dir] = {"bind": "/root/.docker", "mode": "rw"}
     start = time.monotonic()
-    client.containers.run(env["R2D_BUILD_IMAGE"], [*command, "--", repo.url], volumes=volumes, remove=True,
-                          environment=offline_build_env(env))
+    client.containers.run(
+        env["R2D_BUILD_IMAGE"],
+        [*command, "--", repo.url],
+        volumes=volumes,
+        remove=True,
+        environment=offline_build_env(env),
+    )
     return time.monotonic() - start
 
 
@@ -59,8 +74,10 @@ def first_push(client, env, repos, config_dir: str) -> None:
         b = dockerfile_repo(repos, env["R2D_SINGLEUSER_IMAGE"])
         alone = build(client, env, a, contract.image_name("r2d-bench-", a.url, head(a)), None)
         pushed = build(client, env, b, contract.image_name(f"{registry}/bench/r2d-bench-", b.url, head(b)), config_dir)
-        print(f"first build on an empty registry: build {alone:.2f}s, build + push {pushed:.2f}s "
-              f"(uploads the base image's layers); ratio {pushed / alone:.2f}")
+        print(
+            f"first build on an empty registry: build {alone:.2f}s, build + push {pushed:.2f}s "
+            f"(uploads the base image's layers); ratio {pushed / alone:.2f}"
+        )
 
 
 def build_vs_push(client, env, repos, prefix: str, config_dir: str, rounds: int) -> None:
@@ -89,13 +106,20 @@ def spawn_time(hub: Hub, name: str, repo) -> float:
 def pull_vs_local(client, env, repos, prefix: str, push_config: str, rounds: int) -> None:
     work = Path(tempfile.mkdtemp())
     hub_docker = Path(login_config(env, work / "hub-docker")).parent
-    hub = Hub(env, work, process_env={"DOCKER_CONFIG": str(hub_docker)}, backend="local", image_prefix=prefix,
-              allowed_images=[env["R2D_SINGLEUSER_IMAGE"]],
-              **{"LocalBackend.push": True, "LocalBackend.docker_config": push_config})
+    hub = Hub(
+        env,
+        work,
+        process_env={"DOCKER_CONFIG": str(hub_docker)},
+        backend="local",
+        image_prefix=prefix,
+        allowed_images=[env["R2D_SINGLEUSER_IMAGE"]],
+        **{"LocalBackend.push": True, "LocalBackend.docker_config": push_config},
+    )
     hub.start()
     try:
-        repo = repos.create({"Dockerfile": f"FROM {env['R2D_SINGLEUSER_IMAGE']}\n"
-                                           f"RUN head -c 64M /dev/urandom >/home/jovyan/data.bin\n"})
+        repo = repos.create(
+            {"Dockerfile": f"FROM {env['R2D_SINGLEUSER_IMAGE']}\nRUN head -c 64M /dev/urandom >/home/jovyan/data.bin\n"}
+        )
         image = contract.image_name(prefix, repo.url, head(repo))
         user = f"bench{uuid.uuid4().hex[:6]}"
         spawn_time(hub, user, repo)  # builds and pushes; not measured

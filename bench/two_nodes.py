@@ -39,15 +39,26 @@ def run(env, nodes: int) -> tuple[float, list[float]]:
     namespace = f"bench-{uuid.uuid4().hex[:8]}"
     kubectl("create", "namespace", namespace)
     logs, instance = Path(tempfile.mkdtemp()), f"bench{uuid.uuid4().hex[:6]}"
-    common = {"image_prefix": "r2d-bench-", "concurrency": CAP, "instance": instance,
-              "docker_socket": env["R2D_NODE_DOCKER_SOCKET"]}
+    common = {
+        "image_prefix": "r2d-bench-",
+        "concurrency": CAP,
+        "instance": instance,
+        "docker_socket": env["R2D_NODE_DOCKER_SOCKET"],
+    }
     ops = [OperatorProcess(env, namespace, logs, node_name="r2d-node", **common).start()]
     if nodes == 2:
-        ops.append(OperatorProcess(env, namespace, logs, node_name="r2d-node-2",
-                                   docker_host=env["R2D_NODE2_DOCKER_HOST"], **common).start())
+        ops.append(
+            OperatorProcess(
+                env, namespace, logs, node_name="r2d-node-2", docker_host=env["R2D_NODE2_DOCKER_HOST"], **common
+            ).start()
+        )
     repos = GitRepoFactory(Path(env["R2D_GIT_ROOT"]), env["R2D_GIT_URL"])
-    made = [repos.create({"Dockerfile": f"FROM {env['R2D_SINGLEUSER_IMAGE']}\nRUN echo {uuid.uuid4().hex} && sleep {SECONDS}\n"})
-            for _ in range(BUILDS)]
+    made = [
+        repos.create(
+            {"Dockerfile": f"FROM {env['R2D_SINGLEUSER_IMAGE']}\nRUN echo {uuid.uuid4().hex} && sleep {SECONDS}\n"}
+        )
+        for _ in range(BUILDS)
+    ]
     try:
         start, created = time.monotonic(), {}
 
@@ -60,7 +71,10 @@ def run(env, nodes: int) -> tuple[float, list[float]]:
         with ThreadPoolExecutor(4) as pool:
             names = list(pool.map(create, made))
         for name in names:
-            assert wait_phase(kubectl, namespace, name, "Succeeded", "Failed", timeout=600)["status"]["phase"] == "Succeeded"
+            assert (
+                wait_phase(kubectl, namespace, name, "Succeeded", "Failed", timeout=600)["status"]["phase"]
+                == "Succeeded"
+            )
         elapsed = time.monotonic() - start
         latencies = []
         for name in names:
@@ -82,10 +96,18 @@ def measure(env) -> list[tuple[str, str, str, str]]:
     p50 = statistics.median(first)
     p95 = sorted(first)[max(0, int(round(0.95 * len(first))) - 1)]
     return [
-        (f"{BUILDS} builds ({SECONDS} s step) at cap {CAP} per node: two nodes", f"{two:.1f} s", f"{one:.1f} s (one node)",
-         f"{one / two:.2f}x throughput"),
-        ("claim latency of the first builds, kubectl create -> claimedAt", f"p50 {p50 * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms",
-         "", ""),
+        (
+            f"{BUILDS} builds ({SECONDS} s step) at cap {CAP} per node: two nodes",
+            f"{two:.1f} s",
+            f"{one:.1f} s (one node)",
+            f"{one / two:.2f}x throughput",
+        ),
+        (
+            "claim latency of the first builds, kubectl create -> claimedAt",
+            f"p50 {p50 * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms",
+            "",
+            "",
+        ),
     ]
 
 

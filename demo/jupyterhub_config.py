@@ -47,4 +47,6 @@ if c.Repo2DockerSpawner.backend == "kubernetes":
     c.KubernetesBackend.namespace = env.get("DEMO_NAMESPACE", "r2d-demo")
     c.KubernetesBackend.kubeconfig = env["DEMO_KUBECONFIG"]  # the chart's hub identity, not admin
     # The chart's record of images' last use, shown on the builds page.
-    c.KubernetesBackend.image_use_record = f"configmap:{c.KubernetesBackend.namespace}/r2d-repo2docker-operator-image-use"
+    c.KubernetesBackend.image_use_record = (
+        f"configmap:{c.KubernetesBackend.namespace}/r2d-repo2docker-operator-image-use"
+    )

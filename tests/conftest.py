@@ -112,6 +112,8 @@ def git_repos(testenv: TestEnv) -> GitRepoFactory:
 
 
 TEST_IMAGE_PREFIXES = ("r2d-test-", "r2d-e2e-", "r2d-smoke/", "r2d-bench")
+
+
 @pytest.fixture
 def build_image(request, testenv) -> str:
     return testenv[REPO2DOCKER_VERSIONS[getattr(request, "param", "r2d-newest")]]
@@ -234,8 +236,12 @@ def operator_image(testenv: TestEnv, tmp_path_factory):
         done = shared / "operator-image.done" if shared else None
         if done is not None and done.exists():
             return done.read_text()
-        built = subprocess.run([str(REPO_ROOT / "tools" / "operator-image.sh"), tag, testenv["R2D_SINGLEUSER_IMAGE"]],
-                               capture_output=True, text=True, timeout=900)
+        built = subprocess.run(
+            [str(REPO_ROOT / "tools" / "operator-image.sh"), tag, testenv["R2D_SINGLEUSER_IMAGE"]],
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
         assert built.returncode == 0, built.stderr[-3000:]
         loaded = subprocess.run([testenv["R2D_LOAD_IMAGE"], tag], capture_output=True, text=True, timeout=600)
         assert loaded.returncode == 0, loaded.stderr[-3000:]
@@ -270,8 +276,9 @@ def operator_factory(testenv, namespace, crd, tmp_path_factory, docker_client, b
 
     def start(**options) -> OperatorProcess:
         # The prefix the tests' resources are made with (support.builds.create_build).
-        op = OperatorProcess(testenv, namespace, log_dir,
-                             **{"build_image": build_image, "image_prefix": IMAGE_PREFIX, **options})
+        op = OperatorProcess(
+            testenv, namespace, log_dir, **{"build_image": build_image, "image_prefix": IMAGE_PREFIX, **options}
+        )
         started.append(op)
         return op.start()
 
@@ -283,7 +290,8 @@ def operator_factory(testenv, namespace, crd, tmp_path_factory, docker_client, b
         try:
             client = docker.DockerClient(base_url=op.docker_host) if op.docker_host else docker_client
             leftovers = client.containers.list(
-                all=True, filters={"label": [f"repo2dockerspawner.jupyter.org/instance={op.instance}"]})
+                all=True, filters={"label": [f"repo2dockerspawner.jupyter.org/instance={op.instance}"]}
+            )
         except docker.errors.DockerException:  # a test's deliberately unreachable daemon
             continue
         for c in leftovers:

@@ -30,8 +30,7 @@ def servers(hub, name: str) -> dict:
 def test_a_link_fills_in_the_form_and_only_a_click_launches(testenv, docker_client, git_repos, hubs):
     base = testenv["R2D_SINGLEUSER_IMAGE"]
     trusted = git_repos.create({"Dockerfile": f"FROM {base}\n", "marker.txt": "trusted\n"}, prefix="trusted")
-    hub = hubs("local",
-                    autolaunch_repos=[contract.normalize_repo_url(trusted.url).rsplit("/", 1)[0] + "/trusted-*"])
+    hub = hubs("local", autolaunch_repos=[contract.normalize_repo_url(trusted.url).rsplit("/", 1)[0] + "/trusted-*"])
     repo = dockerfile_repo(git_repos, base, marker="launched by a click")
     name = user()
     session = hub.login(name)
@@ -45,8 +44,11 @@ def test_a_link_fills_in_the_form_and_only_a_click_launches(testenv, docker_clie
     assert not docker_client.containers.list(all=True, filters={"label": f"{contract.LABEL_INSTANCE}={hub.instance}"})
 
     # The click: the form as the page posts it, with the user's own XSRF token.
-    launched = session.post(f"{hub.url}/hub/spawn/{name}", allow_redirects=False,
-                            data={"repo": repo.url, "ref": "main", "_xsrf": session.cookies.get("_xsrf")})
+    launched = session.post(
+        f"{hub.url}/hub/spawn/{name}",
+        allow_redirects=False,
+        data={"repo": repo.url, "ref": "main", "_xsrf": session.cookies.get("_xsrf")},
+    )
     assert launched.status_code == 302 and "/spawn-pending/" in launched.headers["Location"], launched.text[-300:]
     hub.wait_ready(name)
     assert hub.user_file(name, "marker.txt") == "launched by a click\n"
@@ -74,11 +76,20 @@ def test_repositories_on_the_hubs_own_network_are_refused_before_any_connection(
     with LoopbackServer() as internal:
         port = internal.port
         for url in [
-            "https://127.0.0.1:1/x.git", "https://localhost:1/x.git",
-            f"http://127.0.0.1:{port}/x.git", f"http://localhost:{port}/x.git", f"http://127.1:{port}/x.git",
-            f"http://2130706433:{port}/x.git", f"http://[::1]:{port}/x.git", f"http://[::ffff:127.0.0.1]:{port}/x.git",
-            f"http://0.0.0.0:{port}/x.git", "http://169.254.169.254/latest/meta-data.git", "http://10.1.2.3/x.git",
-            "http://192.168.0.1/x.git", "http://[fd00::1]/x.git", "http://[fe80::1]/x.git",
+            "https://127.0.0.1:1/x.git",
+            "https://localhost:1/x.git",
+            f"http://127.0.0.1:{port}/x.git",
+            f"http://localhost:{port}/x.git",
+            f"http://127.1:{port}/x.git",
+            f"http://2130706433:{port}/x.git",
+            f"http://[::1]:{port}/x.git",
+            f"http://[::ffff:127.0.0.1]:{port}/x.git",
+            f"http://0.0.0.0:{port}/x.git",
+            "http://169.254.169.254/latest/meta-data.git",
+            "http://10.1.2.3/x.git",
+            "http://192.168.0.1/x.git",
+            "http://[fd00::1]/x.git",
+            "http://[fe80::1]/x.git",
         ]:
             r = hub.spawn(name, {"repo": url, "ref": "main"})
             assert r.status_code == 400, (url, r.status_code, r.text)
@@ -115,11 +126,14 @@ def test_lookup_failures_say_what_went_wrong_without_echoing_git(open_hub, git_r
         assert not re.search(r"fatal|curl|HTTP \d|Couldn't|returned error", message), message
 
 
-@pytest.mark.parametrize("options, expected", [
-    ({"repo": "https://github.com]/x"}, "not a valid URL"),
-    ({"repo": "https://github.com:99999/x"}, "not a valid URL"),
-    ({"repo": "https://github.com/a/b", "ref": "ma\nin"}, "git ref may contain"),
-])
+@pytest.mark.parametrize(
+    "options, expected",
+    [
+        ({"repo": "https://github.com]/x"}, "not a valid URL"),
+        ({"repo": "https://github.com:99999/x"}, "not a valid URL"),
+        ({"repo": "https://github.com/a/b", "ref": "ma\nin"}, "git ref may contain"),
+    ],
+)
 def test_malformed_input_is_a_400_with_a_message_not_a_500(open_hub, options, expected):
     name = user()
     open_hub.create_user(name)
@@ -128,12 +142,15 @@ def test_malformed_input_is_a_400_with_a_message_not_a_500(open_hub, options, ex
     assert expected in r.json()["message"], r.json()
 
 
-@pytest.mark.parametrize("path", [
-    "{trusted}/../{other}.git",  # exactly the input tried on the first pass's main
-    "{trusted}/./../{other}.git",
-    "{trusted}/%2e%2e/{other}.git",
-    "{trusted}//../{other}.git",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "{trusted}/../{other}.git",  # exactly the input tried on the first pass's main
+        "{trusted}/./../{other}.git",
+        "{trusted}/%2e%2e/{other}.git",
+        "{trusted}//../{other}.git",
+    ],
+)
 def test_a_link_cannot_reach_another_repository_through_a_trusted_prefix(path, testenv, docker_client, git_repos, hubs):
     """autolaunch_repos trusts <git server>/trusted-*; git resolves dot-segments before it sends
     a request, so a pattern matched on the string launched whatever came after '..', as the
@@ -166,8 +183,9 @@ USER 1000
 """
 
 
-def test_no_code_of_the_launched_image_runs_as_root_before_the_server(testenv, docker_client, git_repos, hubs,
-                                                                     home_volume):
+def test_no_code_of_the_launched_image_runs_as_root_before_the_server(
+    testenv, docker_client, git_repos, hubs, home_volume
+):
     """Servers forced to uid 1000 with a volume on ~/work: the first launch gives the new volume
     to the user. That step used to run the launched image's `id` as root."""
     base = testenv["R2D_SINGLEUSER_IMAGE"]
@@ -178,8 +196,12 @@ def test_no_code_of_the_launched_image_runs_as_root_before_the_server(testenv, d
     assert events[-1].get("ready"), events[-3:]
     volume = home_volume.format(username=name)
     found = docker_client.containers.run(
-        base, ["sh", "-c", "stat -c '%u' /v; find /v -mindepth 1 -printf '%u %m %p\\n'"], user="0", remove=True,
-        volumes={volume: {"bind": "/v", "mode": "ro"}}).decode()
+        base,
+        ["sh", "-c", "stat -c '%u' /v; find /v -mindepth 1 -printf '%u %m %p\\n'"],
+        user="0",
+        remove=True,
+        volumes={volume: {"bind": "/v", "mode": "ro"}},
+    ).decode()
     owner, *files = found.splitlines()
     assert owner == "1000", "the new volume was not given to the server's user"
     assert not [f for f in files if f.startswith("0 ")], f"root-owned files in the user's volume: {files}"

@@ -57,18 +57,23 @@ def launch(hub, repo, refused: bool = False) -> tuple[str, list[dict]]:
 
 @pytest.mark.e2e
 @pytest.mark.parametrize("who", ["hub", "student"])
-def test_a_resource_cannot_build_the_image_of_another_repository(who, identities, victim_hub, kubectl, git_repos,
-                                                                 testenv, docker_client):
+def test_a_resource_cannot_build_the_image_of_another_repository(
+    who, identities, victim_hub, kubectl, git_repos, testenv, docker_client
+):
     base = testenv["R2D_SINGLEUSER_IMAGE"]
     victim = dockerfile_repo(git_repos, base, marker="the victim's own files")
     attacker = dockerfile_repo(git_repos, base, marker="the attacker's files")
     victim_image = contract.image_name(PREFIX, victim.url, head(victim))
     # The attack: my repository and commit, built under the name the hub derives for the victim's.
-    name = attack(identities.as_(who), {
-        "apiVersion": contract.API_VERSION, "kind": contract.KIND,
-        "metadata": {"name": f"attack-{uuid.uuid4().hex[:6]}", "namespace": identities.namespace},
-        "spec": {"repoUrl": attacker.url, "ref": "main", "commit": head(attacker), "image": victim_image},
-    })
+    name = attack(
+        identities.as_(who),
+        {
+            "apiVersion": contract.API_VERSION,
+            "kind": contract.KIND,
+            "metadata": {"name": f"attack-{uuid.uuid4().hex[:6]}", "namespace": identities.namespace},
+            "spec": {"repoUrl": attacker.url, "ref": "main", "commit": head(attacker), "image": victim_image},
+        },
+    )
     status = wait_phase(kubectl, identities.namespace, name, "Succeeded", "Failed", timeout=180)["status"]
     assert status["phase"] == "Failed", status
     expected = contract.image_name(PREFIX, attacker.url, head(attacker))
@@ -82,12 +87,18 @@ def test_a_resource_cannot_build_the_image_of_another_repository(who, identities
 
 
 @pytest.mark.integration
-def test_a_resource_may_lower_the_operators_limits_but_never_raise_them(identities, operator_factory, kubectl,
-                                                                       git_repos, testenv, docker_client):
+def test_a_resource_may_lower_the_operators_limits_but_never_raise_them(
+    identities, operator_factory, kubectl, git_repos, testenv, docker_client
+):
     # The classic builder (2024.7.0) honours a memory limit; the operator sets 512Mi and 0.5 CPU
     # (Docker itself refuses more CPUs than the machine has: this one has 2).
-    op = operator_factory(token=identities.operator.token, image_prefix="r2d-test-",
-                          build_image=testenv["R2D_BUILD_IMAGE_2024"], memory_limit="512Mi", cpu_limit=0.5)
+    op = operator_factory(
+        token=identities.operator.token,
+        image_prefix="r2d-test-",
+        build_image=testenv["R2D_BUILD_IMAGE_2024"],
+        memory_limit="512Mi",
+        cpu_limit=0.5,
+    )
     base = testenv["R2D_SINGLEUSER_IMAGE"]
     greedy, modest = dockerfile_repo(git_repos, base, sleep=20), dockerfile_repo(git_repos, base, sleep=20)
 
@@ -98,14 +109,19 @@ def test_a_resource_may_lower_the_operators_limits_but_never_raise_them(identiti
         return body
 
     with ContainerWatcher(docker_client, op.instance):
-        names = [attack(identities.student, manifest(greedy, {"cpu": 2, "memory": "64Gi"})),
-                 attack(identities.student, manifest(modest, {"cpu": 0.25, "memory": "256Mi"}))]
+        names = [
+            attack(identities.student, manifest(greedy, {"cpu": 2, "memory": "64Gi"})),
+            attack(identities.student, manifest(modest, {"cpu": 0.25, "memory": "256Mi"})),
+        ]
         for name in names:
             wait_phase(kubectl, identities.namespace, name, "Building", "Succeeded", "Failed", timeout=120)
         limits = {}
         for name in names:
-            container = wait_until(lambda: docker_client.containers.list(
-                filters={"label": f"{contract.LABEL_BUILD_NAME}={name}"}), timeout=60, what=f"{name}'s container")[0]
+            container = wait_until(
+                lambda: docker_client.containers.list(filters={"label": f"{contract.LABEL_BUILD_NAME}={name}"}),
+                timeout=60,
+                what=f"{name}'s container",
+            )[0]
             host = container.attrs["HostConfig"]
             limits[name] = (host["NanoCpus"], host["Memory"])
     assert limits[names[0]] == (500_000_000, 512 * 2**20), "asked for more than the operator allows: capped"
@@ -114,7 +130,8 @@ def test_a_resource_may_lower_the_operators_limits_but_never_raise_them(identiti
 
 @pytest.mark.e2e
 def test_a_squatted_build_name_fails_the_launch_at_once_and_never_serves_its_image(
-        identities, victim_hub, kubectl, git_repos, testenv, docker_client):
+    identities, victim_hub, kubectl, git_repos, testenv, docker_client
+):
     base = testenv["R2D_SINGLEUSER_IMAGE"]
     victim = dockerfile_repo(git_repos, base, marker="the victim's own files")
     attacker = dockerfile_repo(git_repos, base, marker="the attacker's files")
@@ -126,12 +143,20 @@ def test_a_squatted_build_name_fails_the_launch_at_once_and_never_serves_its_ima
     kubectl("delete", contract.PLURAL, contract.build_name(victim.url, head(victim)), "-n", identities.namespace)
     # The attack: the name the hub derives for the victim's repository and commit, taken by
     # a resource that builds the attacker's (with the image that one may have).
-    name = attack(identities.student, {
-        "apiVersion": contract.API_VERSION, "kind": contract.KIND,
-        "metadata": {"name": contract.build_name(victim.url, head(victim)), "namespace": identities.namespace},
-        "spec": {"repoUrl": attacker.url, "ref": "main", "commit": head(attacker),
-                 "image": contract.image_name(PREFIX, attacker.url, head(attacker))},
-    })
+    name = attack(
+        identities.student,
+        {
+            "apiVersion": contract.API_VERSION,
+            "kind": contract.KIND,
+            "metadata": {"name": contract.build_name(victim.url, head(victim)), "namespace": identities.namespace},
+            "spec": {
+                "repoUrl": attacker.url,
+                "ref": "main",
+                "commit": head(attacker),
+                "image": contract.image_name(PREFIX, attacker.url, head(attacker)),
+            },
+        },
+    )
     assert wait_phase(kubectl, identities.namespace, name, "Succeeded", "Failed")["status"]["phase"] == "Succeeded"
 
     user, events = launch(victim_hub, victim, refused=True)
@@ -145,7 +170,8 @@ def test_a_squatted_build_name_fails_the_launch_at_once_and_never_serves_its_ima
 
 @pytest.mark.e2e
 def test_a_forged_finished_label_neither_stalls_the_launch_nor_skips_the_build(
-        identities, victim_hub, kubectl, git_repos, testenv, docker_client):
+    identities, victim_hub, kubectl, git_repos, testenv, docker_client
+):
     victim = dockerfile_repo(git_repos, testenv["R2D_SINGLEUSER_IMAGE"], marker="the victim's own files")
     commit = head(victim)
     # The attack: exactly the resource the hub would create, but labelled finished, which
@@ -165,8 +191,9 @@ def test_a_forged_finished_label_neither_stalls_the_launch_nor_skips_the_build(
 
 
 @pytest.mark.integration
-def test_the_operator_removes_a_forged_finished_label_and_builds(identities, operator_factory, kubectl, git_repos,
-                                                                 testenv):
+def test_the_operator_removes_a_forged_finished_label_and_builds(
+    identities, operator_factory, kubectl, git_repos, testenv
+):
     repo = dockerfile_repo(git_repos, testenv["R2D_SINGLEUSER_IMAGE"])
     spec = contract.BuildSpec(repo.url, "main", head(repo), contract.image_name("r2d-test-", repo.url, head(repo)))
     manifest = contract.build_manifest(spec, identities.namespace)
@@ -177,11 +204,23 @@ def test_the_operator_removes_a_forged_finished_label_and_builds(identities, ope
     operator_factory(token=identities.operator.token, image_prefix="r2d-test-", **{"finished-ttl": 3600})
     status = wait_phase(kubectl, identities.namespace, name, "Succeeded", "Failed", timeout=120)["status"]
     assert status["phase"] == "Succeeded", status
-    events = kubectl.json("get", "events", "-n", identities.namespace, "--field-selector", f"involvedObject.name={name}")
+    events = kubectl.json(
+        "get", "events", "-n", identities.namespace, "--field-selector", f"involvedObject.name={name}"
+    )
     assert "ForgedMark" in {e["reason"] for e in events["items"]}
     # Marked again by the operator itself once built, with a real time, and kept for its TTL.
-    wait_until(lambda: int(get_build(kubectl, identities.namespace, name)["metadata"]["labels"]
-                           .get(contract.LABEL_FINISHED_AT, "0")) > 1, timeout=30, what="the operator's own mark")
+    wait_until(
+        lambda: (
+            int(
+                get_build(kubectl, identities.namespace, name)["metadata"]["labels"].get(
+                    contract.LABEL_FINISHED_AT, "0"
+                )
+            )
+            > 1
+        ),
+        timeout=30,
+        what="the operator's own mark",
+    )
 
 
 def planted_secret(kubectl, namespace: str, name: str, token: str, owner: dict | None = None) -> None:
@@ -189,31 +228,63 @@ def planted_secret(kubectl, namespace: str, name: str, token: str, owner: dict |
     reads every private repository."""
     meta = {"name": name, "namespace": namespace}
     if owner:
-        meta["ownerReferences"] = [{"apiVersion": contract.API_VERSION, "kind": contract.KIND, "controller": True,
-                                    "name": owner["metadata"]["name"], "uid": owner["metadata"]["uid"]}]
-    kubectl.apply(json.dumps({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/basic-auth",
-                              "metadata": meta, "stringData": {"username": "hub", "password": token}}))
+        meta["ownerReferences"] = [
+            {
+                "apiVersion": contract.API_VERSION,
+                "kind": contract.KIND,
+                "controller": True,
+                "name": owner["metadata"]["name"],
+                "uid": owner["metadata"]["uid"],
+            }
+        ]
+    kubectl.apply(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "type": "kubernetes.io/basic-auth",
+                "metadata": meta,
+                "stringData": {"username": "hub", "password": token},
+            }
+        )
+    )
 
 
 @pytest.mark.e2e
-def test_a_resource_cannot_clone_with_a_secret_its_build_does_not_own(testenv, kubectl, namespace, hubs, tmp_path,
-                                                                     git_repos, docker_client):
+def test_a_resource_cannot_clone_with_a_secret_its_build_does_not_own(
+    testenv, kubectl, namespace, hubs, tmp_path, git_repos, docker_client
+):
     from test_private_repos import auth_state_hub, private_repo, tokens
 
     ids = chart_identities(testenv, kubectl, namespace, "--set", "build.userCredentials=true")
     try:
         kubeconfig = token_kubeconfig(testenv, ids.hub.token, tmp_path / "hub.kubeconfig", namespace)
-        hub = auth_state_hub(hubs, "kubernetes", testenv, kubeconfig=str(kubeconfig),
-                             operator_options={"token": ids.operator.token})
+        hub = auth_state_hub(
+            hubs, "kubernetes", testenv, kubeconfig=str(kubeconfig), operator_options={"token": ids.operator.token}
+        )
         repo = private_repo(git_repos, testenv, "alice", "alice's course")
         image = contract.image_name(PREFIX, repo.url, head(repo))
         spec = {"repoUrl": repo.url, "ref": "main", "commit": head(repo), "image": image, "userCredentials": True}
         # Secrets the student cannot read, named as the operator names a build's hand-over:
         # one nobody's build owns, and one another build owns.
         other = dockerfile_repo(git_repos, testenv["R2D_SINGLEUSER_IMAGE"])
-        owner = json.loads(kubectl("create", "-o", "json", "-f", "-", input=json.dumps(contract.build_manifest(
-            contract.BuildSpec(other.url, "main", head(other), contract.image_name(PREFIX, other.url, head(other))),
-            namespace))))
+        owner = json.loads(
+            kubectl(
+                "create",
+                "-o",
+                "json",
+                "-f",
+                "-",
+                input=json.dumps(
+                    contract.build_manifest(
+                        contract.BuildSpec(
+                            other.url, "main", head(other), contract.image_name(PREFIX, other.url, head(other))
+                        ),
+                        namespace,
+                    )
+                ),
+            )
+        )
         planted_secret(kubectl, namespace, "course-git", tokens(testenv)["hub"])
         planted_secret(kubectl, namespace, "course2-git", tokens(testenv)["hub"], owner=owner)
         assert refused(ids.student.run("get", "secrets", "-n", namespace, check=False))
@@ -221,15 +292,33 @@ def test_a_resource_cannot_clone_with_a_secret_its_build_does_not_own(testenv, k
         # The attack: builds of Alice's private repository named so that they take those Secrets.
         # The chart's admission policy refuses a hand-over asked for by anyone but the hub ...
         for name in ("course", "course2"):
-            asked = ids.student.run("create", "-f", "-", check=False, input=json.dumps(
-                {"apiVersion": contract.API_VERSION, "kind": contract.KIND,
-                 "metadata": {"name": name, "namespace": namespace}, "spec": spec}))
+            asked = ids.student.run(
+                "create",
+                "-f",
+                "-",
+                check=False,
+                input=json.dumps(
+                    {
+                        "apiVersion": contract.API_VERSION,
+                        "kind": contract.KIND,
+                        "metadata": {"name": name, "namespace": namespace},
+                        "spec": spec,
+                    }
+                ),
+            )
             assert refused(asked) and "only the hub may hand a user's credential" in asked.stderr, asked.stderr
         # ... and the operator, behind it, takes no Secret its build does not own, even from a
         # resource the hub's identity made.
         for name in ("course", "course2"):
-            attack(ids.hub, {"apiVersion": contract.API_VERSION, "kind": contract.KIND,
-                             "metadata": {"name": name, "namespace": namespace}, "spec": spec})
+            attack(
+                ids.hub,
+                {
+                    "apiVersion": contract.API_VERSION,
+                    "kind": contract.KIND,
+                    "metadata": {"name": name, "namespace": namespace},
+                    "spec": spec,
+                },
+            )
         for name in ("course", "course2"):
             status = wait_phase(kubectl, namespace, name, "Succeeded", "Failed", timeout=180)["status"]
             assert status["phase"] == "Failed" and f"the Secret {name}-git" in status["message"], status
@@ -261,23 +350,42 @@ def refused(result) -> bool:
 
 @pytest.mark.e2e
 def test_the_hub_identity_may_say_who_asked_for_a_build_but_not_change_what_it_builds_or_its_outcome(
-        identities, kubectl, git_repos, testenv):
+    identities, kubectl, git_repos, testenv
+):
     """Its `patch` is for a launch that joins a prebuild (the requested-by annotation): the
     spec stays immutable and the status stays the operator's."""
     repo = dockerfile_repo(git_repos, testenv["R2D_SINGLEUSER_IMAGE"])
     hub, namespace = identities.as_("hub"), identities.namespace
     spec = contract.BuildSpec(repo.url, "main", head(repo), contract.image_name(PREFIX, repo.url, head(repo)))
     name = attack(hub, contract.build_manifest(spec, namespace, contract.PREBUILD_REQUESTER))
-    hub("annotate", "--overwrite", contract.PLURAL, name, "-n", namespace,
-        f"{contract.ANNOTATION_REQUESTED_BY}=carol")
+    hub("annotate", "--overwrite", contract.PLURAL, name, "-n", namespace, f"{contract.ANNOTATION_REQUESTED_BY}=carol")
     annotations = kubectl.json("get", contract.PLURAL, name, "-n", namespace)["metadata"]["annotations"]
     assert annotations[contract.ANNOTATION_REQUESTED_BY] == "carol"
     other = contract.image_name(PREFIX, repo.url, "f" * 40)
-    spec_patch = hub.run("patch", contract.PLURAL, name, "-n", namespace, "--type=merge",
-                         "-p", json.dumps({"spec": {"commit": "f" * 40, "image": other}}), check=False)
+    spec_patch = hub.run(
+        "patch",
+        contract.PLURAL,
+        name,
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": {"commit": "f" * 40, "image": other}}),
+        check=False,
+    )
     assert spec_patch.returncode != 0 and "immutable" in spec_patch.stderr, spec_patch.stderr
-    status_patch = hub.run("patch", contract.PLURAL, name, "-n", namespace, "--type=merge", "--subresource=status",
-                           "-p", json.dumps({"status": {"phase": "Succeeded", "image": other}}), check=False)
+    status_patch = hub.run(
+        "patch",
+        contract.PLURAL,
+        name,
+        "-n",
+        namespace,
+        "--type=merge",
+        "--subresource=status",
+        "-p",
+        json.dumps({"status": {"phase": "Succeeded", "image": other}}),
+        check=False,
+    )
     assert status_patch.returncode != 0 and "forbidden" in status_patch.stderr.lower(), status_patch.stderr
 
 
@@ -299,21 +407,49 @@ def test_only_the_hub_says_who_asked_for_a_build(identities, victim_hub, kubectl
     specs = [contract.BuildSpec(r.url, "main", head(r), contract.image_name(PREFIX, r.url, head(r))) for r in repos]
     requested_by, replaces = contract.ANNOTATION_REQUESTED_BY, contract.ANNOTATION_REPLACES
     for index, spec in enumerate(specs):
-        for annotations in ({requested_by: "alice"}, {requested_by: contract.PREBUILD_REQUESTER},
-                            {replaces: "f" * 40}):
-            answer = identities.student.run("create", "-f", "-", check=False, input=json.dumps(
-                forged(namespace, spec, f"forged-{index}-{uuid.uuid4().hex[:4]}", **annotations)))
+        for forged_annotations in (
+            {requested_by: "alice"},
+            {requested_by: contract.PREBUILD_REQUESTER},
+            {replaces: "f" * 40},
+        ):
+            answer = identities.student.run(
+                "create",
+                "-f",
+                "-",
+                check=False,
+                input=json.dumps(
+                    forged(namespace, spec, f"forged-{index}-{uuid.uuid4().hex[:4]}", **forged_annotations)
+                ),
+            )
             assert refused(answer) and "only the hub may" in answer.stderr, answer.stderr
         # Without them the student's builds may exist: they queue as one shared "others" turn.
         attack(identities.student, forged(namespace, spec, f"plain-{index}"))
     # The hub's identity may say who asked; nobody else may change it afterwards, not even an admin.
     hub_made = attack(identities.hub, forged(namespace, specs[0], "by-the-hub", **{requested_by: "bob"}))
     for who in (kubectl, identities.operator):
-        changed = who.run("annotate", "--overwrite", contract.PLURAL, hub_made, "-n", namespace,
-                          f"{requested_by}=mallory", check=False)
+        changed = who.run(
+            "annotate",
+            "--overwrite",
+            contract.PLURAL,
+            hub_made,
+            "-n",
+            namespace,
+            f"{requested_by}=mallory",
+            check=False,
+        )
         assert changed.returncode != 0, changed.stdout
-    status = kubectl.run("patch", contract.PLURAL, hub_made, "-n", namespace, "--type=merge", "--subresource=status",
-                         "-p", json.dumps({"status": {"phase": "Failed"}}), check=False)
+    status = kubectl.run(
+        "patch",
+        contract.PLURAL,
+        hub_made,
+        "-n",
+        namespace,
+        "--type=merge",
+        "--subresource=status",
+        "-p",
+        json.dumps({"status": {"phase": "Failed"}}),
+        check=False,
+    )
     assert refused(status) and "only the operator writes" in status.stderr, status.stderr
 
     # Alice's launch is hers alone to count: not refused.
@@ -324,19 +460,24 @@ def test_only_the_hub_says_who_asked_for_a_build(identities, victim_hub, kubectl
 
 
 @pytest.mark.e2e
-def test_the_operators_credentials_clone_only_what_the_hub_asked_for(identities, hubs, kubectl, git_repos, testenv,
-                                                                    tmp_path, docker_client):
+def test_the_operators_credentials_clone_only_what_the_hub_asked_for(
+    identities, hubs, kubectl, git_repos, testenv, tmp_path, docker_client
+):
     """A namespace user's resource for a private repository was cloned with the operator's own
     credentials: the image of a repository its author may not read, built for them."""
     from test_private_repos import private_repo, tokens
 
     namespace = identities.namespace
     credentials = tmp_path / "operator-git.json"
-    credentials.write_text(json.dumps({f"http://{testenv['R2D_BRIDGE_IP']}": {"username": "hub",
-                                                                              "token": tokens(testenv)["hub"]}}))
+    credentials.write_text(
+        json.dumps({f"http://{testenv['R2D_BRIDGE_IP']}": {"username": "hub", "token": tokens(testenv)["hub"]}})
+    )
     kubeconfig = token_kubeconfig(testenv, identities.hub.token, tmp_path / "hub.kubeconfig", namespace)
-    hubs("kubernetes", kubeconfig=str(kubeconfig),
-         operator_options={"token": identities.operator.token, "git_credentials": str(credentials)})
+    hubs(
+        "kubernetes",
+        kubeconfig=str(kubeconfig),
+        operator_options={"token": identities.operator.token, "git_credentials": str(credentials)},
+    )
     repo = private_repo(git_repos, testenv, "alice", "alice's private course")
     spec = contract.BuildSpec(repo.url, "main", head(repo), contract.image_name(PREFIX, repo.url, head(repo)))
     name = attack(identities.student, forged(namespace, spec, f"tenant-{uuid.uuid4().hex[:6]}"))

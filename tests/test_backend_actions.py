@@ -16,8 +16,11 @@ class Images:
         self.removed: list[str] = []
 
     async def disk_usage(self) -> dict:
-        return {"Images": [{"Id": "sha256:x", "RepoTags": [SPEC.image], "Size": 10, "SharedSize": 0,
-                            "Created": 1, "Containers": 0}]}
+        return {
+            "Images": [
+                {"Id": "sha256:x", "RepoTags": [SPEC.image], "Size": 10, "SharedSize": 0, "Created": 1, "Containers": 0}
+            ]
+        }
 
     async def remove_image(self, image_id: str) -> bool:
         self.removed.append(image_id)
@@ -44,17 +47,23 @@ class Backend(BuildBackend):
         self.calls.append(f"ensure for {requested_by}")
 
 
-@pytest.mark.parametrize("phase, action, refusal", [
-    (Phase.SUCCEEDED, "cancel", "Only a queued or running build can be cancelled"),
-    (Phase.BUILDING, "rebuild", "Only a failed or cancelled build can be built again"),
-    (Phase.BUILDING, "delete", "still under way"),
-    (Phase.FAILED, "delete", "Only a succeeded build has an image"),
-    (None, "cancel", "There is no build ns/b"),
-])
+@pytest.mark.parametrize(
+    "phase, action, refusal",
+    [
+        (Phase.SUCCEEDED, "cancel", "Only a queued or running build can be cancelled"),
+        (Phase.BUILDING, "rebuild", "Only a failed or cancelled build can be built again"),
+        (Phase.BUILDING, "delete", "still under way"),
+        (Phase.FAILED, "delete", "Only a succeeded build has an image"),
+        (None, "cancel", "There is no build ns/b"),
+    ],
+)
 async def test_an_action_that_does_not_fit_the_build_is_refused_and_does_nothing(phase, action, refusal):
     backend = Backend(phase)
-    act = {"cancel": backend.cancel("ns", "b"), "rebuild": backend.rebuild("ns", "b", "admin"),
-           "delete": backend.delete_image("ns", "b")}
+    act = {
+        "cancel": backend.cancel("ns", "b"),
+        "rebuild": backend.rebuild("ns", "b", "admin"),
+        "delete": backend.delete_image("ns", "b"),
+    }
     for name, coroutine in act.items():
         if name != action:
             coroutine.close()

@@ -29,8 +29,13 @@ async def test_retry_returns_the_first_answer_and_tells_each_wait():
     async def sleep(delay):
         slept.append(delay)
 
-    result = await retry(attempt, retry_on=OSError, backoff=Backoff((2.0, 4.0)), sleep=sleep,
-                         on_retry=lambda exc, delay: told.append((str(exc), delay)))
+    result = await retry(
+        attempt,
+        retry_on=OSError,
+        backoff=Backoff((2.0, 4.0)),
+        sleep=sleep,
+        on_retry=lambda exc, delay: told.append((str(exc), delay)),
+    )
     assert (result, slept, told) == ("up", [2.0, 4.0], [("down", 2.0), ("still down", 4.0)])
 
 

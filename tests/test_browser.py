@@ -22,9 +22,17 @@ def browser(testenv, artifacts):
 
     with sync_playwright() as p:
         browser = p.chromium.launch(
-            executable_path=testenv["R2D_CHROMIUM"], headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync", "--no-first-run", "--disable-quic"],
+            executable_path=testenv["R2D_CHROMIUM"],
+            headless=True,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+                "--disable-quic",
+            ],
         )
         yield browser
         for n, page in enumerate(page for context in browser.contexts for page in context.pages):
@@ -90,11 +98,13 @@ def test_form_pending_page_shows_the_build_log_then_the_server(browser, testenv,
 
 
 def test_a_link_fills_in_the_form_and_the_click_shows_a_failed_builds_last_lines(
-        browser, testenv, artifacts, git_repos, hubs):
+    browser, testenv, artifacts, git_repos, hubs
+):
     hub = hubs("local")
     token = uuid.uuid4().hex[:8]
-    repo = git_repos.create({"Dockerfile": f"FROM {testenv['R2D_SINGLEUSER_IMAGE']}\n"
-                             f"RUN echo 'the reason it broke {token}' && exit 3\n"})
+    repo = git_repos.create(
+        {"Dockerfile": f"FROM {testenv['R2D_SINGLEUSER_IMAGE']}\nRUN echo 'the reason it broke {token}' && exit 3\n"}
+    )
     name = f"f{uuid.uuid4().hex[:8]}"
     page = browser.new_page()
     login(page, hub, name)
@@ -119,7 +129,8 @@ def test_a_link_fills_in_the_form_and_the_click_shows_a_failed_builds_last_lines
     page.wait_for_timeout(300)
     assert last.is_visible() and page.evaluate(
         """(() => { const log = document.getElementById('progress-log');
-                    return log.scrollHeight - log.scrollTop - log.clientHeight < 80; })()""")
+                    return log.scrollHeight - log.scrollTop - log.clientHeight < 80; })()"""
+    )
     page.screenshot(path=str(artifacts / "failed-build.png"), full_page=True)
 
 
@@ -128,14 +139,19 @@ def slow_repo(git_repos, base: str):
     it queued, running, and its log growing on an open page."""
     token = uuid.uuid4().hex[:8]
     # Printed upper-cased: the log also shows the RUN line itself, which must not count.
-    repo = git_repos.create({"Dockerfile": f"FROM {base}\n"
-                             f"RUN echo first-{token} | tr a-z A-Z && sleep 30 && echo later-{token} | tr a-z A-Z"
-                             " && sleep 60\n"})
+    repo = git_repos.create(
+        {
+            "Dockerfile": f"FROM {base}\n"
+            f"RUN echo first-{token} | tr a-z A-Z && sleep 30 && echo later-{token} | tr a-z A-Z"
+            " && sleep 60\n"
+        }
+    )
     return repo, token.upper()
 
 
 def test_admin_builds_page_lists_running_and_queued_builds_shows_a_live_log_and_cancels(
-        browser, testenv, artifacts, docker_client, git_repos, hubs):
+    browser, testenv, artifacts, docker_client, git_repos, hubs
+):
     from repo2docker_buildcore import contract
     from support.builds import head
     from support.hub import ADMIN
@@ -153,13 +169,15 @@ def test_admin_builds_page_lists_running_and_queued_builds_shows_a_live_log_and_
         page.goto(f"{hub.url}/hub/builds")
         found = page.locator("tr.r2d-build").evaluate_all("rows => rows.map(r => [r.dataset.name, r.dataset.phase])")
         return {name: phase for name, phase in found if name in names}
+
     deadline = time.monotonic() + 120
     while sorted(rows().values()) != ["Building", "Building", "Queued"] and time.monotonic() < deadline:
         page.wait_for_timeout(1000)
     assert sorted(rows().values()) == ["Building", "Building", "Queued"]
     page.screenshot(path=str(artifacts / "builds.png"), full_page=True)
     askers = page.locator("tr.r2d-build").evaluate_all(
-        "rows => rows.map(r => [r.dataset.name, r.querySelector('.r2d-asked-by').textContent])")
+        "rows => rows.map(r => [r.dataset.name, r.querySelector('.r2d-asked-by').textContent])"
+    )
     assert sorted(who for n, who in askers if n in names) == ["u0", "u1", "u2"]
 
     # The detail page of a running build, opened right after its first line and long before
@@ -169,15 +187,22 @@ def test_admin_builds_page_lists_running_and_queued_builds_shows_a_live_log_and_
     status = f"{hub.url}/hub/builds/local/{name}/status"
     page.wait_for_function(
         """([url, line]) => fetch(url).then(r => r.json()).then(s => s.logTail.some(l => l.includes(line)))""",
-        arg=[status, f"FIRST-{token}"], polling=500, timeout=90_000)
+        arg=[status, f"FIRST-{token}"],
+        polling=500,
+        timeout=90_000,
+    )
     page.click(f"tr.r2d-build[data-name='{name}'] a")
     page.wait_for_url(f"**/hub/builds/local/{name}")
     log = page.locator("#r2d-log")
     assert f"FIRST-{token}" in log.inner_text() and f"LATER-{token}" not in log.inner_text()
     page.evaluate("window.r2dSameDocument = true")
     duration_at_load = page.inner_text("#r2d-duration")
-    page.wait_for_function("line => document.getElementById('r2d-log').textContent.includes(line)",
-                           arg=f"LATER-{token}", polling=250, timeout=60_000)  # case-sensitive, unlike get_by_text
+    page.wait_for_function(
+        "line => document.getElementById('r2d-log').textContent.includes(line)",
+        arg=f"LATER-{token}",
+        polling=250,
+        timeout=60_000,
+    )  # case-sensitive, unlike get_by_text
     assert page.evaluate("window.r2dSameDocument === true"), "the page reloaded instead of updating"
     assert page.inner_text("#r2d-duration") != duration_at_load  # the clock moves with the log
     page.screenshot(path=str(artifacts / "build-live-log.png"), full_page=True)
@@ -186,8 +211,11 @@ def test_admin_builds_page_lists_running_and_queued_builds_shows_a_live_log_and_
     assert docker_client.containers.list(filters={"label": label})
     page.click("#r2d-cancel")
     page.locator("#r2d-message").wait_for(timeout=30_000)
-    wait_until(lambda: not docker_client.containers.list(all=True, filters={"label": label}), timeout=30,
-               what="the cancelled build's container to go")
+    wait_until(
+        lambda: not docker_client.containers.list(all=True, filters={"label": label}),
+        timeout=30,
+        what="the cancelled build's container to go",
+    )
     assert page.locator("#r2d-phase").inner_text() == "Cancelled"
     page.screenshot(path=str(artifacts / "build-cancelled.png"), full_page=True)
     # Its slot went to the queued build.
@@ -198,9 +226,9 @@ def test_admin_builds_page_lists_running_and_queued_builds_shows_a_live_log_and_
     page.screenshot(path=str(artifacts / "builds-after-cancel.png"), full_page=True)
 
 
-
 def test_with_a_volume_on_the_home_jupyterlab_opens_the_launched_repositorys_folder(
-        home_volume, browser, testenv, artifacts, git_repos, hubs):
+    home_volume, browser, testenv, artifacts, git_repos, hubs
+):
     from repo2dockerspawner.homes import folder_names
 
     hub = hubs("local", volumes={home_volume: "/home/jovyan"})
@@ -222,23 +250,30 @@ def test_with_a_volume_on_the_home_jupyterlab_opens_the_launched_repositorys_fol
         assert folder in crumbs, crumbs
         page.screenshot(path=str(artifacts / f"{folder}.png"))
         hub.wait_ready(name)
-        assert hub.user_file(name, f"{folder}/marker.txt") == f"the {'first' if repo is first else 'second'} repository\n"
+        assert (
+            hub.user_file(name, f"{folder}/marker.txt") == f"the {'first' if repo is first else 'second'} repository\n"
+        )
         if repo is second:  # the first one's folder is still there, beside it
             assert hub.user_file(name, f"{folder_names(first.url)[0]}/marker.txt") == "the first repository\n"
         hub.stop_server(name)
 
 
 def test_a_queued_launch_is_told_about_how_many_minutes_and_the_count_moves_on_without_a_reload(
-        browser, testenv, artifacts, git_repos, hubs):
+    browser, testenv, artifacts, git_repos, hubs
+):
     hub = hubs("local", **{"LocalBackend.concurrency": 1})
     base = testenv["R2D_SINGLEUSER_IMAGE"]
     # One build of ~50 s teaches the queue how long builds take here; a second, longer one
     # then holds the only slot while a person launches a third.
     hub.create_user("teacher")
-    assert hub.spawn("teacher", {"repo": dockerfile_repo(git_repos, base, sleep=50).url, "ref": "main"}).status_code == 202
+    assert (
+        hub.spawn("teacher", {"repo": dockerfile_repo(git_repos, base, sleep=50).url, "ref": "main"}).status_code == 202
+    )
     hub.wait_ready("teacher", timeout=240)
     hub.create_user("long")
-    assert hub.spawn("long", {"repo": dockerfile_repo(git_repos, base, sleep=180).url, "ref": "main"}).status_code == 202
+    assert (
+        hub.spawn("long", {"repo": dockerfile_repo(git_repos, base, sleep=180).url, "ref": "main"}).status_code == 202
+    )
     next(e for e in hub.progress("long", timeout=60) if "Building your image" in e.get("message", ""))
     name = f"q{uuid.uuid4().hex[:8]}"
     page = browser.new_page()
@@ -251,17 +286,20 @@ def test_a_queued_launch_is_told_about_how_many_minutes_and_the_count_moves_on_w
     page.evaluate("window.r2dSameDocument = true")
     log = page.locator("#progress-log")
     log.get_by_text("Your build is next in line. About 1 min until it starts.", exact=True).wait_for(
-        state="attached", timeout=30_000)
+        state="attached", timeout=30_000
+    )
     page.screenshot(path=str(artifacts / "estimate.png"), full_page=True)
     # Nothing about the build changes while the long one runs on; the clock does.
     log.get_by_text("Your build is next in line. It should start within a minute.", exact=True).wait_for(
-        state="attached", timeout=60_000)
+        state="attached", timeout=60_000
+    )
     assert page.evaluate("window.r2dSameDocument === true"), "the page reloaded instead of updating"
     page.screenshot(path=str(artifacts / "estimate-later.png"), full_page=True)
 
 
 def test_a_launch_of_a_moved_branch_offers_the_previous_version_and_the_click_starts_it(
-        browser, testenv, artifacts, git_repos, hubs):
+    browser, testenv, artifacts, git_repos, hubs
+):
     hub = hubs("local")
     repo = dockerfile_repo(git_repos, testenv["R2D_SINGLEUSER_IMAGE"], marker="the previous version")
     name = f"p{uuid.uuid4().hex[:8]}"

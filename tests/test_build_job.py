@@ -14,8 +14,8 @@ import pytest
 from repo2docker_buildcore import build
 from repo2docker_buildcore.build import ALREADY_BUILT
 from repo2docker_buildcore.contract import Phase
-from repo2docker_buildcore.queue import BuildQueue
 from repo2docker_buildcore.docker_api import RunnerError
+from repo2docker_buildcore.queue import BuildQueue
 from repo2docker_buildcore.runner import BuildContainer, BuildRef
 from repo2docker_buildcore.status import now_iso
 from support.fakes import FakeRunner, make_job, run_job
@@ -27,7 +27,12 @@ pytestmark = pytest.mark.unit
 async def test_an_existing_image_is_a_success_without_a_build():
     runner = FakeRunner(local=True)
     outcome, sent = await run_job(runner)
-    assert (outcome.phase, outcome.message, outcome.cached, runner.started) == (Phase.SUCCEEDED, ALREADY_BUILT, True, [])
+    assert (outcome.phase, outcome.message, outcome.cached, runner.started) == (
+        Phase.SUCCEEDED,
+        ALREADY_BUILT,
+        True,
+        [],
+    )
     assert sent[-1]["image"] == "r2d-x:" + "a" * 40
 
 
@@ -67,7 +72,8 @@ async def test_the_timeout_counts_from_the_recorded_start():
     survivor = BuildContainer("old", "n", "running", None, BuildRef("ns", "b", "uid-1"))
     runner = FakeRunner(existing=survivor, hold=True)
     outcome, _ = await asyncio.wait_for(
-        run_job(runner, timeout=60, recorded_start=started.isoformat().replace("+00:00", "Z")), 5)
+        run_job(runner, timeout=60, recorded_start=started.isoformat().replace("+00:00", "Z")), 5
+    )
     assert outcome.phase == Phase.FAILED and "longer than the 60 s limit" in outcome.message
     assert runner.removed == [("old", True)]  # killed
 
@@ -179,6 +185,7 @@ async def test_only_the_builds_next_in_line_are_created_ahead():
 
 async def test_while_other_builders_are_alive_nothing_is_created_before_the_claim_won():
     """A container made ahead would exist on every node that queued the build."""
+
     async def claim():
         return "me"
 
@@ -186,7 +193,8 @@ async def test_while_other_builders_are_alive_nothing_is_created_before_the_clai
         queue = BuildQueue(1)
         second = FakeRunner()
         first, one, job_two, two = await _queued_behind_a_running_build(
-            queue, second, claim=claim, me="me", claimed=False, alone=lambda: alone)
+            queue, second, claim=claim, me="me", claimed=False, alone=lambda: alone
+        )
         await asyncio.sleep(0.05)
         first.release.set()
         await asyncio.gather(one, two)
@@ -203,7 +211,8 @@ async def test_a_builder_that_becomes_alone_while_a_build_waits_makes_its_contai
     queue = BuildQueue(1)
     second = FakeRunner()
     first, one, job_two, two = await _queued_behind_a_running_build(
-        queue, second, claim=claim, me="me", claimed=False, alone=lambda: alone[0])
+        queue, second, claim=claim, me="me", claimed=False, alone=lambda: alone[0]
+    )
     await asyncio.sleep(0.1)
     assert second.prepared == []
     alone[0] = True  # the other builder's Lease expired (or this one has now read them all)
@@ -223,7 +232,8 @@ async def test_a_container_made_ahead_is_removed_when_another_builder_wins_the_c
     queue = BuildQueue(1)
     second = FakeRunner()
     first, one, job_two, two = await _queued_behind_a_running_build(
-        queue, second, claim=claim, me="me", claimed=False, alone=lambda: True)
+        queue, second, claim=claim, me="me", claimed=False, alone=lambda: True
+    )
     await until(lambda: second.prepared and claims, what="the container made and the claim tried ahead")
     assert not job_two.claimed  # lost ahead: the claim at the slot asks again and stops the build
     first.release.set()
@@ -245,7 +255,8 @@ async def test_alone_the_build_next_in_line_is_claimed_ahead_so_a_freed_slot_onl
             return "me"
 
         first, one, job_two, two = await _queued_behind_a_running_build(
-            queue, second, claim=claim, me="me", claimed=False, alone=lambda: alone)
+            queue, second, claim=claim, me="me", claimed=False, alone=lambda: alone
+        )
         if alone:
             await until(lambda: job_two.claimed, what="the claim ahead")
         await asyncio.sleep(0.05)
@@ -258,7 +269,8 @@ async def test_off_with_prepare_next_false():
     queue = BuildQueue(1)
     second = FakeRunner()
     first, one, job_two, two = await _queued_behind_a_running_build(
-        queue, second, settings=build.BuildSettings(prepare_next=False))
+        queue, second, settings=build.BuildSettings(prepare_next=False)
+    )
     await asyncio.sleep(0.05)
     first.release.set()
     await asyncio.gather(one, two)
@@ -301,8 +313,12 @@ async def test_a_built_image_s_provenance_says_what_made_it_and_a_cached_one_cla
     assert outcome.phase == Phase.SUCCEEDED
     provenance = sent[-1]["provenance"]
     assert provenance.pop("durationSeconds") >= 0
-    assert provenance == {"repo2dockerVersion": "2026.4.0", "buildImageDigest": "sha256:" + "d" * 64,
-                          "baseImageDigest": base, "builder": "node-7"}
+    assert provenance == {
+        "repo2dockerVersion": "2026.4.0",
+        "buildImageDigest": "sha256:" + "d" * 64,
+        "baseImageDigest": base,
+        "builder": "node-7",
+    }
     _, sent = await run_job(FakeRunner(local=True))
     assert "provenance" not in sent[-1]  # not built here: nothing to tell
 

@@ -26,13 +26,23 @@ async def run(runner: FakeRunner):
 async def test_an_image_in_the_registry_needs_no_build_and_no_local_copy():
     runner = FakeRunner(push=True, local=False, in_registry=True)
     outcome, _ = await run(runner)
-    assert (outcome.phase, outcome.message, len(runner.started), runner.pushed) == (Phase.SUCCEEDED, ALREADY_PUSHED, 0, [])
+    assert (outcome.phase, outcome.message, len(runner.started), runner.pushed) == (
+        Phase.SUCCEEDED,
+        ALREADY_PUSHED,
+        0,
+        [],
+    )
 
 
 async def test_a_local_image_missing_from_the_registry_is_pushed_not_rebuilt():
     runner = FakeRunner(push=True, local=True, in_registry=False)
     outcome, _ = await run(runner)
-    assert (outcome.phase, outcome.message, len(runner.started), runner.pushed) == (Phase.SUCCEEDED, PUSHED_EXISTING, 0, [IMAGE])
+    assert (outcome.phase, outcome.message, len(runner.started), runner.pushed) == (
+        Phase.SUCCEEDED,
+        PUSHED_EXISTING,
+        0,
+        [IMAGE],
+    )
 
 
 async def test_an_unreachable_registry_is_retried_with_back_off_and_said(monkeypatch):

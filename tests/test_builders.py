@@ -33,8 +33,14 @@ def builders(operator_factory, testenv):
 
     def start(node: int, **options):
         where = {"docker_host": testenv["R2D_NODE2_DOCKER_HOST"]} if node == 2 else {}
-        return operator_factory(instance=instance, node_name=NODE2 if node == 2 else NODE1,
-                                docker_socket=testenv["R2D_NODE_DOCKER_SOCKET"], **where, **options)
+        return operator_factory(
+            instance=instance,
+            node_name=NODE2 if node == 2 else NODE1,
+            docker_socket=testenv["R2D_NODE_DOCKER_SOCKET"],
+            **where,
+            **options,
+        )
+
     return start
 
 
@@ -48,11 +54,15 @@ def containers_per_build(*watchers: ContainerWatcher) -> dict[str, int]:
 
 
 def test_two_builders_share_the_queue_each_build_runs_once_on_the_node_that_claimed_it(
-        builders, kubectl, namespace, git_repos, base, docker_client, node2_docker):
+    builders, kubectl, namespace, git_repos, base, docker_client, node2_docker
+):
     one = builders(1, concurrency=2)
     two = builders(2, concurrency=2)
     repos = [dockerfile_repo(git_repos, base, sleep=4) for _ in range(8)]
-    with ContainerWatcher(docker_client, one.instance) as on_one, ContainerWatcher(node2_docker, two.instance) as on_two:
+    with (
+        ContainerWatcher(docker_client, one.instance) as on_one,
+        ContainerWatcher(node2_docker, two.instance) as on_two,
+    ):
         names = [create_build(kubectl, namespace, r.url, head(r)) for r in repos]
         finished = [wait_phase(kubectl, namespace, n, "Succeeded", "Failed", timeout=300) for n in names]
     assert [b["status"]["phase"] for b in finished] == ["Succeeded"] * 8, [b["status"].get("message") for b in finished]
@@ -71,11 +81,12 @@ def test_two_builders_share_the_queue_each_build_runs_once_on_the_node_that_clai
     assert "NODE" in table.splitlines()[0] and NODE2 in table
     # Each builder holds a Lease it renews.
     leases = kubectl.json("get", "leases", "-n", namespace)["items"]
-    assert {l["spec"]["holderIdentity"] for l in leases} >= {NODE1, NODE2}
+    assert {lease["spec"]["holderIdentity"] for lease in leases} >= {NODE1, NODE2}
 
 
 def test_a_lost_builders_build_is_built_again_by_the_other_and_its_return_leaves_no_second(
-        builders, kubectl, namespace, git_repos, base, docker_client, node2_docker):
+    builders, kubectl, namespace, git_repos, base, docker_client, node2_docker
+):
     two = builders(2, lease_duration=3)
     repo = dockerfile_repo(git_repos, base, sleep=25)
     with ContainerWatcher(node2_docker, two.instance) as on_two:
@@ -85,17 +96,28 @@ def test_a_lost_builders_build_is_built_again_by_the_other_and_its_return_leaves
     two.kill()  # its build container runs on, as on a node that lost its network
     one = builders(1, lease_duration=3)
     with ContainerWatcher(docker_client, one.instance) as on_one:
-        wait_until(lambda: (lambda st: (st.get("phase"), st.get("builder")))(get_build(kubectl, namespace, name)
-                   .get("status", {})) == ("Building", NODE1), timeout=60, what="the build to run again on node 1")
-        events = kubectl.json("get", "events", "-n", namespace, "--field-selector", f"involvedObject.name={name}")["items"]
+        wait_until(
+            lambda: (
+                (lambda st: (st.get("phase"), st.get("builder")))(get_build(kubectl, namespace, name).get("status", {}))
+                == ("Building", NODE1)
+            ),
+            timeout=60,
+            what="the build to run again on node 1",
+        )
+        events = kubectl.json("get", "events", "-n", namespace, "--field-selector", f"involvedObject.name={name}")[
+            "items"
+        ]
         assert any(e["reason"] == "Requeued" and f"The node {NODE2} was lost" in e["message"] for e in events), events
         # Node 2's builder comes back while node 1 builds: the container of a build it no
         # longer holds goes, and the build runs on where it is.
         label = {"label": [f"{contract.LABEL_INSTANCE}={two.instance}"]}
         assert node2_docker.containers.list(filters=label)
         two.start()
-        wait_until(lambda: not node2_docker.containers.list(all=True, filters=label), timeout=60,
-                   what="node 2's stale build container to be removed")
+        wait_until(
+            lambda: not node2_docker.containers.list(all=True, filters=label),
+            timeout=60,
+            what="node 2's stale build container to be removed",
+        )
         assert get_build(kubectl, namespace, name)["status"]["phase"] == "Building"
         status = wait_phase(kubectl, namespace, name, "Succeeded", "Failed", timeout=120)["status"]
     assert status["phase"] == "Succeeded" and status["builder"] == NODE1
@@ -104,7 +126,8 @@ def test_a_lost_builders_build_is_built_again_by_the_other_and_its_return_leaves
 
 
 def test_the_builder_that_built_a_repository_last_gets_first_claim_on_its_next_commit(
-        builders, kubectl, namespace, git_repos, base, docker_client, node2_docker):
+    builders, kubectl, namespace, git_repos, base, docker_client, node2_docker
+):
     """Node 2 built the repository (its layers are there); its next commit waits for node 2
     within the affinity window although node 1 is idle, while node 2 finishes another build."""
     builders(2, concurrency=1, affinity_window=60)
@@ -141,8 +164,9 @@ async def test_of_two_claims_from_one_read_exactly_one_wins(testenv, kubectl, na
         seen = await resources.get(namespace, ref.name)
 
         def claim_as(node: str):
-            return resources.patch_status_at(namespace, ref.name, seen["metadata"]["resourceVersion"],
-                                             {"builder": node})
+            return resources.patch_status_at(
+                namespace, ref.name, seen["metadata"]["resourceVersion"], {"builder": node}
+            )
 
         # Two builders decide from the same read: the API server accepts the first write only.
         assert await claim_as("node-a") is True

@@ -24,8 +24,12 @@ def hostile_failing_repo(git_repos, base: str):
     a few seconds, so the spawn outlasts the hub's slow_spawn_timeout and its failure reaches
     the progress stream (a failure in the same instant races the stream's connection)."""
     token = uuid.uuid4().hex[:8]
-    return git_repos.create({"Dockerfile": f"FROM {base}\n"
-                             f"RUN echo '<script>alert(\"{token}\")</script><b>bold-{token}</b>' && sleep 6 && exit 3\n"})
+    return git_repos.create(
+        {
+            "Dockerfile": f"FROM {base}\n"
+            f"RUN echo '<script>alert(\"{token}\")</script><b>bold-{token}</b>' && sleep 6 && exit 3\n"
+        }
+    )
 
 
 def build_url(hub, namespace: str, name: str, action: str = "") -> str:
@@ -33,7 +37,8 @@ def build_url(hub, namespace: str, name: str, action: str = "") -> str:
 
 
 def test_local_builds_page_shows_builds_to_admins_only_and_acts_through_the_backend(
-        testenv, docker_client, git_repos, hubs):
+    testenv, docker_client, git_repos, hubs
+):
     hub = hubs("local")
     base = testenv["R2D_SINGLEUSER_IMAGE"]
     bad = hostile_failing_repo(git_repos, base)
@@ -63,9 +68,14 @@ def test_local_builds_page_shows_builds_to_admins_only_and_acts_through_the_back
 
     started = admin.post(rebuild, data={"_xsrf": xsrf}, allow_redirects=False)
     assert started.status_code == 302 and "done=rebuild" in started.headers["Location"]
-    wait_until(lambda: admin.get(build_url(hub, "local", name, "status")).json()["phase"] == "Failed"
-               and ADMIN in admin.get(build_url(hub, "local", name)).text, timeout=120,
-               what="the rebuild, asked by the admin, to fail again")
+    wait_until(
+        lambda: (
+            admin.get(build_url(hub, "local", name, "status")).json()["phase"] == "Failed"
+            and ADMIN in admin.get(build_url(hub, "local", name)).text
+        ),
+        timeout=120,
+        what="the rebuild, asked by the admin, to fail again",
+    )
 
     good = dockerfile_repo(git_repos, base)
     hub.spawn_and_follow("carol", {"repo": good.url, "ref": "main"})
@@ -97,11 +107,11 @@ def test_local_builds_page_shows_builds_to_admins_only_and_acts_through_the_back
 
 
 def test_kubernetes_builds_page_lists_resources_with_events_and_cancel_ends_the_container(
-        testenv, docker_client, git_repos, kubectl, namespace, hubs):
+    testenv, docker_client, git_repos, kubectl, namespace, hubs
+):
     # The operator's record of images' last use, as the chart's ConfigMap holds it.
     kubectl("create", "configmap", "image-use", "-n", namespace)
-    hub = hubs("kubernetes",
-                    **{"KubernetesBackend.image_use_record": f"configmap:{namespace}/image-use"})
+    hub = hubs("kubernetes", **{"KubernetesBackend.image_use_record": f"configmap:{namespace}/image-use"})
     base = testenv["R2D_SINGLEUSER_IMAGE"]
     slow = dockerfile_repo(git_repos, base, sleep=60)
     hub.create_user("dave")
@@ -109,22 +119,28 @@ def test_kubernetes_builds_page_lists_resources_with_events_and_cancel_ends_the_
     name = contract.build_name(slow.url, head(slow))
     admin = hub.login(ADMIN)
     status_url = build_url(hub, namespace, name, "status")
-    wait_until(lambda: admin.get(status_url).json().get("phase") == "Building", timeout=120,
-               what="the build to run")
-    wait_until(lambda: any(line.startswith("build-") for line in admin.get(status_url).json()["logTail"]),
-               timeout=60, what="the running build's log on the page")
+    wait_until(lambda: admin.get(status_url).json().get("phase") == "Building", timeout=120, what="the build to run")
+    wait_until(
+        lambda: any(line.startswith("build-") for line in admin.get(status_url).json()["logTail"]),
+        timeout=60,
+        what="the running build's log on the page",
+    )
     listing = admin.get(f"{hub.url}/hub/builds").text
     assert slow.url in listing and "Building" in listing and "dave" in listing
 
     detail = admin.get(build_url(hub, namespace, name))
     assert "Building" in detail.text and 'id="r2d-cancel"' in detail.text
     t0 = time.monotonic()
-    cancelled = admin.post(build_url(hub, namespace, name, "cancel"), data={"_xsrf": form_xsrf(detail.text)},
-                           allow_redirects=False)
+    cancelled = admin.post(
+        build_url(hub, namespace, name, "cancel"), data={"_xsrf": form_xsrf(detail.text)}, allow_redirects=False
+    )
     assert cancelled.status_code == 302, cancelled.text[-500:]
     label = f"{contract.LABEL_BUILD_NAME}={name}"
-    wait_until(lambda: not docker_client.containers.list(filters={"label": label}), timeout=30,
-               what="the build container to end")
+    wait_until(
+        lambda: not docker_client.containers.list(filters={"label": label}),
+        timeout=30,
+        what="the build container to end",
+    )
     ended = time.monotonic() - t0
     assert ended < 30
     wait_until(lambda: admin.get(status_url).status_code == 404, timeout=30, what="the resource to go")
@@ -133,8 +149,16 @@ def test_kubernetes_builds_page_lists_resources_with_events_and_cancel_ends_the_
     _response, events = hub.spawn_and_follow("erin", {"repo": quick.url, "ref": "main"})
     quick_name = contract.build_name(quick.url, head(quick))
     quick_image = contract.image_name("r2d-e2e-", quick.url, head(quick))
-    kubectl("patch", "configmap", "image-use", "-n", namespace, "--type=merge",
-            "-p", json.dumps({"data": {"last-used.json": json.dumps({quick_image: time.time() - 7200})}}))
+    kubectl(
+        "patch",
+        "configmap",
+        "image-use",
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        json.dumps({"data": {"last-used.json": json.dumps({quick_image: time.time() - 7200})}}),
+    )
     detail = admin.get(build_url(hub, namespace, quick_name)).text
     assert re.search(r"Last use</dt><dd[^>]*>2\.0 h ago", detail), "the last use from the operator's record"
     assert "<td>Building</td>" in detail and "<td>Succeeded</td>" in detail  # the operator's Events
@@ -158,9 +182,13 @@ def own_xsrf(hub, session) -> str:
 def test_destructive_actions_need_admin_servers_not_a_viewing_scope(testenv, docker_client, git_repos, hubs):
     """Each attempt is made with the attacker's own valid XSRF token, so only the scope check
     can refuse it: a plain user, and a user whose role lets them *view* the admin pages."""
-    hub = hubs("local", hub_config=[
-        f'c.JupyterHub.load_roles.append({{"name": "build-viewer", "users": ["{VIEWER}"], '
-        '"scopes": ["admin-ui", "list:users", "read:users"]})'])
+    hub = hubs(
+        "local",
+        hub_config=[
+            f'c.JupyterHub.load_roles.append({{"name": "build-viewer", "users": ["{VIEWER}"], '
+            '"scopes": ["admin-ui", "list:users", "read:users"]})'
+        ],
+    )
     base = testenv["R2D_SINGLEUSER_IMAGE"]
     slow = dockerfile_repo(git_repos, base, sleep=120)
     hub.create_user("dave")
@@ -174,8 +202,9 @@ def test_destructive_actions_need_admin_servers_not_a_viewing_scope(testenv, doc
     assert viewer.get(f"{hub.url}/hub/builds").status_code == 200  # viewing is what admin-ui is for
     for who, session in (("bob", hub.login("bob")), (VIEWER, viewer)):
         for action in ("cancel", "delete-image", "rebuild"):
-            r = session.post(build_url(hub, "local", name, action), data={"_xsrf": own_xsrf(hub, session)},
-                             allow_redirects=False)
+            r = session.post(
+                build_url(hub, "local", name, action), data={"_xsrf": own_xsrf(hub, session)}, allow_redirects=False
+            )
             assert r.status_code == 403, (who, action, r.status_code, r.text[-300:])
     assert docker_client.containers.list(filters=label), "a refused action stopped the build"
 
@@ -186,16 +215,24 @@ def test_destructive_actions_need_admin_servers_not_a_viewing_scope(testenv, doc
     # (an earlier image of the commit, being built again).
     docker_client.images.get(base).tag(*image.rsplit(":", 1))
     try:
-        refused = admin.post(build_url(hub, "local", name, "delete-image"), data={"_xsrf": own_xsrf(hub, admin)},
-                             allow_redirects=False)
+        refused = admin.post(
+            build_url(hub, "local", name, "delete-image"), data={"_xsrf": own_xsrf(hub, admin)}, allow_redirects=False
+        )
         assert refused.status_code == 409 and "still under way" in refused.text, refused.text[-500:]
         assert image_exists(docker_client, image)
     finally:
         docker_client.images.remove(image)  # the tag only: the base image keeps its own
 
     # Automation with a token that holds admin:servers (the tests' service) may act.
-    by_token = requests.post(build_url(hub, "local", name, "cancel"), allow_redirects=False, timeout=30,
-                             headers={"Authorization": f"token {hub.token}"})
+    by_token = requests.post(
+        build_url(hub, "local", name, "cancel"),
+        allow_redirects=False,
+        timeout=30,
+        headers={"Authorization": f"token {hub.token}"},
+    )
     assert by_token.status_code in (200, 302), (by_token.status_code, by_token.text[-300:])
-    wait_until(lambda: not docker_client.containers.list(all=True, filters=label), timeout=30,
-               what="the cancelled build's container to go")
+    wait_until(
+        lambda: not docker_client.containers.list(all=True, filters=label),
+        timeout=30,
+        what="the cancelled build's container to go",
+    )

@@ -31,8 +31,9 @@ def template(testenv, *args: str) -> str:
 
 def test_the_deployment_passes_every_chart_setting_to_its_variable(testenv):
     """Rendered with every option set: each table row's variable carries its value."""
-    from repo2docker_buildcore.settings import ENV, SETTINGS
     from test_chart_files import chart_value
+
+    from repo2docker_buildcore.settings import ENV, SETTINGS
 
     full = yaml.safe_load(FULL_VALUES.read_text())
     docs = yaml.safe_load_all(template(testenv, "-f", str(FULL_VALUES), "-n", "ns-one"))
@@ -77,8 +78,14 @@ def test_rendered_manifests_pass_server_side_dry_run(testenv, kubectl, namespace
     kubectl("create", "namespace", other)
     args = ["-n", namespace, "--include-crds"]
     if values == "full":
-        args += ["-f", str(FULL_VALUES), "--set", f"watch.namespaces={{{namespace},{other}}}",
-                 "--set", f"hub.rbac.namespace={namespace}"]
+        args += [
+            "-f",
+            str(FULL_VALUES),
+            "--set",
+            f"watch.namespaces={{{namespace},{other}}}",
+            "--set",
+            f"hub.rbac.namespace={namespace}",
+        ]
     manifests = template(testenv, *args)
     kinds = sorted(doc["kind"] for doc in yaml.safe_load_all(manifests) if doc)
     assert {"CustomResourceDefinition", "Deployment", "ServiceAccount", "Role", "RoleBinding", "Service"} <= set(kinds)
@@ -99,11 +106,14 @@ def test_rendered_manifests_pass_server_side_dry_run(testenv, kubectl, namespace
         assert env["R2D_GIT_CREDENTIALS"] == "/etc/repo2docker-operator/git/credentials.json"
         secret = next(v["secret"] for v in pod["volumes"] if v["name"] == "git-credentials")
         assert secret == {"secretName": "git-creds", "items": [{"key": "credentials.json", "path": "credentials.json"}]}
-        assert {"name": "git-credentials", "mountPath": "/etc/repo2docker-operator/git", "readOnly": True} in \
-            pod["containers"][0]["volumeMounts"]
+        assert {"name": "git-credentials", "mountPath": "/etc/repo2docker-operator/git", "readOnly": True} in pod[
+            "containers"
+        ][0]["volumeMounts"]
         assert env["R2D_ALLOWED_BUILD_IMAGES"] == "registry.example.org/r2d/repo2docker:2025.12.0"
-        assert json.loads(env["R2D_BUILD_ENV"]) == {"HTTPS_PROXY": "http://proxy.example.org:3128",
-                                                    "NO_PROXY": "localhost,10.0.0.0/8"}
+        assert json.loads(env["R2D_BUILD_ENV"]) == {
+            "HTTPS_PROXY": "http://proxy.example.org:3128",
+            "NO_PROXY": "localhost,10.0.0.0/8",
+        }
         assert pod["securityContext"]["runAsNonRoot"] and pod["securityContext"]["supplementalGroups"] == [998]
         assert pod["volumes"][0]["hostPath"]["path"] == "/run/docker.sock"
         assert env["R2D_LIVENESS"] == "http://[::]:8181/healthz" and env["R2D_METRICS_ADDRESS"] == "::"
@@ -115,28 +125,65 @@ def test_all_namespaces_uses_cluster_rbac(testenv):
     assert "ClusterRole" in [d["kind"] for d in docs]
     # Builds everywhere, but the record of images' last use stays one ConfigMap in one
     # namespace, and the Leases in the release's.
-    assert sorted(d["metadata"]["name"] for d in docs if d["kind"] == "Role") == \
-        ["r2d-repo2docker-operator-image-use", "r2d-repo2docker-operator-leases"]
+    assert sorted(d["metadata"]["name"] for d in docs if d["kind"] == "Role") == [
+        "r2d-repo2docker-operator-image-use",
+        "r2d-repo2docker-operator-leases",
+    ]
 
 
-@pytest.mark.parametrize("bad", [
-    "build.concurrency=two", "build.concurrency=-1", "bogus=1", "build.bogus=1", "build.imagePrefix=UPPER",
-    "build.memoryLimit=lots", "metrics.port=70000", "docker.socketPath=relative", "watch.namespaces={Bad_NS}",
-    "build.env.1BAD=x", "imageGC.highWatermark=lots", "imageGC.highWatermark=120%", "imageGC.lowWatermark=-5%", "imageGC.interval=-1",
-    "build.imagePrefix=", "networkPolicy.apiServer.cidrs={not-a-cidr}",
-    "builders.mode=everywhere", "builders.leaseDuration=1", "build.clusterConcurrency=-1",
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "build.concurrency=two",
+        "build.concurrency=-1",
+        "bogus=1",
+        "build.bogus=1",
+        "build.imagePrefix=UPPER",
+        "build.memoryLimit=lots",
+        "metrics.port=70000",
+        "docker.socketPath=relative",
+        "watch.namespaces={Bad_NS}",
+        "build.env.1BAD=x",
+        "imageGC.highWatermark=lots",
+        "imageGC.highWatermark=120%",
+        "imageGC.lowWatermark=-5%",
+        "imageGC.interval=-1",
+        "build.imagePrefix=",
+        "networkPolicy.apiServer.cidrs={not-a-cidr}",
+        "builders.mode=everywhere",
+        "builders.leaseDuration=1",
+        "build.clusterConcurrency=-1",
+    ],
+)
 def test_schema_rejects_bad_values(testenv, bad):
-    proc = helm(testenv, "template", "r2d", str(CHART), "--kube-version", testenv["R2D_KUBE_VERSION"],
-                "--set", bad, check=False)
+    proc = helm(
+        testenv, "template", "r2d", str(CHART), "--kube-version", testenv["R2D_KUBE_VERSION"], "--set", bad, check=False
+    )
     assert proc.returncode != 0 and "schema" in proc.stderr, (bad, proc.stderr)
 
 
 def test_daemonset_mode_runs_a_builder_per_matching_node_with_that_node_s_name(testenv):
-    docs = [d for d in yaml.safe_load_all(template(
-        testenv, "--set", "builders.mode=daemonset", "--set", "build.push.enabled=true",
-        "--set", "build.imagePrefix=registry.example.org/r2d-", "--set", "builders.nodeSelector.builds=yes",
-        "--set", "nodeSelector.zone=a", "--set", "build.clusterConcurrency=3")) if d]
+    docs = [
+        d
+        for d in yaml.safe_load_all(
+            template(
+                testenv,
+                "--set",
+                "builders.mode=daemonset",
+                "--set",
+                "build.push.enabled=true",
+                "--set",
+                "build.imagePrefix=registry.example.org/r2d-",
+                "--set",
+                "builders.nodeSelector.builds=yes",
+                "--set",
+                "nodeSelector.zone=a",
+                "--set",
+                "build.clusterConcurrency=3",
+            )
+        )
+        if d
+    ]
     kinds = [d["kind"] for d in docs]
     assert "DaemonSet" in kinds and "Deployment" not in kinds
     daemonset = next(d for d in docs if d["kind"] == "DaemonSet")
@@ -156,8 +203,17 @@ def test_daemonset_mode_runs_a_builder_per_matching_node_with_that_node_s_name(t
 
 
 def test_daemonset_mode_without_push_is_refused_with_why(testenv):
-    proc = helm(testenv, "template", "r2d", str(CHART), "--kube-version", testenv["R2D_KUBE_VERSION"],
-                "--set", "builders.mode=daemonset", check=False)
+    proc = helm(
+        testenv,
+        "template",
+        "r2d",
+        str(CHART),
+        "--kube-version",
+        testenv["R2D_KUBE_VERSION"],
+        "--set",
+        "builders.mode=daemonset",
+        check=False,
+    )
     assert proc.returncode != 0
     assert "builders.mode=daemonset needs build.push.enabled=true" in proc.stderr, proc.stderr
 
@@ -166,25 +222,46 @@ def test_builders_may_hold_leases_in_the_release_namespace_only(testenv):
     docs = [d for d in yaml.safe_load_all(template(testenv, "-n", "r2d-ns")) if d]
     roles = [d for d in docs if d["kind"] == "Role" and any("leases" in r["resources"] for r in d["rules"])]
     assert len(roles) == 1 and roles[0]["metadata"]["namespace"] == "r2d-ns"
-    assert roles[0]["rules"] == [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
-                                  "verbs": ["get", "list", "create", "patch"]}]
+    assert roles[0]["rules"] == [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "list", "create", "patch"]}
+    ]
 
 
 def test_network_policy_admits_metrics_in_and_only_the_api_server_and_dns_out(testenv):
-    docs = [d for d in yaml.safe_load_all(template(
-        testenv, "--set", "networkPolicy.enabled=true", "--set", "networkPolicy.apiServer.cidrs={172.17.0.1/32}")) if d]
+    docs = [
+        d
+        for d in yaml.safe_load_all(
+            template(
+                testenv, "--set", "networkPolicy.enabled=true", "--set", "networkPolicy.apiServer.cidrs={172.17.0.1/32}"
+            )
+        )
+        if d
+    ]
     policy = next(d for d in docs if d["kind"] == "NetworkPolicy")["spec"]
     assert policy["policyTypes"] == ["Ingress", "Egress"]
     assert policy["podSelector"]["matchLabels"]["app.kubernetes.io/name"] == "repo2docker-operator"
     assert policy["ingress"] == [{"ports": [{"protocol": "TCP", "port": 9090}]}]
     api, dns = policy["egress"]
-    assert api == {"to": [{"ipBlock": {"cidr": "172.17.0.1/32"}}],
-                   "ports": [{"protocol": "TCP", "port": 443}, {"protocol": "TCP", "port": 6443}]}
+    assert api == {
+        "to": [{"ipBlock": {"cidr": "172.17.0.1/32"}}],
+        "ports": [{"protocol": "TCP", "port": 443}, {"protocol": "TCP", "port": 6443}],
+    }
     assert dns["to"][0]["podSelector"] == {"matchLabels": {"k8s-app": "kube-dns"}}
     assert {(p["protocol"], p["port"]) for p in dns["ports"]} == {("UDP", 53), ("TCP", 53)}
-    assert not [d for d in yaml.safe_load_all(template(testenv)) if d and d["kind"] == "NetworkPolicy"]  # off by default
-    refused = helm(testenv, "template", "r2d", str(CHART), "--kube-version", testenv["R2D_KUBE_VERSION"],
-                   "--set", "networkPolicy.enabled=true", check=False)
+    assert not [
+        d for d in yaml.safe_load_all(template(testenv)) if d and d["kind"] == "NetworkPolicy"
+    ]  # off by default
+    refused = helm(
+        testenv,
+        "template",
+        "r2d",
+        str(CHART),
+        "--kube-version",
+        testenv["R2D_KUBE_VERSION"],
+        "--set",
+        "networkPolicy.enabled=true",
+        check=False,
+    )
     assert refused.returncode != 0 and "networkPolicy.apiServer.cidrs" in refused.stderr
 
 
@@ -204,11 +281,16 @@ def refused(result: subprocess.CompletedProcess) -> bool:
 def test_helm_install_creates_everything(testenv, kubectl, release):
     ns = release["namespace"]
     assert kubectl.json("get", "crd", contract.CRD_NAME)["spec"]["group"] == contract.GROUP
-    for kind, name in [("deployment", "r2d-repo2docker-operator"), ("serviceaccount", "r2d-repo2docker-operator"),
-                       ("role", "r2d-repo2docker-operator"), ("rolebinding", "r2d-repo2docker-operator"),
-                       ("service", "r2d-repo2docker-operator-metrics"), ("serviceaccount", "jupyterhub"),
-                       ("role", "r2d-repo2docker-operator-hub"),
-                       ("configmap", "r2d-repo2docker-operator-image-use")]:
+    for kind, name in [
+        ("deployment", "r2d-repo2docker-operator"),
+        ("serviceaccount", "r2d-repo2docker-operator"),
+        ("role", "r2d-repo2docker-operator"),
+        ("rolebinding", "r2d-repo2docker-operator"),
+        ("service", "r2d-repo2docker-operator-metrics"),
+        ("serviceaccount", "jupyterhub"),
+        ("role", "r2d-repo2docker-operator-hub"),
+        ("configmap", "r2d-repo2docker-operator-image-use"),
+    ]:
         assert kubectl.json("get", kind, name, "-n", ns)["metadata"]["name"] == name
     status = json.loads(helm(testenv, "status", "r2d", "-n", ns, "-o", "json").stdout)
     assert status["info"]["status"] == "deployed"
@@ -238,8 +320,20 @@ def test_operator_identity_is_enough_and_no_more(testenv, kubectl, release, oper
     assert refused(operator.run("create", "configmap", "x", "-n", ns, check=False))
     # The one ConfigMap of images' last use: read and updated, no other.
     record = "r2d-repo2docker-operator-image-use"
-    assert operator.run("patch", "configmap", record, "-n", ns, "--type=merge",
-                        "-p", json.dumps({"data": {"last-used.json": "{}"}}), check=False).returncode == 0
+    assert (
+        operator.run(
+            "patch",
+            "configmap",
+            record,
+            "-n",
+            ns,
+            "--type=merge",
+            "-p",
+            json.dumps({"data": {"last-used.json": "{}"}}),
+            check=False,
+        ).returncode
+        == 0
+    )
     assert refused(operator.run("get", "configmap", "kube-root-ca.crt", "-n", ns, check=False))
 
 
@@ -256,16 +350,37 @@ def test_hub_identity_may_only_create_and_watch_builds(testenv, kubectl, release
     assert hub.json("get", contract.PLURAL, name, "-n", ns)["spec"]["commit"] == commit
     watch = hub.run("get", contract.PLURAL, "-n", ns, "--watch", "--request-timeout=2s", check=False)
     assert "forbidden" not in watch.stderr.lower() and name in watch.stdout
-    status_patch = hub.run("patch", contract.PLURAL, name, "-n", ns, "--subresource=status", "--type=merge",
-                           "-p", json.dumps({"status": {"phase": "Succeeded", "image": "evil:1"}}), check=False)
+    status_patch = hub.run(
+        "patch",
+        contract.PLURAL,
+        name,
+        "-n",
+        ns,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps({"status": {"phase": "Succeeded", "image": "evil:1"}}),
+        check=False,
+    )
     assert refused(status_patch), "the hub must not be able to forge a build's result"
     assert refused(hub.run("get", "secrets", "-n", ns, check=False))
     assert refused(hub.run("create", "secret", "generic", "x", "-n", ns, check=False))  # build.userCredentials is off
     # For the builds page: events and the images' last use, read only.
     assert hub.run("get", "events", "-n", ns, check=False).returncode == 0
     assert hub.run("get", "configmap", "r2d-repo2docker-operator-image-use", "-n", ns, check=False).returncode == 0
-    assert refused(hub.run("patch", "configmap", "r2d-repo2docker-operator-image-use", "-n", ns, "--type=merge",
-                           "-p", json.dumps({"data": {"last-used.json": "{}"}}), check=False))
+    assert refused(
+        hub.run(
+            "patch",
+            "configmap",
+            "r2d-repo2docker-operator-image-use",
+            "-n",
+            ns,
+            "--type=merge",
+            "-p",
+            json.dumps({"data": {"last-used.json": "{}"}}),
+            check=False,
+        )
+    )
     assert refused(hub.run("get", "configmap", "kube-root-ca.crt", "-n", ns, check=False))
     assert refused(hub.run("get", "pods", "-n", ns, check=False))
     assert refused(hub.run("get", contract.PLURAL, "-n", other, check=False))

@@ -35,19 +35,27 @@ def as_in_chart(row, value):
 
 
 def test_chart_crd_is_the_single_source():
-    assert (CHART / "crds" / "repo2dockerbuilds.yaml").read_bytes() == (ROOT / "crds" / "repo2dockerbuilds.yaml").read_bytes(), \
+    assert (CHART / "crds" / "repo2dockerbuilds.yaml").read_bytes() == (
+        ROOT / "crds" / "repo2dockerbuilds.yaml"
+    ).read_bytes(), (
         "charts/repo2docker-operator/crds/ differs from crds/: copy crds/repo2dockerbuilds.yaml into the chart"
+    )
 
 
 def test_full_values_file_sets_every_default_key():
     """The all-options file must exercise every option the chart has."""
+
     def keys(tree, prefix=""):
         for key, value in tree.items():
             path = f"{prefix}{key}"
             yield path
-            if isinstance(value, dict) and value and key not in ("resources", "affinity", "nodeSelector",
-                                                                   "podAnnotations", "podLabels", "annotations"):
+            if (
+                isinstance(value, dict)
+                and value
+                and key not in ("resources", "affinity", "nodeSelector", "podAnnotations", "podLabels", "annotations")
+            ):
                 yield from keys(value, path + ".")
+
     defaults = set(keys(yaml.safe_load((CHART / "values.yaml").read_text())))
     full = set(keys(yaml.safe_load(FULL_VALUES.read_text())))
     assert defaults <= full, sorted(defaults - full)

@@ -67,8 +67,15 @@ def test_a_claim_is_made_only_on_an_unclaimed_unfinished_build():
 
 
 def test_a_requeue_takes_only_the_lost_builders_unfinished_build_and_clears_its_run():
-    running = {"phase": "Building", "builder": "node-2", "claimedAt": "2026-01-01T00:00:00Z", "containerId": "abc",
-               "startTime": "2026-01-01T00:00:01Z", "logTail": ["step 1"], "logLineCount": 1}
+    running = {
+        "phase": "Building",
+        "builder": "node-2",
+        "claimedAt": "2026-01-01T00:00:00Z",
+        "containerId": "abc",
+        "startTime": "2026-01-01T00:00:01Z",
+        "logTail": ["step 1"],
+        "logLineCount": 1,
+    }
     fields = requeue_fields(running, "node-2")
     assert fields["phase"] == "Queued" and fields["message"] == LOST_MESSAGE.format(node="node-2")
     for cleared in ("builder", "claimedAt", "containerId", "startTime", "logTail", "logLineCount"):

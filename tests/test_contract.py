@@ -22,21 +22,31 @@ def test_build_name_is_deterministic_dns_safe_and_short():
     assert DNS1123.match(name) and len(name) <= 63
 
 
-@pytest.mark.parametrize("url", [
-    "https://example.org/" + "x" * 300,
-    "https://example.org/UPPER/Case_Repo.git",
-    "git://host:9418/---/___",
-    "ssh://git@example.org/a/b",
-    "https://example.org/",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://example.org/" + "x" * 300,
+        "https://example.org/UPPER/Case_Repo.git",
+        "git://host:9418/---/___",
+        "ssh://git@example.org/a/b",
+        "https://example.org/",
+    ],
+)
 def test_build_name_stays_valid_for_awkward_urls(url):
     name = contract.build_name(url, SHA)
     assert DNS1123.match(name) and len(name) <= 63, name
 
 
 def test_equivalent_urls_meet_and_different_ones_do_not():
-    same = {contract.build_name(u, SHA) for u in (
-        "https://github.com/a/b", "https://github.com/a/b/", "https://github.com/a/b.git", "HTTPS://GitHub.com/a/b")}
+    same = {
+        contract.build_name(u, SHA)
+        for u in (
+            "https://github.com/a/b",
+            "https://github.com/a/b/",
+            "https://github.com/a/b.git",
+            "HTTPS://GitHub.com/a/b",
+        )
+    }
     assert len(same) == 1
     # Same slug on two hosts, or another commit: different resources.
     assert contract.build_name("https://gitlab.com/a/b", SHA) not in same
@@ -48,7 +58,9 @@ def test_image_name_is_valid_and_tagged_with_the_commit():
     assert image.endswith(":" + SHA)
     assert image.startswith("registry.example.org:5000/binder/r2d-a-some-repo-")
     assert contract.validate_image(image) == image
-    assert contract.image_name("r2d-", "https://github.com/a/b.git", SHA) == contract.image_name("r2d-", "https://github.com/a/b", SHA)
+    assert contract.image_name("r2d-", "https://github.com/a/b.git", SHA) == contract.image_name(
+        "r2d-", "https://github.com/a/b", SHA
+    )
 
 
 @pytest.mark.parametrize("prefix", ["UPPER-", "a b", "-x", "x//y", "", "r2d-\n"])
@@ -57,25 +69,62 @@ def test_bad_image_prefixes_are_refused(prefix):
         contract.image_name(prefix, "https://github.com/a/b", SHA)
 
 
-@pytest.mark.parametrize("url", [
-    "", "file:///etc/passwd", "github.com/a/b", "https://", "https://host/a b", "https://host/a;$(touch x)`",
-    "-uhttps://x/y", "https://host/a?x=1", "https://user:token@github.com/a/b", "ext::sh -c touch% /tmp/pwned", "https://" + "a" * 3000,
-    "https://github.com/a/b\n", "https://github.com]/x", "https://[::1/x", "https://host:99999/x", "https://host:-1/x",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "",
+        "file:///etc/passwd",
+        "github.com/a/b",
+        "https://",
+        "https://host/a b",
+        "https://host/a;$(touch x)`",
+        "-uhttps://x/y",
+        "https://host/a?x=1",
+        "https://user:token@github.com/a/b",
+        "ext::sh -c touch% /tmp/pwned",
+        "https://" + "a" * 3000,
+        "https://github.com/a/b\n",
+        "https://github.com]/x",
+        "https://[::1/x",
+        "https://host:99999/x",
+        "https://host:-1/x",
+    ],
+)
 def test_bad_repo_urls_are_refused(url):
     with pytest.raises(InvalidBuildRequest):
         contract.validate_repo_url(url)
 
 
-@pytest.mark.parametrize("url", [
-    # The first pass's attack: git resolves dot-segments before it sends the request, the
-    # hub's pattern match and names did not ('trusted-x/../other' fetched 'other').
-    "http://172.30.0.1:8080/trusted-x/../other.git", "http://172.30.0.1:8080/trusted-x/./../other.git",
-    "https://h/a/./b", "https://h/a/..", "https://h/.", "https://h//a", "https://h/a//b",
-    "https://h/trusted-x/%2e%2e/other", "https://h/trusted-x/%2E./other", "https://h/a%2fb", "https://h/a%2Fb",
-    "https://h/a%5cb", "https://h/a\\b", "https://h/a%00b", "https://h/a%0ab", "https://h/a%7f", "https://h/a%zz",
-    "https://h/a\tb", "https://user@h/a", "ssh://git:pw@h/r", "https://h./a", "https://h..x/a", "https://h/a#frag",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        # The first pass's attack: git resolves dot-segments before it sends the request, the
+        # hub's pattern match and names did not ('trusted-x/../other' fetched 'other').
+        "http://172.30.0.1:8080/trusted-x/../other.git",
+        "http://172.30.0.1:8080/trusted-x/./../other.git",
+        "https://h/a/./b",
+        "https://h/a/..",
+        "https://h/.",
+        "https://h//a",
+        "https://h/a//b",
+        "https://h/trusted-x/%2e%2e/other",
+        "https://h/trusted-x/%2E./other",
+        "https://h/a%2fb",
+        "https://h/a%2Fb",
+        "https://h/a%5cb",
+        "https://h/a\\b",
+        "https://h/a%00b",
+        "https://h/a%0ab",
+        "https://h/a%7f",
+        "https://h/a%zz",
+        "https://h/a\tb",
+        "https://user@h/a",
+        "ssh://git:pw@h/r",
+        "https://h./a",
+        "https://h..x/a",
+        "https://h/a#frag",
+    ],
+)
 def test_every_second_spelling_of_a_path_is_refused(url):
     with pytest.raises(InvalidBuildRequest):
         contract.validate_repo_url(url)
@@ -83,23 +132,42 @@ def test_every_second_spelling_of_a_path_is_refused(url):
     assert not re.fullmatch(contract.URL_PATTERN, url)
 
 
-@pytest.mark.parametrize("url, canonical", [
-    ("https://github.com/a/b", "https://github.com/a/b"),
-    ("http://172.17.0.1:18080/r.git", "http://172.17.0.1:18080/r.git"),
-    ("git://h/r", "git://h/r"),
-    ("ssh://git@h:22/r.git", "ssh://git@h/r.git"),
-    ("HTTPS://GitHub.COM:443/Org/Repo.git/", "https://github.com/Org/Repo.git"),
-    ("https://h/%61b%c3%a9", "https://h/ab%C3%A9"),
-    ("https://h/a...b/...", "https://h/a...b/..."),
-])
+@pytest.mark.parametrize(
+    "url, canonical",
+    [
+        ("https://github.com/a/b", "https://github.com/a/b"),
+        ("http://172.17.0.1:18080/r.git", "http://172.17.0.1:18080/r.git"),
+        ("git://h/r", "git://h/r"),
+        ("ssh://git@h:22/r.git", "ssh://git@h/r.git"),
+        ("HTTPS://GitHub.COM:443/Org/Repo.git/", "https://github.com/Org/Repo.git"),
+        ("https://h/%61b%c3%a9", "https://h/ab%C3%A9"),
+        ("https://h/a...b/...", "https://h/a...b/..."),
+    ],
+)
 def test_good_repo_urls_pass_in_one_canonical_spelling(url, canonical):
     assert contract.validate_repo_url(url) == canonical
     assert re.fullmatch(contract.URL_PATTERN, canonical)
     assert contract.build_name(url, SHA) == contract.build_name(canonical, SHA)
 
 
-@pytest.mark.parametrize("ref", ["", "-n", "--upload-pack=x", "/abs", "a..b", "a b", "x;rm", "a.lock", "ref/", "$(x)", "x" * 300,
-                                 "main\n", "main\r"])
+@pytest.mark.parametrize(
+    "ref",
+    [
+        "",
+        "-n",
+        "--upload-pack=x",
+        "/abs",
+        "a..b",
+        "a b",
+        "x;rm",
+        "a.lock",
+        "ref/",
+        "$(x)",
+        "x" * 300,
+        "main\n",
+        "main\r",
+    ],
+)
 def test_bad_refs_are_refused(ref):
     with pytest.raises(InvalidBuildRequest):
         contract.validate_ref(ref)
@@ -111,8 +179,15 @@ def test_good_refs_pass(ref):
 
 
 def test_spec_round_trip_and_quantities():
-    spec = BuildSpec.from_spec({"repoUrl": "https://h/a/b", "ref": "main", "commit": SHA, "image": "r2d-x:1",
-                                "resources": {"memory": "2Gi", "cpu": 1.5}})
+    spec = BuildSpec.from_spec(
+        {
+            "repoUrl": "https://h/a/b",
+            "ref": "main",
+            "commit": SHA,
+            "image": "r2d-x:1",
+            "resources": {"memory": "2Gi", "cpu": 1.5},
+        }
+    )
     assert spec.memory_limit == 2 * 2**30 and spec.cpu_limit == 1.5
     assert BuildSpec.from_spec(spec.to_spec()) == spec
     assert contract.parse_quantity("512M") == 512 * 10**6
@@ -130,12 +205,19 @@ def test_manifest_is_the_whole_resource_named_by_the_naming_function():
         "metadata": {
             "name": contract.build_name("https://h/a/b", SHA),
             "namespace": "ns",
-            "labels": {"repo2dockerspawner.jupyter.org/repo-hash": contract.repo_hash("https://h/a/b"),
-                       "repo2dockerspawner.jupyter.org/commit": SHA},
+            "labels": {
+                "repo2dockerspawner.jupyter.org/repo-hash": contract.repo_hash("https://h/a/b"),
+                "repo2dockerspawner.jupyter.org/commit": SHA,
+            },
             "annotations": {"repo2dockerspawner.jupyter.org/requested-by": "alice"},
         },
-        "spec": {"repoUrl": "https://h/a/b", "ref": "main", "commit": SHA, "image": "r2d-x:1",
-                 "resources": {"memory": str(2**30)}},
+        "spec": {
+            "repoUrl": "https://h/a/b",
+            "ref": "main",
+            "commit": SHA,
+            "image": "r2d-x:1",
+            "resources": {"memory": str(2**30)},
+        },
     }
     assert "annotations" not in contract.build_manifest(spec, "ns")["metadata"]
 
@@ -151,8 +233,12 @@ def test_status_new_lines_gives_each_line_once():
 
 def test_validation_is_of_the_whole_value():
     """Python's `$` also matches before a final newline: every check is a full match."""
-    for check, value in ((contract.validate_commit, SHA + "\n"), (contract.validate_image, "r2d-x:1\n"),
-                         (contract.validate_image_prefix, "r2d-\n"), (contract.parse_quantity, "1Gi\n")):
+    for check, value in (
+        (contract.validate_commit, SHA + "\n"),
+        (contract.validate_image, "r2d-x:1\n"),
+        (contract.validate_image_prefix, "r2d-\n"),
+        (contract.parse_quantity, "1Gi\n"),
+    ):
         with pytest.raises(InvalidBuildRequest):
             check(value)
 
@@ -173,14 +259,16 @@ def test_the_image_a_spec_may_produce_is_derived_from_its_own_repository_and_com
 def test_a_build_is_the_same_build_when_its_identity_matches():
     ours = BuildSpec("https://github.com/a/b", "main", SHA, contract.image_name("r2d-", "https://github.com/a/b", SHA))
     assert contract.same_build(ours, BuildSpec("HTTPS://github.com/a/b.git", "v1", SHA, ours.image))
-    for other in (BuildSpec("https://github.com/a/c", "main", SHA, ours.image),
-                  BuildSpec(ours.repo_url, "main", "f" * 40, ours.image),
-                  BuildSpec(ours.repo_url, "main", SHA, "r2d-elsewhere:1"),
-                  # A tenant's resource for the commit we want, with another allowed build image
-                  # or other limits, builds another image under our name.
-                  BuildSpec(ours.repo_url, "main", SHA, ours.image, build_image="r2d/older-repo2docker:1"),
-                  BuildSpec(ours.repo_url, "main", SHA, ours.image, cpu_limit=1.0),
-                  BuildSpec(ours.repo_url, "main", SHA, ours.image, memory_limit=2**30)):
+    for other in (
+        BuildSpec("https://github.com/a/c", "main", SHA, ours.image),
+        BuildSpec(ours.repo_url, "main", "f" * 40, ours.image),
+        BuildSpec(ours.repo_url, "main", SHA, "r2d-elsewhere:1"),
+        # A tenant's resource for the commit we want, with another allowed build image
+        # or other limits, builds another image under our name.
+        BuildSpec(ours.repo_url, "main", SHA, ours.image, build_image="r2d/older-repo2docker:1"),
+        BuildSpec(ours.repo_url, "main", SHA, ours.image, cpu_limit=1.0),
+        BuildSpec(ours.repo_url, "main", SHA, ours.image, memory_limit=2**30),
+    ):
         assert not contract.same_build(ours, other), other
 
 
@@ -194,9 +282,16 @@ def test_a_handed_over_credential_is_in_the_spec_and_not_part_of_the_build():
         BuildSpec.from_spec({**ours.to_spec(), "userCredentials": "yes"})
 
 
-@pytest.mark.parametrize("asked, allowed, granted", [
-    (None, None, None), (4.0, None, 4.0), (None, 0.5, 0.5), (4.0, 0.5, 0.5), (0.25, 0.5, 0.25),
-])
+@pytest.mark.parametrize(
+    "asked, allowed, granted",
+    [
+        (None, None, None),
+        (4.0, None, 4.0),
+        (None, 0.5, 0.5),
+        (4.0, 0.5, 0.5),
+        (0.25, 0.5, 0.25),
+    ],
+)
 def test_a_resource_may_lower_a_limit_never_raise_it(asked, allowed, granted):
     assert contract.lower_only(asked, allowed) == granted
 
@@ -219,8 +314,22 @@ def test_the_repository_directory_is_part_of_the_images_identity():
     assert not contract.same_build(spec, BuildSpec(url, "main", SHA, moved))
 
 
-@pytest.mark.parametrize("path", ["srv/repo", "/", "/srv/../etc", "/srv/./x", "/srv/repo/", "/srv//repo", "/srv/re po",
-                                  "/srv/$(id)", "/-x", "/srv/repo\n", "/" + "a" * 255])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "srv/repo",
+        "/",
+        "/srv/../etc",
+        "/srv/./x",
+        "/srv/repo/",
+        "/srv//repo",
+        "/srv/re po",
+        "/srv/$(id)",
+        "/-x",
+        "/srv/repo\n",
+        "/" + "a" * 255,
+    ],
+)
 def test_bad_repository_directories_are_refused(path):
     with pytest.raises(InvalidBuildRequest, match="absolute path"):
         contract.validate_repo_dir(path)

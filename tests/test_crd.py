@@ -42,7 +42,9 @@ def test_phases_and_patterns_match_the_contract():
 
 
 def test_spec_fields_are_the_ones_buildspec_writes():
-    spec = contract.BuildSpec("https://h/a/b", "main", "a" * 40, "r2d-x:1", "b/c:1", 10, 1.0, "/srv/repo", True).to_spec()
+    spec = contract.BuildSpec(
+        "https://h/a/b", "main", "a" * 40, "r2d-x:1", "b/c:1", 10, 1.0, "/srv/repo", True
+    ).to_spec()
     assert spec["userCredentials"] is True and SPEC["properties"]["userCredentials"]["type"] == "boolean"
     assert set(spec) <= set(SPEC["properties"])
     assert set(SPEC["required"]) <= set(spec)

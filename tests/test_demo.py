@@ -26,11 +26,19 @@ def test_make_demo_spawns_a_server_from_the_sample_repository(backend, testenv, 
     ports = {name: str(free_port()) for name in ("DEMO_PORT", "DEMO_HUB_PORT", "DEMO_PROXY_API_PORT")}
     env = {**os.environ, **ports, "DEMO_BACKEND": backend, "DEMO_NAMESPACE": f"demo-{ports['DEMO_PORT']}"}
     log = tmp_path / "demo.log"
-    proc = subprocess.Popen(["make", "-s", "demo"], cwd=ROOT, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        ["make", "-s", "demo"],
+        cwd=ROOT,
+        env=env,
+        stdout=open(log, "w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     user = f"demo{ports['DEMO_PORT']}"
     try:
-        link = wait_until(lambda: re.search(r"Binder link: (\S+)", log.read_text()), timeout=600, what="the demo's banner")
+        link = wait_until(
+            lambda: re.search(r"Binder link: (\S+)", log.read_text()), timeout=600, what="the demo's banner"
+        )
         password = re.search(r"password '([^']+)'", log.read_text()).group(1)
         base = link.group(1).split("/hub/")[0]
         session = requests.Session()
@@ -43,8 +51,9 @@ def test_make_demo_spawns_a_server_from_the_sample_repository(backend, testenv, 
         form = session.get(link.group(1), timeout=30)
         assert form.status_code == 200 and 'id="r2d-link-notice"' in form.text, form.text[-500:]
         repo, ref = re.search(r"repo=(\S+)&ref=(\S+)", link.group(1)).groups()
-        launched = session.post(f"{base}/hub/spawn", data={"repo": repo, "ref": ref, "_xsrf": session.cookies.get("_xsrf")},
-                                timeout=30)
+        launched = session.post(
+            f"{base}/hub/spawn", data={"repo": repo, "ref": ref, "_xsrf": session.cookies.get("_xsrf")}, timeout=30
+        )
         assert launched.ok, launched.text[-500:]
         headers = {"X-XSRFToken": session.cookies.get("_xsrf")}
 
@@ -59,12 +68,14 @@ def test_make_demo_spawns_a_server_from_the_sample_repository(backend, testenv, 
         assert container.image.tags[0].startswith("r2d-demo-")
         # The admin login the banner prints works, and leads to the builds page it names.
         admin_name, admin_password, builds = re.search(
-            r"Admin:\s+log in as '([^']+)' with password '([^']+)'; builds page: (\S+)", log.read_text()).groups()
+            r"Admin:\s+log in as '([^']+)' with password '([^']+)'; builds page: (\S+)", log.read_text()
+        ).groups()
         admin = requests.Session()
         page = admin.get(f"{base}/hub/login")
         xsrf = re.search(r'name="_xsrf" value="([^"]+)"', page.text).group(1)
-        assert admin.post(f"{base}/hub/login", data={"username": admin_name, "password": admin_password,
-                                                     "_xsrf": xsrf}).ok
+        assert admin.post(
+            f"{base}/hub/login", data={"username": admin_name, "password": admin_password, "_xsrf": xsrf}
+        ).ok
         listing = admin.get(builds, timeout=30)
         assert listing.status_code == 200 and repo.replace("&", "&amp;") in listing.text, listing.text[-500:]
         if backend == "kubernetes":

@@ -6,12 +6,12 @@ import asyncio
 import datetime
 
 import pytest
+from test_spawner_options import FakeHandle
 
 from repo2docker_buildcore.contract import BuildStatus, Phase
 from repo2docker_buildcore.estimate import DurationHistory, start_delays
 from repo2docker_buildcore.queue import BuildQueue
 from repo2dockerspawner.spawner import progress_events
-from test_spawner_options import FakeHandle
 
 pytestmark = pytest.mark.unit
 
@@ -51,26 +51,34 @@ async def test_the_queue_estimates_from_what_it_has_seen_built():
 
 
 async def test_the_pending_page_says_about_how_many_minutes_and_updates_it():
-    soon = lambda seconds: (datetime.datetime.now(datetime.timezone.utc)  # noqa: E731
-                            + datetime.timedelta(seconds=seconds)).isoformat().replace("+00:00", "Z")
-    handle = FakeHandle([
-        BuildStatus(Phase.QUEUED, queue_position=3, estimated_start=soon(170)),
-        BuildStatus(Phase.QUEUED, queue_position=3, estimated_start=soon(170)),  # same: said once
-        BuildStatus(Phase.QUEUED, queue_position=2, estimated_start=soon(100)),
-        BuildStatus(Phase.QUEUED, queue_position=1, estimated_start=soon(10)),
-        BuildStatus(Phase.QUEUED, queue_position=1),
-    ])
+    def soon(seconds: float) -> str:
+        when = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=seconds)
+        return when.isoformat().replace("+00:00", "Z")
+
+    handle = FakeHandle(
+        [
+            BuildStatus(Phase.QUEUED, queue_position=3, estimated_start=soon(170)),
+            BuildStatus(Phase.QUEUED, queue_position=3, estimated_start=soon(170)),  # same: said once
+            BuildStatus(Phase.QUEUED, queue_position=2, estimated_start=soon(100)),
+            BuildStatus(Phase.QUEUED, queue_position=1, estimated_start=soon(10)),
+            BuildStatus(Phase.QUEUED, queue_position=1),
+        ]
+    )
     messages = [e["message"] async for e in progress_events(handle)]
-    assert messages == ["Waiting for a free build slot.", "2 builds ahead of yours. About 3 min until it starts.",
-                        "1 build ahead of yours. About 2 min until it starts.",
-                        "Your build is next in line. It should start within a minute.", "Your build is next in line."]
+    assert messages == [
+        "Waiting for a free build slot.",
+        "2 builds ahead of yours. About 3 min until it starts.",
+        "1 build ahead of yours. About 2 min until it starts.",
+        "Your build is next in line. It should start within a minute.",
+        "Your build is next in line.",
+    ]
 
 
 async def test_the_minutes_count_down_with_the_clock_while_the_status_stays_the_same(monkeypatch):
     from repo2dockerspawner import spawner
 
     monkeypatch.setattr(spawner, "WAIT_TICK", 0.2)
-    start = (datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=31.5))
+    start = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=31.5)
     queued = BuildStatus(Phase.QUEUED, queue_position=1, estimated_start=start.isoformat().replace("+00:00", "Z"))
 
     class StillQueued(FakeHandle):
@@ -80,8 +88,11 @@ async def test_the_minutes_count_down_with_the_clock_while_the_status_stays_the_
             yield BuildStatus(Phase.FAILED, message="gave up")
 
     messages = [e["message"] async for e in progress_events(StillQueued([queued]))]
-    assert messages[:3] == ["Waiting for a free build slot.", "Your build is next in line. About 1 min until it starts.",
-                            "Your build is next in line. It should start within a minute."], messages
+    assert messages[:3] == [
+        "Waiting for a free build slot.",
+        "Your build is next in line. About 1 min until it starts.",
+        "Your build is next in line. It should start within a minute.",
+    ], messages
 
 
 async def test_a_queued_build_s_estimate_moves_when_the_running_build_overruns(monkeypatch):

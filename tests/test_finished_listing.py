@@ -29,8 +29,17 @@ def a_build(kubectl, namespace: str, index: int, labels: dict | None = None) -> 
 
 def released(kubectl, namespace: str, obj: dict, finished_at: int) -> None:
     """As the operator releases a new build whose image exists: phase and finish in one write."""
-    kubectl("patch", contract.PLURAL, obj["metadata"]["name"], "-n", namespace, "--subresource=status",
-            "--type=merge", "-p", json.dumps({"status": {"phase": "Succeeded", contract.STATUS_FINISHED_AT: finished_at}}))
+    kubectl(
+        "patch",
+        contract.PLURAL,
+        obj["metadata"]["name"],
+        "-n",
+        namespace,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps({"status": {"phase": "Succeeded", contract.STATUS_FINISHED_AT: finished_at}}),
+    )
 
 
 async def finished(testenv, namespace: str) -> list[tuple]:
@@ -46,15 +55,18 @@ async def test_an_empty_namespace_has_no_finished_builds(testenv, kubectl, names
 
 
 async def test_released_builds_are_listed_page_by_page_with_the_time_from_status(testenv, kubectl, namespace, crd):
-    objs = [a_build(kubectl, namespace, index, {contract.LABEL_FINISHED_AT: "1"} if index == 0 else None)
-            for index in range(5)]
+    objs = [
+        a_build(kubectl, namespace, index, {contract.LABEL_FINISHED_AT: "1"} if index == 0 else None)
+        for index in range(5)
+    ]
     finished_at = int(time.time())
     for obj in objs[:4]:  # the fifth is not released
         released(kubectl, namespace, obj, finished_at)
     listed = await finished(testenv, namespace)
     # The first one's forged label ("1") is not what its TTL counts from.
-    assert sorted(listed) == sorted((namespace, o["metadata"]["name"], o["metadata"]["uid"], finished_at)
-                                    for o in objs[:4])
+    assert sorted(listed) == sorted(
+        (namespace, o["metadata"]["name"], o["metadata"]["uid"], finished_at) for o in objs[:4]
+    )
 
 
 async def test_a_stale_version_is_not_written_over(testenv, kubectl, namespace, crd):
@@ -64,8 +76,10 @@ async def test_a_stale_version_is_not_written_over(testenv, kubectl, namespace, 
     try:
         resources = BuildResources(api)
         meta = obj["metadata"]
-        assert await resources.patch_status_at(namespace, meta["name"], meta["resourceVersion"], {"phase": "Failed"}) \
+        assert (
+            await resources.patch_status_at(namespace, meta["name"], meta["resourceVersion"], {"phase": "Failed"})
             is False
+        )
     finally:
         await api.close()
 
@@ -84,8 +98,11 @@ def test_a_restarted_operator_expires_released_builds_by_their_status(testenv, k
     released(kubectl, namespace, recent, int(time.time()))
     operator = OperatorProcess(testenv, namespace, tmp_path, **{"finished-ttl": 30}).start()
     try:
-        wait_until(lambda: old["metadata"]["name"] not in kubectl("get", contract.PLURAL, "-n", namespace, "-o", "name"),
-                   timeout=30, what="the expired build to be deleted")
+        wait_until(
+            lambda: old["metadata"]["name"] not in kubectl("get", contract.PLURAL, "-n", namespace, "-o", "name"),
+            timeout=30,
+            what="the expired build to be deleted",
+        )
         assert recent["metadata"]["name"] in kubectl("get", contract.PLURAL, "-n", namespace, "-o", "name")
     finally:
         operator.stop()

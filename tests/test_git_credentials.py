@@ -11,8 +11,19 @@ import pytest
 
 from repo2docker_buildcore import contract
 from repo2docker_buildcore.gitcredentials import (
-    HOST_STORE, REPO_STORE, CloneCredentials, ForeignSecret, GitCredential, from_secret, helper_environment,
-    load_table, match, origin, secret_manifest, store_archive, store_environment,
+    HOST_STORE,
+    REPO_STORE,
+    CloneCredentials,
+    ForeignSecret,
+    GitCredential,
+    from_secret,
+    helper_environment,
+    load_table,
+    match,
+    origin,
+    secret_manifest,
+    store_archive,
+    store_environment,
 )
 from repo2dockerspawner.credentials import check_user_hosts, credential_for, from_auth_state
 
@@ -31,10 +42,15 @@ def test_a_credential_never_shows_its_token():
 def test_patterns_pick_the_credential(monkeypatch, tmp_path):
     monkeypatch.setenv("GIT_TOKEN", "from-env")
     (tmp_path / "token").write_text("from-file\n")
-    table = load_table({"git.example.org": {"username": "a", "token": "t"},
-                        "*.corp.example": {"username": "b", "token_env": "GIT_TOKEN"},
-                        "http://gitea.local": {"username": "c", "token_file": str(tmp_path / "token")},
-                        "https://forge.example.org/course/*": {"username": "d", "token": "course"}}, "creds")
+    table = load_table(
+        {
+            "git.example.org": {"username": "a", "token": "t"},
+            "*.corp.example": {"username": "b", "token_env": "GIT_TOKEN"},
+            "http://gitea.local": {"username": "c", "token_file": str(tmp_path / "token")},
+            "https://forge.example.org/course/*": {"username": "d", "token": "course"},
+        },
+        "creds",
+    )
     assert match("https://git.example.org/x/y", table).token == "t"
     assert match("https://GIT.corp.example:8443/x", table).token == "from-env"
     assert match("http://gitea.local/x", table).token == "from-file"
@@ -45,8 +61,12 @@ def test_patterns_pick_the_credential(monkeypatch, tmp_path):
     assert match("https://forge.example.org/course/a.git", table).token == "course"
     assert match("https://forge.example.org/course/a/b", table) is None
     assert match("https://forge.example.org/other/a", table) is None
-    for bad in ({"h": {"token": "t"}}, {"h": {"username": "u"}}, {"h": {"username": "u", "token": "t", "token_env": "X"}},
-                {"h": {"username": "u", "token_env": "R2D_NOT_SET_ANYWHERE"}}):
+    for bad in (
+        {"h": {"token": "t"}},
+        {"h": {"username": "u"}},
+        {"h": {"username": "u", "token": "t", "token_env": "X"}},
+        {"h": {"username": "u", "token_env": "R2D_NOT_SET_ANYWHERE"}},
+    ):
         with pytest.raises(ValueError, match="creds"):
             load_table(bad, "creds")
 
@@ -66,20 +86,29 @@ def test_a_build_container_gets_store_files_by_scope_and_an_environment_without_
     env = store_environment(url, both)
     # The user's own first (git tries helpers in order), for this URL only and its exact path;
     # the hub's for the origin (a submodule on that host gets the hub's, never the user's).
-    assert env == {"GIT_CONFIG_COUNT": "3",
-                   "GIT_CONFIG_KEY_0": f"credential.{url}.helper", "GIT_CONFIG_VALUE_0": f"store --file={REPO_STORE}",
-                   "GIT_CONFIG_KEY_1": f"credential.{url}.useHttpPath", "GIT_CONFIG_VALUE_1": "true",
-                   "GIT_CONFIG_KEY_2": "credential.http://10.0.0.1:8080.helper",
-                   "GIT_CONFIG_VALUE_2": f"store --file={HOST_STORE}"}
+    assert env == {
+        "GIT_CONFIG_COUNT": "3",
+        "GIT_CONFIG_KEY_0": f"credential.{url}.helper",
+        "GIT_CONFIG_VALUE_0": f"store --file={REPO_STORE}",
+        "GIT_CONFIG_KEY_1": f"credential.{url}.useHttpPath",
+        "GIT_CONFIG_VALUE_1": "true",
+        "GIT_CONFIG_KEY_2": "credential.http://10.0.0.1:8080.helper",
+        "GIT_CONFIG_VALUE_2": f"store --file={HOST_STORE}",
+    }
     assert not any("secret" in value or "word" in value for value in env.values())
     with tarfile.open(fileobj=io.BytesIO(store_archive(url, both))) as tar:
         repo_entry, host_entry = tar.getmember(REPO_STORE.lstrip("/")), tar.getmember(HOST_STORE.lstrip("/"))
         assert repo_entry.mode == host_entry.mode == 0o600
-        assert tar.extractfile(repo_entry).read() == b"http://a%20b:p%40ss%2Fword@10.0.0.1:8080/private/alice/course.git\n"
+        assert (
+            tar.extractfile(repo_entry).read() == b"http://a%20b:p%40ss%2Fword@10.0.0.1:8080/private/alice/course.git\n"
+        )
         assert tar.extractfile(host_entry).read() == b"http://hub:hub-secret@10.0.0.1:8080\n"
     hub_only = store_environment(url, CloneCredentials(host=HUB))
-    assert hub_only == {"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "credential.http://10.0.0.1:8080.helper",
-                        "GIT_CONFIG_VALUE_0": f"store --file={HOST_STORE}"}
+    assert hub_only == {
+        "GIT_CONFIG_COUNT": "1",
+        "GIT_CONFIG_KEY_0": "credential.http://10.0.0.1:8080.helper",
+        "GIT_CONFIG_VALUE_0": f"store --file={HOST_STORE}",
+    }
 
 
 def test_the_hubs_git_gets_the_token_from_its_own_environment_scoped_like_a_build():
@@ -88,8 +117,10 @@ def test_the_hubs_git_gets_the_token_from_its_own_environment_scoped_like_a_buil
     assert "hub-secret" not in env["GIT_CONFIG_VALUE_0"] and env["R2D_GIT_TOKEN"] == "hub-secret"
     own = helper_environment("https://git.example.org/a/b", ALICE)
     assert own["GIT_CONFIG_KEY_0"] == "credential.https://git.example.org/a/b.helper"
-    assert (own["GIT_CONFIG_KEY_1"], own["GIT_CONFIG_VALUE_1"]) == ("credential.https://git.example.org/a/b.useHttpPath",
-                                                                   "true")
+    assert (own["GIT_CONFIG_KEY_1"], own["GIT_CONFIG_VALUE_1"]) == (
+        "credential.https://git.example.org/a/b.useHttpPath",
+        "true",
+    )
 
 
 async def test_a_users_own_token_is_for_its_hosts_and_never_goes_elsewhere():
@@ -97,12 +128,16 @@ async def test_a_users_own_token_is_for_its_hosts_and_never_goes_elsewhere():
         return ALICE
 
     hub = [("github.com", HUB), ("evil.example", HUB)]
-    assert await credential_for("https://github.com/a/b", hub=hub, user=own, user_hosts=["github.com"]) == \
-        CloneCredentials(repository=ALICE, host=HUB)
+    assert await credential_for(
+        "https://github.com/a/b", hub=hub, user=own, user_hosts=["github.com"]
+    ) == CloneCredentials(repository=ALICE, host=HUB)
     # Another host (a link to anywhere): the user's token is not sent, the hub's rules apply.
-    assert await credential_for("https://evil.example/a", hub=hub, user=own, user_hosts=["github.com"]) == \
-        CloneCredentials(host=HUB)
-    assert await credential_for("https://github.com/a/b", hub=hub, user=own, user_hosts=[]) == CloneCredentials(host=HUB)
+    assert await credential_for(
+        "https://evil.example/a", hub=hub, user=own, user_hosts=["github.com"]
+    ) == CloneCredentials(host=HUB)
+    assert await credential_for("https://github.com/a/b", hub=hub, user=own, user_hosts=[]) == CloneCredentials(
+        host=HUB
+    )
 
     async def none():
         return None
@@ -142,8 +177,15 @@ def test_a_users_credential_is_handed_to_the_build_that_owns_its_secret_and_to_n
     manifest = secret_manifest(BUILD, ALICE)
     meta = manifest["metadata"]
     assert (meta["name"], meta["namespace"], manifest["type"]) == ("b-1234-git", "ns", "kubernetes.io/basic-auth")
-    assert meta["ownerReferences"] == [{"apiVersion": contract.API_VERSION, "kind": contract.KIND, "name": "b-1234",
-                                        "uid": "uid-1", "controller": True}]
+    assert meta["ownerReferences"] == [
+        {
+            "apiVersion": contract.API_VERSION,
+            "kind": contract.KIND,
+            "name": "b-1234",
+            "uid": "uid-1",
+            "controller": True,
+        }
+    ]
     assert meta["labels"][contract.LABEL_BUILD_NAME] == "b-1234"
     got = from_secret(as_read(manifest), "b-1234", "uid-1")
     assert (got.username, got.token, got.personal) == ("oauth2", "alice-secret", True)

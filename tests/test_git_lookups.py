@@ -15,8 +15,14 @@ from repo2dockerspawner.options import RepoPolicy
 from repo2dockerspawner.refs import LookupLimits, resolve_ref
 from support.builds import dockerfile_repo, head
 from support.gitrepos import git
-from support.loopback import (LoopbackServer, advertise_refs, answer_with, git_children, trickle,
-                              v2_refs_ignoring_prefixes)
+from support.loopback import (
+    LoopbackServer,
+    advertise_refs,
+    answer_with,
+    git_children,
+    trickle,
+    v2_refs_ignoring_prefixes,
+)
 from support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -28,9 +34,9 @@ def policy(testenv) -> RepoPolicy:
     return RepoPolicy(schemes=("http",), hosts=("127.0.0.1", testenv["R2D_BRIDGE_IP"]))
 
 
-async def refused(repo: str, policy: RepoPolicy, limits: LookupLimits = LookupLimits(), ref: str = "main") -> str:
+async def refused(repo: str, policy: RepoPolicy, limits: LookupLimits | None = None, ref: str = "main") -> str:
     with pytest.raises(web.HTTPError) as info:
-        await resolve_ref(repo, ref, policy, limits)
+        await resolve_ref(repo, ref, policy, limits or LookupLimits())
     assert info.value.status_code == 400
     return info.value.jupyterhub_message
 
@@ -94,10 +100,15 @@ async def test_a_protocol_v2_answer_past_the_output_cap_is_refused(policy):
         assert not git_children(url), "a git process outlived the lookup"
 
 
-@pytest.mark.parametrize("status, expected", [
-    ("401 Unauthorized", "needs credentials"), ("403 Forbidden", "needs credentials"),
-    ("404 Not Found", "was not found"), ("500 Internal Server Error", "could not be read"),
-])
+@pytest.mark.parametrize(
+    "status, expected",
+    [
+        ("401 Unauthorized", "needs credentials"),
+        ("403 Forbidden", "needs credentials"),
+        ("404 Not Found", "was not found"),
+        ("500 Internal Server Error", "could not be read"),
+    ],
+)
 async def test_answers_of_a_server_are_told_apart(policy, status, expected):
     with LoopbackServer(answer_with(status)) as server:
         message = await refused(f"{server.url}/x.git", policy)
@@ -110,4 +121,3 @@ async def test_a_closed_port_could_not_be_reached(policy):
         port = server.port
     message = await refused(f"http://127.0.0.1:{port}/x.git", policy)
     assert "could not be reached" in message and "Couldn't connect" not in message, message
-

@@ -6,7 +6,14 @@ from __future__ import annotations
 import pytest
 
 from repo2dockerspawner.homes import (
-    REPO_DIR_BESIDE_HOME, Mounted, covers, default_repo_dir, folder_names, image_paths, landing_url, plan_copy,
+    REPO_DIR_BESIDE_HOME,
+    Mounted,
+    covers,
+    default_repo_dir,
+    folder_names,
+    image_paths,
+    landing_url,
+    plan_copy,
     server_mounts,
 )
 
@@ -32,7 +39,10 @@ def test_covers_is_about_whole_path_components():
 def test_folders_are_named_after_the_repository_with_a_distinct_second_choice():
     name, other = folder_names(URL)
     assert name == "Intro-2026" and other.startswith("Intro-2026-") and len(other) == len(name) + 9
-    assert folder_names("https://git.example.org/course/intro-2026")[1] != folder_names("https://other.org/x/Intro-2026")[1]
+    assert (
+        folder_names("https://git.example.org/course/intro-2026")[1]
+        != folder_names("https://other.org/x/Intro-2026")[1]
+    )
     assert folder_names("https://h")[0] == "repository"
 
 
@@ -48,7 +58,13 @@ def test_a_volume_on_the_home_gets_a_copy_in_a_folder_of_the_home(image):
     assert (plan.parent, plan.name, plan.folder()) == ("/home/jovyan", "Intro-2026", "/home/jovyan/Intro-2026")
     argv = plan.helper_command()
     assert argv[:2] == ["/bin/sh", "-c"] and argv[3:] == [
-        "r2d-copy", image_paths(image)[1], "/r2d-volume", "Intro-2026", plan.other_name, "https://git.example.org/course/Intro-2026"]
+        "r2d-copy",
+        image_paths(image)[1],
+        "/r2d-volume",
+        "Intro-2026",
+        plan.other_name,
+        "https://git.example.org/course/Intro-2026",
+    ]
     # A volume on /home: the user's home is a folder of it.
     plan = plan_copy(image, [Mounted("homes", "/home")], URL)
     assert plan.helper_command()[5] == "/r2d-volume/jovyan" and plan.folder() == "/home/jovyan/Intro-2026"
@@ -61,8 +77,10 @@ def test_a_volume_on_a_folder_of_the_home_needs_no_copy():
 
 
 def test_docker_spawners_binds_and_mounts_are_read_alike():
-    mounted = server_mounts({"vol-ann": {"bind": "/home/jovyan", "mode": "rw"}, "/srv/x": {"bind": "/x", "mode": "ro"}},
-                            [{"Type": "volume", "Source": "data", "Target": "/data"}, {"Type": "tmpfs", "Target": "/t"}])
+    mounted = server_mounts(
+        {"vol-ann": {"bind": "/home/jovyan", "mode": "rw"}, "/srv/x": {"bind": "/x", "mode": "ro"}},
+        [{"Type": "volume", "Source": "data", "Target": "/data"}, {"Type": "tmpfs", "Target": "/t"}],
+    )
     assert mounted == [Mounted("vol-ann", "/home/jovyan"), Mounted("/srv/x", "/x", True), Mounted("data", "/data")]
 
 
@@ -91,10 +109,19 @@ def test_new_volumes_inside_the_home_are_given_to_the_servers_user():
 def test_helpers_obey_the_servers_policy_and_only_the_root_step_keeps_a_capability():
     from repo2dockerspawner.helpers import ServerPolicy, host_config
 
-    policy = ServerPolicy(extra_host_config={"runtime": "runsc", "security_opt": ["seccomp=strict.json"],
-                                             "cap_add": ["NET_ADMIN"], "pids_limit": 10_000, "network_mode": "host",
-                                             "privileged": True},
-                          mem_limit="512M", cpu_limit=0.5, pids_limit=64)
+    policy = ServerPolicy(
+        extra_host_config={
+            "runtime": "runsc",
+            "security_opt": ["seccomp=strict.json"],
+            "cap_add": ["NET_ADMIN"],
+            "pids_limit": 10_000,
+            "network_mode": "host",
+            "privileged": True,
+        },
+        mem_limit="512M",
+        cpu_limit=0.5,
+        pids_limit=64,
+    )
     copy = host_config(policy, {"vol": "/r2d-volume"}, privileged_step=False)
     assert copy["runtime"] == "runsc" and copy["mem_limit"] == "512M" and copy["cpu_quota"] == 50_000
     assert copy["network_mode"] == "none" and copy["pids_limit"] == 64 and copy["privileged"] is False
@@ -108,8 +135,10 @@ def test_helpers_obey_the_servers_policy_and_only_the_root_step_keeps_a_capabili
 def test_the_servers_user_is_resolved_from_the_images_passwd_as_docker_does():
     from repo2dockerspawner.helpers import UserIds, parse_passwd, resolve_user
 
-    passwd = parse_passwd("root:x:0:0:root:/root:/bin/bash\njovyan:x:1000:100::/home/jovyan:/bin/bash\n"
-                          "broken line\nevil:x:-1:0::/:/bin/sh\nnobody:x:65534:65534::/:/bin/false\n")
+    passwd = parse_passwd(
+        "root:x:0:0:root:/root:/bin/bash\njovyan:x:1000:100::/home/jovyan:/bin/bash\n"
+        "broken line\nevil:x:-1:0::/:/bin/sh\nnobody:x:65534:65534::/:/bin/false\n"
+    )
     assert set(passwd) == {"root", "jovyan", "nobody"}
     assert resolve_user("jovyan", passwd) == UserIds(1000, 100)
     assert resolve_user("1000", passwd) == UserIds(1000, 100)  # a known uid: its group

@@ -42,19 +42,28 @@ WORKDIR ${{REPO_DIR}}
 
 
 def repo(git_repos, testenv, shape: str, marker: str):
-    return git_repos.create({"Dockerfile": shape.format(base=testenv["R2D_SINGLEUSER_IMAGE"], token=uuid.uuid4().hex),
-                             "marker.txt": marker + "\n"})
+    return git_repos.create(
+        {
+            "Dockerfile": shape.format(base=testenv["R2D_SINGLEUSER_IMAGE"], token=uuid.uuid4().hex),
+            "marker.txt": marker + "\n",
+        }
+    )
 
 
 def save(hub, name: str, path: str, content: str) -> None:
-    r = requests.put(f"{hub.url}/user/{name}/api/contents/{path}", json={"type": "file", "format": "text",
-                     "content": content}, headers={"Authorization": f"token {hub.token}"}, timeout=30)
+    r = requests.put(
+        f"{hub.url}/user/{name}/api/contents/{path}",
+        json={"type": "file", "format": "text", "content": content},
+        headers={"Authorization": f"token {hub.token}"},
+        timeout=30,
+    )
     assert r.status_code in (200, 201), r.text
 
 
 def listing(hub, name: str, path: str = "") -> set[str]:
-    r = requests.get(f"{hub.url}/user/{name}/api/contents/{path}", headers={"Authorization": f"token {hub.token}"},
-                     timeout=30)
+    r = requests.get(
+        f"{hub.url}/user/{name}/api/contents/{path}", headers={"Authorization": f"token {hub.token}"}, timeout=30
+    )
     assert r.status_code == 200, r.text
     return {item["name"] for item in r.json()["content"]}
 
@@ -73,7 +82,8 @@ def server_env(docker_client, hub, name: str) -> dict[str, str]:
 @both_repo2docker_versions
 @pytest.mark.parametrize("backend", ["local", "kubernetes"])
 def test_a_volume_on_the_home_shows_each_repository_in_its_folder_and_keeps_what_the_user_saved(
-        home_volume, hubs, backend, build_image, testenv, git_repos, docker_client):
+    home_volume, hubs, backend, build_image, testenv, git_repos, docker_client
+):
     hub = hubs(backend, volumes={home_volume: "/home/jovyan"})
     first = repo(git_repos, testenv, INTO_HOME, "first repository")
     second = repo(git_repos, testenv, INTO_REPO_DIR, "second repository")
@@ -110,17 +120,20 @@ def test_a_volume_on_the_home_shows_each_repository_in_its_folder_and_keeps_what
 
 
 def test_a_folder_of_the_users_own_with_the_repositorys_name_is_left_alone(
-        home_volume, hubs, testenv, git_repos, docker_client):
+    home_volume, hubs, testenv, git_repos, docker_client
+):
     hub = hubs("local", volumes={home_volume: "/home/jovyan"})
     theirs = repo(git_repos, testenv, INTO_HOME, "the repository")
     name = f"h{uuid.uuid4().hex[:8]}"
     folder, other = folder_names(theirs.url)
     hub.create_user(name)
     # Before the first launch, the user already has a folder of that name (in the volume).
-    docker_client.containers.run(testenv["R2D_SINGLEUSER_IMAGE"], ["sh", "-c", f"mkdir -p /home/jovyan/{folder} && "
-                                 f"echo mine > /home/jovyan/{folder}/marker.txt"],
-                                 volumes={home_volume.format(username=name): {"bind": "/home/jovyan", "mode": "rw"}},
-                                 remove=True)
+    docker_client.containers.run(
+        testenv["R2D_SINGLEUSER_IMAGE"],
+        ["sh", "-c", f"mkdir -p /home/jovyan/{folder} && echo mine > /home/jovyan/{folder}/marker.txt"],
+        volumes={home_volume.format(username=name): {"bind": "/home/jovyan", "mode": "rw"}},
+        remove=True,
+    )
     launch(hub, name, theirs.url)
     assert server_env(docker_client, hub, name)["JUPYTERHUB_DEFAULT_URL"] == f"/lab/tree/{other}"
     assert hub.user_file(name, f"{folder}/marker.txt") == "mine\n"
@@ -130,7 +143,8 @@ def test_a_folder_of_the_users_own_with_the_repositorys_name_is_left_alone(
 
 @pytest.mark.parametrize("backend", ["local", "kubernetes"])
 def test_a_volume_on_a_folder_of_the_home_keeps_todays_images_and_layout(
-        home_volume, hubs, backend, testenv, git_repos, docker_client):
+    home_volume, hubs, backend, testenv, git_repos, docker_client
+):
     hub = hubs(backend, volumes={home_volume: "/home/jovyan/work"})
     first = repo(git_repos, testenv, INTO_HOME, "first repository")
     second = repo(git_repos, testenv, INTO_HOME, "second repository")

@@ -15,11 +15,22 @@ NOW = 1_000 * DAY
 MB = 1_000_000
 
 
-def image(name: str, used_days_ago: float | None = None, built_days_ago: float = 30, size: int = 100 * MB,
-          containers: int = 0, tags: tuple[str, ...] | None = None) -> ImageInfo:
-    return ImageInfo(id=f"sha256:{name}", tags=tags if tags is not None else (f"r2d-{name}:{'a' * 40}",),
-                     unique_size=size, created=NOW - built_days_ago * DAY, containers=containers,
-                     last_used=None if used_days_ago is None else NOW - used_days_ago * DAY)
+def image(
+    name: str,
+    used_days_ago: float | None = None,
+    built_days_ago: float = 30,
+    size: int = 100 * MB,
+    containers: int = 0,
+    tags: tuple[str, ...] | None = None,
+) -> ImageInfo:
+    return ImageInfo(
+        id=f"sha256:{name}",
+        tags=tags if tags is not None else (f"r2d-{name}:{'a' * 40}",),
+        unique_size=size,
+        created=NOW - built_days_ago * DAY,
+        containers=containers,
+        last_used=None if used_days_ago is None else NOW - used_days_ago * DAY,
+    )
 
 
 POLICY = GCPolicy(prefix="r2d-", high_watermark=1000 * MB, low_watermark=700 * MB, grace=3600)
@@ -40,8 +51,9 @@ def test_over_the_high_watermark_least_recently_used_go_down_to_the_low_one():
     # Each removal frees 100 MB: 1001 → 901 → 801 → 701, still above 700, so the fourth goes.
     assert names(decision) == ["old", "never", "middle", "recent"]
     assert decision.usage_after == 601 * MB and decision.freed == 400 * MB
-    assert names(choose(images, 1001 * MB, GCPolicy(prefix="r2d-", high_watermark=1000 * MB, low_watermark=800 * MB),
-                        (), NOW)) == ["old", "never", "middle"]
+    assert names(
+        choose(images, 1001 * MB, GCPolicy(prefix="r2d-", high_watermark=1000 * MB, low_watermark=800 * MB), (), NOW)
+    ) == ["old", "never", "middle"]
 
 
 def test_in_use_wanted_young_and_foreign_images_always_stay():
@@ -80,7 +92,14 @@ def test_usage_from_the_daemons_df_counts_unique_bytes_and_uses():
         "LayersSize": 900,
         "Images": [
             {"Id": "sha256:1", "RepoTags": ["r2d-x:1"], "Size": 500, "SharedSize": 300, "Created": 5, "Containers": 0},
-            {"Id": "sha256:2", "RepoTags": ["<none>:<none>"], "Size": 400, "SharedSize": -1, "Created": 6, "Containers": -1},
+            {
+                "Id": "sha256:2",
+                "RepoTags": ["<none>:<none>"],
+                "Size": 400,
+                "SharedSize": -1,
+                "Created": 6,
+                "Containers": -1,
+            },
             {"Id": "sha256:3", "RepoTags": ["base:1"], "Size": 300, "SharedSize": 300, "Created": 1, "Containers": 2},
         ],
         "BuildCache": [{"Size": 50, "Shared": False}, {"Size": 70, "Shared": True}],
@@ -133,8 +152,14 @@ class DfRunner:
 
 
 def df_image(name: str, created: float = 1.0) -> dict:
-    return {"Id": f"sha256:{name}", "RepoTags": [f"r2d-{name}:1"], "Size": 100, "SharedSize": 0,
-            "Created": created, "Containers": 0}
+    return {
+        "Id": f"sha256:{name}",
+        "RepoTags": [f"r2d-{name}:1"],
+        "Size": 100,
+        "SharedSize": 0,
+        "Created": created,
+        "Containers": 0,
+    }
 
 
 async def test_an_image_asked_for_after_the_choice_is_kept_and_a_removed_one_is_forgotten_at_once():
@@ -142,12 +167,17 @@ async def test_an_image_asked_for_after_the_choice_is_kept_and_a_removed_one_is_
 
     runner = DfRunner(df_image("old"), df_image("asked-for-meanwhile"))
     asks = iter([set(), {"r2d-asked-for-meanwhile:1"}])  # the choice, then the check before each removal
-    collector = ImageCollector(runner, GCPolicy(prefix="r2d-", high_watermark=0, low_watermark=0, grace=0),
-                               wanted=lambda: next(asks, {"r2d-asked-for-meanwhile:1"}), interval=0)
+    collector = ImageCollector(
+        runner,
+        GCPolicy(prefix="r2d-", high_watermark=0, low_watermark=0, grace=0),
+        wanted=lambda: next(asks, {"r2d-asked-for-meanwhile:1"}),
+        interval=0,
+    )
     collector.ledger.touch("r2d-old:1", 2.0)
     removed_seen = []
     collector.on_removed = lambda image, reason: removed_seen.append(
-        (image.tags, collector.ledger.last_used(image.tags)))
+        (image.tags, collector.ledger.last_used(image.tags))
+    )
     report = await collector.run_once()
     assert runner.removed == ["sha256:old"] and [i.tags for i in report.skipped] == [("r2d-asked-for-meanwhile:1",)]
     assert removed_seen == [(("r2d-old:1",), None)]  # out of the record before anything else runs
@@ -174,8 +204,12 @@ def test_watermarks_are_sizes_or_shares_of_the_disk():
 
     assert parse_watermark("100Gi") == (100 * 2**30, None) and parse_watermark(" 85% ") == (None, 85.0)
     assert parse_watermark("") == parse_watermark(None) == (None, None) and parse_watermark("0.5%") == (None, 0.5)
-    for bad, message in [("lots", "neither a size"), ("85 %", "not a percentage"), ("101%", "between 0% and 100%"),
-                         ("-1%", "not a percentage")]:
+    for bad, message in [
+        ("lots", "neither a size"),
+        ("85 %", "not a percentage"),
+        ("101%", "between 0% and 100%"),
+        ("-1%", "not a percentage"),
+    ]:
         with pytest.raises(ValueError, match=message):
             parse_watermark(bad)
     with pytest.raises(ValueError, match="both watermarks as sizes"):
@@ -207,8 +241,8 @@ def test_a_share_of_the_disk_is_what_images_may_hold_once_everything_else_is_cou
 
 async def test_a_pass_that_cannot_measure_the_disk_removes_nothing_by_size():
     from repo2docker_buildcore.collector import ImageCollector
-    from repo2docker_buildcore.imagegc import DiskUsage
     from repo2docker_buildcore.docker_api import RunnerError
+    from repo2docker_buildcore.imagegc import DiskUsage
 
     class DiskRunner(DfRunner):
         disk: DiskUsage | None = None

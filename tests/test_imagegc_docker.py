@@ -72,7 +72,8 @@ def serve(docker_client, image: str):
 
 
 async def test_lru_images_go_used_and_in_use_ones_stay_and_the_daemon_frees_the_bytes(
-        testenv, docker_client, prefix, runner, tmp_path):
+    testenv, docker_client, prefix, runner, tmp_path
+):
     base = testenv["R2D_SINGLEUSER_IMAGE"]
     # Built first, so by build time alone it would be the first to go; a later use saves it.
     recently_used = build_like_repo2docker(docker_client, base, prefix, "recently-used")
@@ -80,8 +81,12 @@ async def test_lru_images_go_used_and_in_use_ones_stay_and_the_daemon_frees_the_
     old2 = build_like_repo2docker(docker_client, base, prefix, "old-two")
     served = build_like_repo2docker(docker_client, base, prefix, "served")
     removed_seen = []
-    collector = ImageCollector(runner.images, GCPolicy(prefix=prefix), interval=0,
-                               on_removed=lambda image, reason: removed_seen.append((image.tags, reason)))
+    collector = ImageCollector(
+        runner.images,
+        GCPolicy(prefix=prefix),
+        interval=0,
+        on_removed=lambda image, reason: removed_seen.append((image.tags, reason)),
+    )
     await collector.start()
     try:
         serve(docker_client, served)
@@ -89,8 +94,12 @@ async def test_lru_images_go_used_and_in_use_ones_stay_and_the_daemon_frees_the_
         # The loop is busy for over a second (as on a loaded machine) before the collector's
         # tasks run again: uses from right after start() must count all the same.
         time.sleep(1.5)
-        await asyncio.to_thread(wait_until, lambda: collector.ledger.last_used([recently_used]), timeout=30,
-                                what="the container events to record the use")
+        await asyncio.to_thread(
+            wait_until,
+            lambda: collector.ledger.last_used([recently_used]),
+            timeout=30,
+            what="the container events to record the use",
+        )
 
         # Earlier builds' BuildKit cache would go first and could be enough: start without it.
         await runner.images.prune_build_cache(0)
@@ -98,8 +107,12 @@ async def test_lru_images_go_used_and_in_use_ones_stay_and_the_daemon_frees_the_
         sizes = {tag: i.unique_size for i in usage.images for tag in i.tags if tag.startswith(prefix)}
         assert all(size >= BLOB for size in sizes.values()), sizes
         # Over budget by exactly the two least recently used images.
-        collector.policy = GCPolicy(prefix=prefix, high_watermark=usage.total - 1,
-                                    low_watermark=usage.total - sizes[old1] - sizes[old2], grace=0)
+        collector.policy = GCPolicy(
+            prefix=prefix,
+            high_watermark=usage.total - 1,
+            low_watermark=usage.total - sizes[old1] - sizes[old2],
+            grace=0,
+        )
         report = await collector.run_once()
 
         assert sorted(t for i in report.removed for t in i.tags) == sorted([old1, old2])
@@ -128,11 +141,17 @@ async def test_wanted_and_young_images_stay_and_a_refused_removal_is_skipped(tes
     # Docker itself refuses to remove an image a (stopped) container uses: skipped, not fatal.
     assert await runner.images.remove_image(docker_client.images.get(stopped).id) is False
 
-    young = ImageCollector(runner.images, GCPolicy(prefix=prefix, high_watermark=0, low_watermark=0, grace=3600), interval=0)
+    young = ImageCollector(
+        runner.images, GCPolicy(prefix=prefix, high_watermark=0, low_watermark=0, grace=3600), interval=0
+    )
     assert (await young.run_once()).removed == []  # built seconds ago: within the grace period
 
-    collector = ImageCollector(runner.images, GCPolicy(prefix=prefix, high_watermark=0, low_watermark=0, grace=0),
-                               wanted=lambda: {wanted}, interval=0)
+    collector = ImageCollector(
+        runner.images,
+        GCPolicy(prefix=prefix, high_watermark=0, low_watermark=0, grace=0),
+        wanted=lambda: {wanted},
+        interval=0,
+    )
     report = await collector.run_once()
     assert report.removed == [] and image_exists(docker_client, wanted) and image_exists(docker_client, stopped)
     container.remove()
@@ -149,16 +168,26 @@ async def test_the_build_cache_is_pruned_first_down_to_the_budget(testenv, docke
     from support.builds import dockerfile_repo, head
     from support.operator import offline_build_env
 
-    build_runner = BuildRunner(RunnerConfig(build_image=testenv["R2D_BUILD_IMAGE"], instance=f"t{uuid.uuid4().hex[:8]}",
-                                            environment=tuple(offline_build_env(testenv).items())))
+    build_runner = BuildRunner(
+        RunnerConfig(
+            build_image=testenv["R2D_BUILD_IMAGE"],
+            instance=f"t{uuid.uuid4().hex[:8]}",
+            environment=tuple(offline_build_env(testenv).items()),
+        )
+    )
     repo = dockerfile_repo(git_repos, testenv["R2D_SINGLEUSER_IMAGE"])
     spec = contract.BuildSpec(repo.url, "main", head(repo), contract.image_name(prefix, repo.url, head(repo)))
 
     async def publish(fields):
         pass
 
-    job = BuildJob(runner=build_runner, queue=BuildQueue(1), ref=BuildRef("t", "cache", uuid.uuid4().hex),
-                   spec=spec, publisher=StatusPublisher(publish, interval=0.1))
+    job = BuildJob(
+        runner=build_runner,
+        queue=BuildQueue(1),
+        ref=BuildRef("t", "cache", uuid.uuid4().hex),
+        spec=spec,
+        publisher=StatusPublisher(publish, interval=0.1),
+    )
     outcome = await job.run()
     build_runner.close()
     assert outcome.phase.value == "Succeeded", outcome.message
@@ -174,14 +203,20 @@ async def test_the_build_cache_is_pruned_first_down_to_the_budget(testenv, docke
 
 
 async def test_shares_of_the_disk_are_measured_on_the_daemons_data_root_and_drive_removal(
-        testenv, docker_client, prefix, runner):
+    testenv, docker_client, prefix, runner
+):
     """'85%' is of the filesystem that holds Docker's data root, measured from a container of the
     build image, as from a pod that sees no host path: the same numbers the host's statvfs gives."""
+
     # What a hub killed mid-measurement leaves: an exited probe of its instance (and of another's).
     def left_probe(instance):
         container = docker_client.containers.run(
-            testenv["R2D_BUILD_IMAGE"], ["true"], detach=True, network_disabled=True,
-            labels={contract.LABEL_MANAGED_BY: contract.MANAGED_BY, contract.LABEL_PROBE: instance})
+            testenv["R2D_BUILD_IMAGE"],
+            ["true"],
+            detach=True,
+            network_disabled=True,
+            labels={contract.LABEL_MANAGED_BY: contract.MANAGED_BY, contract.LABEL_PROBE: instance},
+        )
         container.wait()
         return container
 
@@ -192,7 +227,8 @@ async def test_shares_of_the_disk_are_measured_on_the_daemons_data_root_and_driv
         assert disk.size == host.f_frsize * host.f_blocks
         assert abs(disk.available - host.f_frsize * host.f_bavail) < 0.01 * disk.size  # others write meanwhile
         probes = docker_client.containers.list(
-            all=True, filters={"label": f"{contract.LABEL_PROBE}={runner.config.instance}"})
+            all=True, filters={"label": f"{contract.LABEL_PROBE}={runner.config.instance}"}
+        )
         assert probes == [], "neither this probe nor the one left before stays"
         assert docker_client.containers.get(sibling.id), "another instance's probe is its own to sweep"
     finally:
@@ -213,7 +249,8 @@ async def test_shares_of_the_disk_are_measured_on_the_daemons_data_root_and_driv
 
 
 async def test_the_operator_collects_with_its_flags_counts_in_metrics_and_keeps_uses_in_its_configmap(
-        testenv, docker_client, kubectl, namespace, operator_factory, git_repos):
+    testenv, docker_client, kubectl, namespace, operator_factory, git_repos
+):
     base = testenv["R2D_SINGLEUSER_IMAGE"]
     prefix = f"r2d-test-gc{uuid.uuid4().hex[:6]}-"
     unused = [build_like_repo2docker(docker_client, base, prefix, f"unused{i}") for i in range(2)]
@@ -221,14 +258,28 @@ async def test_the_operator_collects_with_its_flags_counts_in_metrics_and_keeps_
     server = serve(docker_client, served)
     kubectl("create", "configmap", "image-use", "-n", namespace)
     try:
-        operator = operator_factory(image_prefix=prefix, gc_interval=1, gc_high_watermark="1", gc_low_watermark="0",
-                                    gc_grace=0, gc_use_record=f"configmap:{namespace}/image-use")
-        await asyncio.to_thread(wait_until, lambda: not any(image_exists(docker_client, i) for i in unused),
-                                timeout=60, what="the operator to remove the unused images")
+        operator = operator_factory(
+            image_prefix=prefix,
+            gc_interval=1,
+            gc_high_watermark="1",
+            gc_low_watermark="0",
+            gc_grace=0,
+            gc_use_record=f"configmap:{namespace}/image-use",
+        )
+        await asyncio.to_thread(
+            wait_until,
+            lambda: not any(image_exists(docker_client, i) for i in unused),
+            timeout=60,
+            what="the operator to remove the unused images",
+        )
         assert image_exists(docker_client, served)
         # The gauge is set once the pass has measured again after its removals.
-        await asyncio.to_thread(wait_until, lambda: (metric(operator.metrics(), "repo2docker_image_bytes") or 0) >= BLOB,
-                                timeout=30, what="the pass to report the bytes left under the prefix")
+        await asyncio.to_thread(
+            wait_until,
+            lambda: (metric(operator.metrics(), "repo2docker_image_bytes") or 0) >= BLOB,
+            timeout=30,
+            what="the pass to report the bytes left under the prefix",
+        )
         metrics = operator.metrics()
         assert metric(metrics, "repo2docker_images_removed_total") == 2
         assert metric(metrics, "repo2docker_image_bytes_removed_total") >= 2 * BLOB
@@ -238,17 +289,22 @@ async def test_the_operator_collects_with_its_flags_counts_in_metrics_and_keeps_
         def recorded() -> dict:
             data = kubectl.json("get", "configmap", "image-use", "-n", namespace).get("data") or {}
             return json.loads(data.get("last-used.json") or "{}")
-        await asyncio.to_thread(wait_until, lambda: served in recorded(), timeout=30,
-                                what="the in-use image's last use in the ConfigMap")
+
+        await asyncio.to_thread(
+            wait_until, lambda: served in recorded(), timeout=30, what="the in-use image's last use in the ConfigMap"
+        )
         assert recorded()[served] > time.time() - 120 and not set(unused) & set(recorded())
 
         # A build's image, once removed, takes its finished resource along: a spawn that found
         # the resource would be told the image exists. The next request builds again.
         repo = dockerfile_repo(git_repos, base)
         name = create_build(kubectl, namespace, repo.url, head(repo), prefix=prefix)
-        await asyncio.to_thread(wait_until, lambda: kubectl.run("get", contract.PLURAL, name, "-n", namespace,
-                                                                check=False).returncode != 0,
-                                timeout=120, what="the build to succeed, its image to go, and its resource with it")
+        await asyncio.to_thread(
+            wait_until,
+            lambda: kubectl.run("get", contract.PLURAL, name, "-n", namespace, check=False).returncode != 0,
+            timeout=120,
+            what="the build to succeed, its image to go, and its resource with it",
+        )
         assert not image_exists(docker_client, contract.image_name(prefix, repo.url, head(repo)))
         assert f"deleted build {namespace}/{name}: its image" in operator.log()
     finally:
@@ -256,7 +312,8 @@ async def test_the_operator_collects_with_its_flags_counts_in_metrics_and_keeps_
 
 
 async def test_the_embedded_backend_collects_with_its_traits_and_keeps_uses_in_its_file(
-        testenv, docker_client, prefix, tmp_path):
+    testenv, docker_client, prefix, tmp_path
+):
     from repo2dockerspawner.backends.local import LocalBackend
 
     base = testenv["R2D_SINGLEUSER_IMAGE"]
@@ -271,21 +328,40 @@ async def test_the_embedded_backend_collects_with_its_traits_and_keeps_uses_in_i
     measure.close()
     size = {t: i.unique_size for i in usage.images for t in i.tags}
     # Over budget by one byte, and one image is enough to get back under it.
-    backend = LocalBackend(config=Config({"LocalBackend": {
-        "build_image": testenv["R2D_BUILD_IMAGE"], "instance": f"t{uuid.uuid4().hex[:8]}",
-        "gc_interval": 0.5, "gc_high_watermark": str(usage.total - 1),
-        "gc_low_watermark": str(usage.total - size[unused]), "gc_grace": 0,
-        "gc_use_record": str(record)}}))
+    backend = LocalBackend(
+        config=Config(
+            {
+                "LocalBackend": {
+                    "build_image": testenv["R2D_BUILD_IMAGE"],
+                    "instance": f"t{uuid.uuid4().hex[:8]}",
+                    "gc_interval": 0.5,
+                    "gc_high_watermark": str(usage.total - 1),
+                    "gc_low_watermark": str(usage.total - size[unused]),
+                    "gc_grace": 0,
+                    "gc_use_record": str(record),
+                }
+            }
+        )
+    )
     backend.start_image_gc(prefix)
     try:
-        await asyncio.to_thread(wait_until, lambda: not image_exists(docker_client, unused), timeout=30,
-                                what="the hub's collector to remove the least recently used image")
+        await asyncio.to_thread(
+            wait_until,
+            lambda: not image_exists(docker_client, unused),
+            timeout=30,
+            what="the hub's collector to remove the least recently used image",
+        )
         assert image_exists(docker_client, used)
         # Counted in the hub's own registry, which JupyterHub serves at /hub/metrics (once the
         # pass is back from Docker's removal, a moment after the image is gone).
         from prometheus_client import REGISTRY
-        await asyncio.to_thread(wait_until, lambda: REGISTRY.get_sample_value("repo2docker_images_removed_total") >= 1,
-                                timeout=10, what="the removal to be counted")
+
+        await asyncio.to_thread(
+            wait_until,
+            lambda: REGISTRY.get_sample_value("repo2docker_images_removed_total") >= 1,
+            timeout=10,
+            what="the removal to be counted",
+        )
         assert REGISTRY.get_sample_value("repo2docker_image_bytes_removed_total") >= BLOB
     finally:
         await backend.close()

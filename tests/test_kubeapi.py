@@ -15,7 +15,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from repo2docker_buildcore import contract
 from repo2docker_buildcore.kubeapi import ApiError, KubeConfigError, connect, kubeconfig_credentials
+from support.operator import OperatorProcess
+from support.waiting import wait_until
 
 
 def _testenv_kubeconfig(testenv) -> dict:
@@ -28,15 +31,19 @@ def _with_user(testenv, user: dict) -> dict:
     config["contexts"][0]["context"]["user"] = "who"
     cluster = config["clusters"][0]["cluster"]
     cluster["certificate-authority-data"] = base64.b64encode(
-        Path(cluster.pop("certificate-authority")).read_bytes()).decode()
+        Path(cluster.pop("certificate-authority")).read_bytes()
+    ).decode()
     return config
 
 
 async def _who(path: Path) -> dict:
     api = await connect(str(path))
     try:
-        return await api.request("POST", "/apis/authentication.k8s.io/v1/selfsubjectreviews",
-                                 body={"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"})
+        return await api.request(
+            "POST",
+            "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+            body={"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"},
+        )
     finally:
         await api.close()
 
@@ -56,16 +63,24 @@ def test_a_token_a_token_file_and_an_exec_plugin_authenticate_as_the_same_user(t
     (tmp_path / "token").write_text(token + "\n")
     plugin = tmp_path / "bin" / "credential"
     plugin.parent.mkdir()
-    plugin.write_text("#!/bin/sh\n[ \"$WHO\" = admin ] || exit 3\n"
-                      f"echo '{{\"apiVersion\": \"client.authentication.k8s.io/v1\", \"kind\": \"ExecCredential\", "
-                      f"\"status\": {{\"token\": \"{token}\"}}}}'\n")
+    plugin.write_text(
+        '#!/bin/sh\n[ "$WHO" = admin ] || exit 3\n'
+        f'echo \'{{"apiVersion": "client.authentication.k8s.io/v1", "kind": "ExecCredential", '
+        f'"status": {{"token": "{token}"}}}}\'\n'
+    )
     plugin.chmod(plugin.stat().st_mode | stat.S_IXUSR)
     users = {
         "token": {"token": token},
         # Relative to the kubeconfig's own directory, as kubectl reads it.
         "tokenFile": {"tokenFile": "token"},
-        "exec": {"exec": {"apiVersion": "client.authentication.k8s.io/v1", "command": "./bin/credential",
-                          "env": [{"name": "WHO", "value": "admin"}], "interactiveMode": "Never"}},
+        "exec": {
+            "exec": {
+                "apiVersion": "client.authentication.k8s.io/v1",
+                "command": "./bin/credential",
+                "env": [{"name": "WHO", "value": "admin"}],
+                "interactiveMode": "Never",
+            }
+        },
     }
     seen = set()
     for kind, user in users.items():
@@ -78,24 +93,40 @@ def test_a_token_a_token_file_and_an_exec_plugin_authenticate_as_the_same_user(t
 @pytest.mark.integration
 def test_a_client_certificate_embedded_or_in_files_authenticates(testenv, tmp_path):
     pki = Path(testenv["KUBECONFIG"]).parent / "pki"
-    certificate, key = (pki / "apiserver-kubelet-client.crt").read_bytes(), (pki / "apiserver-kubelet-client.key").read_bytes()
+    certificate, key = (
+        (pki / "apiserver-kubelet-client.crt").read_bytes(),
+        (pki / "apiserver-kubelet-client.key").read_bytes(),
+    )
     embedded = tmp_path / "embedded.kubeconfig"
-    embedded.write_text(yaml.safe_dump(_with_user(testenv, {
-        "client-certificate-data": base64.b64encode(certificate).decode(),
-        "client-key-data": base64.b64encode(key).decode()})))
+    embedded.write_text(
+        yaml.safe_dump(
+            _with_user(
+                testenv,
+                {
+                    "client-certificate-data": base64.b64encode(certificate).decode(),
+                    "client-key-data": base64.b64encode(key).decode(),
+                },
+            )
+        )
+    )
     (tmp_path / "certs").mkdir()
     (tmp_path / "certs" / "client.crt").write_bytes(certificate)
     (tmp_path / "certs" / "client.key").write_bytes(key)
     files = tmp_path / "files.kubeconfig"
-    files.write_text(yaml.safe_dump(_with_user(testenv, {"client-certificate": "certs/client.crt",
-                                                          "client-key": "certs/client.key"})))
+    files.write_text(
+        yaml.safe_dump(
+            _with_user(testenv, {"client-certificate": "certs/client.crt", "client-key": "certs/client.key"})
+        )
+    )
     for path in (embedded, files):
         name, groups = _user_of(asyncio.run(_who(path)))
         assert (name, "system:masters" in groups) == ("kube-apiserver-kubelet-client", True)
 
 
 @pytest.mark.integration
-def test_kubeconfig_files_in_the_environment_are_merged_and_errors_carry_the_servers_message(testenv, tmp_path, monkeypatch):
+def test_kubeconfig_files_in_the_environment_are_merged_and_errors_carry_the_servers_message(
+    testenv, tmp_path, monkeypatch
+):
     config = _with_user(testenv, {"token": "not-a-token"})
     users, rest = tmp_path / "users.kubeconfig", tmp_path / "rest.kubeconfig"
     # The first file to name an entry wins: the real token in the first file, a wrong one after.
@@ -124,8 +155,16 @@ def test_a_kubeconfig_this_client_cannot_use_is_named_in_the_error(tmp_path):
 
     def write(user: dict, current: str = "x") -> str:
         path = tmp_path / "kubeconfig"
-        path.write_text(json.dumps({"clusters": [cluster], "contexts": [context], "current-context": current,
-                                    "users": [{"name": "u", "user": user}]}))
+        path.write_text(
+            json.dumps(
+                {
+                    "clusters": [cluster],
+                    "contexts": [context],
+                    "current-context": current,
+                    "users": [{"name": "u", "user": user}],
+                }
+            )
+        )
         return str(path)
 
     with pytest.raises(KubeConfigError, match="auth-provider entries are not supported"):
@@ -139,3 +178,37 @@ def test_a_kubeconfig_this_client_cannot_use_is_named_in_the_error(tmp_path):
     with pytest.raises(KubeConfigError, match="exec plugin .* failed: not logged in"):
         credentials.token()
     assert kubeconfig_credentials(write({"token": "t"})).token() == "t"
+
+
+@pytest.mark.integration
+def test_kopf_logs_in_as_the_operators_client_does(testenv, kubectl, namespace, crd, tmp_path):
+    """With a token file, which kopf's own kubeconfig reader does not know (and in a pod it
+    would call kubernetes.default.svc, which needs the cluster's DNS; the cluster tier runs
+    that case): the operator's watch sees a new build and its write decides it."""
+    (tmp_path / "token").write_text(_admin_token(testenv))
+    path = tmp_path / "operator.kubeconfig"
+    path.write_text(yaml.safe_dump(_with_user(testenv, {"tokenFile": "token"})))
+    op = OperatorProcess(testenv, namespace, tmp_path, kubeconfig=str(path)).start()
+    try:
+        url, commit = "https://example.org/login/repo", "c" * 40
+        spec = contract.BuildSpec(url, "main", commit, contract.image_name("r2d-", url, commit))
+        made = json.loads(
+            kubectl(
+                "create",
+                "-f",
+                "-",
+                "-o",
+                "json",
+                input=json.dumps(contract.build_manifest(spec, namespace, requested_by="ann")),
+            )
+        )
+        name = made["metadata"]["name"]
+        phase = wait_until(
+            lambda: kubectl.json("get", contract.PLURAL, name, "-n", namespace).get("status", {}).get("phase"),
+            timeout=60,
+            what="the operator to decide the build",
+        )
+        assert phase in ("Pending", "Queued", "Building", "Failed", "Succeeded"), phase
+        assert "LoginError" not in op.log() and "kubernetes.default.svc" not in op.log()
+    finally:
+        op.stop()

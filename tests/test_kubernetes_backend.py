@@ -107,6 +107,7 @@ async def test_a_success_whose_image_is_gone_is_replaced_and_a_successor_is_join
 
 # ---- KubernetesBuild.statuses: the resource and the live log, merged --------------------------
 
+
 class ScriptedFollow:
     """The shared watch of one resource, moved on by the test: `show(status)` or `delete()`."""
 
@@ -118,9 +119,15 @@ class ScriptedFollow:
         return None
 
     def show(self, **status) -> None:
-        self.sightings.put_nowait(Sighting(Seen.CHANGED, {"metadata": {"name": "b", "namespace": "ns", "uid": "u",
-                                                                       "resourceVersion": str(id(status))},
-                                                          "status": status}))
+        self.sightings.put_nowait(
+            Sighting(
+                Seen.CHANGED,
+                {
+                    "metadata": {"name": "b", "namespace": "ns", "uid": "u", "resourceVersion": str(id(status))},
+                    "status": status,
+                },
+            )
+        )
 
     def delete(self) -> None:
         self.sightings.put_nowait(Sighting(Seen.GONE))
@@ -152,8 +159,12 @@ class ScriptedLog:
 
 
 def building(lines: list[str], count: int | None = None) -> dict:
-    return {"phase": "Building", "containerId": "c1", "logTail": lines,
-            "logLineCount": len(lines) if count is None else count}
+    return {
+        "phase": "Building",
+        "containerId": "c1",
+        "logTail": lines,
+        "logLineCount": len(lines) if count is None else count,
+    }
 
 
 async def reader(build: KubernetesBuild, seen: list) -> list:
@@ -216,3 +227,28 @@ async def test_a_reader_that_stops_early_leaves_no_task_and_no_stream():
     await statuses.aclose()
     await until(lambda: log.closed, what="the live log stream to be closed")
     assert all(t.done() for t in relays)
+
+
+async def test_a_live_log_keeps_as_many_lines_as_the_operator_does():
+    """The chart's build.logTailLines, not the default 100 (KubernetesBackend.tail_lines), and
+    never fewer than the resource's own tail shows."""
+    for tail_lines, resource_tail, kept in ((150, 3, 150), (100, 120, 120)):
+        follow, log = ScriptedFollow(), ScriptedLog()
+        meta = {"metadata": {"name": "b", "namespace": "ns", "uid": "u"}}
+        build = KubernetesBuild(follow, meta, runner=log, tail_lines=tail_lines)
+        statuses: list = []
+
+        async def read(build=build, statuses=statuses):
+            async for status in build.statuses():
+                statuses.append(status)
+
+        task = asyncio.create_task(read())
+        follow.show(**building([f"r{i}" for i in range(resource_tail)]))
+        await until(lambda statuses=statuses: statuses, what="the first status")
+        for i in range(200):
+            log.print_line(f"line {i}")
+        log.print_line(None)
+        await until(lambda statuses=statuses: statuses[-1].log_line_count == 200, what="the live lines")
+        assert len(statuses[-1].log_tail) == kept, (tail_lines, resource_tail)
+        follow.show(phase="Failed", message="exit 1", logTail=["line 199"], logLineCount=200)
+        await asyncio.wait_for(task, 2)

@@ -70,8 +70,16 @@ async def test_lines_come_live_from_the_container_once_each_and_the_outcome_from
     watcher.queue.put_nowait(obj(phase="Building", containerId="c1", logTail=["Step 1/2 : FROM base"], logLineCount=1))
     await runner.lines.put("Step 2/2 : COPY x")
     await runner.lines.put(None)  # the container exits
-    watcher.queue.put_nowait(obj(phase="Succeeded", containerId="c1", image="r2d-x:1", message="Built r2d-x:1.",
-                                 logTail=["Step 1/2 : FROM base", "Step 2/2 : COPY x"], logLineCount=2))
+    watcher.queue.put_nowait(
+        obj(
+            phase="Succeeded",
+            containerId="c1",
+            image="r2d-x:1",
+            message="Built r2d-x:1.",
+            logTail=["Step 1/2 : FROM base", "Step 2/2 : COPY x"],
+            logLineCount=2,
+        )
+    )
     await asyncio.wait_for(task, 5)
     assert messages.count("Step 1/2 : FROM base") == 1 and messages.count("Step 2/2 : COPY x") == 1, messages
     assert messages[-2:] == ["Built r2d-x:1.", "Image ready; starting your server."], messages
@@ -82,8 +90,9 @@ async def test_without_the_container_on_this_daemon_lines_come_from_the_resource
     task = asyncio.create_task(collect(KubernetesBuild(watcher, obj(), runner), messages))
     watcher.queue.put_nowait(obj(phase="Building", containerId="elsewhere", logTail=["a"], logLineCount=1))
     watcher.queue.put_nowait(obj(phase="Building", containerId="elsewhere", logTail=["a", "b"], logLineCount=2))
-    watcher.queue.put_nowait(obj(phase="Failed", message="repo2docker exited with code 1.",
-                                 logTail=["a", "b", "c"], logLineCount=3))
+    watcher.queue.put_nowait(
+        obj(phase="Failed", message="repo2docker exited with code 1.", logTail=["a", "b", "c"], logLineCount=3)
+    )
     await asyncio.wait_for(task, 5)
     assert [m for m in messages if m in ("a", "b", "c")] == ["a", "b", "c"]
     assert "Build failed: repo2docker exited with code 1." in messages

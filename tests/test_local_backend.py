@@ -73,8 +73,9 @@ async def test_the_embedded_queue_is_fair_between_users():
 async def test_a_queued_build_nobody_waits_for_is_withdrawn_and_a_running_one_is_not():
     runner = FakeRunner(hold=True, image_after=False)
     b = backend(runner, concurrency=1, abandoned_after=0.05)
-    running, queued, rejoined = [await b.ensure(BuildSpec(f"https://h/a/r{i}", "main", SHA, f"r2d-x{i}:" + SHA))
-                                 for i in range(3)]
+    running, queued, rejoined = [
+        await b.ensure(BuildSpec(f"https://h/a/r{i}", "main", SHA, f"r2d-x{i}:" + SHA)) for i in range(3)
+    ]
     await until(lambda: queued.current().phase == Phase.QUEUED, what="the second build to queue")
     for build in (running, queued, rejoined):
         async with b.waiting_for(build):
@@ -99,11 +100,15 @@ async def test_a_prebuild_waits_behind_launches_until_a_launch_joins_it():
     await until(lambda: len(runner.started) == 1, what="Ann's build to start")
     prebuild = await b.ensure(specs[1], requested_by=PREBUILD_REQUESTER)
     bob = await b.ensure(specs[2], requested_by="bob")
-    await until(lambda: (prebuild.current().queue_position, bob.current().queue_position) == (2, 1),
-                what="the older prebuild to queue behind Bob's launch")
+    await until(
+        lambda: (prebuild.current().queue_position, bob.current().queue_position) == (2, 1),
+        what="the older prebuild to queue behind Bob's launch",
+    )
     joined = await b.ensure(specs[1], requested_by="carol")  # Carol launches the prebuilt commit
     assert joined is prebuild and prebuild.requested_by == "carol"
-    await until(lambda: (prebuild.current().queue_position, bob.current().queue_position) == (1, 2),
-                what="Carol's joined build to go first (it is older)")
+    await until(
+        lambda: (prebuild.current().queue_position, bob.current().queue_position) == (1, 2),
+        what="Carol's joined build to go first (it is older)",
+    )
     runner.release.set()
     await asyncio.gather(running.task, prebuild.task, bob.task)

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
-
-from pathlib import Path
 
 from repo2docker_buildcore.logtail import MAX_LINE_CHARS, BuildOutput, LogTail, parse_line
 
@@ -118,10 +117,15 @@ def test_classic_builder_output_passes_through_unchanged():
 
 def test_the_base_image_is_the_final_stage_s_first_from_as_either_builder_names_it():
     cases = {
-        ("#3 [builder 1/2] FROM docker.io/library/golang:1.22", "#4 [1/3] FROM docker.io/r2d/base:1@sha256:" + "a" * 64,
-         "#5 [2/3] RUN echo FROM x"): "docker.io/r2d/base:1@sha256:" + "a" * 64,
-        ("Step 1/6 : FROM r2d-testenv/singleuser:jupyterhub-6.1.1 AS final", "Step 2/6 : FROM other"):
-            "r2d-testenv/singleuser:jupyterhub-6.1.1",
+        (
+            "#3 [builder 1/2] FROM docker.io/library/golang:1.22",
+            "#4 [1/3] FROM docker.io/r2d/base:1@sha256:" + "a" * 64,
+            "#5 [2/3] RUN echo FROM x",
+        ): "docker.io/r2d/base:1@sha256:" + "a" * 64,
+        (
+            "Step 1/6 : FROM r2d-testenv/singleuser:jupyterhub-6.1.1 AS final",
+            "Step 2/6 : FROM other",
+        ): "r2d-testenv/singleuser:jupyterhub-6.1.1",
         ("#4 [2/2] RUN true",): None,
     }
     for lines, base in cases.items():

@@ -15,9 +15,19 @@ import docker.errors
 import pytest
 
 from repo2docker_buildcore import contract
+from support.builds import (
+    IMAGE_PREFIX,
+    create_build,
+    dockerfile_repo,
+    expected_provenance,
+    get_build,
+    head,
+    image_exists,
+    table_columns,
+    tagged,
+    wait_phase,
+)
 from support.env import both_repo2docker_versions
-from support.builds import (IMAGE_PREFIX, create_build, dockerfile_repo, expected_provenance, get_build, head,
-                            image_exists, table_columns, tagged, wait_phase)
 from support.operator import ContainerWatcher
 from support.waiting import wait_until
 
@@ -25,7 +35,9 @@ pytestmark = pytest.mark.integration
 
 
 @both_repo2docker_versions
-def test_build_reaches_succeeded_with_an_existing_image(kubectl, namespace, operator_factory, git_repos, base, docker_client):
+def test_build_reaches_succeeded_with_an_existing_image(
+    kubectl, namespace, operator_factory, git_repos, base, docker_client
+):
     op = operator_factory()
     repo = dockerfile_repo(git_repos, base, marker="hello from the repo")
     name = create_build(kubectl, namespace, repo.url, head(repo))
@@ -49,7 +61,9 @@ def test_build_reaches_succeeded_with_an_existing_image(kubectl, namespace, oper
     assert 'repo2docker_builds_total{outcome="succeeded"} 1.0' in op.metrics()
 
 
-def test_existing_image_succeeds_without_running_repo2docker(kubectl, namespace, operator_factory, git_repos, base, docker_client):
+def test_existing_image_succeeds_without_running_repo2docker(
+    kubectl, namespace, operator_factory, git_repos, base, docker_client
+):
     op = operator_factory()
     repo = dockerfile_repo(git_repos, base)
     commit = head(repo)
@@ -95,22 +109,35 @@ def test_concurrency_cap_holds_across_six_builds(kubectl, namespace, operator_fa
     assert max(p for ps in positions.values() for p in ps) >= 2, positions
 
 
-def test_one_users_many_builds_do_not_all_go_before_anothers_first(kubectl, namespace, operator_factory, git_repos,
-                                                                    base, docker_client):
+def test_one_users_many_builds_do_not_all_go_before_anothers_first(
+    kubectl, namespace, operator_factory, git_repos, base, docker_client
+):
     op = operator_factory(concurrency=1)
     ann = [dockerfile_repo(git_repos, base, sleep=4) for _ in range(4)]
     bob = dockerfile_repo(git_repos, base)
     with ContainerWatcher(docker_client, op.instance) as watcher:
         anns = [create_build(kubectl, namespace, r.url, head(r), requested_by="ann") for r in ann]
-        phases = lambda names: [get_build(kubectl, namespace, n).get("status", {}).get("phase") for n in names]
-        wait_until(lambda: sorted(phases(anns)) == ["Building", "Queued", "Queued", "Queued"], timeout=60,
-                   what="one of Ann's builds running, three queued")
+
+        def phases(names):
+            return [get_build(kubectl, namespace, n).get("status", {}).get("phase") for n in names]
+
+        wait_until(
+            lambda: sorted(phases(anns)) == ["Building", "Queued", "Queued", "Queued"],
+            timeout=60,
+            what="one of Ann's builds running, three queued",
+        )
         bobs = create_build(kubectl, namespace, bob.url, head(bob), requested_by="bob")
         # Every reader of the status sees the order Bob's build will really have.
-        wait_until(lambda: get_build(kubectl, namespace, bobs).get("status", {}).get("queuePosition") == 1,
-                   timeout=30, what="Bob's build to be first in the queue")
+        wait_until(
+            lambda: get_build(kubectl, namespace, bobs).get("status", {}).get("queuePosition") == 1,
+            timeout=30,
+            what="Bob's build to be first in the queue",
+        )
         for name in [*anns, bobs]:
-            assert wait_phase(kubectl, namespace, name, "Succeeded", "Failed", timeout=240)["status"]["phase"] == "Succeeded"
+            assert (
+                wait_phase(kubectl, namespace, name, "Succeeded", "Failed", timeout=240)["status"]["phase"]
+                == "Succeeded"
+            )
     started = [watcher.names[cid] for cid in sorted(watcher.running_since, key=watcher.running_since.get)]
     # Bob's one build started right after the build of Ann's that was running when he asked,
     # before any of her queued ones (first come, first served had put it fifth).
@@ -120,7 +147,8 @@ def test_one_users_many_builds_do_not_all_go_before_anothers_first(kubectl, name
 
 @both_repo2docker_versions
 async def test_tag_branch_and_sha_resolved_as_the_spawner_does_build_their_own_commits(
-        kubectl, namespace, operator_factory, git_repos, base, docker_client, testenv):
+    kubectl, namespace, operator_factory, git_repos, base, docker_client, testenv
+):
     from repo2dockerspawner.options import RepoPolicy
     from repo2dockerspawner.refs import resolve_ref
 
@@ -139,11 +167,16 @@ async def test_tag_branch_and_sha_resolved_as_the_spawner_does_build_their_own_c
     for ref, marker in expected.items():
         status = wait_phase(kubectl, namespace, names[ref], "Succeeded", "Failed")["status"]
         assert status["phase"] == "Succeeded", status
-        assert docker_client.containers.run(status["image"], ["cat", "/home/jovyan/marker.txt"], remove=True).decode() == marker
+        assert (
+            docker_client.containers.run(status["image"], ["cat", "/home/jovyan/marker.txt"], remove=True).decode()
+            == marker
+        )
 
 
 @both_repo2docker_versions
-def test_deleting_a_building_resource_removes_its_container(kubectl, namespace, operator_factory, git_repos, base, docker_client):
+def test_deleting_a_building_resource_removes_its_container(
+    kubectl, namespace, operator_factory, git_repos, base, docker_client
+):
     op = operator_factory()
     repo = dockerfile_repo(git_repos, base, sleep=120)
     name = create_build(kubectl, namespace, repo.url, head(repo))
@@ -162,13 +195,17 @@ def test_deleting_a_building_resource_removes_its_container(kubectl, namespace, 
 
     wait_until(container_gone, timeout=10, interval=0.1, what="the build container to be removed")
     assert time.monotonic() - started < 10
-    wait_until(lambda: kubectl.run("get", contract.PLURAL, name, "-n", namespace, check=False).returncode != 0,
-               timeout=15, what="the resource to be deleted (finalizer released)")
+    wait_until(
+        lambda: kubectl.run("get", contract.PLURAL, name, "-n", namespace, check=False).returncode != 0,
+        timeout=15,
+        what="the resource to be deleted (finalizer released)",
+    )
     assert 'repo2docker_builds_total{outcome="cancelled"} 1.0' in op.metrics()
 
 
 def test_sigkill_mid_build_then_restart_reattaches_without_a_second_build(
-        kubectl, namespace, operator_factory, git_repos, base, docker_client):
+    kubectl, namespace, operator_factory, git_repos, base, docker_client
+):
     op = operator_factory()
     repo = dockerfile_repo(git_repos, base, sleep=8)
     with ContainerWatcher(docker_client, op.instance) as watcher:
@@ -187,14 +224,18 @@ def test_sigkill_mid_build_then_restart_reattaches_without_a_second_build(
 
 
 def test_build_that_finished_while_the_operator_was_down_is_completed(
-        kubectl, namespace, operator_factory, git_repos, base, docker_client):
+    kubectl, namespace, operator_factory, git_repos, base, docker_client
+):
     op = operator_factory()
     repo = dockerfile_repo(git_repos, base, sleep=2)
     name = create_build(kubectl, namespace, repo.url, head(repo))
     container_id = wait_phase(kubectl, namespace, name, "Building")["status"]["containerId"]
     op.kill()
-    wait_until(lambda: docker_client.containers.get(container_id).status == "exited", timeout=60,
-               what="the build to finish while no operator runs")
+    wait_until(
+        lambda: docker_client.containers.get(container_id).status == "exited",
+        timeout=60,
+        what="the build to finish while no operator runs",
+    )
     op.start()
     status = wait_phase(kubectl, namespace, name, "Succeeded", "Failed")["status"]
     assert status["phase"] == "Succeeded"
@@ -203,7 +244,9 @@ def test_build_that_finished_while_the_operator_was_down_is_completed(
         docker_client.containers.get(container_id)
 
 
-def test_build_past_its_timeout_is_killed_and_failed(kubectl, namespace, operator_factory, git_repos, base, docker_client):
+def test_build_past_its_timeout_is_killed_and_failed(
+    kubectl, namespace, operator_factory, git_repos, base, docker_client
+):
     operator_factory(build_timeout=4)
     repo = dockerfile_repo(git_repos, base, sleep=60)
     name = create_build(kubectl, namespace, repo.url, head(repo))
@@ -255,7 +298,9 @@ def test_image_outside_the_prefix_is_refused(kubectl, namespace, operator_factor
     assert f"must be {contract.image_name('r2d-test-', repo.url, commit)}, not python:3" in status["message"]
 
 
-def test_build_image_outside_the_allow_list_is_refused(kubectl, namespace, operator_factory, git_repos, base, docker_client):
+def test_build_image_outside_the_allow_list_is_refused(
+    kubectl, namespace, operator_factory, git_repos, base, docker_client
+):
     """Build containers hold the node's Docker socket: whoever may create a resource must not
     choose what runs with it."""
     op = operator_factory()
@@ -269,7 +314,8 @@ def test_build_image_outside_the_allow_list_is_refused(kubectl, namespace, opera
 
 def test_api_server_rejects_invalid_specs(kubectl, namespace, crd):
     manifest = {
-        "apiVersion": contract.API_VERSION, "kind": contract.KIND,
+        "apiVersion": contract.API_VERSION,
+        "kind": contract.KIND,
         "metadata": {"name": "bad", "namespace": namespace},
         "spec": {"repoUrl": "file:///etc", "ref": "--upload-pack=touch /tmp/x", "commit": "abc", "image": "r2d-x:1"},
     }
@@ -282,8 +328,17 @@ def test_api_server_rejects_invalid_specs(kubectl, namespace, crd):
 def test_spec_is_immutable(kubectl, namespace, crd):
     commit = "a" * 40
     name = create_build(kubectl, namespace, "https://example.org/a/b", commit)
-    proc = kubectl.run("patch", contract.PLURAL, name, "-n", namespace, "--type=merge",
-                       "-p", json.dumps({"spec": {"commit": "b" * 40}}), check=False)
+    proc = kubectl.run(
+        "patch",
+        contract.PLURAL,
+        name,
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": {"commit": "b" * 40}}),
+        check=False,
+    )
     assert proc.returncode != 0 and "immutable" in proc.stderr
 
 
@@ -305,13 +360,17 @@ def test_kubectl_get_shows_the_printer_columns(kubectl, namespace, operator_fact
 
 
 def test_finished_resources_are_deleted_after_their_ttl_and_images_stay(
-        kubectl, namespace, operator_factory, git_repos, base, docker_client):
+    kubectl, namespace, operator_factory, git_repos, base, docker_client
+):
     operator_factory(finished_ttl=2)
     repo = dockerfile_repo(git_repos, base)
     name = create_build(kubectl, namespace, repo.url, head(repo))
     image = wait_phase(kubectl, namespace, name, "Succeeded")["status"]["image"]
-    wait_until(lambda: kubectl.run("get", contract.PLURAL, name, "-n", namespace, check=False).returncode != 0,
-               timeout=30, what="the finished resource to expire")
+    wait_until(
+        lambda: kubectl.run("get", contract.PLURAL, name, "-n", namespace, check=False).returncode != 0,
+        timeout=30,
+        what="the finished resource to expire",
+    )
     assert image_exists(docker_client, image)
 
 
@@ -333,13 +392,16 @@ def test_cap_holds_across_a_restart(kubectl, namespace, operator_factory, git_re
         op.kill()
         op.start()
         for n in names:
-            assert wait_phase(kubectl, namespace, n, "Succeeded", "Failed", timeout=120)["status"]["phase"] == "Succeeded"
+            assert (
+                wait_phase(kubectl, namespace, n, "Succeeded", "Failed", timeout=120)["status"]["phase"] == "Succeeded"
+            )
     assert watcher.max_running == 2
     assert len(watcher.seen_ids) == 3 and all(len(ids) == 1 for ids in watcher.seen_ids.values())
 
 
 def test_the_next_build_waits_in_a_created_container_that_a_freed_slot_only_starts(
-        kubectl, namespace, operator_factory, git_repos, base, docker_client):
+    kubectl, namespace, operator_factory, git_repos, base, docker_client
+):
     # Alone (no other builder's Lease) a lease duration after its start: then it makes ahead.
     op = operator_factory(concurrency=1, lease_duration=3)
     # The first runs long enough for the queue to be looked at on a loaded machine.
@@ -356,14 +418,20 @@ def test_the_next_build_waits_in_a_created_container_that_a_freed_slot_only_star
         assert ahead.status == "created" and get_build(kubectl, namespace, second)["status"]["phase"] == "Queued"
         time.sleep(1.1)  # creation times have whole seconds: the third is created after the second
         third = create_build(kubectl, namespace, repos[2].url, head(repos[2]))
-        wait_until(lambda: get_build(kubectl, namespace, third).get("status", {}).get("queuePosition") == 2,
-                   timeout=30, what="the third build to queue behind the second")
+        wait_until(
+            lambda: get_build(kubectl, namespace, third).get("status", {}).get("queuePosition") == 2,
+            timeout=30,
+            what="the third build to queue behind the second",
+        )
         assert not containers(third)  # one slot: only the next in line
         # Its operator dies: the created container holds no slot, and it is the one that runs.
         op.kill()
         op.start()
         for name in (first, second, third):
-            assert wait_phase(kubectl, namespace, name, "Succeeded", "Failed", timeout=120)["status"]["phase"] == "Succeeded"
+            assert (
+                wait_phase(kubectl, namespace, name, "Succeeded", "Failed", timeout=120)["status"]["phase"]
+                == "Succeeded"
+            )
         uid = get_build(kubectl, namespace, second)["metadata"]["uid"]
         assert watcher.seen_ids[uid] == {ahead.id}
 
@@ -379,8 +447,9 @@ def test_the_next_build_waits_in_a_created_container_that_a_freed_slot_only_star
 
 @both_repo2docker_versions
 def test_a_built_image_s_provenance_is_in_status_and_in_kubectl_s_wide_columns(
-        kubectl, namespace, operator_factory, git_repos, base, docker_client, build_image):
-    op = operator_factory(node_name="prov-node")
+    kubectl, namespace, operator_factory, git_repos, base, docker_client, build_image
+):
+    operator_factory(node_name="prov-node")
     repo = dockerfile_repo(git_repos, base, sleep=2)
     name = create_build(kubectl, namespace, repo.url, head(repo))
     status = wait_phase(kubectl, namespace, name, "Succeeded", "Failed")["status"]
@@ -395,7 +464,8 @@ def test_a_built_image_s_provenance_is_in_status_and_in_kubectl_s_wide_columns(
 
 
 async def test_a_queued_prebuild_waits_behind_launches_until_a_launch_joins_it(
-        kubectl, namespace, operator_factory, git_repos, base, testenv):
+    kubectl, namespace, operator_factory, git_repos, base, testenv
+):
     from repo2docker_buildcore.kubeapi import connect
     from repo2docker_buildcore.resources import BuildResources
 
@@ -433,7 +503,8 @@ def test_unreachable_docker_daemon_fails_the_build_with_a_message(kubectl, names
 
 
 def test_memory_limit_is_refused_for_buildx_releases_and_applied_for_older_ones(
-        kubectl, namespace, operator_factory, git_repos, base, testenv, docker_client):
+    kubectl, namespace, operator_factory, git_repos, base, testenv, docker_client
+):
     # Configured for every build, with the default (buildx) image: refused at start, in words.
     with pytest.raises(AssertionError, match="cannot limit a build's memory"):
         operator_factory(memory_limit="1Gi")
@@ -446,8 +517,14 @@ def test_memory_limit_is_refused_for_buildx_releases_and_applied_for_older_ones(
 
     old_repo = dockerfile_repo(git_repos, base)
     with ContainerWatcher(docker_client, op.instance) as watcher:
-        old = create_build(kubectl, namespace, old_repo.url, head(old_repo), resources={"memory": "1Gi"},
-                           buildImage=testenv["R2D_BUILD_IMAGE_2024"])
+        old = create_build(
+            kubectl,
+            namespace,
+            old_repo.url,
+            head(old_repo),
+            resources={"memory": "1Gi"},
+            buildImage=testenv["R2D_BUILD_IMAGE_2024"],
+        )
         building = wait_phase(kubectl, namespace, old, "Building")["status"]
         config = docker_client.containers.get(building["containerId"]).attrs
         status = wait_phase(kubectl, namespace, old, "Succeeded", "Failed")["status"]
@@ -458,7 +535,8 @@ def test_memory_limit_is_refused_for_buildx_releases_and_applied_for_older_ones(
 
 
 def test_finished_resources_leave_the_watch_and_still_expire_after_a_restart(
-        kubectl, namespace, operator_factory, git_repos, base):
+    kubectl, namespace, operator_factory, git_repos, base
+):
     """A finished build is marked (label with its finish time, no finalizer, status.finishedAt),
     so a restarted operator neither watches nor re-handles it, and still deletes it when its
     TTL ends."""
@@ -466,20 +544,33 @@ def test_finished_resources_leave_the_watch_and_still_expire_after_a_restart(
     repo = dockerfile_repo(git_repos, base)
     name = create_build(kubectl, namespace, repo.url, head(repo))
     wait_phase(kubectl, namespace, name, "Succeeded")
-    meta = wait_until(lambda: (m := get_build(kubectl, namespace, name)["metadata"]).get("labels", {}).get(
-        contract.LABEL_FINISHED_AT) and m, timeout=10, what="the finished mark")
+    meta = wait_until(
+        lambda: (
+            (m := get_build(kubectl, namespace, name)["metadata"]).get("labels", {}).get(contract.LABEL_FINISHED_AT)
+            and m
+        ),
+        timeout=10,
+        what="the finished mark",
+    )
     assert not meta.get("finalizers"), meta.get("finalizers")
-    released = wait_until(lambda: get_build(kubectl, namespace, name)["status"].get(contract.STATUS_FINISHED_AT),
-                          timeout=10, what="status.finishedAt")
+    released = wait_until(
+        lambda: get_build(kubectl, namespace, name)["status"].get(contract.STATUS_FINISHED_AT),
+        timeout=10,
+        what="status.finishedAt",
+    )
     assert released == int(meta["labels"][contract.LABEL_FINISHED_AT])
     op.kill()
     op.start()  # its watch excludes the marked resource: only the finished-listing knows it
-    wait_until(lambda: kubectl.run("get", contract.PLURAL, name, "-n", namespace, check=False).returncode != 0,
-               timeout=40, what="the restarted operator to delete the expired resource")
+    wait_until(
+        lambda: kubectl.run("get", contract.PLURAL, name, "-n", namespace, check=False).returncode != 0,
+        timeout=40,
+        what="the restarted operator to delete the expired resource",
+    )
 
 
-def test_a_queued_build_carries_an_estimated_start_from_the_builds_before_it(kubectl, namespace, operator_factory,
-                                                                           git_repos, base):
+def test_a_queued_build_carries_an_estimated_start_from_the_builds_before_it(
+    kubectl, namespace, operator_factory, git_repos, base
+):
     operator_factory(concurrency=1)
     first = dockerfile_repo(git_repos, base, sleep=3)
     name = create_build(kubectl, namespace, first.url, head(first))
@@ -488,8 +579,14 @@ def test_a_queued_build_carries_an_estimated_start_from_the_builds_before_it(kub
     running_name = create_build(kubectl, namespace, running.url, head(running))
     wait_phase(kubectl, namespace, running_name, "Building", timeout=60)
     queued_name = create_build(kubectl, namespace, queued.url, head(queued))
-    status = wait_until(lambda: get_build(kubectl, namespace, queued_name).get("status", {}).get("estimatedStart") and
-                        get_build(kubectl, namespace, queued_name)["status"], timeout=30, what="an estimated start")
+    status = wait_until(
+        lambda: (
+            get_build(kubectl, namespace, queued_name).get("status", {}).get("estimatedStart")
+            and get_build(kubectl, namespace, queued_name)["status"]
+        ),
+        timeout=30,
+        what="an estimated start",
+    )
     assert status["phase"] == "Queued"
     # From the one build this operator has seen (its slot time, a few seconds), less what the
     # running build has had: within a minute from now, not in the past by more than a moment.

@@ -24,8 +24,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.serial]
 PREFIX = "r2d-test-cached-"
 
 
-def build_requests(kubectl, key=lambda labels: (labels["verb"], labels.get("subresource", "")),
-                   where=lambda labels: True) -> Counter:
+def build_requests(
+    kubectl, key=lambda labels: (labels["verb"], labels.get("subresource", "")), where=lambda labels: True
+) -> Counter:
     """apiserver_request_total for build resources `where` it holds, summed by `key` (of the
     metric's labels; by default (verb, subresource))."""
     counts: Counter = Counter()
@@ -43,9 +44,17 @@ def settled(kubectl, namespace: str, base: str, count: int, counter) -> tuple[Co
     before = counter()
     images = cached_resources(kubectl, namespace, base, count)
     try:
-        wait_until(lambda: kubectl("get", contract.PLURAL, "-n", namespace, "-o",
-                                   "jsonpath={.items[*].status.phase}").split().count("Succeeded") == count,
-                   timeout=300, interval=0.5, what=f"{count} cached builds to succeed")
+        wait_until(
+            lambda: (
+                kubectl("get", contract.PLURAL, "-n", namespace, "-o", "jsonpath={.items[*].status.phase}")
+                .split()
+                .count("Succeeded")
+                == count
+            ),
+            timeout=300,
+            interval=0.5,
+            what=f"{count} cached builds to succeed",
+        )
         time.sleep(2)  # anything the operator would still write
         return counter() - before, images
     except BaseException:
@@ -74,8 +83,9 @@ def cached_resources(kubectl, namespace: str, base: str, count: int) -> list[str
 
 
 @pytest.mark.parametrize("count", [10, 100])
-def test_a_resource_whose_image_exists_costs_a_constant_number_of_requests(count, testenv, kubectl, namespace, crd,
-                                                                          base, tmp_path):
+def test_a_resource_whose_image_exists_costs_a_constant_number_of_requests(
+    count, testenv, kubectl, namespace, crd, base, tmp_path
+):
     operator = OperatorProcess(testenv, namespace, tmp_path, image_prefix=PREFIX).start()
     try:
         made, images = settled(kubectl, namespace, base, count, lambda: build_requests(kubectl))
@@ -99,24 +109,38 @@ def test_a_resource_whose_image_exists_costs_a_constant_number_of_requests(count
 
 def status_writes(kubectl) -> Counter:
     """Status writes of build resources by HTTP code (accepted 200, refused 409)."""
-    return build_requests(kubectl, key=lambda labels: labels["code"],
-                          where=lambda labels: (labels["verb"], labels.get("subresource")) == ("PATCH", "status"))
+    return build_requests(
+        kubectl,
+        key=lambda labels: labels["code"],
+        where=lambda labels: (labels["verb"], labels.get("subresource")) == ("PATCH", "status"),
+    )
 
 
-def test_with_two_builders_each_cached_resource_is_decided_by_exactly_one(testenv, kubectl, namespace, crd, base,
-                                                                           tmp_path):
+def test_with_two_builders_each_cached_resource_is_decided_by_exactly_one(
+    testenv, kubectl, namespace, crd, base, tmp_path
+):
     """Both builders see every new resource and both decide it; the API server accepts the
     first decision (guarded by the version both saw) and refuses the other: one outcome per
     resource, never two writers."""
     count = 30
     instance = f"t{uuid.uuid4().hex[:8]}"
-    operators = [OperatorProcess(testenv, namespace, tmp_path, instance=instance, image_prefix=PREFIX,
-                                 node_name=node, docker_socket=testenv["R2D_NODE_DOCKER_SOCKET"]).start()
-                 for node in ("r2d-node", "r2d-node-b")]
+    operators = [
+        OperatorProcess(
+            testenv,
+            namespace,
+            tmp_path,
+            instance=instance,
+            image_prefix=PREFIX,
+            node_name=node,
+            docker_socket=testenv["R2D_NODE_DOCKER_SOCKET"],
+        ).start()
+        for node in ("r2d-node", "r2d-node-b")
+    ]
     try:
         made, images = settled(kubectl, namespace, base, count, lambda: status_writes(kubectl))
-        builders = Counter(kubectl("get", contract.PLURAL, "-n", namespace, "-o",
-                                   "jsonpath={.items[*].status.builder}").split())
+        builders = Counter(
+            kubectl("get", contract.PLURAL, "-n", namespace, "-o", "jsonpath={.items[*].status.builder}").split()
+        )
     finally:
         for operator in operators:
             operator.stop()

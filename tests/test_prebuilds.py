@@ -4,8 +4,8 @@ signed push webhook), behind users' launches, and a launch afterwards that build
 from __future__ import annotations
 
 import hashlib
-import http.client
 import hmac
+import http.client
 import json
 import re
 import time
@@ -24,16 +24,24 @@ SECRET = "prebuild-test-secret"
 
 
 def watching(hubs, backend: str, repo, interval: float, **extra):
-    return hubs(backend, prebuild_repos=[{"repo": repo.url, "refs": ["main"]}], prebuild_interval=interval,
-                webhook_secret=SECRET, **extra)
+    return hubs(
+        backend,
+        prebuild_repos=[{"repo": repo.url, "refs": ["main"]}],
+        prebuild_interval=interval,
+        webhook_secret=SECRET,
+        **extra,
+    )
 
 
 def no_build_containers(docker_client, hub) -> None:
     """Until the builds so far have removed their containers (an image is tagged a moment
     before its build container exits)."""
     label = f"{contract.LABEL_INSTANCE}={hub.build_instance}"
-    wait_until(lambda: not docker_client.containers.list(all=True, filters={"label": label}), timeout=60,
-               what="the earlier builds' containers to go")
+    wait_until(
+        lambda: not docker_client.containers.list(all=True, filters={"label": label}),
+        timeout=60,
+        what="the earlier builds' containers to go",
+    )
 
 
 def image_of(repo, commit: str) -> str:
@@ -41,8 +49,12 @@ def image_of(repo, commit: str) -> str:
 
 
 def deliver(hub, body: dict, **headers: str) -> requests.Response:
-    return requests.post(f"{hub.url}/hub/repo2docker/webhook", data=json.dumps(body).encode(), timeout=30,
-                         headers={"Content-Type": "application/json", **headers})
+    return requests.post(
+        f"{hub.url}/hub/repo2docker/webhook",
+        data=json.dumps(body).encode(),
+        timeout=30,
+        headers={"Content-Type": "application/json", **headers},
+    )
 
 
 def github_push(hub, url: str, secret: str = SECRET) -> requests.Response:
@@ -53,25 +65,32 @@ def github_push(hub, url: str, secret: str = SECRET) -> requests.Response:
 
 def watched_rows(hub) -> list[dict[str, str]]:
     page = hub.login(ADMIN).get(f"{hub.url}/hub/builds").text
-    return [dict(re.findall(r'data-(repo|ref|commit|resolutions)="([^"]*)"', row))
-            for row in re.findall(r'<tr class="r2d-watched"[^>]*>', page)]
+    return [
+        dict(re.findall(r'data-(repo|ref|commit|resolutions)="([^"]*)"', row))
+        for row in re.findall(r'<tr class="r2d-watched"[^>]*>', page)
+    ]
 
 
 @pytest.mark.parametrize("backend", ["local", "kubernetes"])
 def test_a_pushed_branch_is_built_with_nobody_asking_and_the_next_launch_builds_nothing(
-        backend, testenv, docker_client, git_repos, hubs):
+    backend, testenv, docker_client, git_repos, hubs
+):
     repo = dockerfile_repo(git_repos, testenv["R2D_SINGLEUSER_IMAGE"], marker="first")
     hub = watching(hubs, backend, repo, interval=5)
-    wait_until(lambda: image_exists(docker_client, image_of(repo, head(repo))), timeout=180,
-               what="the watched branch's prebuild at the hub's start")
+    wait_until(
+        lambda: image_exists(docker_client, image_of(repo, head(repo))),
+        timeout=180,
+        what="the watched branch's prebuild at the hub's start",
+    )
     no_build_containers(docker_client, hub)
     second = repo.commit({"marker.txt": "second\n"})
     pushed = time.monotonic()
     with ContainerWatcher(docker_client, hub.build_instance) as watcher:
         wait_until(lambda: watcher.seen_ids, timeout=60, interval=0.2, what="a build of the pushed commit")
         print(f"push -> build container: {time.monotonic() - pushed:.1f} s (interval 5 s)")
-        wait_until(lambda: image_exists(docker_client, image_of(repo, second)), timeout=180,
-                   what="the pushed commit's image")
+        wait_until(
+            lambda: image_exists(docker_client, image_of(repo, second)), timeout=180, what="the pushed commit's image"
+        )
     assert [(row["ref"], row["commit"]) for row in watched_rows(hub)] == [("main", second)]
 
     no_build_containers(docker_client, hub)
@@ -84,11 +103,15 @@ def test_a_pushed_branch_is_built_with_nobody_asking_and_the_next_launch_builds_
 
 
 def test_a_signed_webhook_starts_the_build_at_once_a_wrong_one_nothing_and_a_flood_one_listing(
-        testenv, docker_client, git_repos, hubs):
+    testenv, docker_client, git_repos, hubs
+):
     repo = dockerfile_repo(git_repos, testenv["R2D_SINGLEUSER_IMAGE"])
     hub = watching(hubs, "local", repo, interval=3600)  # after the first, no resolution but the webhook's
-    wait_until(lambda: image_exists(docker_client, image_of(repo, head(repo))), timeout=180,
-               what="the watched branch's prebuild at the hub's start")
+    wait_until(
+        lambda: image_exists(docker_client, image_of(repo, head(repo))),
+        timeout=180,
+        what="the watched branch's prebuild at the hub's start",
+    )
     listings = int(watched_rows(hub)[0]["resolutions"])
     no_build_containers(docker_client, hub)
     second = repo.commit({"marker.txt": "second\n"})
@@ -111,15 +134,17 @@ def test_a_signed_webhook_starts_the_build_at_once_a_wrong_one_nothing_and_a_flo
         print(f"signed webhook -> build container: {time.monotonic() - sent:.2f} s")
         # A flood of deliveries for one repository: one listing under way, at most one after it.
         before = int(watched_rows(hub)[0]["resolutions"])
-        gitlab = deliver(hub, {"project": {"git_http_url": repo.url}}, **{"X-Gitlab-Event": "Push Hook",
-                                                                          "X-Gitlab-Token": SECRET})
+        gitlab = deliver(
+            hub, {"project": {"git_http_url": repo.url}}, **{"X-Gitlab-Event": "Push Hook", "X-Gitlab-Token": SECRET}
+        )
         assert gitlab.status_code == 202
         for _ in range(20):
             assert github_push(hub, repo.url).status_code == 202
         time.sleep(3)
         assert int(watched_rows(hub)[0]["resolutions"]) - before <= 2
-        wait_until(lambda: image_exists(docker_client, image_of(repo, second)), timeout=180,
-                   what="the pushed commit's image")
+        wait_until(
+            lambda: image_exists(docker_client, image_of(repo, second)), timeout=180, what="the pushed commit's image"
+        )
     assert len(watcher.seen_ids) == 1  # one build, whatever the number of deliveries
 
 
@@ -127,8 +152,11 @@ def test_prebuilds_wait_behind_users_launches_at_a_limit_of_one(testenv, docker_
     base = testenv["R2D_SINGLEUSER_IMAGE"]
     watched = dockerfile_repo(git_repos, base)
     hub = watching(hubs, "local", watched, interval=3600, **{"LocalBackend.concurrency": 1})
-    wait_until(lambda: image_exists(docker_client, image_of(watched, head(watched))), timeout=180,
-               what="the watched branch's prebuild at the hub's start")
+    wait_until(
+        lambda: image_exists(docker_client, image_of(watched, head(watched))),
+        timeout=180,
+        what="the watched branch's prebuild at the hub's start",
+    )
     slow, quick = dockerfile_repo(git_repos, base, sleep=15), dockerfile_repo(git_repos, base)
     with ContainerWatcher(docker_client, hub.build_instance) as watcher:
         hub.create_user("u1")
@@ -139,11 +167,17 @@ def test_prebuilds_wait_behind_users_launches_at_a_limit_of_one(testenv, docker_
         wait_until(lambda: watched_rows(hub)[0]["commit"] == pushed, timeout=30, what="the prebuild to be asked for")
         hub.create_user("u2")
         assert hub.spawn("u2", {"repo": quick.url, "ref": "main"}).status_code == 202  # asked after the prebuild
-        wait_until(lambda: image_exists(docker_client, image_of(watched, pushed)), timeout=240,
-                   what="the prebuild to run in the end")
+        wait_until(
+            lambda: image_exists(docker_client, image_of(watched, pushed)),
+            timeout=240,
+            what="the prebuild to run in the end",
+        )
     names = [contract.build_name(r.url, c) for r, c in ((slow, head(slow)), (quick, head(quick)), (watched, pushed))]
-    started = [watcher.names[c] for c in sorted(watcher.running_since, key=watcher.running_since.get)
-               if watcher.names[c] in names]  # the first prebuild's container may still be ending
+    started = [
+        watcher.names[c]
+        for c in sorted(watcher.running_since, key=watcher.running_since.get)
+        if watcher.names[c] in names
+    ]  # the first prebuild's container may still be ending
     assert started == names, started  # the later launch went before the earlier prebuild
 
 
@@ -168,6 +202,10 @@ def test_the_webhook_tells_nothing_to_whoever_cannot_sign_and_reads_no_large_bod
     assert answer.status == 413, (answer.status, answer.read()[:300])
     conn.close()
     # Sent in chunks, without a length: refused once it grows past the limit.
-    chunked = requests.post(f"http://{host}:{port}/hub/repo2docker/webhook", data=iter([b"x" * 65536] * 20), timeout=30,
-                            headers={"X-GitHub-Event": "push"})
+    chunked = requests.post(
+        f"http://{host}:{port}/hub/repo2docker/webhook",
+        data=iter([b"x" * 65536] * 20),
+        timeout=30,
+        headers={"X-GitHub-Event": "push"},
+    )
     assert chunked.status_code == 413, chunked.text

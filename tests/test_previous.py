@@ -29,7 +29,8 @@ def moved_on(repo, marker: str, extra: str) -> str:
 
 @pytest.mark.parametrize("backend", ["local", "kubernetes"])
 def test_a_moved_branch_starts_its_previous_image_at_once_and_the_new_build_goes_on(
-        backend, testenv, docker_client, git_repos, hubs):
+    backend, testenv, docker_client, git_repos, hubs
+):
     repo = dockerfile_repo(git_repos, testenv["R2D_SINGLEUSER_IMAGE"], marker="first")
     hub = hubs(backend)
     response, events = hub.spawn_and_follow("ann", {"repo": repo.url, "ref": "main"})
@@ -48,8 +49,11 @@ def test_a_moved_branch_starts_its_previous_image_at_once_and_the_new_build_goes
     namespace = hub.spawner_config.get("KubernetesBackend.namespace", "local")
     detail = hub.login(ADMIN).get(f"{hub.url}/hub/builds/{namespace}/{contract.build_name(repo.url, second)}").text
     assert f'data-field="replaces">{first}<' in detail  # the new build records the commit it replaces
-    wait_until(lambda: image_exists(docker_client, contract.image_name("r2d-e2e-", repo.url, second)), timeout=180,
-               what="the new commit's build to finish, for the next launch")
+    wait_until(
+        lambda: image_exists(docker_client, contract.image_name("r2d-e2e-", repo.url, second)),
+        timeout=180,
+        what="the new commit's build to finish, for the next launch",
+    )
     response, events = hub.spawn_and_follow("ann", {"repo": repo.url, "ref": "main"})
     assert events[-1].get("ready") and hub.user_file("ann", "marker.txt") == "second\n"
     hub.stop_server("ann")

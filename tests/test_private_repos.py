@@ -27,13 +27,19 @@ INTO_HOME = "FROM {base}\nRUN echo build-{token} && sleep {sleep}\nCOPY marker.t
 
 
 def private_repo(git_repos, testenv, owner: str, marker: str, sleep: int = 0):
-    files = {"Dockerfile": INTO_HOME.format(base=testenv["R2D_SINGLEUSER_IMAGE"], token=uuid.uuid4().hex, sleep=sleep),
-             "marker.txt": marker + "\n"}
+    files = {
+        "Dockerfile": INTO_HOME.format(base=testenv["R2D_SINGLEUSER_IMAGE"], token=uuid.uuid4().hex, sleep=sleep),
+        "marker.txt": marker + "\n",
+    }
     return git_repos.create(files, prefix=f"private/{owner}/course")
 
 
 def tokens(testenv) -> dict[str, str]:
-    return {"hub": testenv["R2D_GIT_HUB_TOKEN"], "alice": testenv["R2D_GIT_ALICE_TOKEN"], "bob": testenv["R2D_GIT_BOB_TOKEN"]}
+    return {
+        "hub": testenv["R2D_GIT_HUB_TOKEN"],
+        "alice": testenv["R2D_GIT_ALICE_TOKEN"],
+        "bob": testenv["R2D_GIT_BOB_TOKEN"],
+    }
 
 
 async def refusal(url: str, ref: str, policy: RepoPolicy, credential: GitCredential | None) -> str:
@@ -51,10 +57,13 @@ async def test_lookups_tell_missing_credentials_from_refused_ones_and_never_reve
     alice, bob = GitCredential("alice", tokens(testenv)["alice"]), GitCredential("bob", tokens(testenv)["bob"])
 
     assert await resolve_ref(repo.url, "main", policy, credential=alice) == head(repo)
-    assert await resolve_ref(repo.url, "main", policy, credential=GitCredential("hub", tokens(testenv)["hub"])) == head(repo)
+    assert await resolve_ref(repo.url, "main", policy, credential=GitCredential("hub", tokens(testenv)["hub"])) == head(
+        repo
+    )
     assert "needs credentials" in await refusal(repo.url, "main", policy, None)
-    assert "credentials for" in await refusal(repo.url, "main", policy, GitCredential("alice", "wrong")) \
-        and "were refused" in await refusal(repo.url, "main", policy, GitCredential("alice", "wrong"))
+    assert "credentials for" in await refusal(
+        repo.url, "main", policy, GitCredential("alice", "wrong")
+    ) and "were refused" in await refusal(repo.url, "main", policy, GitCredential("alice", "wrong"))
     # Bob may not read it: told exactly what a missing repository is told.
     told = await refusal(repo.url, "main", policy, bob)
     assert "was not found" in told
@@ -86,7 +95,9 @@ class Snooper:
         while not self._stop.wait(0.2):
             # The low-level listing: the high-level one inspects each container and fails
             # (ending this thread) on one removed meanwhile.
-            for c in self.client.api.containers(all=True, filters={"label": f"{contract.LABEL_INSTANCE}={self.instance}"}):
+            for c in self.client.api.containers(
+                all=True, filters={"label": f"{contract.LABEL_INSTANCE}={self.instance}"}
+            ):
                 try:
                     self.seen.append(json.dumps(self.client.api.inspect_container(c["Id"])))
                 except docker.errors.NotFound:
@@ -105,14 +116,19 @@ def launch(hub, name: str, url: str) -> list[dict]:
 @pytest.mark.e2e
 @pytest.mark.parametrize("backend", ["local", "kubernetes"])
 def test_hub_credentials_build_and_launch_a_private_repository_and_show_nowhere(
-        hubs, backend, testenv, git_repos, docker_client, tmp_path, kubectl):
+    hubs, backend, testenv, git_repos, docker_client, tmp_path, kubectl
+):
     token = tokens(testenv)["hub"]
     host = testenv["R2D_BRIDGE_IP"]
     credentials = tmp_path / "credentials.json"
     credentials.write_text(json.dumps({f"http://{host}": {"username": "hub", "token": token}}))
     # The hub's from its environment, the operator's from a file (the chart mounts a Secret).
-    hub = hubs(backend, repo_credentials={f"http://{host}": {"username": "hub", "token_env": "R2D_TEST_GIT_TOKEN"}},
-               process_env={"R2D_TEST_GIT_TOKEN": token}, operator_options={"git_credentials": str(credentials)})
+    hub = hubs(
+        backend,
+        repo_credentials={f"http://{host}": {"username": "hub", "token_env": "R2D_TEST_GIT_TOKEN"}},
+        process_env={"R2D_TEST_GIT_TOKEN": token},
+        operator_options={"git_credentials": str(credentials)},
+    )
     repo = private_repo(git_repos, testenv, "alice", "private course", sleep=4)
     name = f"p{uuid.uuid4().hex[:8]}"
     with Snooper(docker_client, hub.build_instance) as snoop:
@@ -122,12 +138,17 @@ def test_hub_credentials_build_and_launch_a_private_repository_and_show_nowhere(
     assert snoop.seen, "the build container was never seen"
 
     image = contract.image_name("r2d-e2e-", repo.url, head(repo))
-    shown = {"docker inspect of the build container": "".join(snoop.seen), "the image": snoop.image(image),
-             "the hub's log": hub.log(), "the pending page's events": json.dumps(events),
-             "the builds page": hub.login("r2d-admin").get(f"{hub.url}/hub/builds", timeout=30).text,
-             "the hub's metrics": requests.get(f"{hub.url}/hub/metrics", headers={"Authorization": f"token {hub.token}"},
-                                              timeout=30).text,
-             "the user's server state": json.dumps(hub.api("GET", f"/users/{name}").json())}
+    shown = {
+        "docker inspect of the build container": "".join(snoop.seen),
+        "the image": snoop.image(image),
+        "the hub's log": hub.log(),
+        "the pending page's events": json.dumps(events),
+        "the builds page": hub.login("r2d-admin").get(f"{hub.url}/hub/builds", timeout=30).text,
+        "the hub's metrics": requests.get(
+            f"{hub.url}/hub/metrics", headers={"Authorization": f"token {hub.token}"}, timeout=30
+        ).text,
+        "the user's server state": json.dumps(hub.api("GET", f"/users/{name}").json()),
+    }
     if backend == "kubernetes":
         namespace = hub.spawner_config["KubernetesBackend.namespace"]
         shown["the build resource"] = kubectl("get", contract.PLURAL, "-n", namespace, "-o", "json")
@@ -155,11 +176,14 @@ c.Authenticator.enable_auth_state = True
 def auth_state_hub(hubs, backend: str, testenv, **options):
     """A hub whose users' own tokens are in their auth_state (alice's, bob's; carol has none)."""
     own = tokens(testenv)
-    hub = hubs(backend, user_credentials_from_auth_state="access_token",
-               user_credentials_hosts=[f"http://{testenv['R2D_BRIDGE_IP']}"],
-               process_env={"JUPYTERHUB_CRYPT_KEY": secrets.token_hex(32)},
-               hub_config=AUTH_STATE_HUB.format(tokens={"alice": own["alice"], "bob": own["bob"]}).splitlines(),
-               **options)
+    hub = hubs(
+        backend,
+        user_credentials_from_auth_state="access_token",
+        user_credentials_hosts=[f"http://{testenv['R2D_BRIDGE_IP']}"],
+        process_env={"JUPYTERHUB_CRYPT_KEY": secrets.token_hex(32)},
+        hub_config=AUTH_STATE_HUB.format(tokens={"alice": own["alice"], "bob": own["bob"]}).splitlines(),
+        **options,
+    )
     for user in ("alice", "bob", "carol"):
         hub.login(user)  # the authenticator stores each one's auth_state
     return hub
@@ -167,8 +191,9 @@ def auth_state_hub(hubs, backend: str, testenv, **options):
 
 @pytest.mark.e2e
 @pytest.mark.parametrize("backend", ["local", "kubernetes"])
-def test_only_users_who_can_read_a_private_repository_launch_its_image(hubs, backend, testenv, git_repos, docker_client,
-                                                                      kubectl):
+def test_only_users_who_can_read_a_private_repository_launch_its_image(
+    hubs, backend, testenv, git_repos, docker_client, kubectl
+):
     own = tokens(testenv)
     # The operator has no credentials of its own: Alice's build clones with the token she handed over.
     hub = auth_state_hub(hubs, backend, testenv)
@@ -187,10 +212,16 @@ def test_only_users_who_can_read_a_private_repository_launch_its_image(hubs, bac
         build = kubectl.json("get", contract.PLURAL, contract.build_name(repo.url, head(repo)), "-n", namespace)
         assert build["spec"]["userCredentials"] is True
         # Handed over in the build's own Secret, which goes once the build has ended.
-        wait_until(lambda: not [n for n in kubectl("get", "secrets", "-n", namespace, "-o", "name").split()
-                                if n.endswith("-git")], timeout=30, what="the build's credential Secret to be deleted")
-        shown.update({"the build resource": json.dumps(build),
-                      "events": kubectl("get", "events", "-n", namespace, "-o", "json")})
+        wait_until(
+            lambda: (
+                not [n for n in kubectl("get", "secrets", "-n", namespace, "-o", "name").split() if n.endswith("-git")]
+            ),
+            timeout=30,
+            what="the build's credential Secret to be deleted",
+        )
+        shown.update(
+            {"the build resource": json.dumps(build), "events": kubectl("get", "events", "-n", namespace, "-o", "json")}
+        )
     for where, text in shown.items():
         assert own["alice"] not in text and own["bob"] not in text, f"a token shows in {where}"
 
@@ -208,11 +239,18 @@ def test_only_users_who_can_read_a_private_repository_launch_its_image(hubs, bac
 def with_submodule(git_repos, testenv, submodule: GitRepo) -> GitRepo:
     """A public repository whose submodule `sub` is `submodule` (a gitlink to its HEAD, as
     `git submodule add` records it), built by a Dockerfile that copies the submodule's files."""
-    dockerfile = (f"FROM {testenv['R2D_SINGLEUSER_IMAGE']}\nCOPY marker.txt /home/jovyan/marker.txt\n"
-                  f"COPY sub/ /home/jovyan/sub/\n")
-    repo = git_repos.create({"Dockerfile": dockerfile, "marker.txt": "the public repository\n",
-                             ".gitmodules": f'[submodule "sub"]\n\tpath = sub\n\turl = {submodule.url}\n'},
-                            prefix="public-with-private-sub")
+    dockerfile = (
+        f"FROM {testenv['R2D_SINGLEUSER_IMAGE']}\nCOPY marker.txt /home/jovyan/marker.txt\n"
+        f"COPY sub/ /home/jovyan/sub/\n"
+    )
+    repo = git_repos.create(
+        {
+            "Dockerfile": dockerfile,
+            "marker.txt": "the public repository\n",
+            ".gitmodules": f'[submodule "sub"]\n\tpath = sub\n\turl = {submodule.url}\n',
+        },
+        prefix="public-with-private-sub",
+    )
     git(repo.work, "update-index", "--add", "--cacheinfo", f"160000,{head(submodule)},sub")
     git(repo.work, "commit", "-q", "-m", "add the submodule")
     repo.push()
@@ -221,8 +259,9 @@ def with_submodule(git_repos, testenv, submodule: GitRepo) -> GitRepo:
 
 @pytest.mark.e2e
 @pytest.mark.parametrize("backend", ["local", "kubernetes"])
-def test_a_users_token_opens_the_launched_repository_not_its_private_submodule(hubs, backend, testenv, git_repos,
-                                                                             docker_client, kubectl):
+def test_a_users_token_opens_the_launched_repository_not_its_private_submodule(
+    hubs, backend, testenv, git_repos, docker_client, kubectl
+):
     """A public repository whose submodule is Alice's private repository on the same host.
     Alice's launch used to fetch the submodule with her token, and Bob, who cannot read it,
     then launched the same public commit and got her files (the image is shared by commit)."""
@@ -251,9 +290,11 @@ def test_a_users_token_opens_the_launched_repository_not_its_private_submodule(h
     if backend != "local":
         return
     token = tokens(testenv)["hub"]
-    admin_hub = hubs(backend, repo_credentials={f"http://{testenv['R2D_BRIDGE_IP']}": {"username": "hub",
-                                                                                       "token": token}},
-                     operator_options={"git_credentials": _credentials_file(hub, token, testenv)})
+    admin_hub = hubs(
+        backend,
+        repo_credentials={f"http://{testenv['R2D_BRIDGE_IP']}": {"username": "hub", "token": token}},
+        operator_options={"git_credentials": _credentials_file(hub, token, testenv)},
+    )
     response, events = admin_hub.spawn_and_follow("bob", {"repo": public.url, "ref": "main"})
     assert events and events[-1].get("ready"), (response.status_code, response.text[:800], events[-3:])
     assert admin_hub.user_file("bob", "sub/marker.txt") == "alice's private submodule\n"

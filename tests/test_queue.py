@@ -98,8 +98,15 @@ def test_fair_order_round_robins_requesters_and_counts_their_running_builds():
     # Ann queued five, then Bob one: Bob's goes second, not sixth; Ann's keep their order.
     assert fair_order([*five, ("bob", (9,), "bob9")], {}) == ["ann1", "bob9", "ann2", "ann3", "ann4", "ann5"]
     # Ann's last build started after Bob's: Bob's turn comes first; then they alternate.
-    assert fair_order([*five, ("bob", (9,), "bob9"), ("bob", (10,), "bob10")], {"ann": 5.0, "bob": 2.0}) == \
-        ["bob9", "ann1", "bob10", "ann2", "ann3", "ann4", "ann5"]
+    assert fair_order([*five, ("bob", (9,), "bob9"), ("bob", (10,), "bob10")], {"ann": 5.0, "bob": 2.0}) == [
+        "bob9",
+        "ann1",
+        "bob10",
+        "ann2",
+        "ann3",
+        "ann4",
+        "ann5",
+    ]
     # Two users alternate, each oldest first, whatever order they arrive in.
     mixed = [("bob", (4,), "b4"), ("ann", (2,), "a2"), ("bob", (3,), "b3"), ("ann", (1,), "a1")]
     assert fair_order(mixed, {}) == ["a1", "b3", "a2", "b4"]
@@ -138,8 +145,10 @@ async def test_a_prebuild_a_user_joins_takes_that_user_s_turn():
 
     queue = BuildQueue(1)
     await queue.acquire("running")
-    waiters = [asyncio.create_task(queue.acquire(key, (n,), requester=who))
-               for n, (key, who) in enumerate([("pre", HUB), ("ann", "ann")])]
+    waiters = [
+        asyncio.create_task(queue.acquire(key, (n,), requester=who))
+        for n, (key, who) in enumerate([("pre", HUB), ("ann", "ann")])
+    ]
     await asyncio.sleep(0)
     assert (queue.position("ann"), queue.position("pre")) == (1, 2)
     queue.set_requester("pre", "bob")  # Bob launched the commit the hub was prebuilding
@@ -161,6 +170,7 @@ async def _work_for_one_freed_slot(monkeypatch, waiters: int) -> tuple[int, int,
         def call(*args, **kwargs):
             calls[name] += 1
             return real(*args, **kwargs)
+
         return call
 
     monkeypatch.setattr(queue_module, "fair_order", counted("order", queue_module.fair_order))
@@ -174,10 +184,13 @@ async def _work_for_one_freed_slot(monkeypatch, waiters: int) -> tuple[int, int,
         def on_position(position: int) -> None:
             assert queue.position(key) == position
             told[key] = queue.estimate(key)
+
         return on_position
 
-    tasks = [asyncio.create_task(queue.acquire(f"w{i}", (i,), asker(f"w{i}"), requester=f"user{i % 7}", repo="repo"))
-             for i in range(waiters)]
+    tasks = [
+        asyncio.create_task(queue.acquire(f"w{i}", (i,), asker(f"w{i}"), requester=f"user{i % 7}", repo="repo"))
+        for i in range(waiters)
+    ]
     await asyncio.sleep(0)
     calls.update(order=0, simulate=0)
     told.clear()

@@ -37,8 +37,9 @@ def everything_said(kubectl, namespace: str, name: str, op) -> str:
 
 
 @both_repo2docker_versions
-def test_push_puts_the_tag_in_the_registry(kubectl, namespace, operator_factory, git_repos, base, prefix,
-                                           testenv, tmp_path, docker_client):
+def test_push_puts_the_tag_in_the_registry(
+    kubectl, namespace, operator_factory, git_repos, base, prefix, testenv, tmp_path, docker_client
+):
     op = operator_factory(push=True, docker_config=login_config(testenv, tmp_path / "push"), image_prefix=prefix)
     repo = dockerfile_repo(git_repos, base, marker="pushed")
     commit = head(repo)
@@ -53,9 +54,13 @@ def test_push_puts_the_tag_in_the_registry(kubectl, namespace, operator_factory,
 
 
 def test_wrong_credentials_fail_the_build_saying_the_push_was_refused(
-        kubectl, namespace, operator_factory, git_repos, base, prefix, testenv, tmp_path):
-    op = operator_factory(push=True, docker_config=login_config(testenv, tmp_path / "bad", password="Not-The-Password"),
-                          image_prefix=prefix)
+    kubectl, namespace, operator_factory, git_repos, base, prefix, testenv, tmp_path
+):
+    op = operator_factory(
+        push=True,
+        docker_config=login_config(testenv, tmp_path / "bad", password="Not-The-Password"),
+        image_prefix=prefix,
+    )
     repo = dockerfile_repo(git_repos, base)
     name = create_build(kubectl, namespace, repo.url, head(repo), prefix=prefix)
     obj = wait_phase(kubectl, namespace, name, "Succeeded", "Failed", timeout=120)
@@ -67,7 +72,8 @@ def test_wrong_credentials_fail_the_build_saying_the_push_was_refused(
 
 
 def test_local_image_is_pushed_not_rebuilt_and_a_registry_image_is_not_rebuilt(
-        kubectl, namespace, operator_factory, git_repos, base, prefix, testenv, tmp_path, docker_client):
+    kubectl, namespace, operator_factory, git_repos, base, prefix, testenv, tmp_path, docker_client
+):
     op = operator_factory(push=True, docker_config=login_config(testenv, tmp_path / "push"), image_prefix=prefix)
     repo = dockerfile_repo(git_repos, base)
     commit = head(repo)
@@ -91,7 +97,8 @@ def test_local_image_is_pushed_not_rebuilt_and_a_registry_image_is_not_rebuilt(
 
 
 def test_unreachable_registry_is_retried_with_backoff_until_it_answers(
-        kubectl, namespace, operator_factory, git_repos, base, testenv, tmp_path):
+    kubectl, namespace, operator_factory, git_repos, base, testenv, tmp_path
+):
     port = free_port()
     prefix = f"127.0.0.1:{port}/{namespace}/r2d-test-"
     operator_factory(push=True, image_prefix=prefix)

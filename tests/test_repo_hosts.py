@@ -11,12 +11,19 @@ from repo2dockerspawner.options import RepoPolicy
 pytestmark = pytest.mark.unit
 
 DNS = {
-    "github.com": ["140.82.121.4"], "localhost": ["127.0.0.1", "::1"], "rebind.example.org": ["93.184.216.34", "10.0.0.7"],
-    "metadata.example.org": ["169.254.169.254"], "cgnat.example.org": ["100.64.1.1"], "v6.example.org": ["2001:4860::8888"],
-    "git.corp.example": ["10.20.30.40"], "ula.example.org": ["fd12:3456::1"],
+    "github.com": ["140.82.121.4"],
+    "localhost": ["127.0.0.1", "::1"],
+    "rebind.example.org": ["93.184.216.34", "10.0.0.7"],
+    "metadata.example.org": ["169.254.169.254"],
+    "cgnat.example.org": ["100.64.1.1"],
+    "v6.example.org": ["2001:4860::8888"],
+    "git.corp.example": ["10.20.30.40"],
+    "ula.example.org": ["fd12:3456::1"],
     # IPv6 addresses that a translator on the path delivers to an internal IPv4 address.
-    "nat64.example.org": ["64:ff9b::7f00:1"], "nat64-local.example.org": ["64:ff9b:1::a00:7"],
-    "mapped.example.org": ["::ffff:169.254.169.254"], "sixtofour.example.org": ["2002:a00:1::1"],
+    "nat64.example.org": ["64:ff9b::7f00:1"],
+    "nat64-local.example.org": ["64:ff9b:1::a00:7"],
+    "mapped.example.org": ["::ffff:169.254.169.254"],
+    "sixtofour.example.org": ["2002:a00:1::1"],
     "teredo.example.org": ["2001:0:4136:e378:8000:63bf:f5ff:fffe"],
 }
 
@@ -30,25 +37,40 @@ async def resolve(host: str, port: int) -> list[str]:
 OPEN = RepoPolicy(schemes=("https", "http"), hosts=("*",))
 
 
-@pytest.mark.parametrize("url, addresses", [
-    ("https://github.com/a/b", ["140.82.121.4"]),
-    ("https://v6.example.org/a/b", ["2001:4860::8888"]),
-])
+@pytest.mark.parametrize(
+    "url, addresses",
+    [
+        ("https://github.com/a/b", ["140.82.121.4"]),
+        ("https://v6.example.org/a/b", ["2001:4860::8888"]),
+    ],
+)
 async def test_public_hosts_are_contacted_at_the_addresses_checked(url, addresses):
     assert await contact_addresses(url, OPEN, resolve) == addresses
 
 
-@pytest.mark.parametrize("url, reason", [
-    ("https://localhost/a", "loopback"), ("https://127.0.0.1/a", "loopback"), ("https://[::1]/a", "loopback"),
-    ("https://[::ffff:127.0.0.1]/a", "loopback"), ("https://0.0.0.0/a", "unspecified"),
-    ("https://metadata.example.org/a", "link-local"), ("https://[fe80::1]/a", "link-local"),
-    ("https://10.1.2.3/a", "private"), ("https://192.168.1.1/a", "private"), ("https://172.20.0.1/a", "private"),
-    ("https://ula.example.org/a", "unique-local"), ("https://cgnat.example.org/a", "non-public"),
-    ("https://rebind.example.org/a", "private"),  # one internal address among public ones is enough
-    ("https://nat64.example.org/a", "loopback"), ("https://nat64-local.example.org/a", "private"),
-    ("https://mapped.example.org/a", "link-local"), ("https://sixtofour.example.org/a", "private"),
-    ("https://teredo.example.org/a", "private"),
-])
+@pytest.mark.parametrize(
+    "url, reason",
+    [
+        ("https://localhost/a", "loopback"),
+        ("https://127.0.0.1/a", "loopback"),
+        ("https://[::1]/a", "loopback"),
+        ("https://[::ffff:127.0.0.1]/a", "loopback"),
+        ("https://0.0.0.0/a", "unspecified"),
+        ("https://metadata.example.org/a", "link-local"),
+        ("https://[fe80::1]/a", "link-local"),
+        ("https://10.1.2.3/a", "private"),
+        ("https://192.168.1.1/a", "private"),
+        ("https://172.20.0.1/a", "private"),
+        ("https://ula.example.org/a", "unique-local"),
+        ("https://cgnat.example.org/a", "non-public"),
+        ("https://rebind.example.org/a", "private"),  # one internal address among public ones is enough
+        ("https://nat64.example.org/a", "loopback"),
+        ("https://nat64-local.example.org/a", "private"),
+        ("https://mapped.example.org/a", "link-local"),
+        ("https://sixtofour.example.org/a", "private"),
+        ("https://teredo.example.org/a", "private"),
+    ],
+)
 async def test_hosts_on_the_hubs_own_network_are_refused(url, reason):
     with pytest.raises(InvalidBuildRequest) as info:
         await contact_addresses(url, OPEN, resolve)
@@ -84,8 +106,10 @@ async def test_a_name_that_does_not_resolve_could_not_be_reached():
 
 def test_curl_is_pinned_to_the_checked_addresses():
     assert curl_resolve("https://github.com/a/b", ["140.82.121.4"]) == "github.com:443:140.82.121.4"
-    assert curl_resolve("http://v6.example.org:8080/a", ["2001:4860::8888", "1.2.3.4"]) == \
-        "v6.example.org:8080:[2001:4860::8888],1.2.3.4"
+    assert (
+        curl_resolve("http://v6.example.org:8080/a", ["2001:4860::8888", "1.2.3.4"])
+        == "v6.example.org:8080:[2001:4860::8888],1.2.3.4"
+    )
     assert curl_resolve("https://git.corp.example/a", []) is None
 
 

@@ -4,8 +4,8 @@
 from __future__ import annotations
 
 import pytest
-from repo2docker_buildcore.kubeapi import ApiError
 
+from repo2docker_buildcore.kubeapi import ApiError
 from repo2docker_buildcore.resources import UNFINISHED_SELECTOR, BuildResources, OutdatedCRD
 
 pytestmark = pytest.mark.unit

@@ -50,8 +50,11 @@ def test_builds_survive_a_hub_restart_finish_unasked_and_free_their_slots(testen
         hub.start()
         response, events = hub.spawn_and_follow(user(), {"repo": third.url, "ref": "main"})
         assert events[-1].get("ready"), events
-        wait_until(lambda: not build_containers(docker_client, hub.instance), timeout=60,
-                   what="every build container to be removed")
+        wait_until(
+            lambda: not build_containers(docker_client, hub.instance),
+            timeout=60,
+            what="every build container to be removed",
+        )
     assert watcher.max_running == 2, f"the cap broke after the restart: {watcher.max_running} at once"
     survivors = [cid for cid, name in watcher.names.items() if name != contract.build_name(third.url, _head(third))]
     third_id = next(cid for cid, name in watcher.names.items() if name == contract.build_name(third.url, _head(third)))
@@ -61,7 +64,9 @@ def test_builds_survive_a_hub_restart_finish_unasked_and_free_their_slots(testen
     # No wall-clock bound on how soon: that it started at all shows the slot was freed.
     assert freed <= watcher.running_since[third_id], (freed, watcher.running_since[third_id])
     for repo in first:  # both finished: their images exist
-        assert image_exists(docker_client, contract.image_name(hub.spawner_config["image_prefix"], repo.url, _head(repo)))
+        assert image_exists(
+            docker_client, contract.image_name(hub.spawner_config["image_prefix"], repo.url, _head(repo))
+        )
 
 
 def _head(repo) -> str:
@@ -73,8 +78,11 @@ def restart_dockerd(testenv) -> None:
     pid_file = Path(os.environ.get("TESTENV_DIR", ROOT / ".testenv")) / "dockerd.pid"
     assert pid_file.exists(), "dockerd was not started by `make testenv`; this test must restart it"
     os.kill(int(pid_file.read_text()), signal.SIGKILL)
-    wait_until(lambda: subprocess.run(["docker", "info"], capture_output=True).returncode != 0, timeout=30,
-               what="dockerd to be gone")
+    wait_until(
+        lambda: subprocess.run(["docker", "info"], capture_output=True).returncode != 0,
+        timeout=30,
+        what="dockerd to be gone",
+    )
     subprocess.run(["bash", str(ROOT / "testenv" / "docker.sh")], check=True, capture_output=True)
     wait_until(lambda: docker.from_env().ping(), timeout=60, what="dockerd to answer again")
 
@@ -88,8 +96,10 @@ def test_a_docker_restart_mid_build_fails_the_spawn_and_the_first_retry_builds(r
         for backend in ("local", "kubernetes"):
             (tmp_path / backend).mkdir()
             hubs[backend] = start_hub(request, backend, testenv, tmp_path / backend, client)
-        repos = {b: dockerfile_repo(git_repos, testenv["R2D_SINGLEUSER_IMAGE"], sleep=20, marker=f"after the restart, {b}")
-                 for b in hubs}
+        repos = {
+            b: dockerfile_repo(git_repos, testenv["R2D_SINGLEUSER_IMAGE"], sleep=20, marker=f"after the restart, {b}")
+            for b in hubs
+        }
         names = {b: user() for b in hubs}
         for backend, hub in hubs.items():
             hub.create_user(names[backend])
@@ -97,8 +107,11 @@ def test_a_docker_restart_mid_build_fails_the_spawn_and_the_first_retry_builds(r
         with concurrent.futures.ThreadPoolExecutor(2) as pool:  # each user watching the pending page
             watching = {b: pool.submit(lambda b=b: list(hubs[b].progress(names[b]))) for b in hubs}
             for backend, hub in hubs.items():
-                wait_until(lambda: any(c.status == "running" for c in build_containers(client, hub.build_instance)),
-                           timeout=60, what=f"the {backend} build to run")
+                wait_until(
+                    lambda: any(c.status == "running" for c in build_containers(client, hub.build_instance)),
+                    timeout=60,
+                    what=f"the {backend} build to run",
+                )
             restart_dockerd(testenv)
             events = {b: w.result(timeout=120) for b, w in watching.items()}
         for backend in hubs:
@@ -108,8 +121,10 @@ def test_a_docker_restart_mid_build_fails_the_spawn_and_the_first_retry_builds(r
 
         # The first retry builds (it does not re-attach to the dead build's container).
         with concurrent.futures.ThreadPoolExecutor(2) as pool:
-            retries = {b: pool.submit(hub.spawn_and_follow, names[b], {"repo": repos[b].url, "ref": "main"})
-                       for b, hub in hubs.items()}
+            retries = {
+                b: pool.submit(hub.spawn_and_follow, names[b], {"repo": repos[b].url, "ref": "main"})
+                for b, hub in hubs.items()
+            }
             retried = {b: r.result(timeout=300) for b, r in retries.items()}
         for backend, hub in hubs.items():
             _response, events = retried[backend]
@@ -117,8 +132,11 @@ def test_a_docker_restart_mid_build_fails_the_spawn_and_the_first_retry_builds(r
             assert hub.user_file(names[backend], "marker.txt") == f"after the restart, {backend}\n"
             hub.stop_server(names[backend])
             # The dead build's exited container does not stay behind.
-            wait_until(lambda: not build_containers(client, hub.build_instance), timeout=60,
-                       what=f"no {backend} build containers left")
+            wait_until(
+                lambda: not build_containers(client, hub.build_instance),
+                timeout=60,
+                what=f"no {backend} build containers left",
+            )
     finally:
         for hub in hubs.values():
             stop_hub(hub, docker.from_env())

@@ -18,8 +18,7 @@ from repo2docker_buildcore.docker_api import RegistryError, RegistryUnavailable,
 from repo2docker_buildcore.runner import BuildRef, BuildRunner, RunnerConfig, build_environment
 from support.builds import dockerfile_repo, head
 from support.env import both_repo2docker_versions
-from support.operator import offline_build_env
-from support.operator import free_port
+from support.operator import free_port, offline_build_env
 from support.registry import login_config, registry_tags
 
 pytestmark = pytest.mark.integration
@@ -31,13 +30,18 @@ def runner_config(testenv, tmp_path):
     docker_config.write_text(json.dumps({"auths": {"registry.example.org": {"auth": "dXNlcjpwYXNz"}}}))
     # Offline, as the hub's and operator's builds are: without it repo2docker fails at once
     # fetching the Dataverse list, and a test reading the running container would race its exit.
-    return RunnerConfig(build_image=testenv["R2D_BUILD_IMAGE"], instance=f"t{uuid.uuid4().hex[:8]}",
-                        push=True, docker_config=str(docker_config),
-                        environment=build_environment(offline_build_env(testenv)))
+    return RunnerConfig(
+        build_image=testenv["R2D_BUILD_IMAGE"],
+        instance=f"t{uuid.uuid4().hex[:8]}",
+        push=True,
+        docker_config=str(docker_config),
+        environment=build_environment(offline_build_env(testenv)),
+    )
 
 
 async def test_start_labels_the_container_copies_push_credentials_and_never_starts_twice(
-        runner_config, git_repos, testenv, docker_client):
+    runner_config, git_repos, testenv, docker_client
+):
     runner = BuildRunner(runner_config)
     repo = dockerfile_repo(git_repos, testenv["R2D_SINGLEUSER_IMAGE"], sleep=30)
     spec = BuildSpec(repo.url, "main", head(repo), contract.image_name("r2d-test-", repo.url, head(repo)))
@@ -59,7 +63,9 @@ async def test_start_labels_the_container_copies_push_credentials_and_never_star
         assert [b.id for b in await runner.list_builds()] == [first.id]
         assert (await runner.find(ref.uid)).id == first.id
     finally:
-        for c in docker_client.containers.list(all=True, filters={"label": [f"{contract.LABEL_INSTANCE}={runner_config.instance}"]}):
+        for c in docker_client.containers.list(
+            all=True, filters={"label": [f"{contract.LABEL_INSTANCE}={runner_config.instance}"]}
+        ):
             c.remove(force=True)
         runner.close()
 
@@ -67,9 +73,10 @@ async def test_start_labels_the_container_copies_push_credentials_and_never_star
 async def test_unreachable_daemon_is_a_clear_error(testenv):
     import docker
 
-
-    runner = BuildRunner(RunnerConfig(build_image=testenv["R2D_BUILD_IMAGE"]),
-                         client_factory=lambda: docker.DockerClient(base_url="unix:///nonexistent/docker.sock"))
+    runner = BuildRunner(
+        RunnerConfig(build_image=testenv["R2D_BUILD_IMAGE"]),
+        client_factory=lambda: docker.DockerClient(base_url="unix:///nonexistent/docker.sock"),
+    )
     with pytest.raises(RunnerError, match="Docker daemon did not answer"):
         await runner.ping()
     runner.close()
@@ -94,7 +101,9 @@ async def test_repo2docker_version_is_read_from_the_build_image_once(build_image
     runner = BuildRunner(RunnerConfig(build_image=build_image))
     try:
         version = await runner.repo2docker_version(build_image)
-        expected = testenv["R2D_REPO2DOCKER_VERSION" if build_image == testenv["R2D_BUILD_IMAGE"] else "R2D_REPO2DOCKER_2024_VERSION"]
+        expected = testenv[
+            "R2D_REPO2DOCKER_VERSION" if build_image == testenv["R2D_BUILD_IMAGE"] else "R2D_REPO2DOCKER_2024_VERSION"
+        ]
         assert str(version) == expected
         assert version.uses_buildx == (build_image == testenv["R2D_BUILD_IMAGE"])
         # Cached by image id: no second probe container.
@@ -163,8 +172,9 @@ async def test_the_version_check_is_a_labelled_probe_and_sweeps_what_a_killed_pr
     instance = f"t{uuid.uuid4().hex[:8]}"
     probe_labels = {contract.LABEL_MANAGED_BY: contract.MANAGED_BY, contract.LABEL_PROBE: instance}
     # What a process killed during its version check leaves: an exited, labelled container.
-    left = docker_client.containers.run(testenv["R2D_BUILD_IMAGE"], ["true"], detach=True, network_disabled=True,
-                                        labels=probe_labels)
+    left = docker_client.containers.run(
+        testenv["R2D_BUILD_IMAGE"], ["true"], detach=True, network_disabled=True, labels=probe_labels
+    )
     left.wait()
     runner = BuildRunner(RunnerConfig(build_image=testenv["R2D_BUILD_IMAGE"], instance=instance))
     since = time.time() - 1
@@ -172,10 +182,17 @@ async def test_the_version_check_is_a_labelled_probe_and_sweeps_what_a_killed_pr
         version = await runner.repo2docker_version(testenv["R2D_BUILD_IMAGE"])
         assert version.uses_buildx
         until = time.time() + 1
-        created = list(docker_client.events(since=since, until=until, decode=True, filters={
-            "type": "container", "event": "create", "label": f"{contract.LABEL_PROBE}={instance}"}))
-        assert [e["Actor"]["Attributes"]["image"] for e in created if e["id"] != left.id] == \
-            [testenv["R2D_BUILD_IMAGE"]], "the version check runs as this instance's probe"
+        created = list(
+            docker_client.events(
+                since=since,
+                until=until,
+                decode=True,
+                filters={"type": "container", "event": "create", "label": f"{contract.LABEL_PROBE}={instance}"},
+            )
+        )
+        assert [e["Actor"]["Attributes"]["image"] for e in created if e["id"] != left.id] == [
+            testenv["R2D_BUILD_IMAGE"]
+        ], "the version check runs as this instance's probe"
         assert not docker_client.containers.list(all=True, filters={"label": f"{contract.LABEL_PROBE}={instance}"})
     finally:
         runner.close()

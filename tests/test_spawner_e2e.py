@@ -23,8 +23,8 @@ import requests
 from repo2docker_buildcore import contract
 from support.builds import dockerfile_repo, head, image_exists, shows_first_step, tagged
 from support.env import both_repo2docker_versions
-from support.registry import login_config, registry_tags
 from support.operator import ContainerWatcher
+from support.registry import login_config, registry_tags
 from support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -98,8 +98,11 @@ def test_bad_options_are_a_400_with_a_message(hub):
     for options, expected in [
         ({"repo": "file:///etc/passwd"}, "must start with"),
         ({"repo": "https://github.com/a/b"}, "http:// URLs on this hub"),
-        ({"repo": f"http://evil.example.org/a/b"}, "not allowed on this hub"),
-        ({"repo": f"http://{hub.env['R2D_BRIDGE_IP']}:1/a", "ref": "--upload-pack=touch /tmp/x"}, "git ref may contain"),
+        ({"repo": "http://evil.example.org/a/b"}, "not allowed on this hub"),
+        (
+            {"repo": f"http://{hub.env['R2D_BRIDGE_IP']}:1/a", "ref": "--upload-pack=touch /tmp/x"},
+            "git ref may contain",
+        ),
     ]:
         r = hub.spawn(name, options)
         assert r.status_code == 400, (options, r.status_code, r.text)
@@ -135,8 +138,11 @@ def test_stopping_a_pending_spawn_keeps_the_shared_build(hub, git_repos, testenv
         wait_until(lambda: any(len(ids) for ids in watcher.seen_ids.values()), timeout=60, what="the build to start")
         r = hub.api("DELETE", f"/users/{alice}/server")
         assert r.status_code in (202, 204), r.text
-        wait_until(lambda: not hub.api("GET", f"/users/{alice}").json().get("servers"), timeout=60,
-                   what="alice's pending spawn to stop")
+        wait_until(
+            lambda: not hub.api("GET", f"/users/{alice}").json().get("servers"),
+            timeout=60,
+            what="alice's pending spawn to stop",
+        )
         build_uid, ids = next(iter(watcher.seen_ids.items()))
         running = docker_client.containers.get(next(iter(ids)))
         assert running.status == "running", "stopping a pending spawn must not kill the shared build"
@@ -194,15 +200,23 @@ def test_a_build_whose_image_was_removed_builds_again(hub, git_repos, testenv, d
 
 
 def test_the_hubs_collector_removes_unused_built_images_and_keeps_the_one_a_server_runs(
-        testenv, docker_client, git_repos, hubs):
+    testenv, docker_client, git_repos, hubs
+):
     """The embedded backend's collector inside the hub, with watermarks no image fits under: the
     image of a server DockerSpawner started stays; the one whose server stopped goes once its
     grace period is over, counted on /hub/metrics; the next start of that commit builds again.
     Its own image prefix keeps other tests' images out of its reach (it removes only those)."""
     prefix = f"r2d-e2e-gc{uuid.uuid4().hex[:6]}-"
-    hub = hubs("local", image_prefix=prefix, **{
-        "LocalBackend.gc_interval": 2.0, "LocalBackend.gc_high_watermark": "1",
-        "LocalBackend.gc_low_watermark": "0", "LocalBackend.gc_grace": 15.0})
+    hub = hubs(
+        "local",
+        image_prefix=prefix,
+        **{
+            "LocalBackend.gc_interval": 2.0,
+            "LocalBackend.gc_high_watermark": "1",
+            "LocalBackend.gc_low_watermark": "0",
+            "LocalBackend.gc_grace": 15.0,
+        },
+    )
     base = testenv["R2D_SINGLEUSER_IMAGE"]
     served, stopped = dockerfile_repo(git_repos, base, marker="served"), dockerfile_repo(git_repos, base)
     alice, bob = user(), user()
@@ -211,8 +225,11 @@ def test_the_hubs_collector_removes_unused_built_images_and_keeps_the_one_a_serv
         assert events[-1].get("ready"), events
     hub.stop_server(bob)
     gone = contract.image_name(prefix, stopped.url, head(stopped))
-    wait_until(lambda: not image_exists(docker_client, gone), timeout=120,
-               what="the hub's collector to remove the image nobody uses")
+    wait_until(
+        lambda: not image_exists(docker_client, gone),
+        timeout=120,
+        what="the hub's collector to remove the image nobody uses",
+    )
     assert image_exists(docker_client, contract.image_name(prefix, served.url, head(served)))
     assert hub.user_file(alice, "marker.txt") == "served\n"
     assert hub.metric("repo2docker_images_removed_total") >= 1
@@ -229,8 +246,12 @@ def build_watches(kubectl) -> int:
     """Open WATCH requests on build resources, as the API server itself counts them."""
     total = 0
     for line in kubectl("get", "--raw", "/metrics").splitlines():
-        if (line.startswith("apiserver_longrunning_requests{") and 'verb="WATCH"' in line
-                and f'group="{contract.GROUP}"' in line and f'resource="{contract.PLURAL}"' in line):
+        if (
+            line.startswith("apiserver_longrunning_requests{")
+            and 'verb="WATCH"' in line
+            and f'group="{contract.GROUP}"' in line
+            and f'resource="{contract.PLURAL}"' in line
+        ):
             total += int(float(line.rsplit(" ", 1)[1]))
     return total
 
@@ -245,15 +266,18 @@ def test_watch_connections_do_not_grow_with_pending_spawns(kubernetes_hub, kubec
     hub.create_user(users[0])
     assert hub.spawn(users[0], {"repo": repos[0].url, "ref": "main"}).status_code == 202
     one = wait_until(lambda: (n := build_watches(kubectl)) > baseline and n, timeout=30, what="the hub's watch")
-    for name, repo in zip(users[1:], repos[1:]):
+    for name, repo in zip(users[1:], repos[1:], strict=True):
         hub.create_user(name)
         assert hub.spawn(name, {"repo": repo.url, "ref": "main"}).status_code == 202
-    pending = [n for n in users if hub.api("GET", f"/users/{n}").json()["servers"].get("", {}).get("pending") == "spawn"]
+    pending = [
+        n for n in users if hub.api("GET", f"/users/{n}").json()["servers"].get("", {}).get("pending") == "spawn"
+    ]
     assert len(pending) == 6
     # Every spawn has its build (it logs it, then follows it at once), and the operator has
     # queued or started all six: a watch per spawn would be open by now.
     namespace = hub.spawner_config["KubernetesBackend.namespace"]
     wait_until(lambda: hub.log().count(f": build {namespace}/") == 6, timeout=60, what="six spawns following builds")
+
     def taken_up() -> bool:  # queued, running or (the first ones, 15 s each) already done
         items = kubectl.json("get", contract.PLURAL, "-n", namespace)["items"]
         return len(items) == 6 and all(b.get("status", {}).get("phase") not in (None, "Pending") for b in items)
@@ -301,13 +325,14 @@ def test_local_backend_caps_builds_and_queues_users(testenv, docker_client, git_
     repos = [dockerfile_repo(git_repos, testenv["R2D_SINGLEUSER_IMAGE"], sleep=4, marker=f"repo {i}") for i in range(3)]
     users = [user() for _ in repos]
     with ContainerWatcher(docker_client, hub.instance) as watcher:
+
         def spawn_and_watch(name: str, repo) -> list[dict]:  # one user: start, then watch the pending page
             hub.create_user(name)
             assert hub.spawn(name, {"repo": repo.url, "ref": "main"}).status_code == 202
             return list(hub.progress(name))
 
         with concurrent.futures.ThreadPoolExecutor(len(users)) as pool:  # three users at once
-            futures = {name: pool.submit(spawn_and_watch, name, repo) for name, repo in zip(users, repos)}
+            futures = {name: pool.submit(spawn_and_watch, name, repo) for name, repo in zip(users, repos, strict=True)}
             streams = {name: future.result() for name, future in futures.items()}
     for i, name in enumerate(users):
         assert streams[name][-1].get("ready"), streams[name]
@@ -321,18 +346,24 @@ def test_local_backend_caps_builds_and_queues_users(testenv, docker_client, git_
 
 @pytest.mark.parametrize("backend", ["local", "kubernetes"])
 def test_pushed_image_is_pulled_from_the_registry_by_the_next_spawn(
-        backend, testenv, tmp_path, docker_client, git_repos, hubs):
+    backend, testenv, tmp_path, docker_client, git_repos, hubs
+):
     """Builds push; a server whose image is gone from this daemon (as on another Docker node)
     is started from the registry, with the pull credentials DockerSpawner users configure: the
     hub's own Docker client configuration. No second build runs."""
     registry = testenv["R2D_REGISTRY"]
     prefix = f"{registry}/e2e-{uuid.uuid4().hex[:8]}/r2d-e2e-"
-    push_config = login_config(testenv, tmp_path / "push")           # what builds push with
+    push_config = login_config(testenv, tmp_path / "push")  # what builds push with
     hub_docker = Path(login_config(testenv, tmp_path / "hub-docker")).parent  # what the hub pulls with
     options = {"push": True, "docker_config": push_config}
     spawner = {"LocalBackend.push": True, "LocalBackend.docker_config": push_config} if backend == "local" else {}
-    hub = hubs(backend, image_prefix=prefix,
-                    operator_options=options, process_env={"DOCKER_CONFIG": str(hub_docker)}, **spawner)
+    hub = hubs(
+        backend,
+        image_prefix=prefix,
+        operator_options=options,
+        process_env={"DOCKER_CONFIG": str(hub_docker)},
+        **spawner,
+    )
     repo = dockerfile_repo(git_repos, testenv["R2D_SINGLEUSER_IMAGE"], marker="from the registry")
     commit = subprocess.check_output(["git", "-C", str(repo.work), "rev-parse", "HEAD"], text=True).strip()
     image = contract.image_name(prefix, repo.url, commit)
@@ -364,11 +395,17 @@ def test_build_lines_reach_the_user_as_printed_from_the_builders_daemon(testenv,
     The step sleeps 20 s: BuildKit's plain progress printer (buildx) may itself hold a step's
     lines back for up to 10 s while another step is the one it prints (its `maxDelay`), so a
     shorter build would make the builder's delay, not ours, decide the test."""
-    hub = hubs("kubernetes",
-                    operator_options={"status-interval": 60},
-                    **{"KubernetesBackend.follow_build_logs": follow_build_logs})
-    repo = git_repos.create({"Dockerfile": f"FROM {testenv['R2D_SINGLEUSER_IMAGE']}\n"
-                                           f"RUN echo tick-{uuid.uuid4().hex[:6]}-start && sleep 20 && echo tick-end\n"})
+    hub = hubs(
+        "kubernetes",
+        operator_options={"status-interval": 60},
+        **{"KubernetesBackend.follow_build_logs": follow_build_logs},
+    )
+    repo = git_repos.create(
+        {
+            "Dockerfile": f"FROM {testenv['R2D_SINGLEUSER_IMAGE']}\n"
+            f"RUN echo tick-{uuid.uuid4().hex[:6]}-start && sleep 20 && echo tick-end\n"
+        }
+    )
     name = user()
     hub.create_user(name)
     assert hub.spawn(name, {"repo": repo.url, "ref": "main"}).status_code == 202
@@ -384,8 +421,9 @@ def test_build_lines_reach_the_user_as_printed_from_the_builders_daemon(testenv,
 
 
 @pytest.mark.parametrize("backend", ["local", "kubernetes"])
-def test_a_user_with_as_many_unfinished_builds_as_the_limit_is_refused_one_more(backend, hubs, git_repos, testenv,
-                                                                                docker_client):
+def test_a_user_with_as_many_unfinished_builds_as_the_limit_is_refused_one_more(
+    backend, hubs, git_repos, testenv, docker_client
+):
     """Stopped launches leave their builds running: one user cannot pile them up past the limit,
     may still join one of them, and nobody else is held back."""
     hub = hubs(backend, per_user_build_limit=2)
@@ -396,8 +434,11 @@ def test_a_user_with_as_many_unfinished_builds_as_the_limit_is_refused_one_more(
         assert hub.spawn(name, {"repo": repo.url, "ref": "main"}).status_code in (201, 202)
         wait_until(lambda: hub.log().count(f"{name}: build ") == started, timeout=60, what="the build to be asked for")
         assert hub.api("DELETE", f"/users/{name}/server").status_code in (202, 204)
-        wait_until(lambda: not hub.api("GET", f"/users/{name}").json().get("servers"), timeout=60,
-                   what="the pending spawn to stop")
+        wait_until(
+            lambda: not hub.api("GET", f"/users/{name}").json().get("servers"),
+            timeout=60,
+            what="the pending spawn to stop",
+        )
 
     refused = hub.spawn(name, {"repo": repos[2].url, "ref": "main"})
     message = refused.json()["message"]
@@ -421,15 +462,19 @@ def test_a_user_with_as_many_unfinished_builds_as_the_limit_is_refused_one_more(
 def test_simultaneous_launches_of_one_user_start_at_most_the_limit(backend, hubs, git_repos, testenv):
     """Named servers launched at once: each one's check ran before any of them had created its
     build, so all passed."""
-    hub = hubs(backend, per_user_build_limit=1, hub_config=["c.JupyterHub.allow_named_servers = True",
-                                                             "c.JupyterHub.named_server_limit_per_user = 10"])
+    hub = hubs(
+        backend,
+        per_user_build_limit=1,
+        hub_config=["c.JupyterHub.allow_named_servers = True", "c.JupyterHub.named_server_limit_per_user = 10"],
+    )
     repos = [dockerfile_repo(git_repos, testenv["R2D_SINGLEUSER_IMAGE"], sleep=20) for _ in range(4)]
     name = user()
     hub.create_user(name)
 
     def launch(index: int) -> requests.Response:
-        return hub.api("POST", f"/users/{name}/servers/s{index}", json={"user_options": {"repo": repos[index].url,
-                                                                                         "ref": "main"}})
+        return hub.api(
+            "POST", f"/users/{name}/servers/s{index}", json={"user_options": {"repo": repos[index].url, "ref": "main"}}
+        )
 
     with concurrent.futures.ThreadPoolExecutor(len(repos)) as pool:
         answers = list(pool.map(launch, range(len(repos))))
@@ -441,10 +486,14 @@ def test_simultaneous_launches_of_one_user_start_at_most_the_limit(backend, hubs
 
 
 @pytest.mark.parametrize("backend", ["local", "kubernetes"])
-def test_a_queued_build_nobody_waits_for_is_withdrawn_and_a_running_one_finishes(backend, hubs, git_repos, testenv,
-                                                                                 docker_client):
-    hub = hubs(backend, **{"LocalBackend.concurrency": 1, f"{type_name(backend)}.abandoned_after": 2.0},
-               operator_options={"concurrency": 1})
+def test_a_queued_build_nobody_waits_for_is_withdrawn_and_a_running_one_finishes(
+    backend, hubs, git_repos, testenv, docker_client
+):
+    hub = hubs(
+        backend,
+        **{"LocalBackend.concurrency": 1, f"{type_name(backend)}.abandoned_after": 2.0},
+        operator_options={"concurrency": 1},
+    )
     base = testenv["R2D_SINGLEUSER_IMAGE"]
     slow, waiting = dockerfile_repo(git_repos, base, sleep=10), dockerfile_repo(git_repos, base)
     ann, bob = user(), user()

@@ -71,8 +71,10 @@ def spawner(monkeypatch):
     shared.clear()
     ScriptedBackend.build, ScriptedBackend.specs, ScriptedBackend.image_gone = ScriptedBuild(), [], []
     ScriptedBackend.replacement = ScriptedBuild()
-    s = Repo2DockerSpawner(user=SimpleNamespace(name="alice", id=1, url="/user/alice/"),
-                           config=Config({"Repo2DockerSpawner": {"backend_class": ScriptedBackend}}))
+    s = Repo2DockerSpawner(
+        user=SimpleNamespace(name="alice", id=1, url="/user/alice/"),
+        config=Config({"Repo2DockerSpawner": {"backend_class": ScriptedBackend}}),
+    )
     s.started = started
     s.user_options = {"repo": "https://github.com/a/b", "ref": "main"}
     return s

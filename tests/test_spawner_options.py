@@ -10,47 +10,66 @@ from tornado import web
 from traitlets.config import Config
 
 from repo2docker_buildcore.contract import BuildStatus, Phase
-from repo2dockerspawner import Repo2DockerSpawner
 from repo2docker_buildcore.repourl import parse as parse_url
+from repo2dockerspawner import Repo2DockerSpawner
 from repo2dockerspawner.options import RepoPolicy, RepoRequest, parse_options
 from repo2dockerspawner.refs import pick_commit
 from repo2dockerspawner.spawner import LinkOpensForm, progress_events
 
 pytestmark = pytest.mark.unit
 
+
 def make_spawner(config: dict | None = None, **traits) -> Repo2DockerSpawner:
     """A spawner with `traits` set on it and `config` as the hub's configuration ({class: {trait: value}})."""
     from repo2dockerspawner.backends import shared
 
     shared.clear()
-    return Repo2DockerSpawner(user=SimpleNamespace(name="alice", id=1, url="/user/alice/"),
-                              config=Config(config or {}), **traits)
+    return Repo2DockerSpawner(
+        user=SimpleNamespace(name="alice", id=1, url="/user/alice/"), config=Config(config or {}), **traits
+    )
 
 
 POLICY = RepoPolicy(schemes=("https",), hosts=("github.com", "*.example.org"))
 
 
-@pytest.mark.parametrize("raw, expected", [
-    ({"repo": ["https://github.com/a/b"], "ref": ["v1"]}, RepoRequest(parse_url("https://github.com/a/b"), "v1")),  # form/query
-    ({"repo": "https://github.com/a/b"}, RepoRequest(parse_url("https://github.com/a/b"), "HEAD")),  # REST, default ref
-    ({"repo": "  https://git.example.org/x  ", "ref": " main "}, RepoRequest(parse_url("https://git.example.org/x"), "main")),
-    ({}, None), ({"repo": [""]}, None), (None, None),  # no repo: the default image
-])
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        (
+            {"repo": ["https://github.com/a/b"], "ref": ["v1"]},
+            RepoRequest(parse_url("https://github.com/a/b"), "v1"),
+        ),  # form/query
+        (
+            {"repo": "https://github.com/a/b"},
+            RepoRequest(parse_url("https://github.com/a/b"), "HEAD"),
+        ),  # REST, default ref
+        (
+            {"repo": "  https://git.example.org/x  ", "ref": " main "},
+            RepoRequest(parse_url("https://git.example.org/x"), "main"),
+        ),
+        ({}, None),
+        ({"repo": [""]}, None),
+        (None, None),  # no repo: the default image
+    ],
+)
 def test_valid_options(raw, expected):
     assert parse_options(raw, POLICY) == expected
 
 
-@pytest.mark.parametrize("raw, message", [
-    ({"repo": "http://github.com/a/b"}, "https:// URLs on this hub"),
-    ({"repo": "https://gitlab.com/a/b"}, "from gitlab.com are not allowed"),
-    ({"repo": "https://github.com/a/b", "ref": "-x"}, "git ref may contain"),
-    ({"repo": "https://github.com/a/b", "ref": "a b"}, "git ref may contain"),
-    ({"repo": "https://github.com/a\nb", "ref": "main"}, "not allowed"),
-    ({"repo": ["file:///etc/passwd"]}, "must start with"),
-    ({"ref": "main"}, "without a repository"),
-    ({"repo": 42}, "must be strings"),
-    ({"repo": "https://github.com/" + "a" * 3000}, "longer than"),
-])
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        ({"repo": "http://github.com/a/b"}, "https:// URLs on this hub"),
+        ({"repo": "https://gitlab.com/a/b"}, "from gitlab.com are not allowed"),
+        ({"repo": "https://github.com/a/b", "ref": "-x"}, "git ref may contain"),
+        ({"repo": "https://github.com/a/b", "ref": "a b"}, "git ref may contain"),
+        ({"repo": "https://github.com/a\nb", "ref": "main"}, "not allowed"),
+        ({"repo": ["file:///etc/passwd"]}, "must start with"),
+        ({"ref": "main"}, "without a repository"),
+        ({"repo": 42}, "must be strings"),
+        ({"repo": "https://github.com/" + "a" * 3000}, "longer than"),
+    ],
+)
 def test_invalid_options_are_400s_with_a_message(raw, message):
     with pytest.raises(web.HTTPError) as info:
         parse_options(raw, POLICY)
@@ -58,18 +77,21 @@ def test_invalid_options_are_400s_with_a_message(raw, message):
     assert message in info.value.jupyterhub_message
 
 
-LS_REMOTE = "\n".join([
-    "1" * 40 + "\tHEAD",
-    "2" * 40 + "\trefs/heads/main",
-    "3" * 40 + "\trefs/tags/v1",
-    "4" * 40 + "\trefs/tags/v1^{}",
-    "5" * 40 + "\trefs/heads/v2",
-    "6" * 40 + "\trefs/tags/v2",
-])
+LS_REMOTE = "\n".join(
+    [
+        "1" * 40 + "\tHEAD",
+        "2" * 40 + "\trefs/heads/main",
+        "3" * 40 + "\trefs/tags/v1",
+        "4" * 40 + "\trefs/tags/v1^{}",
+        "5" * 40 + "\trefs/heads/v2",
+        "6" * 40 + "\trefs/tags/v2",
+    ]
+)
 
 
-@pytest.mark.parametrize("ref, sha", [("HEAD", "1"), ("main", "2"), ("v1", "4"), ("v2", "5"),
-                                      ("refs/tags/v2", "6"), ("nope", None)])
+@pytest.mark.parametrize(
+    "ref, sha", [("HEAD", "1"), ("main", "2"), ("v1", "4"), ("v2", "5"), ("refs/tags/v2", "6"), ("nope", None)]
+)
 def test_pick_commit(ref, sha):
     assert pick_commit(LS_REMOTE, ref) == (sha * 40 if sha else None)
 
@@ -94,7 +116,10 @@ def test_a_refused_form_comes_back_with_what_was_typed_and_the_message_next_to_i
     assert 'id="r2d-form-error"' in form and "characters that are not allowed" in form
     again = spawner.options_form(spawner)  # the message is for the refused submission only
     assert 'id="r2d-form-error"' not in again and "is-invalid" not in again
-    assert spawner.options_from_form({"repo": ["https://github.com/a/b"], "ref": [""]}, spawner)["repo"] == "https://github.com/a/b"
+    assert (
+        spawner.options_from_form({"repo": ["https://github.com/a/b"], "ref": [""]}, spawner)["repo"]
+        == "https://github.com/a/b"
+    )
     assert spawner._refused_form is None
 
 
@@ -120,8 +145,13 @@ async def test_a_ref_refused_at_start_comes_back_on_the_form_but_not_on_a_later_
 def test_form_and_query_share_validation():
     spawner = make_spawner(allowed_repo_hosts=["github.com"], autolaunch_repos=["https://github.com/**"])
     assert spawner.run_options_from_form({"repo": ["https://github.com/a/b"], "ref": ["v1"]}) == {
-        "repo": "https://github.com/a/b", "ref": "v1"}
-    assert spawner.options_from_query({"repo": ["https://github.com/a/b"]}) == {"repo": "https://github.com/a/b", "ref": "HEAD"}
+        "repo": "https://github.com/a/b",
+        "ref": "v1",
+    }
+    assert spawner.options_from_query({"repo": ["https://github.com/a/b"]}) == {
+        "repo": "https://github.com/a/b",
+        "ref": "HEAD",
+    }
     with pytest.raises(web.HTTPError):
         spawner.options_from_query({"repo": ["https://evil.org/a/b"]})
     spawner.user_options = {"repo": "https://github.com/a/b", "image": "x"}
@@ -160,58 +190,93 @@ class FakeHandle:
 
 
 async def test_progress_events_give_queue_phase_and_each_line_once():
-    handle = FakeHandle([
-        BuildStatus(Phase.QUEUED, queue_position=3),
-        BuildStatus(Phase.QUEUED, queue_position=1),
-        BuildStatus(Phase.BUILDING, log_tail=["a", "b"], log_line_count=2),
-        BuildStatus(Phase.BUILDING, log_tail=["b", "c", "d"], log_line_count=4),
-        BuildStatus(Phase.SUCCEEDED, image="img", message="Built img.", log_tail=["c", "d"], log_line_count=4),
-    ])
+    handle = FakeHandle(
+        [
+            BuildStatus(Phase.QUEUED, queue_position=3),
+            BuildStatus(Phase.QUEUED, queue_position=1),
+            BuildStatus(Phase.BUILDING, log_tail=["a", "b"], log_line_count=2),
+            BuildStatus(Phase.BUILDING, log_tail=["b", "c", "d"], log_line_count=4),
+            BuildStatus(Phase.SUCCEEDED, image="img", message="Built img.", log_tail=["c", "d"], log_line_count=4),
+        ]
+    )
     events = [e async for e in progress_events(handle)]
     messages = [e["message"] for e in events]
-    assert messages == ["Waiting for a free build slot.", "2 builds ahead of yours.", "Your build is next in line.",
-                        "Building your image with repo2docker…", "a", "b", "c", "d", "Built img.",
-                        "Image ready; starting your server."]
+    assert messages == [
+        "Waiting for a free build slot.",
+        "2 builds ahead of yours.",
+        "Your build is next in line.",
+        "Building your image with repo2docker…",
+        "a",
+        "b",
+        "c",
+        "d",
+        "Built img.",
+        "Image ready; starting your server.",
+    ]
     progress = [e["progress"] for e in events]
     assert progress == sorted(progress) and progress[-1] == 90
 
 
 async def test_a_requeued_build_says_so_and_its_next_log_starts_from_the_first_line():
     lost = "The node r2d-node-2 was lost (its builder's Lease expired); the build went back to the queue."
-    handle = FakeHandle([
-        BuildStatus(Phase.BUILDING, log_tail=["a", "b", "c"], log_line_count=3),
-        BuildStatus(Phase.QUEUED, queue_position=1, message=lost),
-        BuildStatus(Phase.BUILDING, log_tail=["a", "b"], log_line_count=2),
-        BuildStatus(Phase.SUCCEEDED, image="img", message="Built img.", log_tail=["a", "b", "c", "d"], log_line_count=4),
-    ])
+    handle = FakeHandle(
+        [
+            BuildStatus(Phase.BUILDING, log_tail=["a", "b", "c"], log_line_count=3),
+            BuildStatus(Phase.QUEUED, queue_position=1, message=lost),
+            BuildStatus(Phase.BUILDING, log_tail=["a", "b"], log_line_count=2),
+            BuildStatus(
+                Phase.SUCCEEDED, image="img", message="Built img.", log_tail=["a", "b", "c", "d"], log_line_count=4
+            ),
+        ]
+    )
     messages = [e["message"] async for e in progress_events(handle)]
-    assert messages == ["Building your image with repo2docker…", "a", "b", "c", lost, "Waiting for a free build slot.",
-                        "Your build is next in line.", "Building your image with repo2docker…", "a", "b",
-                        "Built img.", "c", "d", "Image ready; starting your server."]
+    assert messages == [
+        "Building your image with repo2docker…",
+        "a",
+        "b",
+        "c",
+        lost,
+        "Waiting for a free build slot.",
+        "Your build is next in line.",
+        "Building your image with repo2docker…",
+        "a",
+        "b",
+        "Built img.",
+        "c",
+        "d",
+        "Image ready; starting your server.",
+    ]
 
 
 def test_api_errors_are_described_in_one_line():
     from repo2docker_buildcore.kubeapi import ApiError
 
     backend = make_spawner(backend="kubernetes").build_backend
-    exc = ApiError(403, "Forbidden", '{"kind":"Status","message":"repo2dockerbuilds is forbidden: User \\"x\\" cannot create"}')
+    exc = ApiError(
+        403, "Forbidden", '{"kind":"Status","message":"repo2dockerbuilds is forbidden: User \\"x\\" cannot create"}'
+    )
     assert backend.describe_error(exc) == 'repo2dockerbuilds is forbidden: User "x" cannot create'
     assert backend.describe_error(RuntimeError("boom\ntrace")) == "boom"
 
 
-@pytest.mark.parametrize("config, message", [
-    ({"Repo2DockerSpawner": {"build_memory_limit": "lots"}}, "memory quantity"),
-    ({"LocalBackend": {"memory_limit": "lots"}}, "memory quantity"),
-    ({"LocalBackend": {"gc_use_record": "configmap:ns/x"}}, "keeps it in a file"),
-    ({"Repo2DockerSpawner": {"allowed_repo_schemes": ["file"]}}, "not among"),
-    ({"Repo2DockerSpawner": {"image_prefix": "UPPER/"}}, "image prefix"),
-    ({"Repo2DockerSpawner": {"image_prefix": ""}}, "image prefix"),
-    ({"Repo2DockerSpawner": {"autolaunch_repos": ["github.com/*"]}}, "autolaunch_repos"),
-    ({"LocalBackend": {"push": True}, "Repo2DockerSpawner": {"image_prefix": "binder/r2d-"}},
-     "needs a Repo2DockerSpawner.image_prefix that names a registry"),
-    ({"LocalBackend": {"docker_config": "/nonexistent/config.json"}}, "is not a file"),
-    ({"LocalBackend": {"build_env": {"1BAD": "x"}}}, "build environment name"),
-])
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        ({"Repo2DockerSpawner": {"build_memory_limit": "lots"}}, "memory quantity"),
+        ({"LocalBackend": {"memory_limit": "lots"}}, "memory quantity"),
+        ({"LocalBackend": {"gc_use_record": "configmap:ns/x"}}, "keeps it in a file"),
+        ({"Repo2DockerSpawner": {"allowed_repo_schemes": ["file"]}}, "not among"),
+        ({"Repo2DockerSpawner": {"image_prefix": "UPPER/"}}, "image prefix"),
+        ({"Repo2DockerSpawner": {"image_prefix": ""}}, "image prefix"),
+        ({"Repo2DockerSpawner": {"autolaunch_repos": ["github.com/*"]}}, "autolaunch_repos"),
+        (
+            {"LocalBackend": {"push": True}, "Repo2DockerSpawner": {"image_prefix": "binder/r2d-"}},
+            "needs a Repo2DockerSpawner.image_prefix that names a registry",
+        ),
+        ({"LocalBackend": {"docker_config": "/nonexistent/config.json"}}, "is not a file"),
+        ({"LocalBackend": {"build_env": {"1BAD": "x"}}}, "build environment name"),
+    ],
+)
 def test_bad_configuration_is_refused_at_load_time(config, message):
     from traitlets import TraitError
 
@@ -220,7 +285,9 @@ def test_bad_configuration_is_refused_at_load_time(config, message):
 
 
 def test_push_with_a_registry_prefix_is_accepted():
-    spawner = make_spawner({"LocalBackend": {"push": True}, "Repo2DockerSpawner": {"image_prefix": "127.0.0.1:5000/binder/r2d-"}})
+    spawner = make_spawner(
+        {"LocalBackend": {"push": True}, "Repo2DockerSpawner": {"image_prefix": "127.0.0.1:5000/binder/r2d-"}}
+    )
     assert spawner.build_backend.push and spawner.build_backend.runner.config.push
 
 
@@ -237,11 +304,24 @@ def test_backends_own_their_settings_and_older_names_still_work_with_a_deprecati
     assert not caplog.records
 
     # The first release's spawner names, and LocalBackend's names before the settings table.
-    old = make_spawner({"Repo2DockerSpawner": {"build_image": "old/name:1", "concurrent_builds_limit": 4,
-                                               "build_instance": "hub-b"},
-                        "LocalBackend": {"log_tail_lines": 7, "image_gc_interval": 0.0, "image_use_file": ""}}).build_backend
-    assert (old.build_image, old.concurrency, old.instance, old.tail_lines, old.gc_interval, old.gc_use_record) == \
-        ("old/name:1", 4, "hub-b", 7, 0.0, "")
+    old = make_spawner(
+        {
+            "Repo2DockerSpawner": {
+                "build_image": "old/name:1",
+                "concurrent_builds_limit": 4,
+                "build_instance": "hub-b",
+            },
+            "LocalBackend": {"log_tail_lines": 7, "image_gc_interval": 0.0, "image_use_file": ""},
+        }
+    ).build_backend
+    assert (old.build_image, old.concurrency, old.instance, old.tail_lines, old.gc_interval, old.gc_use_record) == (
+        "old/name:1",
+        4,
+        "hub-b",
+        7,
+        0.0,
+        "",
+    )
     lines = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert "Repo2DockerSpawner.concurrent_builds_limit is deprecated: set LocalBackend.concurrency instead" in lines
     assert "LocalBackend.image_use_file is deprecated: set LocalBackend.gc_use_record instead" in lines
@@ -254,7 +334,9 @@ def test_backends_own_their_settings_and_older_names_still_work_with_a_deprecati
 
     kube = make_spawner({"Repo2DockerSpawner": {"backend": "kubernetes", "namespace": "binder"}}).build_backend
     assert type(kube) is KubernetesBackend and kube.namespace == "binder"
-    assert make_spawner({"KubernetesBackend": {"namespace": "own"}}, backend="kubernetes").build_backend.namespace == "own"
+    assert (
+        make_spawner({"KubernetesBackend": {"namespace": "own"}}, backend="kubernetes").build_backend.namespace == "own"
+    )
 
 
 def test_start_timeout_follows_the_backends_build_timeout():
@@ -304,11 +386,16 @@ def test_a_link_only_fills_in_the_form():
     assert (LinkOpensForm().jupyterhub_message, LinkOpensForm().jupyterhub_html_message) == (None, None)
 
 
-@pytest.mark.parametrize("url, launches", [
-    ("https://github.com/course/lecture-1", True), ("https://GitHub.com/course/lecture-1.git/", True),
-    ("https://github.com/course-fork/lecture-1", False), ("https://github.com/other/x", False),
-    ("https://github.com/course/lecture-1/other", False),  # '*' never crosses a '/'
-])
+@pytest.mark.parametrize(
+    "url, launches",
+    [
+        ("https://github.com/course/lecture-1", True),
+        ("https://GitHub.com/course/lecture-1.git/", True),
+        ("https://github.com/course-fork/lecture-1", False),
+        ("https://github.com/other/x", False),
+        ("https://github.com/course/lecture-1/other", False),  # '*' never crosses a '/'
+    ],
+)
 def test_autolaunch_repos_match_the_canonical_url_segment_by_segment(url, launches):
     spawner = make_spawner(allowed_repo_hosts=["github.com"], autolaunch_repos=["https://github.com/course/*"])
     if launches:
@@ -323,11 +410,18 @@ def test_protocol_v2_asks_for_what_pick_commit_may_choose_and_its_answer_reads_l
 
     assert ref_prefixes("main") == ["main", "refs/heads/main", "refs/tags/main"]
     assert ref_prefixes("HEAD") == ["HEAD"] and ref_prefixes("refs/tags/v2") == ["refs/tags/v2"]
-    answer = [b"1" * 40 + b" HEAD symref-target:refs/heads/main\n", b"2" * 40 + b" refs/heads/main\n",
-              b"3" * 40 + b" refs/tags/v1 peeled:" + b"4" * 40 + b"\n", b"unborn refs/heads/x\n"]
+    answer = [
+        b"1" * 40 + b" HEAD symref-target:refs/heads/main\n",
+        b"2" * 40 + b" refs/heads/main\n",
+        b"3" * 40 + b" refs/tags/v1 peeled:" + b"4" * 40 + b"\n",
+        b"unborn refs/heads/x\n",
+    ]
     listing = ls_refs_listing(answer)
-    assert (pick_commit(listing, "HEAD"), pick_commit(listing, "main"), pick_commit(listing, "v1")) == \
-        ("1" * 40, "2" * 40, "4" * 40)
+    assert (pick_commit(listing, "HEAD"), pick_commit(listing, "main"), pick_commit(listing, "v1")) == (
+        "1" * 40,
+        "2" * 40,
+        "4" * 40,
+    )
 
 
 def test_local_backend_has_a_trait_for_every_hub_row_of_the_settings_table_and_no_other():
@@ -341,8 +435,9 @@ def test_local_backend_has_a_trait_for_every_hub_row_of_the_settings_table_and_n
         if row.hub:
             assert row.name in traits, row.name
             value = getattr(backend, row.name)
-            assert (list(value) if row.many else dict(value) if isinstance(value, dict) else value) == \
-                (list(row.hub_value) if row.many else dict(row.hub_value) if row.kind == "env" else row.hub_value), row.name
+            assert (list(value) if row.many else dict(value) if isinstance(value, dict) else value) == (
+                list(row.hub_value) if row.many else dict(row.hub_value) if row.kind == "env" else row.hub_value
+            ), row.name
             assert traits[row.name].help.startswith(row.help[:1].upper() + row.help[1:]), row.name
         else:
             assert row.no_hub and row.name not in traits, row.name
@@ -350,8 +445,9 @@ def test_local_backend_has_a_trait_for_every_hub_row_of_the_settings_table_and_n
 
 
 def test_a_volume_on_the_home_builds_the_repository_beside_it_and_names_the_image_for_it():
-    from repo2docker_buildcore import contract
     from traitlets import TraitError
+
+    from repo2docker_buildcore import contract
 
     sha, request = "a" * 40, RepoRequest(parse_url("https://github.com/a/b"), "main")
     plain = make_spawner().build_spec(request, sha)

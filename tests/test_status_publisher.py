@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import pytest
 
 from repo2docker_buildcore.status import StatusPublisher, failure_message

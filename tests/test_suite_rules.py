@@ -5,7 +5,6 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
-
 from conftest import pytest_collection_modifyitems
 
 pytestmark = pytest.mark.unit
@@ -20,8 +19,9 @@ class Item(SimpleNamespace):
 
 
 def item(*marks: str, fixtures: tuple[str, ...] = ()) -> Item:
-    return Item(nodeid="tests/test_x.py::test_y", marks=[getattr(pytest.mark, m).mark for m in marks],
-                fixturenames=fixtures)
+    return Item(
+        nodeid="tests/test_x.py::test_y", marks=[getattr(pytest.mark, m).mark for m in marks], fixturenames=fixtures
+    )
 
 
 def test_a_unit_test_may_not_also_be_of_a_daemon_tier():

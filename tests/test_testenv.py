@@ -53,11 +53,25 @@ def test_repo2docker_image_builds_a_tag_cloned_over_http(build_image, git_repos,
     try:
         logs = docker_client.containers.run(
             build_image,
-            ["repo2docker", "--no-run", "--json-logs", "--user-id", "1000", "--user-name", "jovyan",
-             "--ref", "v1", "--image-name", image, repo.url],
+            [
+                "repo2docker",
+                "--no-run",
+                "--json-logs",
+                "--user-id",
+                "1000",
+                "--user-name",
+                "jovyan",
+                "--ref",
+                "v1",
+                "--image-name",
+                image,
+                repo.url,
+            ],
             volumes={"/var/run/docker.sock": {"bind": "/var/run/docker.sock", "mode": "rw"}},
             environment={"R2D_DATAVERSE_INSTALLATIONS_URL": testenv["R2D_DATAVERSE_INSTALLATIONS_URL"]},
-            remove=True, stdout=True, stderr=True,
+            remove=True,
+            stdout=True,
+            stderr=True,
         ).decode()
         messages = [json.loads(line)["message"] for line in logs.splitlines() if line.startswith("{")]
         assert any("Cloning into" in m for m in messages), logs
@@ -88,7 +102,10 @@ def test_registry_requires_credentials_and_accepts_the_written_ones(testenv):
     url = f"http://{testenv['R2D_REGISTRY']}/v2/"
     assert requests.get(url, timeout=5).status_code == 401
     assert requests.get(url, auth=(testenv["R2D_REGISTRY_USER"], "wrong"), timeout=5).status_code == 401
-    assert requests.get(url, auth=(testenv["R2D_REGISTRY_USER"], testenv["R2D_REGISTRY_PASSWORD"]), timeout=5).status_code == 200
+    assert (
+        requests.get(url, auth=(testenv["R2D_REGISTRY_USER"], testenv["R2D_REGISTRY_PASSWORD"]), timeout=5).status_code
+        == 200
+    )
     assert requests.get(f"http://{testenv['R2D_REGISTRY_ANON']}/v2/", timeout=5).status_code == 200
 
 
@@ -123,10 +140,19 @@ def test_apiserver_serves_an_applied_crd(kubectl, namespace):
     kubectl.apply(crd)
     try:
         kubectl("wait", "--for=condition=Established", f"crd/widgets.{group}", "--timeout=30s")
-        kubectl.apply(f"apiVersion: {group}/v1\nkind: Widget\nmetadata: {{name: w1}}\nspec: {{size: 3}}\n", "-n", namespace)
+        kubectl.apply(
+            f"apiVersion: {group}/v1\nkind: Widget\nmetadata: {{name: w1}}\nspec: {{size: 3}}\n", "-n", namespace
+        )
         assert kubectl("get", "wdg", "-n", namespace, "-o", "jsonpath={.items[*].spec.size}") == "3"
-        bad = kubectl.run("apply", "-n", namespace, "-f", "-", check=False,
-                          input=f"apiVersion: {group}/v1\nkind: Widget\nmetadata: {{name: w2}}\nspec: {{size: 0}}\n")
+        bad = kubectl.run(
+            "apply",
+            "-n",
+            namespace,
+            "-f",
+            "-",
+            check=False,
+            input=f"apiVersion: {group}/v1\nkind: Widget\nmetadata: {{name: w2}}\nspec: {{size: 0}}\n",
+        )
         assert bad.returncode != 0 and "spec.size" in bad.stderr
     finally:
         kubectl("delete", "crd", f"widgets.{group}", "--wait=false", check=False)
@@ -144,7 +170,9 @@ def test_serviceaccount_token_is_refused_without_rbac_and_allowed_with_it(kubect
 
     # The same token works once a Role allows it: the refusal above was RBAC, not a bad token.
     kubectl("create", "role", "read-cm", "--verb=list", "--resource=configmaps", "-n", namespace)
-    kubectl("create", "rolebinding", "read-cm", "--role=read-cm", f"--serviceaccount={namespace}:nobody", "-n", namespace)
+    kubectl(
+        "create", "rolebinding", "read-cm", "--role=read-cm", f"--serviceaccount={namespace}:nobody", "-n", namespace
+    )
     allowed = as_sa.run("get", "configmaps", "-n", namespace, check=False)
     assert allowed.returncode == 0, allowed.stderr
     assert as_sa.run("get", "secrets", "-n", namespace, check=False).returncode != 0
@@ -160,14 +188,21 @@ def test_the_node_is_ready_and_the_controllers_run(testenv, kubectl, namespace):
     assert info["kubeletVersion"] == testenv["R2D_KUBE_VERSION"]
     assert info["containerRuntimeVersion"].startswith("containerd://")
     assert {a["address"] for a in node["status"]["addresses"] if a["type"] == "InternalIP"} == {testenv["R2D_NODE_IP"]}
-    wait_until(lambda: kubectl.run("get", "serviceaccount", "default", "-n", namespace, check=False).returncode == 0,
-               timeout=30, what="the controller-manager to create the default ServiceAccount")
-    wait_until(lambda: kubectl.run("get", "configmap", "kube-root-ca.crt", "-n", namespace, check=False).returncode == 0,
-               timeout=30, what="the controller-manager to publish the cluster CA")
+    wait_until(
+        lambda: kubectl.run("get", "serviceaccount", "default", "-n", namespace, check=False).returncode == 0,
+        timeout=30,
+        what="the controller-manager to create the default ServiceAccount",
+    )
+    wait_until(
+        lambda: kubectl.run("get", "configmap", "kube-root-ca.crt", "-n", namespace, check=False).returncode == 0,
+        timeout=30,
+        what="the controller-manager to publish the cluster CA",
+    )
 
 
 def test_the_second_node_is_ready_with_its_own_docker_daemon_behind_the_node_socket_path(
-        testenv, kubectl, docker_client, node2_docker):
+    testenv, kubectl, docker_client, node2_docker
+):
     """Node 2 (testenv/node.sh 2): Ready, and "this node's Docker socket" (the one hostPath the
     chart's DaemonSet mounts) is its own daemon, for its pods and for the containers its
     daemon starts with that path mounted, while on the host it is the host's daemon."""
@@ -178,9 +213,13 @@ def test_the_second_node_is_ready_with_its_own_docker_daemon_behind_the_node_soc
     assert ids["host"] != ids["node 2"]
     socket = testenv["R2D_NODE_DOCKER_SOCKET"]
     for name, client in [("host", docker_client), ("node 2", node2_docker)]:
-        seen = client.containers.run(testenv["R2D_BUILD_IMAGE"], ["docker", "info", "--format", "{{.ID}}"],
-                                     volumes={socket: {"bind": "/var/run/docker.sock", "mode": "rw"}},
-                                     entrypoint=[], remove=True)
+        seen = client.containers.run(
+            testenv["R2D_BUILD_IMAGE"],
+            ["docker", "info", "--format", "{{.ID}}"],
+            volumes={socket: {"bind": "/var/run/docker.sock", "mode": "rw"}},
+            entrypoint=[],
+            remove=True,
+        )
         assert seen.decode().strip() == ids[name], name
 
 
@@ -191,8 +230,12 @@ def test_load_image_puts_a_docker_image_into_the_node_runtime(testenv):
     assert first.returncode == 0, first.stderr
     assert first.stdout.strip() == f"docker.io/{image}"
     for containerd in (testenv["R2D_NODE_CONTAINERD"], testenv["R2D_NODE2_CONTAINERD"]):  # every node's
-        listed = subprocess.run(["ctr", "--address", containerd, "-n", "k8s.io", "images", "ls", "-q"],
-                                capture_output=True, text=True, check=True).stdout.split()
+        listed = subprocess.run(
+            ["ctr", "--address", containerd, "-n", "k8s.io", "images", "ls", "-q"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
         assert f"docker.io/{image}" in listed, containerd
     bad = subprocess.run([testenv["R2D_LOAD_IMAGE"], "r2d-test-no-such-image:1"], capture_output=True, text=True)
     assert bad.returncode != 0 and "docker has no image r2d-test-no-such-image:1" in bad.stderr

@@ -17,7 +17,12 @@ def test_node_down_succeeds_when_nothing_of_the_node_runs(tmp_path):
     (tmp_path / "node").mkdir()
     (tmp_path / "node" / "kubelet.pid").write_text("999999999\n")  # a pid file of a gone process
     root = Path(__file__).resolve().parent.parent
-    done = subprocess.run(["bash", str(root / "testenv" / "node-down.sh")], capture_output=True, text=True,
-                          env={**os.environ, "TESTENV_DIR": str(tmp_path)}, timeout=60)
+    done = subprocess.run(
+        ["bash", str(root / "testenv" / "node-down.sh")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TESTENV_DIR": str(tmp_path)},
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     assert not (tmp_path / "node" / "kubelet.pid").exists()

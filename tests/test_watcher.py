@@ -64,10 +64,12 @@ class ScriptedWatcher(BuildWatcher):
 async def test_resumes_from_the_last_version_and_relists_on_gone():
     watcher = ScriptedWatcher(
         listings=[[obj("a", "1", "Queued")], [obj("a", "9", "Succeeded")]],
-        scripts=[[{"type": "MODIFIED", "object": obj("a", "2", "Building")}],  # stream ends normally
-                 [{"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "5"}}}],
-                 Gone(),  # too old: relist
-                 None],
+        scripts=[
+            [{"type": "MODIFIED", "object": obj("a", "2", "Building")}],  # stream ends normally
+            [{"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "5"}}}],
+            Gone(),  # too old: relist
+            None,
+        ],
     )
     await watcher.ready()
     await watcher.wait_for(lambda: watcher.lists == 2 and watcher.get("a")["status"]["phase"] == "Succeeded", timeout=2)
@@ -77,8 +79,10 @@ async def test_resumes_from_the_last_version_and_relists_on_gone():
 
 async def test_errors_back_off_doubling_and_recover():
     down = RuntimeError("connection refused")
-    watcher = ScriptedWatcher(listings=[down, down, down, [obj("a", "1", "Queued")]],
-                              scripts=[RuntimeError("connection reset"), [{"type": "ERROR", "object": {"code": 500}}], None])
+    watcher = ScriptedWatcher(
+        listings=[down, down, down, [obj("a", "1", "Queued")]],
+        scripts=[RuntimeError("connection reset"), [{"type": "ERROR", "object": {"code": 500}}], None],
+    )
     await watcher.ready()
     await watcher.wait_for(lambda: watcher.lists == 6, timeout=2)
     # Three failed lists back off 1, 2, 4 s; a good list resets it, so each watch error waits 1 s.
@@ -97,9 +101,14 @@ async def test_followers_see_changes_and_deletion_as_cancelled():
             seen.append(status.phase.value)
 
     task = asyncio.create_task(follow())
-    for count, event in enumerate(({"type": "ADDED", "object": obj("b", "2", "Queued")},
-                                   {"type": "MODIFIED", "object": obj("b", "3", "Building")},
-                                   {"type": "DELETED", "object": obj("b", "4", "Building")}), start=1):
+    for count, event in enumerate(
+        (
+            {"type": "ADDED", "object": obj("b", "2", "Queued")},
+            {"type": "MODIFIED", "object": obj("b", "3", "Building")},
+            {"type": "DELETED", "object": obj("b", "4", "Building")},
+        ),
+        start=1,
+    ):
         await watcher._apply(event, "0")
         await until(lambda: len(seen) == count or task.done(), timeout=2, what="the follower to see the change")
     await asyncio.wait_for(task, 1)

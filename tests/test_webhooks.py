@@ -27,10 +27,10 @@ def test_each_forge_s_signature_is_checked_against_the_secret():
     assert verified({"X-Forgejo-Signature": good}, BODY, "s3cret")
     assert verified({"X-Gitlab-Token": "s3cret"}, BODY, "s3cret")
     refused = [
-        ({"X-Hub-Signature-256": f"sha256={sign('other')}"}, BODY),          # another secret
-        ({"X-Hub-Signature-256": f"sha256={good}"}, BODY + b" "),             # a changed body
+        ({"X-Hub-Signature-256": f"sha256={sign('other')}"}, BODY),  # another secret
+        ({"X-Hub-Signature-256": f"sha256={good}"}, BODY + b" "),  # a changed body
         ({"X-Gitlab-Token": "s3cre"}, BODY),
-        ({}, BODY),                                                           # unsigned
+        ({}, BODY),  # unsigned
         ({"X-Hub-Signature-256": "sha256=", "X-Gitlab-Token": "s3cret"}, BODY),  # a signature header wins
     ]
     for headers, body in refused:
@@ -39,18 +39,27 @@ def test_each_forge_s_signature_is_checked_against_the_secret():
 
 
 def test_the_pushed_repository_is_read_from_any_forge_s_payload():
-    assert repository_urls({"repository": {"clone_url": "https://h/a/b.git", "html_url": "https://h/a/b"}}) == \
-        ["https://h/a/b.git", "https://h/a/b"]
+    assert repository_urls({"repository": {"clone_url": "https://h/a/b.git", "html_url": "https://h/a/b"}}) == [
+        "https://h/a/b.git",
+        "https://h/a/b",
+    ]
     assert "https://gl/a/b.git" in repository_urls({"project": {"git_http_url": "https://gl/a/b.git"}})
     assert repository_urls(["not", "a", "dict"]) == [] and repository_urls({"repository": "x"}) == []
 
 
 def test_watched_repositories_are_validated_as_user_requests_are():
     policy = RepoPolicy(("https",), ("git.example.org",))
-    watched = watched_repos([{"repo": "https://git.example.org/a/b", "refs": ["main", "v1", "main"]},
-                             {"repo": "https://git.example.org/c/d"}], policy)
-    assert [(w.repo, w.refs) for w in watched] == [("https://git.example.org/a/b", ("main", "v1")),
-                                                   ("https://git.example.org/c/d", ("HEAD",))]
+    watched = watched_repos(
+        [
+            {"repo": "https://git.example.org/a/b", "refs": ["main", "v1", "main"]},
+            {"repo": "https://git.example.org/c/d"},
+        ],
+        policy,
+    )
+    assert [(w.repo, w.refs) for w in watched] == [
+        ("https://git.example.org/a/b", ("main", "v1")),
+        ("https://git.example.org/c/d", ("HEAD",)),
+    ]
     for entries, words in [
         ([{"repo": "https://evil.example.com/a/b", "refs": ["main"]}], "not allowed"),
         ([{"repo": "http://git.example.org/a/b"}], "https://"),

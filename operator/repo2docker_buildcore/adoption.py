@@ -17,7 +17,7 @@ that uid that has not finished, versus any build of this hub), so both call ``ad
 from __future__ import annotations
 
 import logging
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 from .queue import BuildQueue
 from .runner import BuildContainer, BuildRunner
@@ -38,11 +38,20 @@ async def adopt(runner: BuildRunner, queue: BuildQueue, wanted: Wanted) -> list[
         if await wanted(container):
             if container.running:
                 queue.adopt(ref.uid)
-            log.info("build container %s of %s/%s survived (%s): re-attaching", container.id[:12],
-                     ref.namespace, ref.name, container.status)
+            log.info(
+                "build container %s of %s/%s survived (%s): re-attaching",
+                container.id[:12],
+                ref.namespace,
+                ref.name,
+                container.status,
+            )
             adopted.append(container)
         else:
-            log.warning("removing build container %s of %s/%s: nobody will read its result", container.id[:12],
-                        ref.namespace, ref.name)
+            log.warning(
+                "removing build container %s of %s/%s: nobody will read its result",
+                container.id[:12],
+                ref.namespace,
+                ref.name,
+            )
             await runner.remove(container.id, kill=True)
     return adopted

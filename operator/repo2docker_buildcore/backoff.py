@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Awaitable, Callable, Sequence, TypeVar
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -28,7 +29,7 @@ class Backoff:
         self._next = 0
 
     @classmethod
-    def doubling(cls, first: float, cap: float) -> "Backoff":
+    def doubling(cls, first: float, cap: float) -> Backoff:
         delays, delay = [], min(first, cap)
         while delay < cap:
             delays.append(delay)
@@ -44,11 +45,16 @@ class Backoff:
         self._next = 0
 
 
-async def retry(attempt: Callable[[], Awaitable[T]], *, retry_on: type[BaseException] | tuple[type[BaseException], ...],
-                backoff: Backoff, within: float | None = None,
-                when: Callable[[BaseException], bool] | None = None,
-                on_retry: Callable[[BaseException, float], Awaitable[None] | None] | None = None,
-                sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> T:
+async def retry(
+    attempt: Callable[[], Awaitable[T]],
+    *,
+    retry_on: type[BaseException] | tuple[type[BaseException], ...],
+    backoff: Backoff,
+    within: float | None = None,
+    when: Callable[[BaseException], bool] | None = None,
+    on_retry: Callable[[BaseException, float], Awaitable[None] | None] | None = None,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> T:
     """`attempt()`'s result, asked again after each `retry_on` error (only those `when` says
     are worth it, if given; the rest are raised as they came), waiting `backoff`'s delays;
     `on_retry(error, delay)` is told before each wait. Past `within` seconds of waiting in

@@ -29,18 +29,19 @@ import asyncio
 import datetime
 import logging
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable
 
 from .backoff import Backoff, retry
 from .contract import BuildSpec, Phase, registry_of
+from .daemon_images import registry_refused
+from .docker_api import RegistryUnavailable, RunnerError
 from .gitcredentials import CloneCredentials
 from .livelog import readable_lines
 from .logtail import BuildOutput, LogTail
 from .queue import BuildQueue
-from .daemon_images import registry_refused
-from .docker_api import RegistryUnavailable, RunnerError
 from .runner import BuildContainer, BuildRef, BuildRunner
+from .settings import setting
 from .status import StatusPublisher, failure_message, now_iso, parse_iso
 
 log = logging.getLogger(__name__)
@@ -90,10 +91,10 @@ class ClaimLost(Exception):
 
 @dataclass(frozen=True)
 class BuildSettings:
-    build_timeout: float = 3600.0
-    tail_lines: int = 100
-    tail_bytes: int = 16 * 1024
-    prepare_next: bool = True
+    build_timeout: float = setting("build_timeout").default
+    tail_lines: int = setting("tail_lines").default
+    tail_bytes: int = setting("tail_bytes").default
+    prepare_next: bool = setting("prepare_next").default
 
 
 @dataclass
@@ -178,9 +179,15 @@ class BuildJob:
                 await self._claim(container)
                 # After a restart with no recorded start (the hub keeps none): Docker's own.
                 self.recorded_start = self.recorded_start or container.started_at
-                self.queue.adopt(self.ref.uid, self.requester, self.spec.repo_url,
-                                 elapsed=self.settings.build_timeout - self._remaining())
-                log.info("re-attaching to build container %s of %s/%s", container.id[:12], self.ref.namespace, self.ref.name)
+                self.queue.adopt(
+                    self.ref.uid,
+                    self.requester,
+                    self.spec.repo_url,
+                    elapsed=self.settings.build_timeout - self._remaining(),
+                )
+                log.info(
+                    "re-attaching to build container %s of %s/%s", container.id[:12], self.ref.namespace, self.ref.name
+                )
             self.container = container
             return await self._follow(container)
         except RunnerError as exc:
@@ -190,12 +197,17 @@ class BuildJob:
 
     def _remove_later(self, container_id: str) -> None:
         """Docker failed mid-build: remove the container as soon as Docker answers again."""
+
         async def remove() -> None:
             backoff = Backoff(CLEANUP_BACKOFF)
             await asyncio.sleep(backoff.next())
             try:
-                await retry(lambda: self.runner.remove(container_id, kill=True), retry_on=RunnerError,
-                            backoff=backoff, within=CLEANUP_FOR)
+                await retry(
+                    lambda: self.runner.remove(container_id, kill=True),
+                    retry_on=RunnerError,
+                    backoff=backoff,
+                    within=CLEANUP_FOR,
+                )
                 log.info("removed build container %s of a build that failed", container_id[:12])
             except RunnerError:
                 log.warning("gave up removing build container %s: Docker did not answer", container_id[:12])
@@ -221,6 +233,7 @@ class BuildJob:
         """Whether the registry has the image. An unreachable registry is asked again with
         back-off (saying so in the status) within the build timeout when `retrying`;
         otherwise the answer is None, "unknown", and the build's own push will tell."""
+
         async def tell(exc: BaseException, delay: float) -> None:
             log.warning("%s; retrying in %.0f s", exc, delay)
             await self.publisher.update({"message": f"{exc} Retrying in {delay:.0f} s."})
@@ -233,8 +246,13 @@ class BuildJob:
                 return await ask()
             except RegistryUnavailable:
                 return None
-        return await retry(ask, retry_on=RegistryUnavailable, backoff=Backoff(REGISTRY_BACKOFF),
-                           within=self.settings.build_timeout, on_retry=tell)
+        return await retry(
+            ask,
+            retry_on=RegistryUnavailable,
+            backoff=Backoff(REGISTRY_BACKOFF),
+            within=self.settings.build_timeout,
+            on_retry=tell,
+        )
 
     def _failure_lines(self) -> list[str]:
         return self.output.failure_lines(self.tail.lines())
@@ -245,15 +263,21 @@ class BuildJob:
             asyncio.ensure_future(self._publish_position(position))
             self._prepare_if_next(position, command)
 
-        await self.publisher.update({"phase": Phase.QUEUED.value, "queuePosition": self.queue.position(self.ref.uid),
-                                     "estimatedStart": self._estimated_start(),
-                                     "message": "Waiting for a free build slot."})
+        await self.publisher.update(
+            {
+                "phase": Phase.QUEUED.value,
+                "queuePosition": self.queue.position(self.ref.uid),
+                "estimatedStart": self._estimated_start(),
+                "message": "Waiting for a free build slot.",
+            }
+        )
         self._notify(Phase.QUEUED, "waiting for a free build slot")
         looks = [asyncio.ensure_future(self._refresh_estimate()), asyncio.ensure_future(self._prepare_later(command))]
         try:
             hold = await self.hold() if self.hold is not None else 0.0
-            await self.queue.acquire(self.ref.uid, self.order, on_position, requester=self.requester,
-                                     repo=self.spec.repo_url, hold=hold)
+            await self.queue.acquire(
+                self.ref.uid, self.order, on_position, requester=self.requester, repo=self.spec.repo_url, hold=hold
+            )
         finally:
             for look in looks:
                 look.cancel()
@@ -264,21 +288,33 @@ class BuildJob:
             await self._discard_prepared()
             return done
         self.container = self.prepared
-        container = self.container = await self.runner.start(self.ref, self.spec, command, self.credential,
-                                                             prepared=self.prepared)
+        container = self.container = await self.runner.start(
+            self.ref, self.spec, command, self.credential, prepared=self.prepared
+        )
         self.prepared = None
         self.recorded_start = now_iso()
-        await self.publisher.update({
-            "phase": Phase.BUILDING.value, "queuePosition": None, "estimatedStart": None, "containerId": container.id,
-            "startTime": self.recorded_start, "message": f"Building {self.spec.repo_url} at {self.spec.commit[:12]}.",
-        })
+        await self.publisher.update(
+            {
+                "phase": Phase.BUILDING.value,
+                "queuePosition": None,
+                "estimatedStart": None,
+                "containerId": container.id,
+                "startTime": self.recorded_start,
+                "message": f"Building {self.spec.repo_url} at {self.spec.commit[:12]}.",
+            }
+        )
         self._notify(Phase.BUILDING, "build container started")
         return container
 
     def _prepare_if_next(self, position: int, command: list[str]) -> None:
         """Create the container ahead while the build is among the next to get a slot."""
-        if (not self.settings.prepare_next or (self.claim is not None and not self.alone()) or self.prepared is not None
-                or self._preparing is not None or position > max(self.queue.limit, 1)):
+        if (
+            not self.settings.prepare_next
+            or (self.claim is not None and not self.alone())
+            or self.prepared is not None
+            or self._preparing is not None
+            or position > max(self.queue.limit, 1)
+        ):
             return
 
         async def prepare() -> None:
@@ -287,6 +323,7 @@ class BuildJob:
             except RunnerError as exc:  # the start will try again, and tell
                 log.info("could not create the container of %s ahead: %s", self.ref.name, exc)
             await self._claim_ahead()
+
         self._preparing = asyncio.ensure_future(prepare())
 
     async def _claim_ahead(self) -> None:
@@ -319,17 +356,27 @@ class BuildJob:
         if holder != self.me:
             if found is not None:
                 await self.runner.remove(found.id, kill=True)
-                log.info("removed build container %s of %s/%s: %s builds it now", found.id[:12],
-                         self.ref.namespace, self.ref.name, holder or "nobody")
+                log.info(
+                    "removed build container %s of %s/%s: %s builds it now",
+                    found.id[:12],
+                    self.ref.namespace,
+                    self.ref.name,
+                    holder or "nobody",
+                )
             raise ClaimLost(holder)
         self.claimed = True
 
     async def _publish_position(self, position: int) -> None:
         if self.publisher.phase == Phase.QUEUED:
             ahead = position - 1
-            message = "Waiting for a free build slot." if ahead == 0 else f"{ahead} build{'s' * (ahead != 1)} ahead of this one."
-            await self.publisher.update({"queuePosition": position, "message": message,
-                                         "estimatedStart": self._estimated_start()})
+            message = (
+                "Waiting for a free build slot."
+                if ahead == 0
+                else f"{ahead} build{'s' * (ahead != 1)} ahead of this one."
+            )
+            await self.publisher.update(
+                {"queuePosition": position, "message": message, "estimatedStart": self._estimated_start()}
+            )
 
     async def _prepare_later(self, command: list[str]) -> None:
         """Next in line but not made ahead (another builder may have been alive): look again."""
@@ -361,8 +408,14 @@ class BuildJob:
     async def _follow(self, container: BuildContainer) -> BuildOutcome:
         if self.publisher.phase != Phase.BUILDING:
             self.recorded_start = self.recorded_start or now_iso()
-            await self.publisher.update({"phase": Phase.BUILDING.value, "queuePosition": None,
-                                         "containerId": container.id, "startTime": self.recorded_start})
+            await self.publisher.update(
+                {
+                    "phase": Phase.BUILDING.value,
+                    "queuePosition": None,
+                    "containerId": container.id,
+                    "startTime": self.recorded_start,
+                }
+            )
         try:
             await asyncio.wait_for(self._read_logs(container), timeout=max(self._remaining(), 0.001))
         except asyncio.TimeoutError:
@@ -378,7 +431,9 @@ class BuildJob:
         self.queue.release(self.ref.uid)
         await self.runner.remove(container.id)
         if code != 0:
-            return await self._finish(Phase.FAILED, failure_message(await self._exit_reason(code), self._failure_lines()))
+            return await self._finish(
+                Phase.FAILED, failure_message(await self._exit_reason(code), self._failure_lines())
+            )
         if self.runner.config.push:
             if not await self.runner.images.registry_has(self.spec.image):
                 reason = f"repo2docker exited successfully but the image {self.spec.image} is not in the registry."
@@ -397,8 +452,10 @@ class BuildJob:
             registry = registry_of(self.spec.image)
             lines = [*self.output.failed_step, *self.tail.lines()[-10:]]
             if any(registry_refused(line) for line in lines):
-                return (f"The registry {registry} refused the push: authentication failed or access was "
-                        f"denied (check the registry credentials the builds are given).")
+                return (
+                    f"The registry {registry} refused the push: authentication failed or access was "
+                    f"denied (check the registry credentials the builds are given)."
+                )
             return f"The image was built, but pushing it to the registry {registry} failed."
         if submodule_refused(self.tail.lines()):
             return SUBMODULE_REFUSED
@@ -415,8 +472,13 @@ class BuildJob:
         if started and not cached:
             duration = (datetime.datetime.now(datetime.timezone.utc) - started).total_seconds()
         fields = {
-            "phase": phase.value, "queuePosition": None, "estimatedStart": None, "message": message[:8000],
-            "completionTime": now_iso(), "logTail": self.tail.lines(), "logLineCount": self.tail.total,
+            "phase": phase.value,
+            "queuePosition": None,
+            "estimatedStart": None,
+            "message": message[:8000],
+            "completionTime": now_iso(),
+            "logTail": self.tail.lines(),
+            "logLineCount": self.tail.total,
         }
         if phase == Phase.SUCCEEDED:
             fields["image"] = self.spec.image
@@ -443,9 +505,13 @@ class BuildJob:
         base_digest = None
         if base:
             base_digest = base if "@sha256:" in base else await self.runner.images.digest(base)
-        values = {"repo2dockerVersion": version, "buildImageDigest": await self.runner.images.digest(build_image),
-                  "baseImageDigest": base_digest,
-                  "durationSeconds": round(duration, 1) if duration is not None else None, "builder": self.me or None}
+        values = {
+            "repo2dockerVersion": version,
+            "buildImageDigest": await self.runner.images.digest(build_image),
+            "baseImageDigest": base_digest,
+            "durationSeconds": round(duration, 1) if duration is not None else None,
+            "builder": self.me or None,
+        }
         return {key: value for key, value in values.items() if value is not None}
 
     async def _cancelled(self) -> None:
@@ -474,9 +540,13 @@ class BuildJob:
 SUBMODULE_REFUSED = (
     "A submodule of this repository could not be fetched: it needs credentials this build does not have. "
     "A private submodule needs the hub's credentials (Repo2DockerSpawner.repo_credentials, or the chart's "
-    "build.gitCredentials); a user's own token is sent for the launched repository only.")
-_SUBMODULE_AUTH = re.compile(r"could not read (Username|Password)|Authentication failed|terminal prompts disabled"
-                             r"|returned error: 40[134]|not found", re.I)
+    "build.gitCredentials); a user's own token is sent for the launched repository only."
+)
+_SUBMODULE_AUTH = re.compile(
+    r"could not read (Username|Password)|Authentication failed|terminal prompts disabled"
+    r"|returned error: 40[134]|not found",
+    re.I,
+)
 
 
 def submodule_refused(lines: list[str]) -> bool:

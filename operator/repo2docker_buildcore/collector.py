@@ -17,14 +17,15 @@ import asyncio
 import dataclasses
 import logging
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
 
-from .imagegc import Decision, GCPolicy, ImageInfo, choose, removable
-from .imageuse import UseLedger
 from .backoff import Backoff
 from .daemon_images import ImageStore
 from .docker_api import RunnerError
+from .imagegc import Decision, GCPolicy, ImageInfo, choose, removable
+from .imageuse import UseLedger
+from .settings import setting
 
 log = logging.getLogger(__name__)
 NO_TAG = "<none>:<none>"
@@ -68,11 +69,17 @@ def usage_from_df(df: dict, prefix: str, ledger: UseLedger) -> Usage:
         tags = tuple(t for t in raw.get("RepoTags") or () if t != NO_TAG)
         shared = raw.get("SharedSize", -1)
         size = int(raw.get("Size") or 0)
-        images.append(ImageInfo(
-            id=raw["Id"], tags=tags, unique_size=size - shared if shared and shared > 0 else size,
-            created=float(raw.get("Created") or 0), containers=max(int(raw.get("Containers") or 0), 0),
-            last_used=ledger.last_used((*tags, raw["Id"])), labels=dict(raw.get("Labels") or {}),
-        ))
+        images.append(
+            ImageInfo(
+                id=raw["Id"],
+                tags=tags,
+                unique_size=size - shared if shared and shared > 0 else size,
+                created=float(raw.get("Created") or 0),
+                containers=max(int(raw.get("Containers") or 0), 0),
+                last_used=ledger.last_used((*tags, raw["Id"])),
+                labels=dict(raw.get("Labels") or {}),
+            )
+        )
     # As `docker system df` counts it: shared cache records belong to several and count once elsewhere.
     cache = sum(int(c.get("Size") or 0) for c in df.get("BuildCache") or () if not c.get("Shared"))
     ours = sum(i.unique_size for i in images if i.ours(prefix))
@@ -80,10 +87,17 @@ def usage_from_df(df: dict, prefix: str, ledger: UseLedger) -> Usage:
 
 
 class ImageCollector:
-    def __init__(self, images: ImageStore, policy: GCPolicy, ledger: UseLedger | None = None,
-                 wanted: Callable[[], Iterable[str]] = lambda: (), interval: float = 300.0,
-                 on_removed: Callable[[ImageInfo, str], None] | None = None,
-                 on_usage: Callable[[int], None] | None = None, where: str = "") -> None:
+    def __init__(
+        self,
+        images: ImageStore,
+        policy: GCPolicy,
+        ledger: UseLedger | None = None,
+        wanted: Callable[[], Iterable[str]] = lambda: (),
+        interval: float = setting("gc_interval").default,
+        on_removed: Callable[[ImageInfo, str], None] | None = None,
+        on_usage: Callable[[int], None] | None = None,
+        where: str = "",
+    ) -> None:
         self.images = images
         self.policy = policy
         self.ledger = ledger or UseLedger()
@@ -118,8 +132,9 @@ class ImageCollector:
             try:
                 # From the start (or the last event seen): the daemon replays what happened
                 # before the subscription, so no use between start() and here is lost.
-                await self.images.container_uses(self._on_container, since=self._last_event,
-                                                 on_subscribed=self._first_attempt.set)
+                await self.images.container_uses(
+                    self._on_container, since=self._last_event, on_subscribed=self._first_attempt.set
+                )
                 backoff.reset()  # followed until the daemon went away: try again soon
             except Exception as exc:  # noqa: BLE001 - Docker away: retry
                 log.debug("cannot follow container events (%s); retrying", exc)
@@ -156,14 +171,20 @@ class ImageCollector:
                 report.after = await self.usage()
             # Only our images' uses are worth keeping: the record stays as small as the store.
             self._our_ids = {i.id for i in report.after.images if i.ours(self.policy.prefix)}
-            self.ledger.keep_only({ref for i in report.after.images if i.ours(self.policy.prefix)
-                                   for ref in (*i.tags, i.id)})
+            self.ledger.keep_only(
+                {ref for i in report.after.images if i.ours(self.policy.prefix) for ref in (*i.tags, i.id)}
+            )
             await self.ledger.save()
             if self.on_usage:
                 self.on_usage(report.after.ours)
             if report.removed:
-                log.info("%simage GC freed %s bytes (daemon accounting): %s → %s", self.where,
-                         report.freed, report.before.total, report.after.total)
+                log.info(
+                    "%simage GC freed %s bytes (daemon accounting): %s → %s",
+                    self.where,
+                    report.freed,
+                    report.before.total,
+                    report.after.total,
+                )
             return report
 
     async def _policy_for(self, usage: Usage) -> GCPolicy:
@@ -176,8 +197,15 @@ class ImageCollector:
             log.warning("%sno removal by size this pass: %s", self.where, exc)
             return self.policy.without_size_limits()
         policy = self.policy.for_disk(disk, usage.total)
-        log.debug("%sdisk %s of %s bytes used; images may hold %s (high) / %s (low) bytes, hold %s", self.where,
-                  disk.used, disk.size, policy.high_watermark, policy.target, usage.total)
+        log.debug(
+            "%sdisk %s of %s bytes used; images may hold %s (high) / %s (low) bytes, hold %s",
+            self.where,
+            disk.used,
+            disk.size,
+            policy.high_watermark,
+            policy.target,
+            usage.total,
+        )
         return policy
 
     def _still_removable(self, image: ImageInfo) -> bool:

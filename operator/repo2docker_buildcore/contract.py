@@ -13,6 +13,7 @@ import hashlib
 import re
 from dataclasses import dataclass, field
 from typing import Any
+
 from . import repourl
 from .errors import InvalidBuildRequest  # noqa: F401 - part of the contract's interface
 
@@ -171,8 +172,10 @@ def validate_repo_dir(path: str) -> str:
         return path
     # No segment may start with '.', so '.' and '..' never pass.
     if not isinstance(path, str) or len(path) > MAX_REPO_DIR_LENGTH or not _REPO_DIR_RE.fullmatch(path):
-        raise InvalidBuildRequest(f"repository directory {str(path)[:80]!r} must be an absolute path of letters, "
-                                  f"digits and . _ - such as /srv/repo")
+        raise InvalidBuildRequest(
+            f"repository directory {str(path)[:80]!r} must be an absolute path of letters, "
+            f"digits and . _ - such as /srv/repo"
+        )
     return path
 
 
@@ -203,10 +206,22 @@ def parse_quantity(value: str | int | float | None) -> int | None:
     if not _QUANTITY_RE.fullmatch(text):
         raise InvalidBuildRequest(f"{text!r} is not a memory quantity such as 512Mi or 2G")
     number = re.match(r"^[0-9.]+", text).group(0)  # type: ignore[union-attr]
-    suffix = text[len(number):]
-    factors = {"": 1, "k": 10**3, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
-               "m": 10**6, "g": 10**9, "t": 10**12,
-               "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
+    suffix = text[len(number) :]
+    factors = {
+        "": 1,
+        "k": 10**3,
+        "K": 10**3,
+        "M": 10**6,
+        "G": 10**9,
+        "T": 10**12,
+        "m": 10**6,
+        "g": 10**9,
+        "t": 10**12,
+        "Ki": 2**10,
+        "Mi": 2**20,
+        "Gi": 2**30,
+        "Ti": 2**40,
+    }
     return int(float(number) * factors[suffix])
 
 
@@ -257,7 +272,7 @@ def image_name(prefix: str, repo_url: str, commit: str, repo_dir: str = "") -> s
     return validate_image(f"{prefix}{_slug(repo_url, min(60, budget))}-{shaped}:{commit}")
 
 
-def check_image_of(spec: "BuildSpec", prefix: str) -> "BuildSpec":
+def check_image_of(spec: BuildSpec, prefix: str) -> BuildSpec:
     """Refuse a spec whose image is not the one derived from its own repository and commit.
 
     The image name is what the hub serves to every user of that repository and commit, so a
@@ -268,20 +283,26 @@ def check_image_of(spec: "BuildSpec", prefix: str) -> "BuildSpec":
     if spec.image != expected:
         where = f" with its files in {spec.repo_dir}" if spec.repo_dir else ""
         raise InvalidBuildRequest(
-            f"the image of a build of {spec.repo_url} at {spec.commit}{where} must be {expected}, not {spec.image}")
+            f"the image of a build of {spec.repo_url} at {spec.commit}{where} must be {expected}, not {spec.image}"
+        )
     return spec
 
 
-def same_build(ours: "BuildSpec", theirs: "BuildSpec") -> bool:
+def same_build(ours: BuildSpec, theirs: BuildSpec) -> bool:
     """Whether an existing resource builds what we would ask for: same repository (as named
     for naming), same commit, same build options, same image, and the same build image and
     limits. The ref is for display. A resource someone else created for the commit we want
     with another (allowed) build image or other limits builds another image under our name,
     so it is not joined as is."""
-    return (normalize_repo_url(ours.repo_url) == normalize_repo_url(theirs.repo_url)
-            and ours.commit == theirs.commit and ours.repo_dir == theirs.repo_dir and ours.image == theirs.image
-            and ours.build_image == theirs.build_image and ours.memory_limit == theirs.memory_limit
-            and ours.cpu_limit == theirs.cpu_limit)
+    return (
+        normalize_repo_url(ours.repo_url) == normalize_repo_url(theirs.repo_url)
+        and ours.commit == theirs.commit
+        and ours.repo_dir == theirs.repo_dir
+        and ours.image == theirs.image
+        and ours.build_image == theirs.build_image
+        and ours.memory_limit == theirs.memory_limit
+        and ours.cpu_limit == theirs.cpu_limit
+    )
 
 
 def lower_only(asked: float | int | None, allowed: float | int | None) -> float | int | None:
@@ -314,7 +335,7 @@ class BuildSpec:
         return build_name(self.repo_url, self.commit, self.repo_dir)
 
     @classmethod
-    def from_spec(cls, spec: dict[str, Any]) -> "BuildSpec":
+    def from_spec(cls, spec: dict[str, Any]) -> BuildSpec:
         resources = spec.get("resources") or {}
         cpu = resources.get("cpu")
         if cpu is not None and (not isinstance(cpu, (int, float)) or cpu <= 0):
@@ -389,7 +410,7 @@ class BuildStatus:
     provenance: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_status(cls, status: dict[str, Any] | None) -> "BuildStatus":
+    def from_status(cls, status: dict[str, Any] | None) -> BuildStatus:
         status = status or {}
         try:
             phase = Phase(status.get("phase") or Phase.PENDING)

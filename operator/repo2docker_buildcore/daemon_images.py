@@ -9,7 +9,7 @@ the registry of its own.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import docker.auth
 import docker.errors
@@ -36,8 +36,10 @@ def _registry_error(image: str, text: str, doing: str) -> RunnerError:
     daemon's messages name the registry and the repository, not the auth it was given."""
     registry = registry_of(image)
     if registry_refused(text):
-        return RegistryError(f"The registry {registry} refused the push: {text.strip()[:300]} "
-                             f"(check the registry credentials the builds are given)")
+        return RegistryError(
+            f"The registry {registry} refused the push: {text.strip()[:300]} "
+            f"(check the registry credentials the builds are given)"
+        )
     return RegistryUnavailable(f"The registry {registry} could not be reached while {doing} it: {text.strip()[:300]}")
 
 
@@ -105,8 +107,9 @@ class ImageStore:
         """Push a local image (e.g. one built before push was switched on)."""
         repository, _, tag = image.rpartition(":")
         client = await self.api.client()
-        stream = await self.api.call(client.api.push, repository, tag, stream=True, decode=True,
-                                     auth_config=self._auth(image))
+        stream = await self.api.call(
+            client.api.push, repository, tag, stream=True, decode=True, auth_config=self._auth(image)
+        )
         for item in await self.api.call(list, stream):
             if isinstance(item, dict) and item.get("error"):
                 raise _registry_error(image, str(item["error"]), "pushing to")
@@ -129,8 +132,12 @@ class ImageStore:
         try:
             root = (await self.api.call(client.info)).get("DockerRootDir") or "/var/lib/docker"
             await self.api.call(client.images.get, self.build_image)  # containers.run would pull a missing one
-            output = await self.api.run_probe(self.build_image, ["python3", "-c", _STATVFS, "/data-root"], self.instance,
-                                              volumes={root: {"bind": "/data-root", "mode": "ro"}})
+            output = await self.api.run_probe(
+                self.build_image,
+                ["python3", "-c", _STATVFS, "/data-root"],
+                self.instance,
+                volumes={root: {"bind": "/data-root", "mode": "ro"}},
+            )
             frsize, blocks, available = (int(n) for n in output.decode().split()[:3])
         except docker.errors.ImageNotFound:
             raise RunnerError(f"the build image {self.build_image} is not on the daemon yet") from None
@@ -156,8 +163,12 @@ class ImageStore:
         result = await self.api.call((await self.api.client()).api.prune_builds, keep_storage=keep_storage)
         return int((result or {}).get("SpaceReclaimed") or 0)
 
-    async def container_uses(self, on_image: Callable[[str, float], None], since: float | None = None,
-                             on_subscribed: Callable[[], None] | None = None) -> None:
+    async def container_uses(
+        self,
+        on_image: Callable[[str, float], None],
+        since: float | None = None,
+        on_subscribed: Callable[[], None] | None = None,
+    ) -> None:
         """Call `on_image(image reference, unix time)` for every container created or started,
         until the stream ends (the daemon went away) or this task is cancelled. `since` replays
         what the daemon still remembers from that time on; `on_subscribed` is called once the

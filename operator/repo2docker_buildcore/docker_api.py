@@ -14,7 +14,8 @@ import asyncio
 import concurrent.futures
 import logging
 import threading
-from typing import Any, AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
+from typing import Any
 
 import docker
 import docker.errors
@@ -72,8 +73,9 @@ class DockerAPI:
         except (docker.errors.DockerException, OSError) as exc:
             raise RunnerError(f"the Docker daemon did not answer as expected: {exc}") from exc
 
-    async def iterate(self, open_stream: Callable[[], Iterable], close: Callable[[], None] | None = None
-                      ) -> AsyncIterator[Any]:
+    async def iterate(
+        self, open_stream: Callable[[], Iterable], close: Callable[[], None] | None = None
+    ) -> AsyncIterator[Any]:
         """The items of a blocking iterable, read in a thread of its own. `open_stream` runs in
         that thread too; `close` (e.g. the HTTP stream's) runs when the reader stops early.
         A stream that breaks (the daemon went away) just ends."""
@@ -124,8 +126,17 @@ class DockerAPI:
         # Not the instance label: listings of build containers select on that one.
         labels = {contract.LABEL_MANAGED_BY: contract.MANAGED_BY, contract.LABEL_PROBE: instance}
         await self.remove_left_probes(labels)
-        return await self.call((await self.client()).containers.run, image, command, remove=True,
-                               network_disabled=True, stdout=True, stderr=True, labels=labels, **kwargs)
+        return await self.call(
+            (await self.client()).containers.run,
+            image,
+            command,
+            remove=True,
+            network_disabled=True,
+            stdout=True,
+            stderr=True,
+            labels=labels,
+            **kwargs,
+        )
 
     async def remove_left_probes(self, labels: dict[str, str]) -> None:
         """Remove this instance's probes that a process killed mid-run left behind.
@@ -144,4 +155,3 @@ class DockerAPI:
         self._pool.shutdown(wait=False, cancel_futures=True)
         if self._client is not None:
             self._client.close()
-

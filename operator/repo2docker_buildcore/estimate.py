@@ -17,7 +17,7 @@ from __future__ import annotations
 import collections
 import heapq
 import statistics
-from typing import Deque, Iterable
+from collections.abc import Iterable
 
 KEEP = 20  # durations kept per repository, and x10 for all: recent ones tell the most
 
@@ -26,8 +26,8 @@ class DurationHistory:
     """Slot times of finished builds (grant to container exit), per repository and overall."""
 
     def __init__(self) -> None:
-        self._by_repo: dict[str, Deque[float]] = {}
-        self._all: Deque[float] = collections.deque(maxlen=KEEP * 10)
+        self._by_repo: dict[str, collections.deque[float]] = {}
+        self._all: collections.deque[float] = collections.deque(maxlen=KEEP * 10)
         self.recorded = 0  # durations recorded so far: estimates made before a new one are stale
 
     def record(self, repo: str, seconds: float) -> None:

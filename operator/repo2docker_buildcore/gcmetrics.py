@@ -11,13 +11,18 @@ from .imagegc import ImageInfo
 class GCMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.images_removed = Counter(
-            "repo2docker_images_removed", "Built images the garbage collector removed.", registry=registry)
+            "repo2docker_images_removed", "Built images the garbage collector removed.", registry=registry
+        )
         self.image_bytes_removed = Counter(
-            "repo2docker_image_bytes_removed", "Bytes those removals freed (each image's own layers).",
-            registry=registry)
+            "repo2docker_image_bytes_removed",
+            "Bytes those removals freed (each image's own layers).",
+            registry=registry,
+        )
         self.image_bytes = Gauge(
-            "repo2docker_image_bytes", "Bytes held by built images under the prefix (their own layers), "
-            "at the last garbage collection pass.", registry=registry)
+            "repo2docker_image_bytes",
+            "Bytes held by built images under the prefix (their own layers), at the last garbage collection pass.",
+            registry=registry,
+        )
 
     def removed(self, image: ImageInfo, reason: str) -> None:
         self.images_removed.inc()

@@ -38,9 +38,10 @@ import json
 import os
 import tarfile
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 from urllib.parse import quote
 
 from . import contract, repourl
@@ -94,9 +95,11 @@ def credential_pattern(text: str, what: str) -> RepoPattern:
     except ValueError as exc:
         raise ValueError(f"{what}: {exc}") from None
     if pattern.scheme not in ("https", "http") or not repourl.names_hosts(pattern.host):
-        raise ValueError(f"{what}[{text!r}]: credentials need a host pattern that names hosts "
-                         f"('git.example.org', '*.example.org'), with https (or http://, said explicitly); "
-                         f"a catch-all would send the token to whoever runs a server")
+        raise ValueError(
+            f"{what}[{text!r}]: credentials need a host pattern that names hosts "
+            f"('git.example.org', '*.example.org'), with https (or http://, said explicitly); "
+            f"a catch-all would send the token to whoever runs a server"
+        )
     return pattern
 
 
@@ -187,8 +190,10 @@ def scoped_helpers(url: str | RepoUrl, repository_helper: str | None, host_helpe
     parsed = _url(url)
     pairs = []
     if repository_helper:
-        pairs += [(f"credential.{parsed.url}.helper", repository_helper),
-                  (f"credential.{parsed.url}.useHttpPath", "true")]
+        pairs += [
+            (f"credential.{parsed.url}.helper", repository_helper),
+            (f"credential.{parsed.url}.useHttpPath", "true"),
+        ]
     if host_helper:
         pairs.append((f"credential.{parsed.origin}.helper", host_helper))
     return pairs
@@ -196,21 +201,30 @@ def scoped_helpers(url: str | RepoUrl, repository_helper: str | None, host_helpe
 
 def store_environment(url: str | RepoUrl, credentials: CloneCredentials) -> dict[str, str]:
     """A build container's environment naming the store files (never a token)."""
-    return _git_config(scoped_helpers(
-        url, f"store --file={REPO_STORE}" if credentials.repository else None,
-        f"store --file={HOST_STORE}" if credentials.host else None))
+    return _git_config(
+        scoped_helpers(
+            url,
+            f"store --file={REPO_STORE}" if credentials.repository else None,
+            f"store --file={HOST_STORE}" if credentials.host else None,
+        )
+    )
 
 
 # The hub's own git: a helper that answers `get` from two variables of that git's environment.
-ENV_HELPER = '!f() { test "$1" = get && printf "username=%s\\npassword=%s\\n" "$R2D_GIT_USERNAME" "$R2D_GIT_TOKEN"; }; f'
+ENV_HELPER = (
+    '!f() { test "$1" = get && printf "username=%s\\npassword=%s\\n" "$R2D_GIT_USERNAME" "$R2D_GIT_TOKEN"; }; f'
+)
 
 
 def helper_environment(url: str | RepoUrl, credential: GitCredential) -> dict[str, str]:
     """Environment for one git process of the hub that may use `credential` for `url`: a
     user's own for that repository only, the hub's for its origin."""
     helper = [ENV_HELPER, None] if credential.personal else [None, ENV_HELPER]
-    return {**_git_config(scoped_helpers(url, *helper)), "R2D_GIT_USERNAME": credential.username,
-            "R2D_GIT_TOKEN": credential.token}
+    return {
+        **_git_config(scoped_helpers(url, *helper)),
+        "R2D_GIT_USERNAME": credential.username,
+        "R2D_GIT_TOKEN": credential.token,
+    }
 
 
 # ---- a user's own credential for a build on the cluster --------------------------------------
@@ -229,13 +243,23 @@ def secret_manifest(build: Mapping[str, Any], credential: GitCredential) -> dict
     """The Secret that hands `credential` to the build resource `build` (as created)."""
     meta = build["metadata"]
     return {
-        "apiVersion": "v1", "kind": "Secret", "type": SECRET_TYPE,
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": SECRET_TYPE,
         "metadata": {
-            "name": secret_name(meta["name"]), "namespace": meta["namespace"],
+            "name": secret_name(meta["name"]),
+            "namespace": meta["namespace"],
             "labels": {contract.LABEL_BUILD_NAME: meta["name"], contract.LABEL_MANAGED_BY: "repo2dockerspawner"},
             # The API server's garbage collector deletes it with its build.
-            "ownerReferences": [{"apiVersion": contract.API_VERSION, "kind": contract.KIND, "name": meta["name"],
-                                 "uid": meta["uid"], "controller": True}],
+            "ownerReferences": [
+                {
+                    "apiVersion": contract.API_VERSION,
+                    "kind": contract.KIND,
+                    "name": meta["name"],
+                    "uid": meta["uid"],
+                    "controller": True,
+                }
+            ],
         },
         "stringData": {"username": credential.username, "password": credential.token},
     }
@@ -246,13 +270,18 @@ def from_secret(secret: Mapping[str, Any], build_name: str, uid: str) -> GitCred
     create build resources cannot borrow another build's credential by naming its Secret,
     and a Secret left by an earlier resource of the same name is not taken for a new one."""
     meta = secret.get("metadata") or {}
-    owned = any(ref.get("uid") == uid and ref.get("kind") == contract.KIND and ref.get("controller")
-                for ref in meta.get("ownerReferences") or [])
+    owned = any(
+        ref.get("uid") == uid and ref.get("kind") == contract.KIND and ref.get("controller")
+        for ref in meta.get("ownerReferences") or []
+    )
     if not owned or meta.get("name") != secret_name(build_name) or secret.get("type") != SECRET_TYPE:
         raise ForeignSecret(f"the Secret {meta.get('name')} is not this build's credential")
     data = secret.get("data") or {}
     try:
-        return GitCredential(base64.b64decode(data.get("username", "")).decode(),
-                             base64.b64decode(data.get("password", "")).decode(), personal=True)
+        return GitCredential(
+            base64.b64decode(data.get("username", "")).decode(),
+            base64.b64decode(data.get("password", "")).decode(),
+            personal=True,
+        )
     except ValueError as exc:  # includes binascii and unicode errors, and an empty field
         raise ForeignSecret(f"the Secret {meta.get('name')} holds no usable credential") from exc

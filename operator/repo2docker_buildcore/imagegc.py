@@ -29,10 +29,11 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 from .contract import InvalidBuildRequest, parse_quantity
+from .settings import setting
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,7 @@ class GCPolicy:
     # Seconds since the last use after which an image goes whatever the disk usage; None: never.
     max_age: float | None = None
     # Seconds after a build or a use during which an image always stays.
-    grace: float = 3600.0
+    grace: float = setting("gc_grace").default
     # Watermarks as shares (0-100) of the data root's filesystem, instead of the two above.
     high_percent: float | None = None
     low_percent: float | None = None
@@ -84,13 +85,21 @@ class GCPolicy:
     def __post_init__(self) -> None:
         if self.high_watermark is not None and self.high_watermark < 0:
             raise ValueError("the high watermark must be positive")
-        if self.low_watermark is not None and self.high_watermark is not None and self.low_watermark > self.high_watermark:
+        if (
+            self.low_watermark is not None
+            and self.high_watermark is not None
+            and self.low_watermark > self.high_watermark
+        ):
             raise ValueError("the low watermark must not be above the high watermark")
         if self.low_percent is not None and self.high_percent is not None and self.low_percent > self.high_percent:
             raise ValueError("the low watermark must not be above the high watermark")
         # Without a high watermark the low one means nothing (its default stays as it is).
-        if self.high_percent is not None and self.low_watermark is not None or \
-                self.high_watermark is not None and self.low_percent is not None:
+        if (
+            self.high_percent is not None
+            and self.low_watermark is not None
+            or self.high_watermark is not None
+            and self.low_percent is not None
+        ):
             raise ValueError("give both watermarks as sizes (100Gi) or both as shares of the disk (85%)")
         if self.max_age is not None and self.max_age <= 0:
             raise ValueError("the maximum age must be positive (or unset)")
@@ -98,18 +107,25 @@ class GCPolicy:
             raise ValueError("the grace period must not be negative")
 
     @classmethod
-    def from_settings(cls, prefix: str, high: str | None, low: str | None, max_age: float, grace: float) -> "GCPolicy":
+    def from_settings(cls, prefix: str, high: str | None, low: str | None, max_age: float, grace: float) -> GCPolicy:
         """From settings as users write them: sizes ('100Gi') or shares of the disk ('85%'),
         '' for none; 0 for no max age. Raises ValueError with the message for them."""
         (high_bytes, high_percent), (low_bytes, low_percent) = parse_watermark(high), parse_watermark(low)
-        return cls(prefix=prefix, high_watermark=high_bytes, low_watermark=low_bytes, max_age=max_age or None,
-                   grace=grace, high_percent=high_percent, low_percent=low_percent)
+        return cls(
+            prefix=prefix,
+            high_watermark=high_bytes,
+            low_watermark=low_bytes,
+            max_age=max_age or None,
+            grace=grace,
+            high_percent=high_percent,
+            low_percent=low_percent,
+        )
 
     @property
     def by_disk_share(self) -> bool:
         return self.high_percent is not None
 
-    def for_disk(self, disk: DiskUsage, images: int) -> "GCPolicy":
+    def for_disk(self, disk: DiskUsage, images: int) -> GCPolicy:
         """This policy with its shares as bytes that `images` (image layers and build cache,
         now) may grow to: the share of the disk, less what everything else on it holds."""
         others = max(disk.used - images, 0)
@@ -117,10 +133,15 @@ class GCPolicy:
         def budget(percent: float | None) -> int | None:
             return None if percent is None else max(int(disk.size * percent / 100) - others, 0)
 
-        return dataclasses.replace(self, high_watermark=budget(self.high_percent),
-                                   low_watermark=budget(self.low_percent), high_percent=None, low_percent=None)
+        return dataclasses.replace(
+            self,
+            high_watermark=budget(self.high_percent),
+            low_watermark=budget(self.low_percent),
+            high_percent=None,
+            low_percent=None,
+        )
 
-    def without_size_limits(self) -> "GCPolicy":
+    def without_size_limits(self) -> GCPolicy:
         """For a pass that could not measure the disk: only the maximum age applies."""
         return dataclasses.replace(self, high_watermark=None, low_watermark=None, high_percent=None, low_percent=None)
 
@@ -185,8 +206,12 @@ class Decision:
 
 
 def removable(image: ImageInfo, policy: GCPolicy, wanted: set[str], now: float) -> bool:
-    return (image.ours(policy.prefix) and not image.containers and not wanted.intersection(image.tags)
-            and now - image.recency >= policy.grace)
+    return (
+        image.ours(policy.prefix)
+        and not image.containers
+        and not wanted.intersection(image.tags)
+        and now - image.recency >= policy.grace
+    )
 
 
 def choose(images: Iterable[ImageInfo], usage: int, policy: GCPolicy, wanted: Iterable[str], now: float) -> Decision:

@@ -20,7 +20,8 @@ import logging
 import os
 import tempfile
 import time
-from typing import Iterable, Protocol
+from collections.abc import Iterable
+from typing import Protocol
 
 from .kubeapi import MERGE_PATCH, ApiError, core_path
 
@@ -132,13 +133,15 @@ class ConfigMapStore:
     async def save(self, uses: dict[str, float]) -> None:
         body = {"data": {self.key: json.dumps(uses, sort_keys=True)}}  # a merge: other keys stay
         try:
-            await self.api.request("PATCH", core_path(self.namespace, "configmaps", self.name), body=body,
-                                   content_type=MERGE_PATCH)
+            await self.api.request(
+                "PATCH", core_path(self.namespace, "configmaps", self.name), body=body, content_type=MERGE_PATCH
+            )
         except ApiError as exc:
             if exc.status != 404:
                 raise
-            await self.api.request("POST", core_path(self.namespace, "configmaps"),
-                                   body={"metadata": {"name": self.name}, **body})
+            await self.api.request(
+                "POST", core_path(self.namespace, "configmaps"), body={"metadata": {"name": self.name}, **body}
+            )
 
 
 def store_from_setting(value: str | None, api=None) -> LedgerStore | None:
@@ -148,7 +151,7 @@ def store_from_setting(value: str | None, api=None) -> LedgerStore | None:
     if not value:
         return None
     if value.startswith("configmap:"):
-        where, _, key = value[len("configmap:"):].partition("#")
+        where, _, key = value[len("configmap:") :].partition("#")
         namespace, _, name = where.partition("/")
         if not namespace or not name:
             raise ValueError(f"{value!r}: write configmap:NAMESPACE/NAME")

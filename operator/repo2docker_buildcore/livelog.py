@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 import docker.errors
 
-from .logtail import BuildOutput, LogTail, parse_line
 from .docker_api import RunnerError
+from .logtail import BuildOutput, LogTail, parse_line
 from .runner import BuildRunner
+from .settings import setting
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ class LiveLog:
     resource's tail. ``ended`` is set when the stream ends either way.
     """
 
-    def __init__(self, runner: BuildRunner, container_id: str, tail_lines: int = 100) -> None:
+    def __init__(self, runner: BuildRunner, container_id: str, tail_lines: int = setting("tail_lines").default) -> None:
         self.runner = runner
         self.container_id = container_id
         self.tail = LogTail(tail_lines, max_bytes=1 << 20)
@@ -47,7 +48,7 @@ class LiveLog:
         self.ended = asyncio.Event()
         self._task: asyncio.Task | None = None
 
-    def start(self) -> "LiveLog":
+    def start(self) -> LiveLog:
         self._task = asyncio.ensure_future(self._follow())
         return self
 
@@ -58,8 +59,12 @@ class LiveLog:
                 self.changed.set()
         except Exception as exc:  # noqa: BLE001 - the resource's tail is always there to fall back on
             expected = isinstance(exc, (RunnerError, docker.errors.NotFound))  # not this daemon's container
-            log.log(logging.DEBUG if expected else logging.WARNING, "no live log for container %s: %s",
-                    self.container_id[:12], exc)
+            log.log(
+                logging.DEBUG if expected else logging.WARNING,
+                "no live log for container %s: %s",
+                self.container_id[:12],
+                exc,
+            )
             self.available = self.tail.total > 0
         finally:
             self.ended.set()

@@ -13,8 +13,10 @@ from __future__ import annotations
 import json
 import re
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
+
+from .settings import setting
 
 MAX_LINE_CHARS = 1000
 
@@ -77,7 +79,9 @@ class LogTail:
     seen yet (see ``BuildStatus.new_lines``).
     """
 
-    def __init__(self, max_lines: int = 100, max_bytes: int = 16 * 1024) -> None:
+    def __init__(
+        self, max_lines: int = setting("tail_lines").default, max_bytes: int = setting("tail_bytes").default
+    ) -> None:
         if max_lines < 1 or max_bytes < 1:
             raise ValueError("the log tail needs room for at least one line")
         self.max_lines = max_lines

@@ -21,8 +21,9 @@ from __future__ import annotations
 import asyncio
 import heapq
 import time
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Callable, Hashable, Iterable, Mapping, TypeVar
+from typing import TypeVar
 
 from .contract import PREBUILD_REQUESTER
 from .estimate import DurationHistory, start_delays
@@ -66,8 +67,9 @@ def fair_order(waiting: Iterable[tuple[str, tuple, W]], last_start: Mapping[str,
     heap = []
     for requester, items in queues.items():
         items.sort(key=lambda pair: pair[0], reverse=True)  # popped from the end: oldest first
-        heap.append((requester == PREBUILD_REQUESTER, last_start.get(requester, float("-inf")), items[-1][0],
-                     requester))
+        heap.append(
+            (requester == PREBUILD_REQUESTER, last_start.get(requester, float("-inf")), items[-1][0], requester)
+        )
     heapq.heapify(heap)
     later = max(last_start.values(), default=0.0)  # a turn taken here is after every recorded one
     ordered: list[W] = []
@@ -171,7 +173,7 @@ class BuildQueue:
         if None in durations:
             return None
         delays = start_delays(running, durations, self.limit)
-        starts = {w.key: now + delay for w, delay in zip(ordered, delays)}
+        starts = {w.key: now + delay for w, delay in zip(ordered, delays, strict=True)}
         self._starts = (now, self.history.recorded, starts)
         return starts
 
@@ -198,11 +200,19 @@ class BuildQueue:
 
     def _free(self) -> bool:
         held = len(self._running)
-        return (self.limit <= 0 or held < self.limit) and \
-            (self.cluster_limit <= 0 or held + self._elsewhere < self.cluster_limit)
+        return (self.limit <= 0 or held < self.limit) and (
+            self.cluster_limit <= 0 or held + self._elsewhere < self.cluster_limit
+        )
 
-    async def acquire(self, key: Hashable, order: tuple = (), on_position: PositionCallback | None = None,
-                      requester: str = "", repo: str = "", hold: float = 0.0) -> None:
+    async def acquire(
+        self,
+        key: Hashable,
+        order: tuple = (),
+        on_position: PositionCallback | None = None,
+        requester: str = "",
+        repo: str = "",
+        hold: float = 0.0,
+    ) -> None:
         """Wait for a slot. `order` sorts a requester's waiters (creation time, name); ties
         keep arrival order. `requester` is whose build it is, for fairness between them.
         `hold`: seconds during which the build is not given a slot here but keeps its place
@@ -214,8 +224,15 @@ class BuildQueue:
         if key in self._running:
             return
         loop = asyncio.get_running_loop()
-        waiter = _Waiter(order=(*order, loop.time()), key=key, granted=loop.create_future(), on_position=on_position,
-                         requester=requester, repo=repo, not_before=time.monotonic() + hold if hold > 0 else 0.0)
+        waiter = _Waiter(
+            order=(*order, loop.time()),
+            key=key,
+            granted=loop.create_future(),
+            on_position=on_position,
+            requester=requester,
+            repo=repo,
+            not_before=time.monotonic() + hold if hold > 0 else 0.0,
+        )
         self._waiting[key] = waiter
         self._changed()
         self._dispatch()

@@ -43,7 +43,7 @@ _SEGMENT = rf"({_CHAR}({_CHAR}|\.)*|\.{_CHAR}({_CHAR}|\.)*|\.\.({_CHAR}|\.)+)"
 _HOST = r"([A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?(\.[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?)*|\[[0-9A-Fa-f:.]+\])"
 _PORT = r"(:[0-9]{1,5})?"
 # The CRD's pattern for spec.repoUrl: the API server refuses what the operator would.
-URL_PATTERN = (rf"^((https?|git)://|ssh://([A-Za-z0-9._-]+@)?){_HOST}{_PORT}(/{_SEGMENT})*/?$")
+URL_PATTERN = rf"^((https?|git)://|ssh://([A-Za-z0-9._-]+@)?){_HOST}{_PORT}(/{_SEGMENT})*/?$"
 
 _URL_RE = re.compile(URL_PATTERN)
 _SEGMENT_RE = re.compile(_SEGMENT)
@@ -127,7 +127,7 @@ def _host_port(netloc: str, scheme: str) -> tuple[str, int | None]:
     host, port_text = netloc, ""
     if netloc.startswith("["):
         end = netloc.find("]")
-        host, port_text = netloc[1:end] if end > 0 else netloc, netloc[end + 1:] if end > 0 else ""
+        host, port_text = netloc[1:end] if end > 0 else netloc, netloc[end + 1 :] if end > 0 else ""
         if end < 0 or (port_text and not port_text.startswith(":")) or not re.fullmatch(r"[0-9A-Fa-f:.]+", host):
             raise InvalidBuildRequest("the repository URL is not a valid URL (check its host and port)")
         port_text = port_text[1:]
@@ -159,7 +159,9 @@ def _segments(path: str) -> tuple[str, ...]:
         if raw in ("", ".", ".."):
             raise InvalidBuildRequest("the repository URL's path may not contain '.', '..' or empty segments")
         if _PCT_REFUSED_RE.search(raw) or "\\" in raw:
-            raise InvalidBuildRequest("the repository URL's path may not contain an encoded '.', '/', '\\' or control character")
+            raise InvalidBuildRequest(
+                "the repository URL's path may not contain an encoded '.', '/', '\\' or control character"
+            )
         segment = _normalise_percent(raw)
         if segment in (".", "..") or not _SEGMENT_RE.fullmatch(segment):
             raise InvalidBuildRequest("the repository URL contains characters that are not allowed")
@@ -169,6 +171,7 @@ def _segments(path: str) -> tuple[str, ...]:
 
 def _normalise_percent(segment: str) -> str:
     """'%61' is 'a' and '%c3' is '%C3': one spelling per segment."""
+
     def one(match: re.Match[str]) -> str:
         char = chr(int(match.group(1), 16))
         return char if char in _UNRESERVED else f"%{match.group(1).upper()}"
@@ -264,6 +267,6 @@ def names_hosts(host_pattern: str) -> bool:
     last = max(pattern.rfind(c) for c in WILDCARDS + "]")
     if last < 0:
         return bool(pattern)
-    suffix = pattern[last + 1:]
+    suffix = pattern[last + 1 :]
     labels = suffix.split(".")
     return suffix.startswith(".") and len([label for label in labels[1:] if label]) >= 2 and all(labels[1:])

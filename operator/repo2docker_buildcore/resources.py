@@ -8,13 +8,15 @@ build's daemon runs for minutes). The client is kubeapi.KubeApi: plain JSON, no 
 from __future__ import annotations
 
 import asyncio
-from typing import Any, AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import aiohttp
 
 from . import contract
 from .backoff import Backoff, retry
 from .kubeapi import MERGE_PATCH, ApiError, KubeApi, core_path, custom_path
+
 # Field selectors on the resource's `status.finishedAt` (a selectable field of the CRD; an
 # absent field reads as ""): builds the operator has not released yet, and those it has.
 UNFINISHED_SELECTOR = f"status.{contract.STATUS_FINISHED_AT}="
@@ -62,11 +64,11 @@ class BuildResources:
 
     async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
         # A merge patch: None values remove fields (e.g. queuePosition once building).
-        return await self.api.request("PATCH", self._path(namespace, name, "status"), body={"status": status},
-                                      content_type=MERGE_PATCH)
+        return await self.api.request(
+            "PATCH", self._path(namespace, name, "status"), body={"status": status}, content_type=MERGE_PATCH
+        )
 
-    async def patch_status_at(self, namespace: str, name: str, resource_version: str,
-                              status: dict[str, Any]) -> bool:
+    async def patch_status_at(self, namespace: str, name: str, resource_version: str, status: dict[str, Any]) -> bool:
         """Write `status` if the resource is still at `resource_version` (as a watch event
         showed it): one request, no read. False if it changed since (another builder decided
         first, or someone else wrote) or is gone."""
@@ -86,12 +88,14 @@ class BuildResources:
                 raise
         return None
 
-    async def patch_status_where(self, namespace: str, name: str, uid: str,
-                                 decide: Callable[[dict[str, Any]], dict[str, Any] | None]) -> bool:
+    async def patch_status_where(
+        self, namespace: str, name: str, uid: str, decide: Callable[[dict[str, Any]], dict[str, Any] | None]
+    ) -> bool:
         """Write `decide(status)` into this incarnation's status if it is not None, guarded by
         the resourceVersion the status was read with: whoever wrote in between makes this one
         read again and decide anew (a claim that lost sees the winner's name). False if
         nothing was written (decided so, gone, or another incarnation)."""
+
         def patch(obj: dict[str, Any]) -> dict[str, Any] | None:
             fields = decide(obj.get("status") or {})
             return None if fields is None else {"status": fields}
@@ -104,8 +108,14 @@ class BuildResources:
         incarnation."""
         return await self._guarded_patch(namespace, name, uid, lambda obj: {"metadata": change(obj["metadata"])})
 
-    async def _guarded_patch(self, namespace: str, name: str, uid: str,
-                             make: Callable[[dict[str, Any]], dict[str, Any] | None], subresource: str = "") -> bool:
+    async def _guarded_patch(
+        self,
+        namespace: str,
+        name: str,
+        uid: str,
+        make: Callable[[dict[str, Any]], dict[str, Any] | None],
+        subresource: str = "",
+    ) -> bool:
         """Read the resource, `make` a merge patch from it (None: write nothing) and `send` it
         with the resourceVersion read as its precondition; on a conflict read again and make
         it anew. False if nothing was written (made so, gone, or another incarnation)."""
@@ -142,8 +152,10 @@ class BuildResources:
         def change(meta: dict) -> dict:
             earlier = (meta.get("labels") or {}).get(contract.LABEL_FINISHED_AT, "")
             kept[0] = int(earlier) if earlier.isdigit() else finished_at
-            return {"labels": {contract.LABEL_FINISHED_AT: str(kept[0])},
-                    "finalizers": [f for f in meta.get("finalizers", []) if f != finalizer]}
+            return {
+                "labels": {contract.LABEL_FINISHED_AT: str(kept[0])},
+                "finalizers": [f for f in meta.get("finalizers", []) if f != finalizer],
+            }
 
         marked = await self._patch_metadata(namespace, name, uid, change)
         if marked:
@@ -158,6 +170,7 @@ class BuildResources:
     async def take_over_prebuild(self, namespace: str, name: str, uid: str, requester: str) -> bool:
         """Record `requester` as whom a hub's prebuild is for (a launch joined it), so it queues
         as that user's build; False if it was no prebuild (anymore)."""
+
         def make(obj: dict[str, Any]) -> dict[str, Any] | None:
             annotations = obj["metadata"].get("annotations") or {}
             if annotations.get(contract.ANNOTATION_REQUESTED_BY) != contract.PREBUILD_REQUESTER:
@@ -170,13 +183,15 @@ class BuildResources:
         """Drop a finished-at label from a resource that has not finished (put there by whoever
         created it): the label means nothing to the operator's watch, but the TTL sweep and
         people reading `kubectl get` would take it at its word."""
-        return await self._patch_metadata(namespace, name, uid, lambda meta: {
-            "labels": {contract.LABEL_FINISHED_AT: None}})
+        return await self._patch_metadata(
+            namespace, name, uid, lambda meta: {"labels": {contract.LABEL_FINISHED_AT: None}}
+        )
 
     async def check_selectable_fields(self, namespace: str | None, within: float = 60.0) -> None:
         """Raise OutdatedCRD if the API server cannot select on `status.finishedAt` (a CRD
         from before this field; Helm installs a chart's CRD only once). A CRD installed a
         moment ago answers 429 ("storage is (re)initializing") for a while: asked again."""
+
         async def ask() -> None:
             try:
                 await self.list(namespace, field_selector=UNFINISHED_SELECTOR, limit=1)
@@ -189,8 +204,7 @@ class BuildResources:
                     ) from None
                 raise
 
-        await retry(ask, retry_on=Exception, when=worth_asking_again, backoff=Backoff.doubling(0.5, 5.0),
-                    within=within)
+        await retry(ask, retry_on=Exception, when=worth_asking_again, backoff=Backoff.doubling(0.5, 5.0), within=within)
 
     async def list_finished(self, namespace: str | None, page: int = 500) -> AsyncIterator[tuple[str, str, str, int]]:
         """(namespace, name, uid, finished_at) of every resource the operator released, from
@@ -200,10 +214,15 @@ class BuildResources:
         when (a label anyone may set would not). `namespace` None: all namespaces."""
         token = ""
         while True:
-            query = {"fieldSelector": FINISHED_SELECTOR, "includeObject": "Metadata", "limit": page,
-                     "continue": token or None}
-            table = await self.api.request("GET", self._path(namespace), params=query,
-                                           accept="application/json;as=Table;g=meta.k8s.io;v=v1")
+            query = {
+                "fieldSelector": FINISHED_SELECTOR,
+                "includeObject": "Metadata",
+                "limit": page,
+                "continue": token or None,
+            }
+            table = await self.api.request(
+                "GET", self._path(namespace), params=query, accept="application/json;as=Table;g=meta.k8s.io;v=v1"
+            )
             column = _column(table, contract.COLUMN_FINISHED_AT)
             for row in table.get("rows") or []:  # an empty list is `"rows": null`
                 finished_at = row["cells"][column]
@@ -214,7 +233,9 @@ class BuildResources:
             if not token:
                 return
 
-    async def delete(self, namespace: str, name: str, uid: str | None = None, resource_version: str | None = None) -> None:
+    async def delete(
+        self, namespace: str, name: str, uid: str | None = None, resource_version: str | None = None
+    ) -> None:
         """Delete; with `uid`, only that incarnation (a same-named successor is left alone,
         and the API server's 409 for it counts as already gone). With `resource_version`, only
         if unchanged since: a 409 then is raised (it changed), not taken for gone."""
@@ -235,8 +256,14 @@ class BuildResources:
         async for event in self.api.watch(self._path(namespace), params, timeout):
             yield event
 
-    async def list(self, namespace: str | None = None, *, field_selector: str | None = None,
-                   label_selector: str | None = None, limit: int | None = None) -> dict[str, Any]:
+    async def list(
+        self,
+        namespace: str | None = None,
+        *,
+        field_selector: str | None = None,
+        label_selector: str | None = None,
+        limit: int | None = None,
+    ) -> dict[str, Any]:
         params = {"fieldSelector": field_selector, "labelSelector": label_selector, "limit": limit}
         return await self.api.request("GET", self._path(namespace), params=params)
 
@@ -245,9 +272,11 @@ def _column(table: dict[str, Any], name: str) -> int:
     """The index of a Table's column `name`; OutdatedCRD if the CRD does not print it."""
     names = [column.get("name") for column in table.get("columnDefinitions") or []]
     if name not in names:
-        raise OutdatedCRD(f"the {contract.CRD_NAME} CustomResourceDefinition on this cluster has no {name!r} column: "
-                          f"apply this release's CRD (kubectl apply -f crds/repo2dockerbuilds.yaml; Helm never "
-                          f"upgrades CRDs)")
+        raise OutdatedCRD(
+            f"the {contract.CRD_NAME} CustomResourceDefinition on this cluster has no {name!r} column: "
+            f"apply this release's CRD (kubectl apply -f crds/repo2dockerbuilds.yaml; Helm never "
+            f"upgrades CRDs)"
+        )
     return names.index(name)
 
 

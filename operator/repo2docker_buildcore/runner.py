@@ -10,15 +10,14 @@ still running, so the runner never starts a container without them.
 from __future__ import annotations
 
 import asyncio
-
 import hashlib
 import io
 import logging
 import re
 import tarfile
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import AsyncIterator, Callable, Iterable, Mapping
 
 import docker
 import docker.errors
@@ -84,11 +83,15 @@ class BuildContainer:
 
     def spec(self) -> BuildSpec:
         """The build's spec from the container's labels, validated like any request."""
-        return BuildSpec.from_spec({
-            "repoUrl": self.labels.get(contract.LABEL_REPO_URL, ""), "ref": self.labels.get(contract.LABEL_REF, ""),
-            "commit": self.labels.get(contract.LABEL_COMMIT, ""), "image": self.labels.get(contract.LABEL_IMAGE, ""),
-            "repoDir": self.labels.get(contract.LABEL_REPO_DIR, ""),
-        })
+        return BuildSpec.from_spec(
+            {
+                "repoUrl": self.labels.get(contract.LABEL_REPO_URL, ""),
+                "ref": self.labels.get(contract.LABEL_REF, ""),
+                "commit": self.labels.get(contract.LABEL_COMMIT, ""),
+                "image": self.labels.get(contract.LABEL_IMAGE, ""),
+                "repoDir": self.labels.get(contract.LABEL_REPO_DIR, ""),
+            }
+        )
 
 
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
@@ -103,7 +106,9 @@ def build_environment(values: Mapping[str, str] | Iterable[str]) -> tuple[tuple[
     pairs = []
     for name, value in items:
         if not _ENV_NAME_RE.match(str(name)):
-            raise ValueError(f"build environment name {str(name)[:60]!r} must be letters, digits and _ (not first a digit)")
+            raise ValueError(
+                f"build environment name {str(name)[:60]!r} must be letters, digits and _ (not first a digit)"
+            )
         if not isinstance(value, str) or "\0" in value or len(value) > 8192:
             raise ValueError(f"build environment value of {name} must be text without NUL, at most 8192 characters")
         pairs.append((str(name), value))
@@ -137,11 +142,17 @@ def build_args(config: RunnerConfig, spec: BuildSpec, version: Repo2DockerVersio
     script that ends in `exec "$@"`, so flags alone would be run as a program."""
     check_supported(version, spec.build_image or config.build_image, spec.memory_limit)
     args = [
-        "repo2docker", "--no-run", "--json-logs",
-        "--user-id", str(int(config.user_id)),
-        "--user-name", config.user_name,
-        "--ref", spec.commit,
-        "--image-name", spec.image,
+        "repo2docker",
+        "--no-run",
+        "--json-logs",
+        "--user-id",
+        str(int(config.user_id)),
+        "--user-name",
+        config.user_name,
+        "--ref",
+        spec.commit,
+        "--image-name",
+        spec.image,
     ]
     if spec.repo_dir:
         args += ["--target-repo-dir", spec.repo_dir]
@@ -207,7 +218,10 @@ class BuildRunner:
         return await self.api.client()
 
     def _selector(self, **extra: str) -> dict:
-        labels = [f"{contract.LABEL_MANAGED_BY}={contract.MANAGED_BY}", f"{contract.LABEL_INSTANCE}={self.config.instance}"]
+        labels = [
+            f"{contract.LABEL_MANAGED_BY}={contract.MANAGED_BY}",
+            f"{contract.LABEL_INSTANCE}={self.config.instance}",
+        ]
         labels += [f"{k}={v}" for k, v in extra.items()]
         return {"label": labels}
 
@@ -252,8 +266,9 @@ class BuildRunner:
 
     async def find(self, uid: str) -> BuildContainer | None:
         """The build container of the resource with this uid, running or not."""
-        found = await self.api.call((await self._client()).containers.list, all=True,
-                                    filters=self._selector(**{contract.LABEL_BUILD_UID: uid}))
+        found = await self.api.call(
+            (await self._client()).containers.list, all=True, filters=self._selector(**{contract.LABEL_BUILD_UID: uid})
+        )
         return _describe(found[0]) if found else None
 
     async def list_builds(self, running_only: bool = True) -> list[BuildContainer]:
@@ -263,8 +278,13 @@ class BuildRunner:
         found = await self.api.call((await self._client()).containers.list, all=not running_only, filters=filters)
         return [_describe(c) for c in found]
 
-    async def prepare(self, ref: BuildRef, spec: BuildSpec, command: list[str] | None = None,
-                      credential: CloneCredentials | None = None) -> BuildContainer:
+    async def prepare(
+        self,
+        ref: BuildRef,
+        spec: BuildSpec,
+        command: list[str] | None = None,
+        credential: CloneCredentials | None = None,
+    ) -> BuildContainer:
         """Create the build container without starting it, so that a freed slot only has to
         start it (Docker's create, with the archives copied in, is most of a hand-off). With
         a `credential`, git in the container clones with it: a store file written in before
@@ -280,8 +300,10 @@ class BuildRunner:
             name=container_name(ref),
             labels=container_labels(self.config, ref, spec),
             volumes=volumes,
-            environment={**dict(self.config.environment),
-                         **(store_environment(spec.repo_url, credential) if credential else {})},
+            environment={
+                **dict(self.config.environment),
+                **(store_environment(spec.repo_url, credential) if credential else {}),
+            },
         )
         if spec.memory_limit:
             kwargs["mem_limit"] = spec.memory_limit
@@ -304,8 +326,14 @@ class BuildRunner:
             raise RunnerError(f"Docker refused to create the build container: {exc.explanation or exc}") from exc
         return _describe(container)
 
-    async def start(self, ref: BuildRef, spec: BuildSpec, command: list[str] | None = None,
-                    credential: CloneCredentials | None = None, prepared: BuildContainer | None = None) -> BuildContainer:
+    async def start(
+        self,
+        ref: BuildRef,
+        spec: BuildSpec,
+        command: list[str] | None = None,
+        credential: CloneCredentials | None = None,
+        prepared: BuildContainer | None = None,
+    ) -> BuildContainer:
         """Start the build container: the `prepared` one, else one created now (`prepare`).
         One that is running already (a concurrent start) is returned as it is."""
         container = prepared or await self.prepare(ref, spec, command, credential)

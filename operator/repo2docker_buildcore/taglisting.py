@@ -16,7 +16,7 @@ form).
 from __future__ import annotations
 
 import asyncio
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 
 class TagListing:

@@ -34,7 +34,7 @@ class Repo2DockerVersion:
     text: str = field(default="", compare=False)
 
     @classmethod
-    def parse(cls, text: str) -> "Repo2DockerVersion":
+    def parse(cls, text: str) -> Repo2DockerVersion:
         """From `repo2docker --version` output: '2024.07.0', '2026.4.0', '2025.8.1.dev3+g12ab'."""
         match = _VERSION_RE.search(text or "")
         if not match:

@@ -65,8 +65,9 @@ async def claim(resources: BuildResources, ref: BuildRef, me: str) -> str | None
 async def requeue(resources: BuildResources, ref: BuildRef, lost: str) -> bool:
     """Queue the build again if the lost builder still holds it (another builder may have
     done it already: then False)."""
-    return await resources.patch_status_where(ref.namespace, ref.name, ref.uid,
-                                              lambda status: requeue_fields(status, lost))
+    return await resources.patch_status_where(
+        ref.namespace, ref.name, ref.uid, lambda status: requeue_fields(status, lost)
+    )
 
 
 def _now_ms() -> str:
@@ -84,19 +85,19 @@ class ClusterView:
     """The unfinished builds' claims as the watch shows them, and each requester's last claim."""
 
     me: str
-    _claims: dict[str, str] = field(default_factory=dict)       # uid -> builder
+    _claims: dict[str, str] = field(default_factory=dict)  # uid -> builder
     last_claimed: dict[str, float] = field(default_factory=dict)  # requester -> unix time
-    last_built: dict[str, str] = field(default_factory=dict)    # repository -> builder of its last build
+    last_built: dict[str, str] = field(default_factory=dict)  # repository -> builder of its last build
 
-    def seen(self, uid: str, status: dict[str, Any] | None, requester: str, deleted: bool = False,
-             repo: str = "") -> None:
+    def seen(
+        self, uid: str, status: dict[str, Any] | None, requester: str, deleted: bool = False, repo: str = ""
+    ) -> None:
         """A watch event of one build. A build that left the watch (finished) is forgotten,
         except for when its requester's build was claimed (that turn stays taken) and which
         builder built its repository (that node has its layers)."""
         status = status or {}
         builder = status.get("builder")
-        if builder and repo and status.get("containerId") and \
-                BuildStatus.from_status(status).phase == Phase.SUCCEEDED:
+        if builder and repo and status.get("containerId") and BuildStatus.from_status(status).phase == Phase.SUCCEEDED:
             self.last_built[repo] = builder
         if deleted or not builder or BuildStatus.from_status(status).phase.terminal:
             self._claims.pop(uid, None)

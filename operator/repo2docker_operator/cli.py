@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import kopf  # imported late: `--help` and config errors need none of it
 
-    from . import handlers  # noqa: F401 - registers the handlers
+    from . import handlers, login  # noqa: F401 - registers the handlers and the login
 
     kopf.configure(verbose=config.verbose, log_format=kopf.LogFormat.PLAIN)
     try:

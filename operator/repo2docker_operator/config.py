@@ -11,8 +11,9 @@ import argparse
 import json
 import os
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, Mapping
+from typing import Any
 
 from repo2docker_buildcore import contract
 from repo2docker_buildcore.build import BuildSettings
@@ -20,7 +21,6 @@ from repo2docker_buildcore.imagegc import GCPolicy
 from repo2docker_buildcore.imageuse import store_from_setting
 from repo2docker_buildcore.runner import RunnerConfig, build_environment
 from repo2docker_buildcore.settings import ENV, Setting, derive, setting
-
 
 
 class ConfigError(ValueError):
@@ -101,8 +101,10 @@ class OperatorConfig:
             (self.cluster_concurrency >= 0, "the cluster's concurrency limit must be 0 (no limit) or more"),
             (self.affinity_window >= 0, "the affinity window must be 0 (off) or more seconds"),
             (self.lease_duration >= 3, "the lease duration must be at least 3 s (it is renewed every third of it)"),
-            (self.node_name is None or contract.is_dns_label(self.node_name),
-             "the node name must be a DNS name of at most 253 characters (lower case letters, digits, '-', '.')"),
+            (
+                self.node_name is None or contract.is_dns_label(self.node_name),
+                "the node name must be a DNS name of at most 253 characters (lower case letters, digits, '-', '.')",
+            ),
             (self.build_timeout > 0, "the build timeout must be positive"),
             (self.tail_lines >= 1 and self.tail_bytes >= 256, "the log tail needs at least 1 line and 256 bytes"),
             (self.finished_ttl >= 0, "the TTL of finished builds must be 0 (keep) or more"),
@@ -110,8 +112,10 @@ class OperatorConfig:
             (self.cpu_limit is None or self.cpu_limit > 0, "the CPU limit must be positive"),
             (0 <= self.metrics_port < 65536, "the metrics port must be 0 (off) to 65535"),
             (self.push or not self.docker_config, "a registry credentials file only makes sense with --push"),
-            (not self.push or contract.prefix_names_registry(self.image_prefix),
-             "--push needs an image prefix that names a registry (e.g. registry.example.org/binder/r2d-)"),
+            (
+                not self.push or contract.prefix_names_registry(self.image_prefix),
+                "--push needs an image prefix that names a registry (e.g. registry.example.org/binder/r2d-)",
+            ),
         ]
         for ok, message in checks:
             if not ok:
@@ -137,8 +141,9 @@ class OperatorConfig:
         return derive(BuildSettings, self)
 
     def gc_policy(self) -> GCPolicy:
-        return GCPolicy.from_settings(self.image_prefix, self.gc_high_watermark, self.gc_low_watermark,
-                                      self.gc_max_age, self.gc_grace)
+        return GCPolicy.from_settings(
+            self.image_prefix, self.gc_high_watermark, self.gc_low_watermark, self.gc_max_age, self.gc_grace
+        )
 
 
 _OPTIONS: dict[str, Setting] = {f.name: f.metadata["setting"] for f in fields(OperatorConfig)}

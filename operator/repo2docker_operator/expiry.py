@@ -15,7 +15,7 @@ import asyncio
 import heapq
 import logging
 import time
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 log = logging.getLogger(__name__)
 Delete = Callable[[str, str, str], Awaitable[None]]  # namespace, name, uid
@@ -68,8 +68,13 @@ class Expiries:
             except Exception as exc:  # noqa: BLE001 - API trouble: try again later, never stop sweeping
                 if getattr(exc, "status", None) == 404:
                     continue
-                log.warning("could not delete expired build resource %s/%s (%s); retrying in %ss",
-                            namespace, name, exc, RETRY_AFTER)
+                log.warning(
+                    "could not delete expired build resource %s/%s (%s); retrying in %ss",
+                    namespace,
+                    name,
+                    exc,
+                    RETRY_AFTER,
+                )
                 self._due[(namespace, name)] = (self._clock() + RETRY_AFTER, uid)
                 heapq.heappush(self._heap, (self._clock() + RETRY_AFTER, namespace, name))
         return deleted

@@ -19,7 +19,8 @@ import dataclasses
 import functools
 import logging
 import time
-from typing import Any, Awaitable, Callable, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import kopf
 
@@ -58,7 +59,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
         state = memo.state = await OperatorState.start(config)
     except OutdatedCRD as exc:
         raise kopf.PermanentError(str(exc)) from None
-    logger.info("Image GC (every %s s): %s", config.gc_interval, config.gc_policy().describe() if config.gc_interval else "off")
+    logger.info(
+        "Image GC (every %s s): %s", config.gc_interval, config.gc_policy().describe() if config.gc_interval else "off"
+    )
     try:
         await state.runner.ping()
         await _adopt_running_builds(state)
@@ -67,8 +70,14 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
         return
     await _check_build_image(state, logger)
     where = "all namespaces" if config.all_namespaces else "namespace(s) " + ", ".join(config.namespaces)
-    logger.info("Watching %s in %s: at most %s builds at once with %s, as builder %s",
-                contract.PLURAL, where, config.concurrency or "unlimited", config.build_image, config.builder)
+    logger.info(
+        "Watching %s in %s: at most %s builds at once with %s, as builder %s",
+        contract.PLURAL,
+        where,
+        config.concurrency or "unlimited",
+        config.build_image,
+        config.builder,
+    )
 
 
 def _config(memo: kopf.Memo) -> OperatorConfig:
@@ -144,6 +153,7 @@ async def _adopt_running_builds(state: OperatorState) -> None:
     builder (or by none: an operator from before claims started it); the daemon of that
     resource then re-attaches to it. Any other one is removed: a container of a build that
     went back to the queue while this builder was lost would be a second build of it."""
+
     async def wanted(container: BuildContainer) -> bool:
         ref = container.ref
         try:
@@ -151,8 +161,11 @@ async def _adopt_running_builds(state: OperatorState) -> None:
         except Exception as exc:  # noqa: BLE001 - unsure (API trouble): keep it, the daemon decides
             return getattr(exc, "status", None) != 404
         status = BuildStatus.from_status(obj.get("status"))
-        return obj["metadata"]["uid"] == ref.uid and not status.phase.terminal and \
-            status.builder in (None, state.config.builder)
+        return (
+            obj["metadata"]["uid"] == ref.uid
+            and not status.phase.terminal
+            and status.builder in (None, state.config.builder)
+        )
 
     await adopt(state.runner, state.queue, wanted)
 
@@ -183,9 +196,19 @@ def _under_way(status: kopf.Status, **_: Any) -> bool:
 
 
 @kopf.on.event(contract.GROUP, contract.VERSION, contract.PLURAL)
-async def build_event(type: str | None, body: kopf.Body, status: kopf.Status, spec: kopf.Spec, meta: kopf.Meta,
-                      name: str, namespace: str, uid: str, memo: kopf.Memo, logger: logging.Logger,
-                      **_: Any) -> None:
+async def build_event(
+    type: str | None,
+    body: kopf.Body,
+    status: kopf.Status,
+    spec: kopf.Spec,
+    meta: kopf.Meta,
+    name: str,
+    namespace: str,
+    uid: str,
+    memo: kopf.Memo,
+    logger: logging.Logger,
+    **_: Any,
+) -> None:
     """Every event of every build the watch shows, in one handler (kopf calls each event
     handler with a task, a log line and a result of its own: three handlers tripled that).
 
@@ -211,15 +234,25 @@ async def build_event(type: str | None, body: kopf.Body, status: kopf.Status, sp
 async def _asking_again(attempt: Callable[[], Awaitable[T]], what: str, logger: logging.Logger) -> T:
     """`attempt()`, asked again with back-off while it fails in a way that asking again may
     mend (the API server busy, a dropped connection): kopf does not retry event handlers."""
+
     def tell(exc: BaseException, delay: float) -> None:
         logger.warning("cannot %s yet (%s); asking again in %.0f s", what, exc, delay)
 
-    return await retry(attempt, retry_on=Exception, when=worth_asking_again, backoff=Backoff.doubling(0.5, 30.0),
-                       on_retry=tell)
+    return await retry(
+        attempt, retry_on=Exception, when=worth_asking_again, backoff=Backoff.doubling(0.5, 30.0), on_retry=tell
+    )
 
 
-async def new_build(state: OperatorState, body: kopf.Body, spec: kopf.Spec, meta: kopf.Meta,
-                    namespace: str, name: str, uid: str, logger: logging.Logger) -> None:
+async def new_build(
+    state: OperatorState,
+    body: kopf.Body,
+    spec: kopf.Spec,
+    meta: kopf.Meta,
+    namespace: str,
+    name: str,
+    uid: str,
+    logger: logging.Logger,
+) -> None:
     """Decide a build no operator has decided yet, in one status write guarded by the version
     the watch showed (no read): an image that exists is `Succeeded` and released at once, an
     invalid request `Failed`; anything else `Pending`, and its daemon takes it from there.
@@ -235,24 +268,43 @@ async def new_build(state: OperatorState, body: kopf.Body, spec: kopf.Spec, meta
         return
     state.deciding.add(uid)
     try:
-        await _asking_again(lambda: _decide(state, body, spec, meta, namespace, name, uid, logger),
-                            "decide the build", logger)
+        await _asking_again(
+            lambda: _decide(state, body, spec, meta, namespace, name, uid, logger), "decide the build", logger
+        )
     except Exception as exc:  # noqa: BLE001 - left undecided: the next event of it, or the next start, decides
         logger.error("cannot decide the build: %s", exc)
     finally:
         state.deciding.discard(uid)
 
 
-async def _decide(state: OperatorState, body: kopf.Body, spec: kopf.Spec, meta: kopf.Meta,
-                  namespace: str, name: str, uid: str, logger: logging.Logger) -> None:
+async def _decide(
+    state: OperatorState,
+    body: kopf.Body,
+    spec: kopf.Spec,
+    meta: kopf.Meta,
+    namespace: str,
+    name: str,
+    uid: str,
+    logger: logging.Logger,
+) -> None:
     version = meta["resourceVersion"]
     try:
         build_spec = _build_spec(spec, state.config)
     except InvalidBuildRequest as exc:
         message = f"Invalid build request: {exc}"
-        if await _finish_new(state, namespace, name, uid, version, {
-                "phase": Phase.FAILED.value, "message": message, "completionTime": now_iso(),
-                "observedGeneration": meta.get("generation")}):
+        if await _finish_new(
+            state,
+            namespace,
+            name,
+            uid,
+            version,
+            {
+                "phase": Phase.FAILED.value,
+                "message": message,
+                "completionTime": now_iso(),
+                "observedGeneration": meta.get("generation"),
+            },
+        ):
             _event(body, Phase.FAILED, message)
             state.metrics.finished(Phase.FAILED, None, cached=False)
         return
@@ -265,23 +317,38 @@ async def _decide(state: OperatorState, body: kopf.Body, spec: kopf.Spec, meta: 
         await state.resources.patch_status_at(namespace, name, version, {**decided, "phase": Phase.PENDING.value})
         return
     when = now_iso()
-    if await _finish_new(state, namespace, name, uid, version, {
-            **decided, "phase": Phase.SUCCEEDED.value, "message": reason, "image": build_spec.image,
-            "builder": state.config.builder, "startTime": when, "completionTime": when}):
+    if await _finish_new(
+        state,
+        namespace,
+        name,
+        uid,
+        version,
+        {
+            **decided,
+            "phase": Phase.SUCCEEDED.value,
+            "message": reason,
+            "image": build_spec.image,
+            "builder": state.config.builder,
+            "startTime": when,
+            "completionTime": when,
+        },
+    ):
         if state.collector is not None:
             state.collector.touch(build_spec.image)  # its server starts next: a use
         state.metrics.finished(Phase.SUCCEEDED, None, cached=True)
         logger.debug("no build needed: %s", reason)
 
 
-async def _finish_new(state: OperatorState, namespace: str, name: str, uid: str, version: str,
-                      fields: dict[str, Any]) -> bool:
+async def _finish_new(
+    state: OperatorState, namespace: str, name: str, uid: str, version: str, fields: dict[str, Any]
+) -> bool:
     """Write a new build's outcome and release it in the same write: `finishedAt` takes it out
     of the watch and is what its TTL counts from (after a restart too). False if another
     write came first."""
     finished_at = int(time.time())
-    if not await state.resources.patch_status_at(namespace, name, version,
-                                                 {**fields, contract.STATUS_FINISHED_AT: finished_at}):
+    if not await state.resources.patch_status_at(
+        namespace, name, version, {**fields, contract.STATUS_FINISHED_AT: finished_at}
+    ):
         return False
     state.marking.add(uid)
     state.expiries.finished(namespace, name, uid, finished_at)
@@ -291,12 +358,21 @@ async def _finish_new(state: OperatorState, namespace: str, name: str, uid: str,
 # On deletion kopf first only sets `stopped` (for cancellation_backoff seconds), and cancels
 # the task after that; the finalizer stays until the daemon has exited. Our daemon reacts to
 # `stopped` at once, so the backoff is just head-room for killing a container.
-@kopf.daemon(contract.GROUP, contract.VERSION, contract.PLURAL, when=_under_way,
-             cancellation_backoff=20, cancellation_timeout=10)
+@kopf.daemon(
+    contract.GROUP, contract.VERSION, contract.PLURAL, when=_under_way, cancellation_backoff=20, cancellation_timeout=10
+)
 async def build_daemon(
-    body: kopf.Body, spec: kopf.Spec, status: kopf.Status, meta: kopf.Meta,
-    name: str, namespace: str, uid: str,
-    memo: kopf.Memo, stopped: kopf.DaemonStopped, logger: logging.Logger, **_: Any,
+    body: kopf.Body,
+    spec: kopf.Spec,
+    status: kopf.Status,
+    meta: kopf.Meta,
+    name: str,
+    namespace: str,
+    uid: str,
+    memo: kopf.Memo,
+    stopped: kopf.DaemonStopped,
+    logger: logging.Logger,
+    **_: Any,
 ) -> None:
     """One build, from its resource to its outcome: accept the spec, run the job until it
     ends or the resource goes, record what happened."""
@@ -312,8 +388,9 @@ async def build_daemon(
     if build_spec is None:
         return
     try:
-        credential = await _credential(state, build_spec, namespace, name, uid, logger,
-                                       hub_created=bool(claims.requester_of(dict(meta))))
+        credential = await _credential(
+            state, build_spec, namespace, name, uid, logger, hub_created=bool(claims.requester_of(dict(meta)))
+        )
     except MissingCredential as exc:
         await _refuse(state, body, meta, publisher, str(exc), logger)
         return
@@ -323,14 +400,21 @@ async def build_daemon(
             holder = await _while_held(state, ref, body, holder, status, stopped, logger)
             continue
         job = BuildJob(
-            runner=state.runner, queue=state.queue, ref=ref, spec=build_spec,
-            publisher=_publisher(state, ref, status), order=(meta.get("creationTimestamp") or "", namespace, name),
+            runner=state.runner,
+            queue=state.queue,
+            ref=ref,
+            spec=build_spec,
+            publisher=_publisher(state, ref, status),
+            order=(meta.get("creationTimestamp") or "", namespace, name),
             requester=claims.requester_of(dict(meta)),
             settings=state.config.build_settings(),
-            recorded_start=(status or {}).get("startTime") if BuildStatus.from_status(status).phase == Phase.BUILDING else None,
+            recorded_start=(status or {}).get("startTime")
+            if BuildStatus.from_status(status).phase == Phase.BUILDING
+            else None,
             on_phase=lambda p, message: _event(body, p, message),
             credential=credential,
-            claim=lambda: claims.claim(state.resources, ref, me), me=me,
+            claim=lambda: claims.claim(state.resources, ref, me),
+            me=me,
             alone=state.leases.observations.alone,
             hold=functools.partial(state.affinity_hold, namespace, build_spec.repo_url, meta.get("creationTimestamp")),
         )
@@ -368,7 +452,8 @@ def _publisher(state: OperatorState, ref: BuildRef, status: kopf.Status) -> Stat
             return await state.resources.patch_status(ref.namespace, ref.name, fields)
         if holder is None:
             return await state.resources.patch_status_where(
-                ref.namespace, ref.name, ref.uid, lambda now: fields if now.get("builder") in (None, me) else None)
+                ref.namespace, ref.name, ref.uid, lambda now: fields if now.get("builder") in (None, me) else None
+            )
         return None
 
     publisher = StatusPublisher(send, interval=state.config.status_interval)
@@ -380,8 +465,15 @@ def _publisher(state: OperatorState, ref: BuildRef, status: kopf.Status) -> Stat
 HOLDER_LAG = 3.0
 
 
-async def _while_held(state: OperatorState, ref: BuildRef, body: kopf.Body, holder: str, status: kopf.Status,
-                      stopped: kopf.DaemonStopped, logger: logging.Logger) -> str | None:
+async def _while_held(
+    state: OperatorState,
+    ref: BuildRef,
+    body: kopf.Body,
+    holder: str,
+    status: kopf.Status,
+    stopped: kopf.DaemonStopped,
+    logger: logging.Logger,
+) -> str | None:
     """Another builder holds the build: wait until it finishes (the daemon is stopped), it
     changes hands, or its builder is lost, and then queue it again. The holder after that."""
     differs_since: float | None = None
@@ -411,8 +503,15 @@ class MissingCredential(Exception):
     """The build asked for the hub's hand-over of a user's credential, and there is none."""
 
 
-async def _credential(state: OperatorState, spec: BuildSpec, namespace: str, name: str, uid: str,
-                      logger: logging.Logger, hub_created: bool) -> CloneCredentials:
+async def _credential(
+    state: OperatorState,
+    spec: BuildSpec,
+    namespace: str,
+    name: str,
+    uid: str,
+    logger: logging.Logger,
+    hub_created: bool,
+) -> CloneCredentials:
     """What the clone uses: the user's token the hub handed to this build in its own Secret
     (for the repository only), and the operator's for the repository's host (submodules
     there too), the latter only for a build the hub created (it has a requester, which the
@@ -452,25 +551,48 @@ async def _handed_over(state: OperatorState, namespace: str, name: str, uid: str
         return gitcredentials.from_secret(secret, name, uid)
 
     try:
-        return await retry(read, retry_on=(LookupError, gitcredentials.ForeignSecret),
-                           backoff=Backoff.doubling(0.2, 5.0), within=HANDOVER_WAIT)
+        return await retry(
+            read,
+            retry_on=(LookupError, gitcredentials.ForeignSecret),
+            backoff=Backoff.doubling(0.2, 5.0),
+            within=HANDOVER_WAIT,
+        )
     except (LookupError, gitcredentials.ForeignSecret) as exc:
         raise MissingCredential(f"The credential this build was to clone with is missing: {exc}.") from None
 
 
-async def _refuse(state: OperatorState, body: kopf.Body, meta: kopf.Meta, publisher: StatusPublisher,
-                  message: str, logger: logging.Logger) -> None:
+async def _refuse(
+    state: OperatorState,
+    body: kopf.Body,
+    meta: kopf.Meta,
+    publisher: StatusPublisher,
+    message: str,
+    logger: logging.Logger,
+) -> None:
     """Fail the build before it starts, saying why (status, event, metrics), and release it."""
-    await publisher.update({"phase": Phase.FAILED.value, "message": message,
-                            "completionTime": now_iso(), "observedGeneration": meta.get("generation")})
+    await publisher.update(
+        {
+            "phase": Phase.FAILED.value,
+            "message": message,
+            "completionTime": now_iso(),
+            "observedGeneration": meta.get("generation"),
+        }
+    )
     _event(body, Phase.FAILED, message)
     state.metrics.finished(Phase.FAILED, None, cached=False)
-    await _mark_finished(state, body["metadata"]["namespace"], body["metadata"]["name"], body["metadata"]["uid"],
-                         logger)
+    await _mark_finished(
+        state, body["metadata"]["namespace"], body["metadata"]["name"], body["metadata"]["uid"], logger
+    )
 
 
-async def _accepted_spec(state: OperatorState, body: kopf.Body, spec: kopf.Spec, meta: kopf.Meta,
-                         publisher: StatusPublisher, logger: logging.Logger) -> BuildSpec | None:
+async def _accepted_spec(
+    state: OperatorState,
+    body: kopf.Body,
+    spec: kopf.Spec,
+    meta: kopf.Meta,
+    publisher: StatusPublisher,
+    logger: logging.Logger,
+) -> BuildSpec | None:
     """The spec as this operator will build it, or None after recording why it will not."""
     try:
         build_spec = _build_spec(spec, state.config)
@@ -480,8 +602,9 @@ async def _accepted_spec(state: OperatorState, body: kopf.Body, spec: kopf.Spec,
     return build_spec
 
 
-async def _run(state: OperatorState, job: BuildJob, stopped: kopf.DaemonStopped, status: kopf.Status,
-               logger: logging.Logger) -> BuildOutcome | None:
+async def _run(
+    state: OperatorState, job: BuildJob, stopped: kopf.DaemonStopped, status: kopf.Status, logger: logging.Logger
+) -> BuildOutcome | None:
     """The job's outcome, or None when the daemon was stopped before it ended. ClaimLost when
     another builder holds the build: while it queued here, or while it ran here (this builder
     was deemed lost and the build went to another): then its container is removed, silently."""
@@ -496,8 +619,9 @@ async def _run(state: OperatorState, job: BuildJob, stopped: kopf.DaemonStopped,
             job_task.cancel()
             await asyncio.gather(job_task, return_exceptions=True)
             if job.claimed:
-                logger.warning("this builder's claim was taken over by %s: its build container was removed",
-                               taken_task.result())
+                logger.warning(
+                    "this builder's claim was taken over by %s: its build container was removed", taken_task.result()
+                )
             raise ClaimLost(taken_task.result())
     finally:
         taken_task.cancel()
@@ -514,13 +638,16 @@ async def _run(state: OperatorState, job: BuildJob, stopped: kopf.DaemonStopped,
     return job_task.result()
 
 
-async def _remove_forged_mark(state: OperatorState, body: kopf.Body, namespace: str, name: str, uid: str,
-                              logger: logging.Logger) -> None:
+async def _remove_forged_mark(
+    state: OperatorState, body: kopf.Body, namespace: str, name: str, uid: str, logger: logging.Logger
+) -> None:
     """An unfinished resource that says it finished: its creator labelled it so (the
     operator marks only finished ones). Build it, and drop the label, which the TTL sweep
     and people reading `kubectl get` would believe."""
-    message = (f"The label {contract.LABEL_FINISHED_AT} was set on a build that has not finished; "
-               f"it was removed and the build goes ahead.")
+    message = (
+        f"The label {contract.LABEL_FINISHED_AT} was set on a build that has not finished; "
+        f"it was removed and the build goes ahead."
+    )
     logger.warning(message)
     try:
         kopf.event(body, type="Warning", reason="ForgedMark", message=message)
@@ -531,12 +658,16 @@ async def _remove_forged_mark(state: OperatorState, body: kopf.Body, namespace: 
 
 def _finishing(stopped: kopf.DaemonStopped) -> bool:
     reason = stopped.reason
-    return bool(reason and reason & kopf.DaemonStoppingReason.FILTERS_MISMATCH
-                and not reason & (kopf.DaemonStoppingReason.RESOURCE_DELETED | kopf.DaemonStoppingReason.OPERATOR_EXITING))
+    return bool(
+        reason
+        and reason & kopf.DaemonStoppingReason.FILTERS_MISMATCH
+        and not reason & (kopf.DaemonStoppingReason.RESOURCE_DELETED | kopf.DaemonStoppingReason.OPERATOR_EXITING)
+    )
 
 
-async def _stop_job(job: BuildJob, job_task: asyncio.Task, stopped: kopf.DaemonStopped,
-                    state: OperatorState, logger: logging.Logger) -> None:
+async def _stop_job(
+    job: BuildJob, job_task: asyncio.Task, stopped: kopf.DaemonStopped, state: OperatorState, logger: logging.Logger
+) -> None:
     """Deleted: cancel the build and remove its container. Operator exiting: leave the
     container running; the next operator re-attaches to it by its labels."""
     job.kill_on_cancel = bool(stopped.reason and stopped.reason & kopf.DaemonStoppingReason.RESOURCE_DELETED)

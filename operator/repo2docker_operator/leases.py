@@ -18,8 +18,8 @@ import asyncio
 import datetime
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import aiohttp
 
@@ -41,7 +41,7 @@ def builder_of(name: str, holder: str | None) -> str | None:
     builder 'alive' (its builds never requeued) from a Lease of any name."""
     if not name.startswith(LEASE_PREFIX):
         return None
-    builder = name[len(LEASE_PREFIX):]
+    builder = name[len(LEASE_PREFIX) :]
     return builder if holder == builder and contract.is_dns_label(builder) else None
 
 

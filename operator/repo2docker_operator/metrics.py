@@ -15,12 +15,17 @@ class OperatorMetrics:
     def __init__(self, queue: BuildQueue) -> None:
         self.registry = CollectorRegistry()
         self.builds = Counter(
-            "repo2docker_builds", "Finished builds by outcome (cached: the image already existed).",
-            ["outcome"], registry=self.registry,
+            "repo2docker_builds",
+            "Finished builds by outcome (cached: the image already existed).",
+            ["outcome"],
+            registry=self.registry,
         )
         self.duration = Histogram(
-            "repo2docker_build_duration_seconds", "Wall time of builds that ran, from container start to result.",
-            ["outcome"], buckets=DURATION_BUCKETS, registry=self.registry,
+            "repo2docker_build_duration_seconds",
+            "Wall time of builds that ran, from container start to result.",
+            ["outcome"],
+            buckets=DURATION_BUCKETS,
+            registry=self.registry,
         )
         queued = Gauge("repo2docker_builds_queued", "Builds waiting for a slot.", registry=self.registry)
         queued.set_function(lambda: queue.waiting)

@@ -67,18 +67,25 @@ class OperatorState:
         self.queue.set_elsewhere(self.cluster.elsewhere())
 
     @classmethod
-    async def start(cls, config: OperatorConfig) -> "OperatorState":
+    async def start(cls, config: OperatorConfig) -> OperatorState:
         """Connect, check the CRD (OutdatedCRD), start metrics, the TTL sweep and the collector."""
         api = await connect()
         resources = BuildResources(api)
         for namespace in config.watched():
             await resources.check_selectable_fields(namespace)
         queue = BuildQueue(config.concurrency, config.cluster_concurrency)
-        state = cls(config=config, api=api, resources=resources, queue=queue, metrics=OperatorMetrics(queue),
-                    runner=BuildRunner(config.runner_config()), expiries=Expiries(resources.delete, config.finished_ttl),
-                    secrets=BuildSecrets(api),
-                    leases=BuilderLeases(api, config.leases_in, config.builder, config.lease_duration),
-                    cluster=ClusterView(config.builder))
+        state = cls(
+            config=config,
+            api=api,
+            resources=resources,
+            queue=queue,
+            metrics=OperatorMetrics(queue),
+            runner=BuildRunner(config.runner_config()),
+            expiries=Expiries(resources.delete, config.finished_ttl),
+            secrets=BuildSecrets(api),
+            leases=BuilderLeases(api, config.leases_in, config.builder, config.lease_duration),
+            cluster=ClusterView(config.builder),
+        )
         # The others' Leases are read once before any build is looked at: a builder in its
         # first moments would otherwise see itself alone and take a build another builder
         # has the layers for (cache affinity asks who is alive).
@@ -88,9 +95,14 @@ class OperatorState:
             state.metrics.serve(config.metrics_port, config.metrics_address)
         state.spawn(state._sweep(), "delete expired build resources")
         state.collector = ImageCollector(
-            state.runner.images, config.gc_policy(), UseLedger(store_from_setting(config.gc_use_record, api)),
-            wanted=lambda: +state.wanted_images, interval=config.gc_interval, on_removed=state._image_removed,
-            on_usage=state.metrics.gc.usage)
+            state.runner.images,
+            config.gc_policy(),
+            UseLedger(store_from_setting(config.gc_use_record, api)),
+            wanted=lambda: +state.wanted_images,
+            interval=config.gc_interval,
+            on_removed=state._image_removed,
+            on_usage=state.metrics.gc.usage,
+        )
         await state.collector.start()
         return state
 
@@ -119,13 +131,20 @@ class OperatorState:
         """Who built the repository last, from its kept resources (the watch shows only
         unfinished ones, and this builder may have started after the last build ended)."""
         try:
-            listing = await self.resources.list(namespace, label_selector=f"{contract.LABEL_REPO_HASH}={contract.repo_hash(repo)}")
+            listing = await self.resources.list(
+                namespace, label_selector=f"{contract.LABEL_REPO_HASH}={contract.repo_hash(repo)}"
+            )
         except Exception as exc:  # noqa: BLE001 - no affinity then: any builder may build it
             log.debug("cannot list the builds of %s: %s", repo, exc)
             return None
-        built = [(o["status"].get("completionTime") or "", o["status"]["builder"]) for o in listing.get("items", [])
-                 if o.get("spec", {}).get("repoUrl") == repo and (o.get("status") or {}).get("builder")
-                 and o["status"].get("containerId") and o["status"].get("phase") == "Succeeded"]
+        built = [
+            (o["status"].get("completionTime") or "", o["status"]["builder"])
+            for o in listing.get("items", [])
+            if o.get("spec", {}).get("repoUrl") == repo
+            and (o.get("status") or {}).get("builder")
+            and o["status"].get("containerId")
+            and o["status"].get("phase") == "Succeeded"
+        ]
         if built:
             self.cluster.last_built.setdefault(repo, max(built)[1])
         return self.cluster.last_built.get(repo)
@@ -143,6 +162,7 @@ class OperatorState:
 
     async def _sweep(self) -> None:
         """Learn the finished resources from one paged, metadata-only listing, then expire them."""
+
         async def learn(namespace: str | None) -> None:
             async for ns, name, uid, finished_at in self.resources.list_finished(namespace):
                 self.expiries.finished(ns, name, uid, finished_at)
@@ -153,8 +173,9 @@ class OperatorState:
         if self.config.finished_ttl:
             for namespace in self.config.watched():
                 # API trouble at start: ask again (every expiry waits for it anyway).
-                await retry(lambda: learn(namespace), retry_on=Exception, backoff=Backoff.doubling(1.0, 30.0),
-                            on_retry=tell)
+                await retry(
+                    lambda: learn(namespace), retry_on=Exception, backoff=Backoff.doubling(1.0, 30.0), on_retry=tell
+                )
         await self.expiries.run()
 
     # ---- images the collector removed -----------------------------------------------------------
@@ -173,10 +194,14 @@ class OperatorState:
                 try:
                     listing = await self.resources.list(namespace, label_selector=f"{contract.LABEL_COMMIT}={commit}")
                     for obj in listing.get("items", []):
-                        if obj.get("spec", {}).get("image") == tag and \
-                                BuildStatus.from_status(obj.get("status")).phase.terminal:
+                        if (
+                            obj.get("spec", {}).get("image") == tag
+                            and BuildStatus.from_status(obj.get("status")).phase.terminal
+                        ):
                             meta = obj["metadata"]
                             await self.resources.delete(meta["namespace"], meta["name"], meta["uid"])
-                            log.info("deleted build %s/%s: its image %s was removed", meta["namespace"], meta["name"], tag)
+                            log.info(
+                                "deleted build %s/%s: its image %s was removed", meta["namespace"], meta["name"], tag
+                            )
                 except Exception as exc:  # noqa: BLE001 - the resource then expires with its TTL
                     log.warning("could not delete the builds of removed image %s: %s", tag, exc)

@@ -1,6 +1,6 @@
 """JupyterHub spawner that starts servers from images repo2docker builds from git repositories.
 
-    c.JupyterHub.spawner_class = "repo2docker"      # or "repo2dockerspawner.Repo2DockerSpawner"
+c.JupyterHub.spawner_class = "repo2docker"      # or "repo2dockerspawner.Repo2DockerSpawner"
 """
 
 from repo2docker_buildcore import __version__

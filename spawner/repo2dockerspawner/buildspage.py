@@ -23,8 +23,8 @@ from tornado import web
 
 from repo2docker_buildcore.contract import Phase
 
-from .backends import ActionRefused, BuildBackend, BuildRecord
 from . import previous, webhooks
+from .backends import ActionRefused, BuildBackend, BuildRecord
 from .hubspawner import PREBUILDER, hub_spawner, schedule_start
 
 TEMPLATES = os.path.join(os.path.dirname(__file__), "templates")
@@ -73,10 +73,15 @@ def human_size(size: int | None) -> str:
 
 
 def record_json(record: BuildRecord) -> dict[str, Any]:
-    return {"phase": record.phase.value, "queuePosition": record.queue_position, "message": record.message,
-            "logTail": record.log_tail, "active": record.phase in ACTIVE,
-            "age": human_age(time.time() - record.created) if record.created else "—",
-            "duration": human_age(record.duration)}
+    return {
+        "phase": record.phase.value,
+        "queuePosition": record.queue_position,
+        "message": record.message,
+        "logTail": record.log_tail,
+        "active": record.phase in ACTIVE,
+        "age": human_age(time.time() - record.created) if record.created else "—",
+        "duration": human_age(record.duration),
+    }
 
 
 class BuildsBase(BaseHandler):
@@ -96,8 +101,9 @@ class BuildsBase(BaseHandler):
         return {"human_age": human_age, "human_size": human_size, "now": time.time(), "active_phases": ACTIVE}
 
     async def render_build(self, record: BuildRecord, message: str | None = None, error: str | None = None) -> None:
-        html = await self.render_template("r2d-build.html", build=record, message=message, error=error,
-                                          **self.template_helpers())
+        html = await self.render_template(
+            "r2d-build.html", build=record, message=message, error=error, **self.template_helpers()
+        )
         self.finish(html)
 
 
@@ -107,9 +113,13 @@ class BuildListHandler(BuildsBase):
     async def get(self) -> None:
         builds = await self.backend.list_builds()
         html = await self.render_template(
-            "r2d-builds.html", builds=builds, active=any(b.phase in ACTIVE for b in builds),
+            "r2d-builds.html",
+            builds=builds,
+            active=any(b.phase in ACTIVE for b in builds),
             prebuilder=self.settings.get(PREBUILDER),
-            message=DONE.get(self.get_argument("done", "")), **self.template_helpers())
+            message=DONE.get(self.get_argument("done", "")),
+            **self.template_helpers(),
+        )
         self.finish(html)
 
 

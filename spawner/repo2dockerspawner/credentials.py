@@ -13,16 +13,23 @@ a public repository is looked up without it first and built without it.
 from __future__ import annotations
 
 import inspect
-from typing import Any, Awaitable, Callable, Mapping, Union
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 from repo2docker_buildcore.gitcredentials import (
-    CloneCredentials, GitCredential, credential_pattern, host_matches, load_file, load_table, match,
+    CloneCredentials,
+    GitCredential,
+    credential_pattern,
+    host_matches,
+    load_file,
+    load_table,
+    match,
 )
 from repo2docker_buildcore.repourl import RepoUrl
 
 # A key path into auth_state ("access_token", "oauth.token"), or a callable of auth_state
 # returning {"username": …, "token": …} or None (it may be async).
-AuthStateSource = Union[str, Callable[[Mapping[str, Any]], Any]]
+AuthStateSource = str | Callable[[Mapping[str, Any]], Any]
 
 
 def lookup_path(auth_state: Mapping[str, Any], path: str) -> Any:
@@ -34,8 +41,9 @@ def lookup_path(auth_state: Mapping[str, Any], path: str) -> Any:
     return value
 
 
-async def from_auth_state(auth_state: Mapping[str, Any] | None, source: AuthStateSource,
-                          username: str) -> GitCredential | None:
+async def from_auth_state(
+    auth_state: Mapping[str, Any] | None, source: AuthStateSource, username: str
+) -> GitCredential | None:
     """The user's credential from their auth_state, or None when it holds none."""
     if not auth_state or not source:
         return None
@@ -65,9 +73,13 @@ def check_user_hosts(patterns: list[str]) -> list[str]:
     return patterns
 
 
-async def credential_for(url: str | RepoUrl, *, hub: list[tuple[str, GitCredential]],
-                         user: Callable[[], Awaitable[GitCredential | None]] | None,
-                         user_hosts: list[str]) -> CloneCredentials:
+async def credential_for(
+    url: str | RepoUrl,
+    *,
+    hub: list[tuple[str, GitCredential]],
+    user: Callable[[], Awaitable[GitCredential | None]] | None,
+    user_hosts: list[str],
+) -> CloneCredentials:
     """The user's own credential (for this repository) where a pattern of `user_hosts` covers
     it, and the hub's for its host."""
     own = None

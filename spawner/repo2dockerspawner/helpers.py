@@ -20,8 +20,9 @@ from __future__ import annotations
 import copy
 import io
 import tarfile
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Mapping
+from typing import Any
 
 import docker.errors
 
@@ -117,8 +118,13 @@ def resolve_user(spec: str | None, passwd: Mapping[str, UserIds]) -> UserIds | N
 
 async def image_passwd(call: Call, image: str) -> dict[str, UserIds]:
     """The image's /etc/passwd, read from a container that is created and never started."""
-    created = await call("create_container", image=image, entrypoint=["/r2d-never-run"], network_disabled=True,
-                           labels={contract.LABEL_PROBE: "server-passwd"})
+    created = await call(
+        "create_container",
+        image=image,
+        entrypoint=["/r2d-never-run"],
+        network_disabled=True,
+        labels={contract.LABEL_PROBE: "server-passwd"},
+    )
     try:
         stream, _stat = await call("get_archive", created["Id"], "/etc/passwd")
         data = b"".join(stream) if not isinstance(stream, bytes) else stream
@@ -133,8 +139,19 @@ async def image_passwd(call: Call, image: str) -> dict[str, UserIds]:
         await call("remove_container", created["Id"], force=True)
 
 
-async def run_helper(call: Call, client: Any, *, name: str, image: str, argv: list[str], binds: Mapping[str, str],
-                     user: UserIds, policy: ServerPolicy, role: str, privileged_step: bool = False) -> tuple[int, str]:
+async def run_helper(
+    call: Call,
+    client: Any,
+    *,
+    name: str,
+    image: str,
+    argv: list[str],
+    binds: Mapping[str, str],
+    user: UserIds,
+    policy: ServerPolicy,
+    role: str,
+    privileged_step: bool = False,
+) -> tuple[int, str]:
     """Run `argv` in a helper container; its exit code and output. Named after the server, so
     one left by a hub that died is replaced, never run twice."""
     try:
@@ -142,9 +159,17 @@ async def run_helper(call: Call, client: Any, *, name: str, image: str, argv: li
     except docker.errors.NotFound:
         pass
     helper = await call(
-        "create_container", image=image, entrypoint=argv[:1], command=argv[1:], name=name, user=str(user),
-        environment={"PATH": FIXED_PATH}, labels={contract.LABEL_PROBE: f"server-{role}"}, network_disabled=True,
-        host_config=client.create_host_config(**host_config(policy, binds, privileged_step)))
+        "create_container",
+        image=image,
+        entrypoint=argv[:1],
+        command=argv[1:],
+        name=name,
+        user=str(user),
+        environment={"PATH": FIXED_PATH},
+        labels={contract.LABEL_PROBE: f"server-{role}"},
+        network_disabled=True,
+        host_config=client.create_host_config(**host_config(policy, binds, privileged_step)),
+    )
     try:
         await call("start", helper["Id"])
         try:

@@ -30,8 +30,9 @@ from __future__ import annotations
 import hashlib
 import posixpath
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from repo2docker_buildcore import contract
 
@@ -136,8 +137,17 @@ class CopyPlan:
 
     def helper_command(self) -> list[str]:
         inside = posixpath.join(VOLUME_IN_HELPER, posixpath.relpath(self.parent, self.mount.target))
-        return ["/bin/sh", "-c", COPY_SCRIPT, "r2d-copy", self.source, posixpath.normpath(inside), self.name,
-                self.other_name, contract.normalize_repo_url(self.repo_url)]
+        return [
+            "/bin/sh",
+            "-c",
+            COPY_SCRIPT,
+            "r2d-copy",
+            self.source,
+            posixpath.normpath(inside),
+            self.name,
+            self.other_name,
+            contract.normalize_repo_url(self.repo_url),
+        ]
 
     def folder(self, chosen: str | None = None) -> str:
         """The copied folder in the server, as the helper chose it (else the first choice)."""
@@ -162,8 +172,7 @@ def plan_copy(image_config: Mapping[str, Any], mounted: list[Mounted], repo_url:
     leaves both in view: nothing to do)."""
     home, source = image_paths(image_config)
     writable = [m for m in mounted if not m.read_only]
-    holding = ([m for m in writable if covers(m.target, home)]
-               or [m for m in writable if covers(m.target, source)])
+    holding = [m for m in writable if covers(m.target, home)] or [m for m in writable if covers(m.target, source)]
     if not holding:
         return None
     mount = max(holding, key=lambda m: len(posixpath.normpath(m.target)))
@@ -178,7 +187,6 @@ def landing_url(folder: str, root: str) -> str | None:
         return None
     relative = posixpath.relpath(folder, root)
     return "/lab" if relative == "." else f"/lab/tree/{relative}"
-
 
 
 @dataclass(frozen=True)
@@ -201,8 +209,9 @@ def owner_fix(image_config: Mapping[str, Any], new_volumes: list[Mounted], uid: 
     inside their home (`~/work`, which the image lacks), or None when there are none or the
     user is root."""
     home, _repo = image_paths(image_config)
-    inside = tuple(m for m in new_volumes if covers(home, m.target) and posixpath.normpath(m.target) != home
-                   and not m.read_only)
+    inside = tuple(
+        m for m in new_volumes if covers(home, m.target) and posixpath.normpath(m.target) != home and not m.read_only
+    )
     if not inside or uid == 0:
         return None
     return OwnerFix(f"{uid}:{gid}", inside)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
 from repo2docker_buildcore.contract import InvalidBuildRequest, url_host
@@ -58,10 +58,14 @@ def not_public(address: str) -> str | None:
     ip = ipaddress.ip_address(address.split("%", 1)[0])
     if isinstance(ip, ipaddress.IPv6Address) and embedded_ipv4(ip) is not None:
         ip = embedded_ipv4(ip)
-    for reason, applies in (("unspecified", ip.is_unspecified), ("loopback", ip.is_loopback),
-                            ("link-local", ip.is_link_local), ("multicast", ip.is_multicast),
-                            ("unique-local", isinstance(ip, ipaddress.IPv6Address) and ip in _UNIQUE_LOCAL),
-                            ("private", ip.is_private)):
+    for reason, applies in (
+        ("unspecified", ip.is_unspecified),
+        ("loopback", ip.is_loopback),
+        ("link-local", ip.is_link_local),
+        ("multicast", ip.is_multicast),
+        ("unique-local", isinstance(ip, ipaddress.IPv6Address) and ip in _UNIQUE_LOCAL),
+        ("private", ip.is_private),
+    ):
         if applies:
             return reason
     return None if ip.is_global else "non-public"
@@ -82,7 +86,8 @@ def _literal(host: str) -> bool:
 def _refused(host: str, reason: str) -> InvalidBuildRequest:
     return InvalidBuildRequest(
         f"the host {host} is not allowed on this hub: it is a {reason} address, on a private or local network "
-        f"rather than the internet (an administrator can name such hosts in allowed_repo_hosts)")
+        f"rather than the internet (an administrator can name such hosts in allowed_repo_hosts)"
+    )
 
 
 async def contact_addresses(url: str, policy: RepoPolicy, resolve: Resolver = getaddrinfo) -> list[str]:
@@ -95,12 +100,15 @@ async def contact_addresses(url: str, policy: RepoPolicy, resolve: Resolver = ge
         reason = not_public(host)
         if reason:
             raise _refused(host, reason)
-        raise InvalidBuildRequest(f"the host {host} is not allowed on this hub: give the repository by its name, "
-                                  f"not an address")
+        raise InvalidBuildRequest(
+            f"the host {host} is not allowed on this hub: give the repository by its name, not an address"
+        )
     try:
         addresses = await resolve(host, port or DEFAULT_PORTS.get(urlsplit(url).scheme.lower(), 443))
     except OSError:
-        raise InvalidBuildRequest(f"the repository host {host} could not be reached: its name does not resolve") from None
+        raise InvalidBuildRequest(
+            f"the repository host {host} could not be reached: its name does not resolve"
+        ) from None
     for address in addresses:
         reason = not_public(address)
         if reason:

@@ -9,8 +9,9 @@ separate argument; anything else is an ``HTTPError(400)`` with a message for the
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from tornado import web
 
@@ -57,8 +58,10 @@ class RepoPolicy:
 
     def names(self, host: str) -> bool:
         """Whether an admin named this host (a pattern that is not a catch-all matches it)."""
-        return any(repourl.names_hosts(pattern) and fnmatch.fnmatchcase(host.lower(), pattern.lower())
-                   for pattern in self.hosts)
+        return any(
+            repourl.names_hosts(pattern) and fnmatch.fnmatchcase(host.lower(), pattern.lower())
+            for pattern in self.hosts
+        )
 
 
 def bad_request(message: str, status: int = 400) -> web.HTTPError:
@@ -102,4 +105,3 @@ def parse_options(raw: Mapping[str, Any] | None, policy: RepoPolicy) -> RepoRequ
     except InvalidBuildRequest as exc:
         raise bad_request(str(exc)[:1].upper() + str(exc)[1:] + ".") from None
     return RepoRequest(url=url, ref=ref or policy.default_ref)
-

@@ -17,8 +17,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 from tornado import web
 
@@ -79,7 +80,7 @@ class RefState:
     """What the builds page shows of one watched ref."""
 
     commit: str | None = None
-    handle: Any = None             # the BuildHandle of `commit`'s build
+    handle: Any = None  # the BuildHandle of `commit`'s build
     resolved_at: float | None = None
     error: str = ""
 
@@ -95,7 +96,7 @@ class RefState:
 @dataclass
 class RepoState:
     refs: dict[str, RefState] = field(default_factory=dict)
-    resolutions: int = 0           # ref listings made for this repository
+    resolutions: int = 0  # ref listings made for this repository
     error: str = ""
 
 
@@ -106,7 +107,7 @@ class Prebuilder:
     at once, and one COALESCE seconds after it for everything that arrived meanwhile (a push
     may have landed after the first listing began)."""
 
-    def __init__(self, spawner: "Repo2DockerSpawner", watched: tuple[WatchedRepo, ...], interval: float) -> None:
+    def __init__(self, spawner: Repo2DockerSpawner, watched: tuple[WatchedRepo, ...], interval: float) -> None:
         self.spawner = spawner
         self.watched = {repo.key: repo for repo in watched}
         self.interval = interval
@@ -125,8 +126,11 @@ class Prebuilder:
     def start(self) -> None:
         if self._poller is None and self.watched:
             self._poller = asyncio.get_running_loop().create_task(self._poll(), name="prebuild watched repositories")
-            log.info("prebuilds: watching %s every %.0f s",
-                     ", ".join(f"{r.repo} ({', '.join(r.refs)})" for r in self.watched.values()), self.interval)
+            log.info(
+                "prebuilds: watching %s every %.0f s",
+                ", ".join(f"{r.repo} ({', '.join(r.refs)})" for r in self.watched.values()),
+                self.interval,
+            )
 
     async def _poll(self) -> None:
         while True:
@@ -141,7 +145,8 @@ class Prebuilder:
             self._again.add(repo.key)
             return running
         task = self._running[repo.key] = asyncio.get_running_loop().create_task(
-            self._resolve_until_settled(repo), name=f"prebuild {repo.repo}")
+            self._resolve_until_settled(repo), name=f"prebuild {repo.repo}"
+        )
         return task
 
     async def _resolve_until_settled(self, repo: WatchedRepo) -> None:
@@ -167,8 +172,13 @@ class Prebuilder:
         credential = await credential_for(repo.repo, hub=table, user=None, user_hosts=[])
         state.resolutions += 1
         try:
-            commits = await resolve_refs(repo.repo, repo.refs, spawner.policy,
-                                         LookupLimits(timeout=spawner.ref_resolve_timeout), credential=credential.host)
+            commits = await resolve_refs(
+                repo.repo,
+                repo.refs,
+                spawner.policy,
+                LookupLimits(timeout=spawner.ref_resolve_timeout),
+                credential=credential.host,
+            )
         except web.HTTPError as exc:
             state.error = getattr(exc, "jupyterhub_message", None) or str(exc)
             log.warning("prebuilds: %s", state.error)
@@ -191,6 +201,13 @@ class Prebuilder:
             return  # asked for already (a broken commit is not retried here: a launch retries it)
         spec = self.spawner.build_spec(RepoRequest(repourl.parse(repo.repo), ref), commit)
         handle, _previous = await self.spawner.ensure_build(spec, PREBUILD_REQUESTER, credential)
-        log.info("prebuilds: %s %s is at %s: build %s/%s (%s)", repo.repo, ref, commit[:12], handle.namespace,
-                 handle.name, handle.current().phase.value.lower())
+        log.info(
+            "prebuilds: %s %s is at %s: build %s/%s (%s)",
+            repo.repo,
+            ref,
+            commit[:12],
+            handle.namespace,
+            handle.name,
+            handle.current().phase.value.lower(),
+        )
         ref_state.commit, ref_state.handle = commit, handle

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import html
 import time
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from jupyterhub.handlers import BaseHandler
 from tornado import web
@@ -42,9 +43,13 @@ def built_ago(record: BuildRecord) -> str:
 
 def offer_event(record: BuildRecord, action: str) -> dict[str, Any]:
     """The pending page's offer, as a progress event (the page turns its link into a button)."""
-    text = f"The previous version (commit {record.commit[:7]}, {built_ago(record)}) can start now, while this one builds."
-    link = (f' <a class="r2d-previous" href="{html.escape(action, quote=True)}" data-commit="{record.commit[:7]}">'
-            f"Start the previous version now</a>")
+    text = (
+        f"The previous version (commit {record.commit[:7]}, {built_ago(record)}) can start now, while this one builds."
+    )
+    link = (
+        f' <a class="r2d-previous" href="{html.escape(action, quote=True)}" data-commit="{record.commit[:7]}">'
+        f"Start the previous version now</a>"
+    )
     return {"progress": 5, "message": text, "html_message": html.escape(text) + link}
 
 

@@ -39,10 +39,10 @@ FULL_SHA = re.compile(r"[0-9a-f]{40}")
 
 @dataclass(frozen=True)
 class LookupLimits:
-    timeout: float = 30.0           # seconds for the whole lookup
-    low_speed_limit: int = 1000     # bytes per second, below which ...
-    low_speed_time: int = 10        # ... for this many seconds, curl gives up
-    max_output: int = 4 * 2**20     # bytes of listing; a few refs are a few hundred bytes
+    timeout: float = 30.0  # seconds for the whole lookup
+    low_speed_limit: int = 1000  # bytes per second, below which ...
+    low_speed_time: int = 10  # ... for this many seconds, curl gives up
+    max_output: int = 4 * 2**20  # bytes of listing; a few refs are a few hundred bytes
     # Heap of git's processes. With protocol v0 a server sends every ref whatever the pattern,
     # and git keeps them all (about 300 MB per million); a lookup needs under 32 MiB.
     max_memory: int = 128 * 2**20
@@ -70,13 +70,31 @@ NOT_FOUND = "was not found"
 _FAILURES = (
     (re.compile(r"Out of memory|Cannot allocate memory|calloc failed|malloc failed", re.I), TOO_MANY_REFS),
     (re.compile(r"Operation too slow|Operation timed out|timed out", re.I), "answered too slowly"),
-    (re.compile(r"could not read (Username|Password)|Authentication failed|returned error: 40[13]"
-                r"|Permission denied|terminal prompts disabled", re.I), REFUSED),
-    (re.compile(r"repository .* not found|returned error: 404|does not appear to be a git repository"
-                r"|Repository not found|not found", re.I), NOT_FOUND),
-    (re.compile(r"Could not resolve|Failed to connect|Couldn't connect|Connection refused|Connection reset"
-                r"|No route to host|Network is unreachable|unable to connect|SSL|TLS|certificate|gnutls"
-                r"|handshake|Empty reply|Recv failure|Send failure", re.I), "could not be reached"),
+    (
+        re.compile(
+            r"could not read (Username|Password)|Authentication failed|returned error: 40[13]"
+            r"|Permission denied|terminal prompts disabled",
+            re.I,
+        ),
+        REFUSED,
+    ),
+    (
+        re.compile(
+            r"repository .* not found|returned error: 404|does not appear to be a git repository"
+            r"|Repository not found|not found",
+            re.I,
+        ),
+        NOT_FOUND,
+    ),
+    (
+        re.compile(
+            r"Could not resolve|Failed to connect|Couldn't connect|Connection refused|Connection reset"
+            r"|No route to host|Network is unreachable|unable to connect|SSL|TLS|certificate|gnutls"
+            r"|handshake|Empty reply|Recv failure|Send failure",
+            re.I,
+        ),
+        "could not be reached",
+    ),
 )
 
 
@@ -100,13 +118,23 @@ def failure_message(repo: str, phrase: str, credential: GitCredential | None) ->
     """What the user is told. A server that refuses access says so the same way whether the
     repository is private or missing (as GitHub does), so these name what the user can change."""
     if phrase == REFUSED:
-        return (f"The credentials for {repo} were refused (check that the token is valid and may read it)."
-                if credential else f"The repository {repo} needs credentials, and none are set up for it.")
+        return (
+            f"The credentials for {repo} were refused (check that the token is valid and may read it)."
+            if credential
+            else f"The repository {repo} needs credentials, and none are set up for it."
+        )
     return f"The repository {repo} {phrase}."
 
 
-async def resolve_ref(repo: str, ref: str, policy: RepoPolicy, limits: LookupLimits = LookupLimits(),
-                      git: str = "git", credential: GitCredential | None = None, probe: bool = False) -> str:
+async def resolve_ref(
+    repo: str,
+    ref: str,
+    policy: RepoPolicy,
+    limits: LookupLimits = LookupLimits(),
+    git: str = "git",
+    credential: GitCredential | None = None,
+    probe: bool = False,
+) -> str:
     """The full commit SHA for `ref` in `repo` (both already validated and allow-listed), read
     with `credential` if given, or an HTTPError(400) with a message for the user (with
     `probe`, NeedsCredential where the repository refused an anonymous lookup)."""
@@ -124,8 +152,9 @@ class NeedsCredential(Exception):
     """An anonymous lookup was refused (or told 'not found', as forges say of private ones)."""
 
 
-async def resolve_launch_ref(repo: str, ref: str, policy: RepoPolicy, limits: LookupLimits,
-                             credentials: CloneCredentials, git: str = "git") -> tuple[str, CloneCredentials]:
+async def resolve_launch_ref(
+    repo: str, ref: str, policy: RepoPolicy, limits: LookupLimits, credentials: CloneCredentials, git: str = "git"
+) -> tuple[str, CloneCredentials]:
     """The commit for a launch, and what its build may clone with.
 
     With a user's own token, the repository is asked without it first: a public one is built
@@ -142,15 +171,28 @@ async def resolve_launch_ref(repo: str, ref: str, policy: RepoPolicy, limits: Lo
         return await resolve_ref(repo, ref, policy, limits, git, own), credentials
 
 
-async def resolve_refs(repo: str, refs: tuple[str, ...], policy: RepoPolicy, limits: LookupLimits = LookupLimits(),
-                       git: str = "git", credential: GitCredential | None = None) -> dict[str, str | None]:
+async def resolve_refs(
+    repo: str,
+    refs: tuple[str, ...],
+    policy: RepoPolicy,
+    limits: LookupLimits = LookupLimits(),
+    git: str = "git",
+    credential: GitCredential | None = None,
+) -> dict[str, str | None]:
     """The commit of each of `refs` (None for one the repository lacks), from one listing."""
     listing = await list_refs(repo, refs, policy, limits, git, credential)
     return {ref: pick_commit(listing, ref) for ref in refs}
 
 
-async def list_refs(repo: str, refs: tuple[str, ...], policy: RepoPolicy, limits: LookupLimits,
-                    git: str = "git", credential: GitCredential | None = None, probe: bool = False) -> str:
+async def list_refs(
+    repo: str,
+    refs: tuple[str, ...],
+    policy: RepoPolicy,
+    limits: LookupLimits,
+    git: str = "git",
+    credential: GitCredential | None = None,
+    probe: bool = False,
+) -> str:
     """One `ls-remote`-style listing of the refs that may name any of `refs`, or an
     HTTPError(400) with a message for the user."""
     try:
@@ -188,7 +230,7 @@ def ls_refs_listing(lines: list[bytes]) -> str:
         out.append(f"{oid}\t{name}")
         for attribute in attributes:
             if attribute.startswith("peeled:"):
-                out.append(f"{attribute[len('peeled:'):]}\t{name}^{{}}")
+                out.append(f"{attribute[len('peeled:') :]}\t{name}^{{}}")
     return "\n".join(out)
 
 
@@ -211,8 +253,16 @@ class RefLookup:
     itself). A server that speaks only protocol v0 sends every ref whatever is asked; then,
     and for git:// and ssh://, `git ls-remote` with the ref as pattern, within the caps."""
 
-    def __init__(self, repo: str, refs: tuple[str, ...], addresses: list[str], policy: RepoPolicy, limits: LookupLimits,
-                 git: str = "git", credential: GitCredential | None = None) -> None:
+    def __init__(
+        self,
+        repo: str,
+        refs: tuple[str, ...],
+        addresses: list[str],
+        policy: RepoPolicy,
+        limits: LookupLimits,
+        git: str = "git",
+        credential: GitCredential | None = None,
+    ) -> None:
         self.repo, self.refs, self.limits, self.git = repo, refs, limits, git
         self.env = git_environment(policy, limits)
         if credential is not None:
@@ -229,8 +279,9 @@ class RefLookup:
 
     async def ls_refs(self, helper: str) -> str | None:
         """The listing through protocol v2, or None when the server speaks only v0."""
-        async with GitProcess([self.git, *self.config, helper, self.repo, self.repo], self.env,
-                              self.limits.max_memory) as git:
+        async with GitProcess(
+            [self.git, *self.config, helper, self.repo, self.repo], self.env, self.limits.max_memory
+        ) as git:
             git.send(b"stateless-connect git-upload-pack\n")
             reply = await git.readline()
             if reply == b"fallback\n":
@@ -240,16 +291,21 @@ class RefLookup:
             capabilities = await self._until(git, FLUSH)
             if not any(c.startswith(b"ls-refs") for c in capabilities):
                 return None
-            git.send(_pkt("command=ls-refs\n") + _pkt("object-format=sha1\n") + b"0001" + _pkt("peel\n")
-                     + _pkt("symrefs\n")
-                     + b"".join(_pkt(f"ref-prefix {p}\n") for ref in self.refs for p in ref_prefixes(ref))
-                     + b"0000")
+            git.send(
+                _pkt("command=ls-refs\n")
+                + _pkt("object-format=sha1\n")
+                + b"0001"
+                + _pkt("peel\n")
+                + _pkt("symrefs\n")
+                + b"".join(_pkt(f"ref-prefix {p}\n") for ref in self.refs for p in ref_prefixes(ref))
+                + b"0000"
+            )
             lines = await self._until(git, FLUSH)
             await self._until(git, RESPONSE_END)
             git.close_input()
             return ls_refs_listing(lines)
 
-    async def _until(self, git: "GitProcess", end: int) -> list[bytes]:
+    async def _until(self, git: GitProcess, end: int) -> list[bytes]:
         """Packet lines up to the special packet `end`, within the output cap."""
         lines: list[bytes] = []
         while (packet := await git.read_packet()) != end:
@@ -262,8 +318,9 @@ class RefLookup:
 
     async def ls_remote(self) -> str:
         # '--' ends options; the refs are patterns (HEAD itself for the default branch).
-        async with GitProcess([self.git, *self.config, "ls-remote", "--", self.repo, *self.refs], self.env,
-                              self.limits.max_memory) as git:
+        async with GitProcess(
+            [self.git, *self.config, "ls-remote", "--", self.repo, *self.refs], self.env, self.limits.max_memory
+        ) as git:
             out = await git.read_all(self.limits.max_output)
             if out is None:
                 log.warning("git ls-remote %s: listing over %d bytes; stopped", self.repo, self.limits.max_output)
@@ -283,8 +340,12 @@ def git_config(repo: str, addresses: list[str]) -> list[str]:
 
 def git_environment(policy: RepoPolicy, limits: LookupLimits) -> dict[str, str]:
     return {
-        **os.environ, "LC_ALL": "C", "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "/bin/false",
-        "GIT_HTTP_LOW_SPEED_LIMIT": str(limits.low_speed_limit), "GIT_HTTP_LOW_SPEED_TIME": str(limits.low_speed_time),
+        **os.environ,
+        "LC_ALL": "C",
+        "GIT_TERMINAL_PROMPT": "0",
+        "GIT_ASKPASS": "/bin/false",
+        "GIT_HTTP_LOW_SPEED_LIMIT": str(limits.low_speed_limit),
+        "GIT_HTTP_LOW_SPEED_TIME": str(limits.low_speed_time),
         # Transports git may use at all, redirects and helpers included: the policy's schemes.
         "GIT_ALLOW_PROTOCOL": ":".join(policy.schemes),
     }
@@ -316,11 +377,16 @@ class GitProcess:
         self.received = 0
         self._stderr = bytearray()
 
-    async def __aenter__(self) -> "GitProcess":
+    async def __aenter__(self) -> GitProcess:
         try:
             self.proc = await asyncio.create_subprocess_exec(
-                *self.command, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE, env=self.env, start_new_session=True)
+                *self.command,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                env=self.env,
+                start_new_session=True,
+            )
         except FileNotFoundError:
             raise RuntimeError("git is not installed on the hub; it is needed to resolve refs") from None
         self._errors = asyncio.ensure_future(self._read_stderr())

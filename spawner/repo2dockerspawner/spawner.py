@@ -15,21 +15,36 @@ import logging
 import math
 import os
 import time
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 from urllib.parse import quote
 
 import docker.errors
 from dockerspawner import DockerSpawner
-from traitlets import (
-    Any as AnyTrait, Bool, CaselessStrEnum, Dict, Float, Int, List, TraitError, Type, Unicode, default, validate,
-)
 from tornado import web
+from traitlets import (
+    Any as AnyTrait,
+)
+from traitlets import (
+    Bool,
+    CaselessStrEnum,
+    Dict,
+    Float,
+    Int,
+    List,
+    TraitError,
+    Type,
+    Unicode,
+    default,
+    validate,
+)
 from traitlets.config import Config
 
 from repo2docker_buildcore import contract, repourl
 from repo2docker_buildcore.contract import BuildSpec, BuildStatus, Phase
 from repo2docker_buildcore.gitcredentials import CloneCredentials, GitCredential
 from repo2docker_buildcore.repourl import RepoUrl
+from repo2docker_buildcore.settings import setting
 from repo2docker_buildcore.status import parse_iso
 
 from .backends import BuildBackend, BuildHandle, BuildRecord, ForeignBuild
@@ -38,7 +53,14 @@ from .backends.traits import RENAMED, current_names
 from .credentials import check_user_hosts, credential_for, from_auth_state, hub_table
 from .helpers import HELPER_TIMEOUT, ServerPolicy, UserIds, image_passwd, resolve_user, run_helper
 from .homes import (
-    VOLUME_IN_HELPER, CopyPlan, OwnerFix, default_repo_dir, landing_url, owner_fix, plan_copy, server_mounts,
+    VOLUME_IN_HELPER,
+    CopyPlan,
+    OwnerFix,
+    default_repo_dir,
+    landing_url,
+    owner_fix,
+    plan_copy,
+    server_mounts,
 )
 from .options import RepoPolicy, RepoRequest, bad_request, conflict, first_value, parse_options
 from .prebuilds import WatchedRepo, watched_repos
@@ -94,8 +116,12 @@ class _LinkFormLog(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.exc_info and isinstance(record.exc_info[1], LinkOpensForm):
             record.levelno, record.levelname = logging.INFO, "INFO"
-            record.msg, record.args, record.exc_info, record.exc_text = \
-                "A link to the spawn page opened the form (filled in); nothing was launched.", (), None, None
+            record.msg, record.args, record.exc_info, record.exc_text = (
+                "A link to the spawn page opened the form (filled in); nothing was launched.",
+                (),
+                None,
+                None,
+            )
         return True
 
 
@@ -114,13 +140,16 @@ class Repo2DockerSpawner(DockerSpawner):
     """Spawn servers from images that repo2docker builds from a git repository and ref."""
 
     backend = CaselessStrEnum(
-        ["local", "kubernetes"], default_value="local", config=True,
+        ["local", "kubernetes"],
+        default_value="local",
+        config=True,
         help="""Where builds run, short form of backend_class. 'local': inside the hub, through
         its Docker daemon (LocalBackend, no Kubernetes needed). 'kubernetes': as
         Repo2DockerBuild resources that repo2docker-operator builds (KubernetesBackend).""",
     )
     backend_class = Type(
-        klass=BuildBackend, config=True,
+        klass=BuildBackend,
+        config=True,
         help="""The build backend class (a BuildBackend); its settings are its own traits, e.g.
         c.LocalBackend.concurrent_builds_limit or c.KubernetesBackend.namespace. Default: the
         class that `backend` names.""",
@@ -140,23 +169,30 @@ class Repo2DockerSpawner(DockerSpawner):
     kubeconfig = Unicode(None, allow_none=True, config=True, help="Deprecated: KubernetesBackend.kubeconfig.")
 
     image_prefix = Unicode(
-        "r2d-", config=True,
+        setting("image_prefix").default,
+        config=True,
         help="""Built images are named <prefix><repo-slug>-<hash>:<commit>. Include a registry
         ('registry.example.org/binder/r2d-') when builds are pushed. Must match the operator's.""",
     )
     allowed_repo_schemes = List(
-        Unicode(), default_value=["https"], config=True,
+        Unicode(),
+        default_value=["https"],
+        config=True,
         help="URL schemes users may give (of https, http, git, ssh).",
     )
     allowed_repo_hosts = List(
-        Unicode(), default_value=["*"], config=True,
+        Unicode(),
+        default_value=["*"],
+        config=True,
         help="""Host patterns users may build from, fnmatch style: ['github.com', '*.gitlab.example.org'].
         A pattern that names hosts (no wildcard, or a literal domain after the last one) also
         admits hosts on private networks; catch-alls ('*', '*.*', '?*', '*.org') admit only
         hosts whose every address is public.""",
     )
     autolaunch_repos = List(
-        Unicode(), default_value=[], config=True,
+        Unicode(),
+        default_value=[],
+        config=True,
         help="""Repositories that a link (/hub/spawn?repo=…&ref=…) launches at once, as on Binder:
         patterns of whole URLs, e.g. ['https://github.com/my-course/*'], matched on the
         canonical URL (lower-case scheme and host, no trailing '.git' or '/') segment by
@@ -166,7 +202,9 @@ class Repo2DockerSpawner(DockerSpawner):
         runs the repository's code as the user, with their files.""",
     )
     repo_dir = Unicode(
-        None, allow_none=True, config=True,
+        None,
+        allow_none=True,
+        config=True,
         help="""Where builds put the repository in the image (repo2docker's --target-repo-dir),
         e.g. '/srv/repo'; '' keeps repo2docker's default, the home directory. Default: '/srv/repo'
         when a volume is mounted on the home directory (/home or /home/<user>), else ''. It
@@ -176,14 +214,16 @@ class Repo2DockerSpawner(DockerSpawner):
     )
     default_ref = Unicode("HEAD", config=True, help="The ref built when the user gives none.")
     helper_image = Unicode(
-        "", config=True,
+        "",
+        config=True,
         help="""A trusted image for the one helper step that needs root (giving a volume this
         launch created to the server's user): it needs /bin/sh, /bin/chown and /usr/bin/stat.
         Never a launched image: a repository's Dockerfile owns every binary in its image.
         Default: the default server image (`image`), which the admin chose.""",
     )
     helper_timeout = Float(
-        HELPER_TIMEOUT, config=True,
+        HELPER_TIMEOUT,
+        config=True,
         help="""Seconds a helper before the server's start (a repository's copy into a
         persistent home) may take; it is stopped then, and the server starts without the copy.""",
     )
@@ -199,16 +239,20 @@ class Repo2DockerSpawner(DockerSpawner):
         `docker inspect`). The operator has its own: the chart's build.gitCredentials.""",
     )
     repo_credentials_file = Unicode(
-        "", config=True, help="A JSON file of the same shape as repo_credentials (e.g. a mounted Secret), read at each launch.",
+        "",
+        config=True,
+        help="A JSON file of the same shape as repo_credentials (e.g. a mounted Secret), read at each launch.",
     )
     user_credentials_from_auth_state = AnyTrait(
-        "", config=True,
+        "",
+        config=True,
         help="""Where a user's own token is in their auth_state (an OAuth authenticator's, with
         enable_auth_state): a key path such as 'access_token', or a callable of auth_state
         returning {"username": …, "token": …} or None. Used only for user_credentials_hosts.""",
     )
     user_credentials_hosts = List(
-        Unicode(), config=True,
+        Unicode(),
+        config=True,
         help="""Where users' own tokens are for: host patterns, e.g. ['github.com'] (https
         repositories of that host), or URL patterns ('https://git.example.org/course/*'; plain
         http only when written so). A catch-all ('*') is refused. A token is never sent
@@ -223,26 +267,32 @@ class Repo2DockerSpawner(DockerSpawner):
             return check_user_hosts(list(proposal["value"]))
         except ValueError as exc:
             raise TraitError(str(exc)) from None
+
     user_credentials_username = Unicode(
-        "oauth2", config=True, help="The git username sent with a token from a key path (GitLab, GitHub and Gitea accept 'oauth2').",
+        "oauth2",
+        config=True,
+        help="The git username sent with a token from a key path (GitLab, GitHub and Gitea accept 'oauth2').",
     )
     ref_resolve_timeout = Float(30.0, config=True, help="Seconds to wait for `git ls-remote` when resolving a ref.")
     per_user_build_limit = Int(
-        3, config=True,
+        3,
+        config=True,
         help="""Unfinished builds (queued or running) one user may have asked for; a launch that
         would start one more is refused with a message naming them (joining a build that is
         already under way is always allowed). A stopped launch leaves its build running, so
         without a limit one user could fill the queue. 0: no limit.""",
     )
     offer_previous_build = Bool(
-        True, config=True,
+        True,
+        config=True,
         help="""While a launch waits for a new commit's build (or after that build failed), offer
         to start the newest earlier build of the same repository and ref whose image is still
         there: a button on the pending page, or user_options.previous_ok = true for REST
         clients. The new build goes on either way.""",
     )
     prebuild_repos = List(
-        Dict(), config=True,
+        Dict(),
+        config=True,
         help="""Repositories whose refs this hub builds before anybody launches them:
         [{"repo": URL, "refs": ["main", ...]}, ...], validated as a user's request (allow-lists
         included). Each is resolved every prebuild_interval seconds (one listing for all its
@@ -279,7 +329,9 @@ class Repo2DockerSpawner(DockerSpawner):
         schemes = [s.lower() for s in proposal["value"]]
         unknown = sorted(set(schemes) - set(contract.ALLOWED_URL_SCHEMES))
         if unknown:
-            raise TraitError(f"Repo2DockerSpawner.allowed_repo_schemes: {unknown} not among {list(contract.ALLOWED_URL_SCHEMES)}")
+            raise TraitError(
+                f"Repo2DockerSpawner.allowed_repo_schemes: {unknown} not among {list(contract.ALLOWED_URL_SCHEMES)}"
+            )
         return schemes
 
     @validate("autolaunch_repos")
@@ -357,33 +409,42 @@ class Repo2DockerSpawner(DockerSpawner):
 
     @property
     def policy(self) -> RepoPolicy:
-        return RepoPolicy(tuple(s.lower() for s in self.allowed_repo_schemes), tuple(self.allowed_repo_hosts),
-                          self.default_ref)
+        return RepoPolicy(
+            tuple(s.lower() for s in self.allowed_repo_schemes), tuple(self.allowed_repo_hosts), self.default_ref
+        )
 
     @default("options_form")
     def _default_options_form(self) -> Any:
-        def form(spawner: "Repo2DockerSpawner") -> str:
+        def form(spawner: Repo2DockerSpawner) -> str:
             # After a refused submission: what the user typed, and why it was refused, once.
             # After a link: what it asks for, with a notice saying so, once.
             refused = spawner._take_refusal()
             link, spawner._link = spawner._link, None
             previous = refused or link or spawner.user_options or {}
             message = (refused or {}).get("error")
-            error = (f'<div class="invalid-feedback d-block" id="r2d-form-error" role="alert">{html.escape(message)}</div>'
-                     if message else "")
+            error = (
+                f'<div class="invalid-feedback d-block" id="r2d-form-error" role="alert">{html.escape(message)}</div>'
+                if message
+                else ""
+            )
             notice = LINK_NOTICE.format(repo=html.escape(link["repo"]), ref=html.escape(link["ref"])) if link else ""
             return FORM_TEMPLATE.format(
-                notice=notice, default_image=html.escape(spawner._configured_image), invalid=" is-invalid" if message else "",
-                error=error, repo=html.escape(str(previous.get("repo", "")), quote=True),
+                notice=notice,
+                default_image=html.escape(spawner._configured_image),
+                invalid=" is-invalid" if message else "",
+                error=error,
+                repo=html.escape(str(previous.get("repo", "")), quote=True),
                 ref=html.escape(str(previous.get("ref", "")), quote=True),
-                default_ref=html.escape(spawner.default_ref), max_url=contract.MAX_URL_LENGTH,
+                default_ref=html.escape(spawner.default_ref),
+                max_url=contract.MAX_URL_LENGTH,
                 max_ref=contract.MAX_REF_LENGTH,
             )
+
         return form
 
     @default("options_from_form")
     def _default_options_from_form(self) -> Any:
-        def options_from_form(formdata: dict[str, list[str]], spawner: "Repo2DockerSpawner") -> dict[str, str]:
+        def options_from_form(formdata: dict[str, list[str]], spawner: Repo2DockerSpawner) -> dict[str, str]:
             try:
                 request = parse_options(formdata, spawner.policy)
             except web.HTTPError as exc:
@@ -391,11 +452,12 @@ class Repo2DockerSpawner(DockerSpawner):
                 raise
             spawner._refused_form = None
             return request.as_user_options() if request else {}
+
         return options_from_form
 
     def _remember_refusal(self, typed: dict[str, Any], exc: web.HTTPError) -> None:
         """For the form JupyterHub renders again after a refusal: the fields as typed, the reason."""
-        self._refused_form = {key: str(typed.get(key) or "")[:contract.MAX_URL_LENGTH] for key in ("repo", "ref")}
+        self._refused_form = {key: str(typed.get(key) or "")[: contract.MAX_URL_LENGTH] for key in ("repo", "ref")}
         self._refused_form["error"] = getattr(exc, "jupyterhub_message", None) or exc.log_message or str(exc)
         self._refused_at = time.monotonic()
 
@@ -449,9 +511,14 @@ class Repo2DockerSpawner(DockerSpawner):
 
     def build_spec(self, request: RepoRequest, commit: str) -> BuildSpec:
         repo_dir = self.effective_repo_dir()
-        return BuildSpec(request.repo, request.ref, commit,
-                         contract.image_name(self.image_prefix, request.repo, commit, repo_dir),
-                         **self.build_backend.build_resources(), repo_dir=repo_dir)
+        return BuildSpec(
+            request.repo,
+            request.ref,
+            commit,
+            contract.image_name(self.image_prefix, request.repo, commit, repo_dir),
+            **self.build_backend.build_resources(),
+            repo_dir=repo_dir,
+        )
 
     # ---- lifecycle ----------------------------------------------------------------------
 
@@ -479,9 +546,11 @@ class Repo2DockerSpawner(DockerSpawner):
     async def credential(self, repo: str | RepoUrl) -> CloneCredentials:
         """What this user reads `repo` with: their own token where user_credentials_hosts
         covers it, and the hub's credential for the host (credentials.py)."""
+
         async def own() -> GitCredential | None:
-            return await from_auth_state(await self.user.get_auth_state(), self.user_credentials_from_auth_state,
-                                         self.user_credentials_username)
+            return await from_auth_state(
+                await self.user.get_auth_state(), self.user_credentials_from_auth_state, self.user_credentials_username
+            )
 
         try:
             table = hub_table(self.repo_credentials, self.repo_credentials_file)
@@ -498,8 +567,12 @@ class Repo2DockerSpawner(DockerSpawner):
         or image served, with this user's credential where the repository needs one: only a
         user who can read a private repository gets its image."""
         commit, credential = await resolve_launch_ref(
-            request.repo, request.ref, self.policy, LookupLimits(timeout=self.ref_resolve_timeout),
-            await self.credential(request.url))
+            request.repo,
+            request.ref,
+            self.policy,
+            LookupLimits(timeout=self.ref_resolve_timeout),
+            await self.credential(request.url),
+        )
         spec = self.build_spec(request, commit)
         async with self.build_backend.launch_lock(self.user.name):  # the check and the create as one
             await self._check_build_limit(spec)
@@ -510,9 +583,17 @@ class Repo2DockerSpawner(DockerSpawner):
             except Exception as exc:
                 self.log.exception("%s: could not start a build of %s", self._log_name, request.repo)
                 raise BuildFailed(f"Could not start the image build: {self.build_backend.describe_error(exc)}") from exc
-        self._build_state = {"build": handle.name, "namespace": handle.namespace, "repo": request.repo,
-                             "ref": request.ref, "commit": commit, "image": spec.image}
-        self.log.info("%s: build %s/%s for %s@%s", self._log_name, handle.namespace, handle.name, request.repo, commit[:12])
+        self._build_state = {
+            "build": handle.name,
+            "namespace": handle.namespace,
+            "repo": request.repo,
+            "ref": request.ref,
+            "commit": commit,
+            "image": spec.image,
+        }
+        self.log.info(
+            "%s: build %s/%s for %s@%s", self._log_name, handle.namespace, handle.name, request.repo, commit[:12]
+        )
         if handle.current().phase != Phase.SUCCEEDED and self.offer_previous_build:
             self._previous = previous
         if self._previous is not None and asks_for_previous(self.user_options):
@@ -524,35 +605,56 @@ class Repo2DockerSpawner(DockerSpawner):
         if status is None:
             return self._start_previous("chosen on the pending page")
         if status.phase != Phase.SUCCEEDED:
-            instead = (f"\nThe previous version (commit {self._previous.commit[:7]}) can start instead: "
-                       f"'Start the previous version now' above, or previous_ok.") if self._previous else ""
-            raise BuildFailed(f"The image build {status.phase.value.lower()}: {status.message or 'no details'}{instead}")
+            instead = (
+                (
+                    f"\nThe previous version (commit {self._previous.commit[:7]}) can start instead: "
+                    f"'Start the previous version now' above, or previous_ok."
+                )
+                if self._previous
+                else ""
+            )
+            raise BuildFailed(
+                f"The image build {status.phase.value.lower()}: {status.message or 'no details'}{instead}"
+            )
         return spec.image  # the image this hub derived, never a name read back from a status
 
-    async def ensure_build(self, spec: BuildSpec, requested_by: str,
-                           credential: CloneCredentials | None) -> tuple[BuildHandle, BuildRecord | None]:
+    async def ensure_build(
+        self, spec: BuildSpec, requested_by: str, credential: CloneCredentials | None
+    ) -> tuple[BuildHandle, BuildRecord | None]:
         """The build of `spec` (started, joined or done), as a launch and a prebuild ask for it,
         and the previous build of its repository and ref: what it replaces (recorded on a new
         build) and may be offered while it builds. The previous one is not looked up for a
         commit whose image is on the daemon already, the common launch."""
         backend = self.build_backend
-        previous = None if await self._image_on_daemon(spec.image) else \
-            await backend.previous_build(spec.repo_url, spec.ref, spec.commit)
+        previous = (
+            None
+            if await self._image_on_daemon(spec.image)
+            else await backend.previous_build(spec.repo_url, spec.ref, spec.commit)
+        )
         replaces = previous.commit if previous else ""
         handle = await backend.ensure(spec, requested_by=requested_by, credential=credential, replaces=replaces)
         if handle.current().phase == Phase.SUCCEEDED and not await self._image_available(spec.image):
             # The build's record outlived its image (garbage-collected, or removed by hand on
             # the daemon): build it again rather than fail the server's start.
             self.log.info("image %s of build %s is gone; building it again", spec.image, handle.name)
-            handle = await backend.ensure(spec, requested_by=requested_by, image_gone=True, credential=credential,
-                                          replaces=replaces)
+            handle = await backend.ensure(
+                spec, requested_by=requested_by, image_gone=True, credential=credential, replaces=replaces
+            )
         return handle, previous
 
     def _start_previous(self, why: str) -> str:
         previous = self._previous
-        self.log.info("%s: starting the previous build %s of %s (%s) while %s builds", self._log_name,
-                      previous.name, previous.repo_url, why, self._build_state["commit"][:12])
-        self._build_state.update({"image": previous.image, "commit": previous.commit, "building": self._build_state["commit"]})
+        self.log.info(
+            "%s: starting the previous build %s of %s (%s) while %s builds",
+            self._log_name,
+            previous.name,
+            previous.repo_url,
+            why,
+            self._build_state["commit"][:12],
+        )
+        self._build_state.update(
+            {"image": previous.image, "commit": previous.commit, "building": self._build_state["commit"]}
+        )
         self._build_ready.set()
         return previous.image  # derived by this hub when it was built: a record of its own backend
 
@@ -565,8 +667,11 @@ class Repo2DockerSpawner(DockerSpawner):
         if len(mine) < self.per_user_build_limit:
             return
         listed = ", ".join(f"{r.repo_url} at {r.commit[:7]} ({r.phase.value.lower()})" for r in mine)
-        raise bad_request(f"You already have {len(mine)} builds waiting or running: {listed}. Launch one of "
-                          f"these, or try again once one has finished.", 429)
+        raise bad_request(
+            f"You already have {len(mine)} builds waiting or running: {listed}. Launch one of "
+            f"these, or try again once one has finished.",
+            429,
+        )
 
     async def _image_on_daemon(self, image: str) -> bool:
         try:
@@ -582,9 +687,10 @@ class Repo2DockerSpawner(DockerSpawner):
 
     async def _wait_for_build(self, handle: BuildHandle) -> BuildStatus | None:
         """The build's last status, or None when the user chose the previous build instead."""
+
         async def last_status() -> BuildStatus:
             status = handle.current()
-            async for status in handle.statuses():
+            async for status in handle.statuses():  # noqa: B007 - the last one is the answer
                 pass
             return status
 
@@ -631,8 +737,12 @@ class Repo2DockerSpawner(DockerSpawner):
         if plan is None or ids is None:
             return created
         if ids.root:
-            self.log.warning("%s: %s is not copied into the home: its server runs as root, and helpers never run "
-                             "a launched image as root", self._log_name, plan.repo_url)
+            self.log.warning(
+                "%s: %s is not copied into the home: its server runs as root, and helpers never run "
+                "a launched image as root",
+                self._log_name,
+                plan.repo_url,
+            )
             return created
         chosen = await self.copy_repository(plan, ids)
         if chosen is not None and chosen != plan.name:
@@ -662,8 +772,9 @@ class Repo2DockerSpawner(DockerSpawner):
         numbers = uid.isdigit() and gid.isdigit()  # anything else is looked up as Docker would
         ids = resolve_user(spec, {} if numbers else await image_passwd(self.docker, self.image))
         if ids is None:
-            self.log.warning("%s: the image %s has no user %r; its volumes are left as they are", self._log_name,
-                             self.image, spec)
+            self.log.warning(
+                "%s: the image %s has no user %r; its volumes are left as they are", self._log_name, self.image, spec
+            )
         return ids
 
     def _land_in(self, plan: CopyPlan, chosen: str | None = None) -> None:
@@ -677,22 +788,39 @@ class Repo2DockerSpawner(DockerSpawner):
 
     async def _give_to_user(self, fix: OwnerFix) -> None:
         """The one step that needs root: in the trusted helper image, never the launched one."""
-        exit_code, output = await self.run_helper("owner", fix.helper_command(), fix.helper_binds(), UserIds(0, 0),
-                                                  image=self.helper_image or self._configured_image,
-                                                  privileged_step=True)
+        exit_code, output = await self.run_helper(
+            "owner",
+            fix.helper_command(),
+            fix.helper_binds(),
+            UserIds(0, 0),
+            image=self.helper_image or self._configured_image,
+            privileged_step=True,
+        )
         if exit_code != 0:
-            self.log.warning("%s: could not give the new volumes %s to %s (exit %s): %s", self._log_name,
-                             [m.source for m in fix.volumes], fix.owner, exit_code, output.strip()[-500:])
+            self.log.warning(
+                "%s: could not give the new volumes %s to %s (exit %s): %s",
+                self._log_name,
+                [m.source for m in fix.volumes],
+                fix.owner,
+                exit_code,
+                output.strip()[-500:],
+            )
 
     async def copy_repository(self, plan: CopyPlan, ids: UserIds) -> str | None:
         """Copy the repository into the volume, as the server's user; return the folder the
         copy chose (None if it copied nothing). A failed copy is logged and the server starts
         anyway: the repository is still in the image, at its directory."""
-        exit_code, output = await self.run_helper("copy", plan.helper_command(), {plan.mount.source: VOLUME_IN_HELPER},
-                                                  ids, image=self.image)
+        exit_code, output = await self.run_helper(
+            "copy", plan.helper_command(), {plan.mount.source: VOLUME_IN_HELPER}, ids, image=self.image
+        )
         if exit_code != 0:
-            self.log.warning("%s: copying %s into the home failed (exit %s): %s", self._log_name, plan.repo_url,
-                             exit_code, output.strip()[-500:])
+            self.log.warning(
+                "%s: copying %s into the home failed (exit %s): %s",
+                self._log_name,
+                plan.repo_url,
+                exit_code,
+                output.strip()[-500:],
+            )
             return None
         into = [line for line in output.splitlines() if line.startswith("r2d-copy: into ")]
         if not into:
@@ -701,8 +829,16 @@ class Repo2DockerSpawner(DockerSpawner):
         self.log.info("%s: %s copied into %s", self._log_name, plan.repo_url, plan.folder(chosen))
         return chosen
 
-    async def run_helper(self, role: str, argv: list[str], binds: dict[str, str], user: UserIds, *, image: str,
-                         privileged_step: bool = False) -> tuple[int, str]:
+    async def run_helper(
+        self,
+        role: str,
+        argv: list[str],
+        binds: dict[str, str],
+        user: UserIds,
+        *,
+        image: str,
+        privileged_step: bool = False,
+    ) -> tuple[int, str]:
         """Run `argv` in a short-lived helper container (helpers.py) under this server's
         container policy, without network, with `binds` ({volume: path})."""
         if user.root and not privileged_step:
@@ -710,11 +846,24 @@ class Repo2DockerSpawner(DockerSpawner):
         extra = self._eval_if_callable(self.extra_host_config)
         if inspect.isawaitable(extra):
             extra = await extra
-        policy = ServerPolicy(extra_host_config=self._render_templates(extra or {}), mem_limit=self.mem_limit,
-                              cpu_limit=self.cpu_limit, timeout=self.helper_timeout)
-        return await run_helper(self.docker, self.client, name=f"{self.container_name}-{role}", image=image,
-                                argv=argv, binds=binds, user=user, policy=policy, role=role,
-                                privileged_step=privileged_step)
+        policy = ServerPolicy(
+            extra_host_config=self._render_templates(extra or {}),
+            mem_limit=self.mem_limit,
+            cpu_limit=self.cpu_limit,
+            timeout=self.helper_timeout,
+        )
+        return await run_helper(
+            self.docker,
+            self.client,
+            name=f"{self.container_name}-{role}",
+            image=image,
+            argv=argv,
+            binds=binds,
+            user=user,
+            policy=policy,
+            role=role,
+            privileged_step=privileged_step,
+        )
 
     async def stop(self, now: bool = False) -> None:
         self._stop_waiting.set()
@@ -725,8 +874,9 @@ class Repo2DockerSpawner(DockerSpawner):
         if self._build is None:
             return
         if self._previous is not None:
-            yield offer_event(self._previous, f"{self.hub.base_url}repo2docker/previous/{quote(self.user.name)}/"
-                                              f"{quote(self.name)}")
+            yield offer_event(
+                self._previous, f"{self.hub.base_url}repo2docker/previous/{quote(self.user.name)}/{quote(self.name)}"
+            )
         async for event in progress_events(self._build):
             yield event
 
@@ -791,8 +941,11 @@ async def progress_events(handle: BuildHandle) -> AsyncIterator[dict[str, Any]]:
             last_phase = status.phase
             yield {"progress": percent, "message": _phase_message(status)}
         wait = _minutes_until(status.estimated_start) if status.phase == Phase.QUEUED else None
-        if status.phase == Phase.QUEUED and status.queue_position and \
-                (status.queue_position, wait) != (last_position, last_wait):
+        if (
+            status.phase == Phase.QUEUED
+            and status.queue_position
+            and (status.queue_position, wait) != (last_position, last_wait)
+        ):
             last_position, last_wait = status.queue_position, wait
             ahead = status.queue_position - 1
             text = "Your build is next in line." if not ahead else f"{ahead} build{'s' * (ahead != 1)} ahead of yours."

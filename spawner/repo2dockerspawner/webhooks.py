@@ -17,7 +17,8 @@ import hashlib
 import hmac
 import json
 import logging
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from tornado import web
 
@@ -37,7 +38,7 @@ def verified(headers: Mapping[str, str], body: bytes, secret: str) -> bool:
     for name in SIGNATURE_HEADERS:
         value = headers.get(name)
         if value:
-            given = value[len("sha256="):] if value.startswith("sha256=") else value
+            given = value[len("sha256=") :] if value.startswith("sha256=") else value
             return hmac.compare_digest(given.strip().lower(), expected)
     token = headers.get("X-Gitlab-Token")
     return token is not None and hmac.compare_digest(token.encode(), secret.encode())

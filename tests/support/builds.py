@@ -18,8 +18,9 @@ from .waiting import wait_until
 IMAGE_PREFIX = "r2d-test-"
 
 
-def dockerfile_repo(git_repos: GitRepoFactory, base_image: str, sleep: float = 0, fail: bool = False,
-                    marker: str | None = None) -> GitRepo:
+def dockerfile_repo(
+    git_repos: GitRepoFactory, base_image: str, sleep: float = 0, fail: bool = False, marker: str | None = None
+) -> GitRepo:
     """A repo whose Dockerfile builds from the local base. A random token busts Docker's layer
     cache, so every repo really builds; `sleep` makes a build last long enough to observe."""
     token = uuid.uuid4().hex
@@ -41,8 +42,9 @@ def image_exists(docker_client, image: str) -> bool:
 def tagged(lines: list[str]) -> bool:
     """Whether a build log says the image was tagged: the classic builder's 'Successfully
     tagged', or BuildKit's 'naming to ... done' (repo2docker 2025.08 and later)."""
-    return any("Successfully tagged" in line or (line.startswith("naming to ") and line.endswith(" done"))
-               for line in lines)
+    return any(
+        "Successfully tagged" in line or (line.startswith("naming to ") and line.endswith(" done")) for line in lines
+    )
 
 
 def shows_first_step(lines: list[str]) -> bool:
@@ -55,8 +57,16 @@ def head(repo: GitRepo) -> str:
     return subprocess.check_output(["git", "-C", str(repo.work), "rev-parse", "HEAD"], text=True).strip()
 
 
-def create_build(kubectl: Kubectl, namespace: str, repo_url: str, commit: str, ref: str = "main",
-                 prefix: str = IMAGE_PREFIX, requested_by: str = "", **spec_extra) -> str:
+def create_build(
+    kubectl: Kubectl,
+    namespace: str,
+    repo_url: str,
+    commit: str,
+    ref: str = "main",
+    prefix: str = IMAGE_PREFIX,
+    requested_by: str = "",
+    **spec_extra,
+) -> str:
     spec = contract.BuildSpec(repo_url, ref, commit, contract.image_name(prefix, repo_url, commit))
     manifest = contract.build_manifest(spec, namespace, requested_by)
     manifest["spec"].update(spec_extra)
@@ -86,9 +96,12 @@ def expected_provenance(docker_client, build_image: str, base_image: str, builde
     from repo2docker_buildcore.versions import Repo2DockerVersion
 
     printed = docker_client.containers.run(build_image, ["repo2docker", "--version"], remove=True).decode()
-    return {"repo2dockerVersion": str(Repo2DockerVersion.parse(printed)),
-            "buildImageDigest": docker_client.images.get(build_image).id,
-            "baseImageDigest": docker_client.images.get(base_image).id, "builder": builder}
+    return {
+        "repo2dockerVersion": str(Repo2DockerVersion.parse(printed)),
+        "buildImageDigest": docker_client.images.get(build_image).id,
+        "baseImageDigest": docker_client.images.get(base_image).id,
+        "builder": builder,
+    }
 
 
 def table_columns(table: str) -> list[dict[str, str]]:
@@ -97,5 +110,7 @@ def table_columns(table: str) -> list[dict[str, str]]:
     header, *rows = table.splitlines()
     starts = [m.start() for m in re.finditer(r"\S+", header)]
     names = header.split()
-    return [{name: row[start:end].strip() for name, start, end in zip(names, starts, [*starts[1:], None])}
-            for row in rows]
+    return [
+        {name: row[start:end].strip() for name, start, end in zip(names, starts, [*starts[1:], None], strict=True)}
+        for row in rows
+    ]

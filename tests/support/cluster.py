@@ -23,8 +23,13 @@ DEPLOYMENT = f"{RELEASE}-repo2docker-operator"
 
 
 def helm(env: TestEnv, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
-    proc = subprocess.run([env["HELM"], *args], capture_output=True, text=True, timeout=timeout,
-                          env={"KUBECONFIG": env["KUBECONFIG"], "HOME": "/tmp", "PATH": "/usr/bin:/bin"})
+    proc = subprocess.run(
+        [env["HELM"], *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={"KUBECONFIG": env["KUBECONFIG"], "HOME": "/tmp", "PATH": "/usr/bin:/bin"},
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"helm {' '.join(args)} failed: {proc.stderr}")
     return proc
@@ -35,7 +40,8 @@ def chart_values(env: TestEnv, operator_image: str, **values: Any) -> list[str]:
     what builds need offline, the hub identity; `values` override or add (dotted keys)."""
     repository, _, tag = operator_image.rpartition(":")
     settings: dict[str, Any] = {
-        "image.repository": repository, "image.tag": tag,
+        "image.repository": repository,
+        "image.tag": tag,
         "build.image": env["R2D_BUILD_IMAGE"],
         "hub.rbac.create": True,
         **{f"build.env.{k}": v for k, v in offline_build_env(env).items()},
@@ -43,16 +49,27 @@ def chart_values(env: TestEnv, operator_image: str, **values: Any) -> list[str]:
     }
     flags: list[str] = []
     for key, value in settings.items():
-        flags += ["--set-json" if not isinstance(value, str) else "--set-string",
-                  f"{key}={json.dumps(value) if not isinstance(value, str) else value}"]
+        flags += [
+            "--set-json" if not isinstance(value, str) else "--set-string",
+            f"{key}={json.dumps(value) if not isinstance(value, str) else value}",
+        ]
     return flags
 
 
-def install(env: TestEnv, namespace: str, operator_image: str, upgrade: bool = False, wait: bool = True,
-            **values: Any) -> None:
+def install(
+    env: TestEnv, namespace: str, operator_image: str, upgrade: bool = False, wait: bool = True, **values: Any
+) -> None:
     verb = ["upgrade"] if upgrade else ["install"]
-    helm(env, *verb, RELEASE, str(CHART), "-n", namespace, *(["--wait", "--timeout", "180s"] if wait else []),
-         *chart_values(env, operator_image, **values))
+    helm(
+        env,
+        *verb,
+        RELEASE,
+        str(CHART),
+        "-n",
+        namespace,
+        *(["--wait", "--timeout", "180s"] if wait else []),
+        *chart_values(env, operator_image, **values),
+    )
 
 
 def instance(namespace: str) -> str:
@@ -72,9 +89,11 @@ def ready(pod: dict) -> bool:
 
 def wait_operator_pod(kubectl: Kubectl, namespace: str, other_than: str | None = None, timeout: float = 180) -> dict:
     """The Deployment's one Ready operator pod (a new one, if `other_than` names the old)."""
+
     def one_ready():
         pods = [p for p in operator_pods(kubectl, namespace) if p["metadata"]["name"] != other_than]
         return pods[0] if len(pods) == 1 and ready(pods[0]) else None
+
     return wait_until(one_ready, timeout=timeout, interval=0.5, what=f"a Ready operator pod in {namespace}")
 
 

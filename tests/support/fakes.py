@@ -22,9 +22,18 @@ class FakeRunner:
     While `hold` is unset, a running build's log stream stays open (the build runs on).
     `image_after`: the build leaves the image in the daemon (a push may still fail after)."""
 
-    def __init__(self, *, push: bool = False, local: bool = False, in_registry=False, exit_code: int = 0,
-                 log: tuple[str, ...] = (), image_after: bool = True, existing: BuildContainer | None = None,
-                 hold: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        push: bool = False,
+        local: bool = False,
+        in_registry=False,
+        exit_code: int = 0,
+        log: tuple[str, ...] = (),
+        image_after: bool = True,
+        existing: BuildContainer | None = None,
+        hold: bool = False,
+    ) -> None:
         self.config = RunnerConfig(build_image="b:1", push=push)
         self.local = local
         self.answers = list(in_registry) if isinstance(in_registry, list) else None
@@ -89,14 +98,27 @@ class FakeRunner:
         self.removed.append((container_id, kill))
 
 
-def make_job(runner: FakeRunner, sent: list[dict], queue: BuildQueue | None = None, uid: str = "uid-1",
-             image: str = "r2d-x:" + SHA, timeout: float = 60, recorded_start: str | None = None) -> BuildJob:
+def make_job(
+    runner: FakeRunner,
+    sent: list[dict],
+    queue: BuildQueue | None = None,
+    uid: str = "uid-1",
+    image: str = "r2d-x:" + SHA,
+    timeout: float = 60,
+    recorded_start: str | None = None,
+) -> BuildJob:
     async def send(fields):
         sent.append(dict(fields))
 
-    return BuildJob(runner=runner, queue=queue or BuildQueue(1), ref=BuildRef("ns", "b", uid),
-                    spec=BuildSpec("https://h/a/b", "main", SHA, image), publisher=StatusPublisher(send, 0.0),
-                    settings=BuildSettings(build_timeout=timeout), recorded_start=recorded_start)
+    return BuildJob(
+        runner=runner,
+        queue=queue or BuildQueue(1),
+        ref=BuildRef("ns", "b", uid),
+        spec=BuildSpec("https://h/a/b", "main", SHA, image),
+        publisher=StatusPublisher(send, 0.0),
+        settings=BuildSettings(build_timeout=timeout),
+        recorded_start=recorded_start,
+    )
 
 
 async def run_job(runner: FakeRunner, **kwargs) -> tuple[BuildOutcome, list[dict]]:

@@ -10,8 +10,9 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import requests
 
@@ -22,13 +23,18 @@ from .operator import free_port, offline_build_env
 from .process import stop_process
 from .waiting import GiveUp, wait_until
 
-
 ADMIN = "r2d-admin"
 
 
 class Hub:
-    def __init__(self, env: TestEnv, workdir: Path, process_env: dict[str, str] | None = None,
-                 hub_config: list[str] | None = None, **spawner_config: Any) -> None:
+    def __init__(
+        self,
+        env: TestEnv,
+        workdir: Path,
+        process_env: dict[str, str] | None = None,
+        hub_config: list[str] | None = None,
+        **spawner_config: Any,
+    ) -> None:
         self.env = env
         self.process_env = process_env or {}
         self.hub_config = list(hub_config or [])  # further lines of jupyterhub_config.py
@@ -58,7 +64,7 @@ class Hub:
         bridge = self.env["R2D_BRIDGE_IP"]
         lines = [
             'c.JupyterHub.spawner_class = "repo2docker"',
-            f'c.JupyterHub.ip = "127.0.0.1"',
+            'c.JupyterHub.ip = "127.0.0.1"',
             f"c.JupyterHub.port = {self.port}",
             f'c.JupyterHub.hub_ip = "{bridge}"',
             f"c.JupyterHub.hub_port = {self.hub_port}",
@@ -87,14 +93,20 @@ class Hub:
             lines.append(f"c.{key if '.' in key else 'Repo2DockerSpawner.' + key} = {value!r}")
         return "\n".join(lines + self.hub_config) + "\n"
 
-    def start(self) -> "Hub":
+    def start(self) -> Hub:
         (self.workdir / "jupyterhub_config.py").write_text(self.config())
-        env = {**os.environ, "PATH": f"{self.env['R2D_CHP_BIN']}:{Path(sys.executable).parent}:{os.environ['PATH']}",
-               **self.process_env}
+        env = {
+            **os.environ,
+            "PATH": f"{self.env['R2D_CHP_BIN']}:{Path(sys.executable).parent}:{os.environ['PATH']}",
+            **self.process_env,
+        }
         log = open(self.log_path, "a")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "jupyterhub", "-f", str(self.workdir / "jupyterhub_config.py")],
-            cwd=self.workdir, env=env, stdout=log, stderr=subprocess.STDOUT,
+            cwd=self.workdir,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         try:
             wait_until(self._up, timeout=60, what=f"JupyterHub to answer (log: {self.log_path})")
@@ -121,7 +133,9 @@ class Hub:
 
     def api(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         headers = {"Authorization": f"token {self.token}", **kwargs.pop("headers", {})}
-        return requests.request(method, f"{self.url}/hub/api{path}", headers=headers, timeout=kwargs.pop("timeout", 30), **kwargs)
+        return requests.request(
+            method, f"{self.url}/hub/api{path}", headers=headers, timeout=kwargs.pop("timeout", 30), **kwargs
+        )
 
     def create_user(self, name: str) -> None:
         r = self.api("POST", f"/users/{name}")
@@ -155,8 +169,12 @@ class Hub:
 
     def user_file(self, name: str, path: str) -> str:
         """A file's content, served by the user's server through the proxy."""
-        r = requests.get(f"{self.url}/user/{name}/api/contents/{path}", params={"content": "1", "type": "file"},
-                         headers={"Authorization": f"token {self.token}"}, timeout=30)
+        r = requests.get(
+            f"{self.url}/user/{name}/api/contents/{path}",
+            params={"content": "1", "type": "file"},
+            headers={"Authorization": f"token {self.token}"},
+            timeout=30,
+        )
         assert r.status_code == 200, f"{r.status_code}: {r.text[:500]}"
         return r.json()["content"]
 
@@ -169,8 +187,11 @@ class Hub:
     def stop_server(self, name: str) -> None:
         r = self.api("DELETE", f"/users/{name}/server")
         assert r.status_code in (202, 204), r.text
-        wait_until(lambda: not self.api("GET", f"/users/{name}").json().get("servers"), timeout=60,
-                   what=f"{name}'s server to stop")
+        wait_until(
+            lambda: not self.api("GET", f"/users/{name}").json().get("servers"),
+            timeout=60,
+            what=f"{name}'s server to stop",
+        )
 
     def spawn_and_follow(self, name: str, options: dict | None) -> tuple[requests.Response, list[dict]]:
         self.create_user(name)
@@ -180,16 +201,18 @@ class Hub:
             events = list(self.progress(name))
         return response, events
 
-
     # ---- pages, as a logged-in person ------------------------------------------------------
 
     def login(self, name: str) -> requests.Session:
         """A browser-like session (cookies, XSRF) logged in as `name`."""
         session = requests.Session()
         session.get(f"{self.url}/hub/login", timeout=30)
-        r = session.post(f"{self.url}/hub/login", data={"username": name, "password": self.password,
-                                                        "_xsrf": session.cookies.get("_xsrf", "")},
-                         allow_redirects=False, timeout=30)
+        r = session.post(
+            f"{self.url}/hub/login",
+            data={"username": name, "password": self.password, "_xsrf": session.cookies.get("_xsrf", "")},
+            allow_redirects=False,
+            timeout=30,
+        )
         assert r.status_code == 302, f"login as {name}: {r.status_code} {r.text[:300]}"
         return session
 
@@ -206,23 +229,42 @@ def timed(fn, *args, **kwargs) -> tuple[Any, float]:
     return fn(*args, **kwargs), time.monotonic() - start
 
 
-def start_hub(request, backend: str, testenv, tmp_path, docker_client, operator_options: dict | None = None,
-              process_env: dict[str, str] | None = None, hub_config: list[str] | None = None,
-              kubeconfig: str | None = None, **extra) -> Hub:
+def start_hub(
+    request,
+    backend: str,
+    testenv,
+    tmp_path,
+    docker_client,
+    operator_options: dict | None = None,
+    process_env: dict[str, str] | None = None,
+    hub_config: list[str] | None = None,
+    kubeconfig: str | None = None,
+    **extra,
+) -> Hub:
     """A hub for a test; with the Kubernetes backend also an operator in the test's namespace.
     `extra` is spawner configuration, `process_env` the hub process's environment."""
     # allowed_images is set: built images must start anyway (they are not user-chosen images).
     build_image = request.getfixturevalue("build_image")
-    config = {"backend": backend, "LocalBackend.concurrency": 2, "allowed_images": [testenv["R2D_SINGLEUSER_IMAGE"]],
-              "LocalBackend.build_image": build_image, **extra}
+    config = {
+        "backend": backend,
+        "LocalBackend.concurrency": 2,
+        "allowed_images": [testenv["R2D_SINGLEUSER_IMAGE"]],
+        "LocalBackend.build_image": build_image,
+        **extra,
+    }
     instance = None
     if backend == "kubernetes":
         namespace = request.getfixturevalue("namespace")
         operator = request.getfixturevalue("operator_factory")(
-            image_prefix=extra.get("image_prefix", "r2d-e2e-"), **(operator_options or {}))
+            image_prefix=extra.get("image_prefix", "r2d-e2e-"), **(operator_options or {})
+        )
         instance = operator.instance
-        config.update({"KubernetesBackend.namespace": namespace,
-                       "KubernetesBackend.kubeconfig": kubeconfig or testenv["KUBECONFIG"]})
+        config.update(
+            {
+                "KubernetesBackend.namespace": namespace,
+                "KubernetesBackend.kubeconfig": kubeconfig or testenv["KUBECONFIG"],
+            }
+        )
     hub = Hub(testenv, tmp_path, process_env=process_env, hub_config=hub_config, **config).start()
     hub.build_instance = instance or hub.instance  # whose containers are builds
     hub.build_image = build_image

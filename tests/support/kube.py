@@ -15,7 +15,7 @@ class Kubectl:
         self.kubeconfig = env["KUBECONFIG"]
         self.token = token
 
-    def as_token(self, token: str) -> "Kubectl":
+    def as_token(self, token: str) -> Kubectl:
         """The same cluster, authenticated only by `token` (the kubeconfig's admin token is dropped)."""
         other = Kubectl.__new__(Kubectl)
         other.binary, other.kubeconfig, other.token = self.binary, self.kubeconfig, token

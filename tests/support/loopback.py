@@ -10,7 +10,7 @@ import hashlib
 import socket
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 
 class LoopbackServer:
@@ -31,7 +31,7 @@ class LoopbackServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def __enter__(self) -> "LoopbackServer":
+    def __enter__(self) -> LoopbackServer:
         self._thread.start()
         return self
 
@@ -68,23 +68,29 @@ def read_request(conn: socket.socket) -> str:
 
 def answer_with(status: str) -> Callable[[socket.socket], None]:
     """Every request gets this status line (e.g. '401 Unauthorized') and an empty body."""
+
     def serve(conn: socket.socket) -> None:
         read_request(conn)
-        headers = "WWW-Authenticate: Basic realm=\"git\"\r\n" if status.startswith("401") else ""
+        headers = 'WWW-Authenticate: Basic realm="git"\r\n' if status.startswith("401") else ""
         conn.sendall(f"HTTP/1.1 {status}\r\n{headers}Content-Length: 0\r\nConnection: close\r\n\r\n".encode())
+
     return serve
 
 
 def trickle(byte_every: float = 5.0) -> Callable[[socket.socket], None]:
     """Answers git's first request with headers, then one byte every `byte_every` seconds for
     as long as the client stays: a server that never says no and never finishes."""
+
     def serve(conn: socket.socket) -> None:
         read_request(conn)
-        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/x-git-upload-pack-advertisement\r\n"
-                     b"Transfer-Encoding: chunked\r\n\r\n")
+        conn.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/x-git-upload-pack-advertisement\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
+        )
         while True:
             conn.sendall(b"1\r\n0\r\n")
             time.sleep(byte_every)
+
     return serve
 
 
@@ -95,15 +101,19 @@ def pkt(line: bytes) -> bytes:
 def advertise_refs(count: int) -> Callable[[socket.socket], None]:
     """A smart HTTP advertisement of `count` branches in git's protocol v0, which sends every
     ref whatever the client asks for, generated as it is sent."""
+
     def serve(conn: socket.socket) -> None:
         read_request(conn)
-        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/x-git-upload-pack-advertisement\r\n"
-                     b"Connection: close\r\nCache-Control: no-cache\r\n\r\n")
+        conn.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/x-git-upload-pack-advertisement\r\n"
+            b"Connection: close\r\nCache-Control: no-cache\r\n\r\n"
+        )
         body = [pkt(b"# service=git-upload-pack\n"), b"0000"]
         sha = hashlib.sha1(b"flood").hexdigest().encode()
         body.append(pkt(sha + b" HEAD\0multi_ack side-band-64k ofs-delta\n"))
         conn.sendall(b"".join(body))
         send_branches(conn, sha, count)
+
     return serve
 
 
@@ -143,10 +153,14 @@ def v2_refs_ignoring_prefixes(count: int) -> Callable[[socket.socket], None]:
     def serve(conn: socket.socket) -> None:
         request = read_request(conn)
         kind = b"advertisement" if request.startswith("GET") else b"result"
-        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/x-git-upload-pack-" + kind +
-                     b"\r\nConnection: close\r\nCache-Control: no-cache\r\n\r\n")
+        conn.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/x-git-upload-pack-"
+            + kind
+            + b"\r\nConnection: close\r\nCache-Control: no-cache\r\n\r\n"
+        )
         if request.startswith("GET"):
             conn.sendall(pkt(b"version 2\n") + pkt(b"ls-refs\n") + pkt(b"object-format=sha1\n") + b"0000")
             return
         send_branches(conn, sha, count)
+
     return serve

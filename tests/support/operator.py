@@ -64,26 +64,50 @@ class OperatorProcess:
     """`repo2docker-operator` watching one namespace, with its own instance label so that
     builds of concurrently running tests are never counted together."""
 
-    def __init__(self, env: TestEnv, namespace: str, log_dir: Path, instance: str | None = None,
-                 token: str | None = None, **options: object) -> None:
+    def __init__(
+        self,
+        env: TestEnv,
+        namespace: str,
+        log_dir: Path,
+        instance: str | None = None,
+        token: str | None = None,
+        kubeconfig: str | None = None,
+        **options: object,
+    ) -> None:
         self.env = env
         self.namespace = namespace
         self.instance = instance or f"t{uuid.uuid4().hex[:8]}"
         self.liveness_port = free_port()
         self.metrics_port = free_port()
-        self.options = {"build_image": env["R2D_BUILD_IMAGE"], "concurrency": 2, "status-interval": 0.5,
-                        "finished-ttl": 0, "build_env": offline_build_env(env), **options}
+        self.options = {
+            "build_image": env["R2D_BUILD_IMAGE"],
+            "concurrency": 2,
+            "status-interval": 0.5,
+            "finished-ttl": 0,
+            "build_env": offline_build_env(env),
+            **options,
+        }
         self.token = token
+        self.kubeconfig = kubeconfig  # its own (a user the test made); default: the test environment's
         self.docker_host = options.get("docker_host")  # another node's daemon (--docker-host); default: the host's
         self.log_path = log_dir / f"operator-{self.instance}-{options.get('node_name') or 'host'}.log"
         self.proc: subprocess.Popen | None = None
         self.starts = 0
 
     def command(self) -> list[str]:
-        cmd = [sys.executable, "-m", "repo2docker_operator", "--namespace", self.namespace,
-               "--instance", self.instance,
-               "--liveness", f"http://127.0.0.1:{self.liveness_port}/healthz",
-               "--metrics-port", str(self.metrics_port)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "repo2docker_operator",
+            "--namespace",
+            self.namespace,
+            "--instance",
+            self.instance,
+            "--liveness",
+            f"http://127.0.0.1:{self.liveness_port}/healthz",
+            "--metrics-port",
+            str(self.metrics_port),
+        ]
         for key, value in self.options.items():
             key = key.replace("_", "-")
             if isinstance(value, dict):  # repeatable NAME=VALUE options
@@ -95,8 +119,8 @@ class OperatorProcess:
                 cmd += [f"--{key}", str(value)]
         return cmd
 
-    def start(self) -> "OperatorProcess":
-        env = {**os.environ, "KUBECONFIG": self.env["KUBECONFIG"], "PYTHONUNBUFFERED": "1"}
+    def start(self) -> OperatorProcess:
+        env = {**os.environ, "KUBECONFIG": self.kubeconfig or self.env["KUBECONFIG"], "PYTHONUNBUFFERED": "1"}
         if self.token:
             env["KUBECONFIG"] = self._token_kubeconfig()
         self.starts += 1
@@ -158,7 +182,7 @@ class ContainerWatcher:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self) -> "ContainerWatcher":
+    def __enter__(self) -> ContainerWatcher:
         self._thread.start()
         return self
 

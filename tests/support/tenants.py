@@ -26,10 +26,12 @@ HUB_ACCOUNT = "jupyterhub"
 STUDENT_ACCOUNT = "student"
 
 STUDENT_ROLE = {
-    "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+    "apiVersion": "rbac.authorization.k8s.io/v1",
+    "kind": "Role",
     "metadata": {"name": "build-requester"},
-    "rules": [{"apiGroups": [contract.GROUP], "resources": [contract.PLURAL],
-               "verbs": ["create", "get", "list", "watch"]}],
+    "rules": [
+        {"apiGroups": [contract.GROUP], "resources": [contract.PLURAL], "verbs": ["create", "get", "list", "watch"]}
+    ],
 }
 
 
@@ -60,19 +62,48 @@ class Identities:
 
 
 def install_chart_rbac(env: TestEnv, namespace: str, *extra: str) -> None:
-    helm(env, "install", "r2d", str(CHART), "-n", namespace, "--set", "hub.rbac.create=true",
-         "--set", "image.repository=r2d-test/operator", "--set", "image.tag=dev", "--set", "image.pullPolicy=Never",
-         "--set", f"build.image={env['R2D_BUILD_IMAGE']}", "--set", "build.imagePrefix=r2d-test-", *extra)
+    helm(
+        env,
+        "install",
+        "r2d",
+        str(CHART),
+        "-n",
+        namespace,
+        "--set",
+        "hub.rbac.create=true",
+        "--set",
+        "image.repository=r2d-test/operator",
+        "--set",
+        "image.tag=dev",
+        "--set",
+        "image.pullPolicy=Never",
+        "--set",
+        f"build.image={env['R2D_BUILD_IMAGE']}",
+        "--set",
+        "build.imagePrefix=r2d-test-",
+        *extra,
+    )
 
 
 def chart_identities(env: TestEnv, kubectl: Kubectl, namespace: str, *extra: str) -> Identities:
     install_chart_rbac(env, namespace, *extra)
     kubectl("create", "serviceaccount", STUDENT_ACCOUNT, "-n", namespace)
     kubectl.apply(json.dumps(STUDENT_ROLE), "-n", namespace)
-    kubectl("create", "rolebinding", "student-requests-builds", "-n", namespace, "--role=build-requester",
-            f"--serviceaccount={namespace}:{STUDENT_ACCOUNT}")
-    return Identities(namespace, token_for(kubectl, namespace, OPERATOR_ACCOUNT),
-                      token_for(kubectl, namespace, HUB_ACCOUNT), token_for(kubectl, namespace, STUDENT_ACCOUNT))
+    kubectl(
+        "create",
+        "rolebinding",
+        "student-requests-builds",
+        "-n",
+        namespace,
+        "--role=build-requester",
+        f"--serviceaccount={namespace}:{STUDENT_ACCOUNT}",
+    )
+    return Identities(
+        namespace,
+        token_for(kubectl, namespace, OPERATOR_ACCOUNT),
+        token_for(kubectl, namespace, HUB_ACCOUNT),
+        token_for(kubectl, namespace, STUDENT_ACCOUNT),
+    )
 
 
 def uninstall_chart(env: TestEnv, namespace: str) -> None:

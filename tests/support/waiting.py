@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 T = TypeVar("T")
 
@@ -25,7 +26,9 @@ def wait_until(predicate: Callable[[], T], timeout: float = 60.0, interval: floa
         except Exception as exc:  # noqa: BLE001 - retried until the deadline
             last_error = exc
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}" + (f" (last error: {last_error})" if last_error else ""))
+    raise AssertionError(
+        f"timed out after {timeout}s waiting for {what}" + (f" (last error: {last_error})" if last_error else "")
+    )
 
 
 async def until(predicate: Callable[[], T], timeout: float = 5.0, what: str = "condition") -> T:

@@ -14,8 +14,9 @@ import asyncio
 import collections
 import contextlib
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Protocol
+from typing import Any, Protocol
 
 from traitlets import Float
 from traitlets.config import LoggingConfigurable
@@ -23,6 +24,7 @@ from traitlets.config import LoggingConfigurable
 from repo2docker_buildcore import contract
 from repo2docker_buildcore.contract import BuildSpec, BuildStatus, Phase
 from repo2docker_buildcore.gitcredentials import CloneCredentials
+from repo2docker_buildcore.settings import setting
 
 
 class BuildHandle(Protocol):
@@ -108,7 +110,8 @@ class BuildBackend(LoggingConfigurable):
     image_facts = None  # ImageFacts over it, for the builds page
 
     abandoned_after = Float(
-        60.0, config=True,
+        60.0,
+        config=True,
         help="""Seconds a queued build may wait once nobody waits for it (every launch that asked
         for it was stopped, and no other joined) before this hub withdraws it, freeing the queue
         for builds somebody wants. Running builds always finish: their image and cache are
@@ -150,8 +153,12 @@ class BuildBackend(LoggingConfigurable):
             return
         try:
             if await self._withdraw_if_queued(handle):
-                self.log.info("withdrew build %s/%s: still queued %.0f s after the last launch waiting for it "
-                              "stopped", handle.namespace, handle.name, self.abandoned_after)
+                self.log.info(
+                    "withdrew build %s/%s: still queued %.0f s after the last launch waiting for it stopped",
+                    handle.namespace,
+                    handle.name,
+                    self.abandoned_after,
+                )
         except Exception as exc:  # noqa: BLE001 - it then simply runs when its turn comes
             self.log.warning("could not withdraw build %s/%s: %s", handle.namespace, handle.name, exc)
 
@@ -161,14 +168,20 @@ class BuildBackend(LoggingConfigurable):
 
     def longest_build(self) -> float:
         """Seconds a build may take here; the spawner waits that long (and a little more)."""
-        return 3600.0
+        return setting("build_timeout").default
 
     def build_resources(self) -> dict[str, Any]:
         """BuildSpec fields this backend sets itself (e.g. memory and CPU limits)."""
         return {}
 
-    async def ensure(self, spec: BuildSpec, requested_by: str = "", image_gone: bool = False,
-                     credential: CloneCredentials | None = None, replaces: str = "") -> BuildHandle:
+    async def ensure(
+        self,
+        spec: BuildSpec,
+        requested_by: str = "",
+        image_gone: bool = False,
+        credential: CloneCredentials | None = None,
+        replaces: str = "",
+    ) -> BuildHandle:
         """Start the build for `spec`, or join the one that exists. With `image_gone` (the
         caller found a succeeded build's image missing) a succeeded build is replaced too.
         `replaces`: the commit the ref pointed to before, recorded on a build this call starts.
@@ -199,10 +212,15 @@ class BuildBackend(LoggingConfigurable):
         there (on this hub's daemon, or in the registry its name points to): what a launch may
         start while `commit` builds."""
         key = contract.normalize_repo_url(repo)
-        candidates = [r for r in await self.list_builds()
-                      if r.phase == Phase.SUCCEEDED and r.ref == ref and r.commit != commit
-                      and contract.normalize_repo_url(r.repo_url) == key
-                      and (r.image_size is not None or contract.prefix_names_registry(r.image))]
+        candidates = [
+            r
+            for r in await self.list_builds()
+            if r.phase == Phase.SUCCEEDED
+            and r.ref == ref
+            and r.commit != commit
+            and contract.normalize_repo_url(r.repo_url) == key
+            and (r.image_size is not None or contract.prefix_names_registry(r.image))
+        ]
         return max(candidates, key=lambda r: r.completed or 0, default=None)
 
     async def unfinished_of(self, requested_by: str) -> list[BuildRecord]:

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 from repo2docker_buildcore.collector import usage_from_df
 from repo2docker_buildcore.contract import Phase
-from repo2docker_buildcore.imagegc import ImageInfo
-from repo2docker_buildcore.imageuse import UseLedger
 from repo2docker_buildcore.daemon_images import ImageStore
 from repo2docker_buildcore.docker_api import RunnerError
+from repo2docker_buildcore.imagegc import ImageInfo
+from repo2docker_buildcore.imageuse import UseLedger
 
 from . import ActionRefused, BuildRecord
 
@@ -59,8 +59,9 @@ class ImageFacts:
         self._pending = None
 
 
-def add_image_facts(records: Iterable[BuildRecord], facts: Mapping[str, ImageInfo],
-                    uses: Mapping[str, float]) -> list[BuildRecord]:
+def add_image_facts(
+    records: Iterable[BuildRecord], facts: Mapping[str, ImageInfo], uses: Mapping[str, float]
+) -> list[BuildRecord]:
     """Each record with its image's size on the daemon and its last use, where known."""
     records = list(records)
     for record in records:

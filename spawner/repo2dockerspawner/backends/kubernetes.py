@@ -14,13 +14,13 @@ import datetime
 import json
 import logging
 import os
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
-from traitlets import Bool, Float, Unicode, default
+from traitlets import Bool, Float, Int, Unicode, default
 
-from repo2docker_buildcore import contract
+from repo2docker_buildcore import contract, gitcredentials
 from repo2docker_buildcore.contract import BuildSpec, BuildStatus, Phase
-from repo2docker_buildcore import gitcredentials
 from repo2docker_buildcore.gitcredentials import CloneCredentials, GitCredential
 from repo2docker_buildcore.imageuse import store_from_setting
 from repo2docker_buildcore.kubeapi import ApiError, connect, core_path
@@ -42,13 +42,21 @@ class KubernetesBuild:
     """A handle on one build resource, read from the shared watcher.
 
     With `runner` (a client of the hub's Docker daemon, usually the builder's too), log lines
-    come straight from the build container as it prints them; phase, queue and outcome always
-    come from the resource, and so do the lines when the container is not on this daemon.
+    come straight from the build container as it prints them, keeping `tail_lines` of them
+    (or as many as the resource's tail holds, if more); phase, queue and outcome always come
+    from the resource, and so do the lines when the container is not on this daemon.
     """
 
-    def __init__(self, watcher: BuildWatcher, obj: dict[str, Any], runner: BuildRunner | None = None) -> None:
+    def __init__(
+        self,
+        watcher: BuildWatcher,
+        obj: dict[str, Any],
+        runner: BuildRunner | None = None,
+        tail_lines: int = setting("tail_lines").default,
+    ) -> None:
         self.watcher = watcher
         self.runner = runner
+        self.tail_lines = tail_lines
         self.name = obj["metadata"]["name"]
         self.namespace = obj["metadata"]["namespace"]
         self.uid = obj["metadata"]["uid"]
@@ -112,7 +120,8 @@ class KubernetesBuild:
                 if isinstance(update, BuildStatus):
                     latest = update
                     if live is None and self.runner and latest.phase == Phase.BUILDING and latest.container_id:
-                        live = LiveLog(self.runner, latest.container_id).start()
+                        keep = max(self.tail_lines, len(latest.log_tail))
+                        live = LiveLog(self.runner, latest.container_id, keep).start()
                         relays.append(asyncio.create_task(_relay_lines(live, updates), name=f"log of {self.name}"))
                     if latest.phase.terminal:
                         if live is not None:  # its container has exited: the stream's last lines are close
@@ -171,12 +180,15 @@ class KubernetesBackend(BuildBackend):
 
     namespace = Unicode(config=True, help="Namespace of the build resources. Default: the pod's, else 'default'.")
     kubeconfig = Unicode(
-        None, allow_none=True, config=True,
-        help="Path of a kubeconfig. Default: in-cluster configuration, else ~/.kube/config.",
+        None,
+        allow_none=True,
+        config=True,
+        help="Path of a kubeconfig. Default: in-cluster configuration, else $KUBECONFIG, else ~/.kube/config.",
     )
 
     follow_build_logs = Bool(
-        True, config=True,
+        True,
+        config=True,
         help="""Read build logs straight from the build container when the hub's Docker daemon
         (DockerSpawner's) is the builder's, as with one node: lines reach users as they are
         printed. Otherwise, and when False, they come from the build resource, which the
@@ -184,14 +196,24 @@ class KubernetesBackend(BuildBackend):
     )
 
     build_timeout = Float(
-        setting("build_timeout").default, config=True,
+        setting("build_timeout").default,
+        config=True,
         help="""Seconds the operator's builds may take: the operator's --build-timeout, the chart's
         build.timeout (the same default). The spawner waits that long, and a little more,
         before JupyterHub gives up on a start (start_timeout follows it).""",
     )
 
+    tail_lines = Int(
+        setting("tail_lines").default,
+        config=True,
+        help="""Build log lines kept per build: the operator's --tail-lines, the chart's
+        build.logTailLines (the same default). A build log followed straight from the build
+        container keeps as many (and never fewer than the resource's tail holds).""",
+    )
+
     image_use_record = Unicode(
-        "", config=True,
+        "",
+        config=True,
         help="""Where the operator keeps images' last use, for the builds page: 'configmap:NAMESPACE/NAME'
         (the chart's is <release>-repo2docker-operator-image-use in its namespace; the chart's hub
         identity may read it). Empty: the page shows no last use.""",
@@ -239,8 +261,14 @@ class KubernetesBackend(BuildBackend):
         reason = getattr(exc, "reason", None)
         return f"{reason}" if reason else super().describe_error(exc)
 
-    async def ensure(self, spec: BuildSpec, requested_by: str = "", image_gone: bool = False,
-                     credential: CloneCredentials | None = None, replaces: str = "") -> KubernetesBuild:
+    async def ensure(
+        self,
+        spec: BuildSpec,
+        requested_by: str = "",
+        image_gone: bool = False,
+        credential: CloneCredentials | None = None,
+        replaces: str = "",
+    ) -> KubernetesBuild:
         # The operator clones with its own credentials (build.gitCredentials in the chart), and
         # the hub's are for its lookups; a user's own token (for a private repository: the
         # spawner hands none for a public one) goes to the build this user creates.
@@ -257,21 +285,24 @@ class KubernetesBackend(BuildBackend):
                 self._check_same_build(spec, obj)
             phase = contract.BuildStatus.from_status(obj.get("status")).phase
             if created or phase not in redo:
-                log.info("%s build %s for %s", "created" if created else "joined", obj["metadata"]["name"], requested_by)
+                log.info(
+                    "%s build %s for %s", "created" if created else "joined", obj["metadata"]["name"], requested_by
+                )
                 if not created and not phase.terminal and requested_by not in ("", contract.PREBUILD_REQUESTER):
                     await self._take_over_prebuild(obj, requested_by)
                 if created and handover is not None:
                     await self._hand_over(obj, handover)
                 if created:
                     await self._until_watched(watcher, obj)
-                return KubernetesBuild(watcher, obj, self.log_runner)
+                return KubernetesBuild(watcher, obj, self.log_runner, self.tail_lines)
             # Finished, and of no use: start over with a fresh resource. The uid precondition
             # leaves alone a successor that another spawn created meanwhile (it is joined next).
             name, uid = obj["metadata"]["name"], obj["metadata"]["uid"]
             log.info("replacing %s build %s%s", phase.value.lower(), name, " (its image is gone)" * image_gone)
             await resources.delete(self.namespace, name, uid)
-            await watcher.wait_for(lambda: watcher.get(name) is None or watcher.get(name)["metadata"]["uid"] != uid,
-                                   timeout=60)
+            await watcher.wait_for(
+                lambda: watcher.get(name) is None or watcher.get(name)["metadata"]["uid"] != uid, timeout=60
+            )
         raise RuntimeError("could not start a new build: the previous one keeps coming back")
 
     @staticmethod
@@ -293,8 +324,12 @@ class KubernetesBackend(BuildBackend):
             if await self.resources.take_over_prebuild(meta["namespace"], meta["name"], meta["uid"], requested_by):
                 log.info("prebuild %s is %s's launch now", meta["name"], requested_by)
         except ApiError as exc:  # it still builds, behind the launches
-            log.warning("could not record %s as the requester of prebuild %s: %s", requested_by, meta["name"],
-                        self.describe_error(exc))
+            log.warning(
+                "could not record %s as the requester of prebuild %s: %s",
+                requested_by,
+                meta["name"],
+                self.describe_error(exc),
+            )
 
     async def _hand_over(self, obj: dict[str, Any], credential: GitCredential) -> None:
         """Give the build this hub just created its user's credential, in the Secret the build
@@ -314,10 +349,13 @@ class KubernetesBackend(BuildBackend):
                 await secrets.create(manifest)
         except ApiError as exc:
             await self.resources.delete(namespace, name, uid)
-            raise RuntimeError(f"could not hand the build its user's credential ({self.describe_error(exc)}); "
-                               f"with the chart, set build.userCredentials=true") from None
-        task = asyncio.create_task(self._withdraw(secrets, KubernetesBuild(self.watcher, obj)),
-                                   name=f"withdraw {name}'s credential")
+            raise RuntimeError(
+                f"could not hand the build its user's credential ({self.describe_error(exc)}); "
+                f"with the chart, set build.userCredentials=true"
+            ) from None
+        task = asyncio.create_task(
+            self._withdraw(secrets, KubernetesBuild(self.watcher, obj)), name=f"withdraw {name}'s credential"
+        )
         self._withdrawals.add(task)
         task.add_done_callback(self._withdrawals.discard)
 
@@ -338,17 +376,27 @@ class KubernetesBackend(BuildBackend):
         except contract.InvalidBuildRequest as exc:
             theirs, why = None, f"its spec is invalid ({exc})"
         else:
-            why = (f"it builds {theirs.repo_url} at {theirs.commit} into {theirs.image} with build image "
-                   f"{theirs.build_image or 'the default'}, memory {theirs.memory_limit}, cpu {theirs.cpu_limit}")
+            why = (
+                f"it builds {theirs.repo_url} at {theirs.commit} into {theirs.image} with build image "
+                f"{theirs.build_image or 'the default'}, memory {theirs.memory_limit}, cpu {theirs.cpu_limit}"
+            )
         if theirs is not None and contract.same_build(ours, theirs):
             return
-        log.warning("build resource %s is not the build this hub asked for: %s, not %s at %s into %s. "
-                    "Someone who may create build resources made it (creator: %s); delete it once looked at.",
-                    name, why, ours.repo_url, ours.commit, ours.image,
-                    (obj["metadata"].get("annotations") or {}).get(contract.ANNOTATION_REQUESTED_BY, "unknown"))
-        raise ForeignBuild(f"The build resource {name} is not the build this hub asked for: it was made for "
-                           f"another repository, commit, image, build image or limits. Ask an administrator to "
-                           f"remove it.")
+        log.warning(
+            "build resource %s is not the build this hub asked for: %s, not %s at %s into %s. "
+            "Someone who may create build resources made it (creator: %s); delete it once looked at.",
+            name,
+            why,
+            ours.repo_url,
+            ours.commit,
+            ours.image,
+            (obj["metadata"].get("annotations") or {}).get(contract.ANNOTATION_REQUESTED_BY, "unknown"),
+        )
+        raise ForeignBuild(
+            f"The build resource {name} is not the build this hub asked for: it was made for "
+            f"another repository, commit, image, build image or limits. Ask an administrator to "
+            f"remove it."
+        )
 
     # ---- the admin builds page --------------------------------------------------------------
 
@@ -357,12 +405,20 @@ class KubernetesBackend(BuildBackend):
         status = BuildStatus.from_status(obj.get("status"))
         raw = obj.get("status") or {}
         return BuildRecord(
-            namespace=meta["namespace"], name=meta["name"], repo_url=str(spec.get("repoUrl", "")),
-            ref=str(spec.get("ref", "")), commit=str(spec.get("commit", "")), phase=status.phase,
-            image=str(spec.get("image", "")), queue_position=status.queue_position,
+            namespace=meta["namespace"],
+            name=meta["name"],
+            repo_url=str(spec.get("repoUrl", "")),
+            ref=str(spec.get("ref", "")),
+            commit=str(spec.get("commit", "")),
+            phase=status.phase,
+            image=str(spec.get("image", "")),
+            queue_position=status.queue_position,
             requested_by=(meta.get("annotations") or {}).get(contract.ANNOTATION_REQUESTED_BY, ""),
-            created=unix_time(meta.get("creationTimestamp")), started=unix_time(raw.get("startTime")),
-            completed=unix_time(raw.get("completionTime")), message=status.message, log_tail=status.log_tail,
+            created=unix_time(meta.get("creationTimestamp")),
+            started=unix_time(raw.get("startTime")),
+            completed=unix_time(raw.get("completionTime")),
+            message=status.message,
+            log_tail=status.log_tail,
             provenance=status.provenance,
             replaces=(meta.get("annotations") or {}).get(contract.ANNOTATION_REPLACES, ""),
         )
@@ -400,14 +456,16 @@ class KubernetesBackend(BuildBackend):
         record = self._record(obj)
         if details:
             facts, uses, record.events = await asyncio.gather(
-                self.image_facts.get(succeeded_images([record])), self._last_uses(), self._events(name))
+                self.image_facts.get(succeeded_images([record])), self._last_uses(), self._events(name)
+            )
             add_image_facts([record], facts, uses)
         return record
 
     async def _events(self, name: str) -> list[tuple[float, str, str]]:
         try:
-            found = await self._api.request("GET", core_path(self.namespace, "events"),
-                                            params={"fieldSelector": f"involvedObject.name={name}"})
+            found = await self._api.request(
+                "GET", core_path(self.namespace, "events"), params={"fieldSelector": f"involvedObject.name={name}"}
+            )
         except ApiError as exc:
             log.warning("cannot read the events of build %s: %s", name, exc.reason)
             return []
@@ -446,8 +504,9 @@ class KubernetesBackend(BuildBackend):
         # The version read with the phase: if the operator has started it since, the API server
         # refuses the deletion (409) and the build runs on.
         try:
-            await self.resources.delete(handle.namespace, handle.name, handle.uid,
-                                        resource_version=obj["metadata"]["resourceVersion"])
+            await self.resources.delete(
+                handle.namespace, handle.name, handle.uid, resource_version=obj["metadata"]["resourceVersion"]
+            )
         except ApiError as exc:
             if exc.status == 409:
                 return False
@@ -467,4 +526,3 @@ class KubernetesBackend(BuildBackend):
             await self.watcher.stop()
         if self._api is not None:
             await self._api.close()
-

@@ -18,7 +18,8 @@ import logging
 import os
 import time
 import uuid
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 from traitlets import Float, TraitError, validate
 
@@ -27,15 +28,15 @@ from repo2docker_buildcore.adoption import adopt
 from repo2docker_buildcore.build import BuildJob, BuildSettings
 from repo2docker_buildcore.collector import ImageCollector
 from repo2docker_buildcore.contract import PREBUILD_REQUESTER, BuildSpec, BuildStatus, Phase
+from repo2docker_buildcore.docker_api import RunnerError
 from repo2docker_buildcore.gcmetrics import GCMetrics
 from repo2docker_buildcore.gitcredentials import CloneCredentials
 from repo2docker_buildcore.imagegc import GCPolicy
 from repo2docker_buildcore.imageuse import FileStore, UseLedger
 from repo2docker_buildcore.queue import BuildQueue
-from repo2docker_buildcore.docker_api import RunnerError
 from repo2docker_buildcore.runner import BuildContainer, BuildRef, BuildRunner, RunnerConfig, build_environment
-from repo2docker_buildcore.status import StatusPublisher, unix_time
 from repo2docker_buildcore.settings import derive
+from repo2docker_buildcore.status import StatusPublisher, unix_time
 
 from . import BuildBackend, BuildRecord, Known, redo_phases
 from .images import ImageFacts, add_image_facts, newest_first, succeeded_images
@@ -123,15 +124,17 @@ class LocalBackend(BuildBackend):
 
     # The hub's own.
     keep_finished = Float(
-        600.0, config=True,
+        600.0,
+        config=True,
         help="""Seconds a finished build stays in memory, for late joiners to see its outcome.
         After that a request for the same commit finds the image (or builds again after a failure).""",
     )
 
     def gc_policy(self, prefix: str) -> GCPolicy:
         try:
-            return GCPolicy.from_settings(prefix, self.gc_high_watermark, self.gc_low_watermark,
-                                          self.gc_max_age, self.gc_grace)
+            return GCPolicy.from_settings(
+                prefix, self.gc_high_watermark, self.gc_low_watermark, self.gc_max_age, self.gc_grace
+            )
         except ValueError as exc:
             raise TraitError(f"LocalBackend.gc_*: {exc}") from None
 
@@ -183,8 +186,10 @@ class LocalBackend(BuildBackend):
 
     def check_image_prefix(self, prefix: str) -> None:
         if self.push and not contract.prefix_names_registry(prefix):
-            raise TraitError(f"LocalBackend.push needs a Repo2DockerSpawner.image_prefix that names a registry "
-                             f"(e.g. 'registry.example.org/binder/r2d-'), not {prefix!r}")
+            raise TraitError(
+                f"LocalBackend.push needs a Repo2DockerSpawner.image_prefix that names a registry "
+                f"(e.g. 'registry.example.org/binder/r2d-'), not {prefix!r}"
+            )
 
     def start_image_gc(self, prefix: str) -> None:
         """Collect images under `prefix` (the spawner's), once per backend."""
@@ -194,9 +199,14 @@ class LocalBackend(BuildBackend):
                 log.warning("image GC keeps collecting under %r, not also %r", self.collector.policy.prefix, prefix)
             return
         self.collector = ImageCollector(
-            self.runner.images, policy, UseLedger(FileStore(self.gc_use_record) if self.gc_use_record else None),
-            wanted=self.wanted_images, interval=self.gc_interval,
-            on_removed=self._image_removed, on_usage=_hub_gc_metrics().usage, where="hub: ",
+            self.runner.images,
+            policy,
+            UseLedger(FileStore(self.gc_use_record) if self.gc_use_record else None),
+            wanted=self.wanted_images,
+            interval=self.gc_interval,
+            on_removed=self._image_removed,
+            on_usage=_hub_gc_metrics().usage,
+            where="hub: ",
         )
         log.info("image GC (every %s s): %s", self.gc_interval, policy.describe() if self.gc_interval else "off")
         try:
@@ -223,11 +233,23 @@ class LocalBackend(BuildBackend):
     def _record(self, build: LocalBuild) -> BuildRecord:
         status, fields = build.current(), build.fields
         return BuildRecord(
-            namespace=NAMESPACE, name=build.name, repo_url=build.spec.repo_url, ref=build.spec.ref,
-            commit=build.spec.commit, phase=status.phase, image=build.image, queue_position=status.queue_position,
-            requested_by=build.requested_by, created=build.created, started=unix_time(fields.get("startTime")),
-            completed=unix_time(fields.get("completionTime")), message=status.message, log_tail=status.log_tail,
-            events=list(build.events), provenance=status.provenance, replaces=build.replaces,
+            namespace=NAMESPACE,
+            name=build.name,
+            repo_url=build.spec.repo_url,
+            ref=build.spec.ref,
+            commit=build.spec.commit,
+            phase=status.phase,
+            image=build.image,
+            queue_position=status.queue_position,
+            requested_by=build.requested_by,
+            created=build.created,
+            started=unix_time(fields.get("startTime")),
+            completed=unix_time(fields.get("completionTime")),
+            message=status.message,
+            log_tail=status.log_tail,
+            events=list(build.events),
+            provenance=status.provenance,
+            replaces=build.replaces,
         )
 
     def _image_records(self, facts: dict) -> list[BuildRecord]:
@@ -244,10 +266,20 @@ class LocalBackend(BuildBackend):
                 name = contract.build_name(repo, commit)
             except contract.InvalidBuildRequest:
                 continue
-            records.append(BuildRecord(
-                namespace=NAMESPACE, name=name, repo_url=repo, ref=commit, commit=commit, phase=Phase.SUCCEEDED,
-                image=tag, created=info.created, completed=info.created,
-                message="Built earlier; this hub keeps no other record of it."))
+            records.append(
+                BuildRecord(
+                    namespace=NAMESPACE,
+                    name=name,
+                    repo_url=repo,
+                    ref=commit,
+                    commit=commit,
+                    phase=Phase.SUCCEEDED,
+                    image=tag,
+                    created=info.created,
+                    completed=info.created,
+                    message="Built earlier; this hub keeps no other record of it.",
+                )
+            )
         return records
 
     async def list_builds(self) -> list[BuildRecord]:
@@ -259,8 +291,11 @@ class LocalBackend(BuildBackend):
         return newest_first(add_image_facts(records.values(), facts, uses))
 
     async def unfinished_of(self, requested_by: str) -> list[BuildRecord]:
-        return [self._record(b) for b in self.builds.values()
-                if b.requested_by == requested_by and not b.current().phase.terminal]
+        return [
+            self._record(b)
+            for b in self.builds.values()
+            if b.requested_by == requested_by and not b.current().phase.terminal
+        ]
 
     async def under_way(self, name: str) -> bool:
         build = self.builds.get(name)
@@ -280,7 +315,9 @@ class LocalBackend(BuildBackend):
             build = self.builds[name]
             return Known(build.spec, build.current().phase)
         record = await self.get_build(namespace, name, details=False)  # a forgotten build's image
-        return Known(BuildSpec(record.repo_url, record.ref, record.commit, record.image), record.phase) if record else None
+        return (
+            Known(BuildSpec(record.repo_url, record.ref, record.commit, record.image), record.phase) if record else None
+        )
 
     async def _stop(self, namespace: str, name: str) -> None:
         build = self.builds[name]
@@ -308,8 +345,14 @@ class LocalBackend(BuildBackend):
     def build_resources(self) -> dict[str, Any]:
         return {"memory_limit": contract.parse_quantity(self.memory_limit), "cpu_limit": self.cpu_limit}
 
-    async def ensure(self, spec: BuildSpec, requested_by: str = "", image_gone: bool = False,
-                     credential: CloneCredentials | None = None, replaces: str = "") -> LocalBuild:
+    async def ensure(
+        self,
+        spec: BuildSpec,
+        requested_by: str = "",
+        image_gone: bool = False,
+        credential: CloneCredentials | None = None,
+        replaces: str = "",
+    ) -> LocalBuild:
         name = spec.name
         await self._adopt_once()
         if self.collector is not None and not self.collector.started:
@@ -321,9 +364,14 @@ class LocalBackend(BuildBackend):
                 self._promote(build, requested_by)
                 return build  # running, queued or done: join it
             # New, or a retry after a failure: a new attempt, with a uid of its own.
-            build = self._start(name, f"{name}-{uuid.uuid4().hex[:8]}", spec,
-                                order=(asyncio.get_running_loop().time(), name), requested_by=requested_by,
-                                credential=credential)
+            build = self._start(
+                name,
+                f"{name}-{uuid.uuid4().hex[:8]}",
+                spec,
+                order=(asyncio.get_running_loop().time(), name),
+                requested_by=requested_by,
+                credential=credential,
+            )
             build.replaces = replaces
             await build.publish({"phase": Phase.PENDING.value, "shortCommit": spec.commit[:7]})
             return build
@@ -370,17 +418,31 @@ class LocalBackend(BuildBackend):
                 self._start(name, container.ref.uid, specs[container.id], order=(0.0, name))
         self._adopted = True
 
-    def _start(self, name: str, uid: str, spec: BuildSpec, order: tuple, requested_by: str = "",
-               credential: CloneCredentials | None = None) -> LocalBuild:
+    def _start(
+        self,
+        name: str,
+        uid: str,
+        spec: BuildSpec,
+        order: tuple,
+        requested_by: str = "",
+        credential: CloneCredentials | None = None,
+    ) -> LocalBuild:
         build = LocalBuild(name, uid, spec, requested_by)
         self.builds[name] = build
         job = BuildJob(
-            runner=self.runner, queue=self.queue, ref=BuildRef(NAMESPACE, name, uid), spec=spec,
-            publisher=StatusPublisher(build.publish, interval=STATUS_INTERVAL), settings=self.settings, order=order,
+            runner=self.runner,
+            queue=self.queue,
+            ref=BuildRef(NAMESPACE, name, uid),
+            spec=spec,
+            publisher=StatusPublisher(build.publish, interval=STATUS_INTERVAL),
+            settings=self.settings,
+            order=order,
             requester=requested_by,
             on_phase=lambda phase, message: build.events.append(
-                (time.time(), phase.value, message.splitlines()[0] if message else "")),
-            credential=credential, me=BUILDER,
+                (time.time(), phase.value, message.splitlines()[0] if message else "")
+            ),
+            credential=credential,
+            me=BUILDER,
         )
         build.job = job
         # Not tied to any spawner: a user who stops waiting does not cancel it for others.
@@ -427,4 +489,3 @@ def _hub_gc_metrics() -> GCMetrics:
 
         _gc_metrics = GCMetrics(REGISTRY)
     return _gc_metrics
-

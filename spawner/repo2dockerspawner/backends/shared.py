@@ -9,7 +9,8 @@ tests can clear it.
 from __future__ import annotations
 
 import json
-from typing import Any, Hashable
+from collections.abc import Hashable
+from typing import Any
 
 from traitlets.config import Config
 

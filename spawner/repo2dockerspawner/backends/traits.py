@@ -59,7 +59,7 @@ def current_names(config: Config, spawner_values: dict[str, Any] | None = None) 
     them (they may come from any section of its class hierarchy)."""
     config = deepcopy(config)
     found: dict[tuple[str, str], Any] = {}
-    for (section, old) in RENAMED:
+    for section, old in RENAMED:
         if section == "Repo2DockerSpawner" and spawner_values is not None:
             if spawner_values.get(old) is not None:
                 found[section, old] = spawner_values[old]

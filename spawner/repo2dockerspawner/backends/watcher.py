@@ -15,12 +15,12 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Callable
-
-from repo2docker_buildcore.kubeapi import ApiError
+from typing import Any
 
 from repo2docker_buildcore.backoff import Backoff
+from repo2docker_buildcore.kubeapi import ApiError
 from repo2docker_buildcore.resources import BuildResources
 
 log = logging.getLogger(__name__)
@@ -31,8 +31,8 @@ class Gone(Exception):
 
 
 class Seen(enum.Enum):
-    CHANGED = "changed"    # the object (new, or a new resourceVersion of it)
-    GONE = "gone"          # deleted, or replaced by a namesake with another uid
+    CHANGED = "changed"  # the object (new, or a new resourceVersion of it)
+    GONE = "gone"  # deleted, or replaced by a namesake with another uid
     NOT_SEEN = "not seen"  # not in the watch yet: ask the API server whether it exists
 
 
@@ -45,8 +45,9 @@ class Sighting:
 
 
 class BuildWatcher:
-    def __init__(self, resources: BuildResources, namespace: str, watch_timeout: int = 300,
-                 max_backoff: float = 30.0) -> None:
+    def __init__(
+        self, resources: BuildResources, namespace: str, watch_timeout: int = 300, max_backoff: float = 30.0
+    ) -> None:
         self.resources = resources
         self.namespace = namespace
         self.watch_timeout = watch_timeout
@@ -154,8 +155,10 @@ class BuildWatcher:
             timed_out = False
             async with self._changed:
                 try:
-                    await asyncio.wait_for(self._changed.wait_for(lambda: self._version != seen_version),
-                                           timeout=probe_after if seen_rv is None else None)
+                    await asyncio.wait_for(
+                        self._changed.wait_for(lambda: self._version != seen_version),
+                        timeout=probe_after if seen_rv is None else None,
+                    )
                 except asyncio.TimeoutError:
                     timed_out = True
                 seen_version = self._version
