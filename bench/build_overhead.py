@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 import docker  # noqa: E402
 
-from support.builds import create_build, dockerfile_repo, head, wait_phase  # noqa: E402
+from support.builds import build_command, create_build, dockerfile_repo, head, wait_phase  # noqa: E402
 from support.env import load_env  # noqa: E402
 from support.gitrepos import GitRepoFactory  # noqa: E402
 from support.kube import Kubectl  # noqa: E402
@@ -34,21 +34,7 @@ def run_by_hand(client, env, repo, image: str, **run_options) -> None:
     """The build container the operator would run, started by hand, until it exits."""
     client.containers.run(
         env["R2D_BUILD_IMAGE"],
-        [
-            "repo2docker",
-            "--no-run",
-            "--json-logs",
-            "--user-id",
-            "1000",
-            "--user-name",
-            "jovyan",
-            "--ref",
-            head(repo),
-            "--image-name",
-            image,
-            "--",
-            repo.url,
-        ],
+        build_command(env["R2D_BUILD_IMAGE"], repo, image),
         volumes={"/var/run/docker.sock": {"bind": "/var/run/docker.sock", "mode": "rw"}},
         remove=True,
         environment=offline_build_env(env),

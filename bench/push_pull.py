@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 import docker  # noqa: E402
 
 from repo2docker_buildcore import contract  # noqa: E402
-from support.builds import dockerfile_repo, head  # noqa: E402
+from support.builds import build_command, dockerfile_repo, head  # noqa: E402
 from support.env import load_env  # noqa: E402
 from support.gitrepos import GitRepoFactory  # noqa: E402
 from support.hub import Hub  # noqa: E402
@@ -38,28 +38,15 @@ from support.registry import empty_registry, login_config  # noqa: E402
 
 
 def build(client, env, repo, image: str, docker_config_dir: str | None) -> float:
-    command = [
-        "repo2docker",
-        "--no-run",
-        "--json-logs",
-        "--user-id",
-        "1000",
-        "--user-name",
-        "jovyan",
-        "--ref",
-        head(repo),
-        "--image-name",
-        image,
-    ]
+    command = build_command(env["R2D_BUILD_IMAGE"], repo, image, push=bool(docker_config_dir))
     volumes = {"/var/run/docker.sock": {"bind": "/var/run/docker.sock", "mode": "rw"}}
     if docker_config_dir:
-        command.append("--push")
         # Writable: buildx keeps its own state under ~/.docker/buildx.
         volumes[docker_config_dir] = {"bind": "/root/.docker", "mode": "rw"}
     start = time.monotonic()
     client.containers.run(
         env["R2D_BUILD_IMAGE"],
-        [*command, "--", repo.url],
+        command,
         volumes=volumes,
         remove=True,
         environment=offline_build_env(env),

@@ -228,7 +228,7 @@ async def build_event(
     elif BuildStatus.from_status(status).phase.terminal:
         await _mark_finished(state, namespace, name, uid, logger)
     elif not (status or {}).get("phase"):
-        await new_build(state, body, spec, meta, namespace, name, uid, logger)
+        await new_build(state, body, logger)
 
 
 async def _asking_again(attempt: Callable[[], Awaitable[T]], what: str, logger: logging.Logger) -> T:
@@ -243,16 +243,7 @@ async def _asking_again(attempt: Callable[[], Awaitable[T]], what: str, logger: 
     )
 
 
-async def new_build(
-    state: OperatorState,
-    body: kopf.Body,
-    spec: kopf.Spec,
-    meta: kopf.Meta,
-    namespace: str,
-    name: str,
-    uid: str,
-    logger: logging.Logger,
-) -> None:
+async def new_build(state: OperatorState, body: kopf.Body, logger: logging.Logger) -> None:
     """Decide a build no operator has decided yet, in one status write guarded by the version
     the watch showed (no read): an image that exists is `Succeeded` and released at once, an
     invalid request `Failed`; anything else `Pending`, and its daemon takes it from there.
@@ -264,40 +255,29 @@ async def new_build(
     the first write: the others get 409 and see the decision in their next event. Errors
     that asking again may mend (the API server busy, a dropped connection) are asked again:
     kopf does not retry event handlers."""
+    uid = body.meta["uid"]
     if uid in state.deciding:  # an event of it while deciding (kopf batches, but a decision may outlast that)
         return
     state.deciding.add(uid)
     try:
-        await _asking_again(
-            lambda: _decide(state, body, spec, meta, namespace, name, uid, logger), "decide the build", logger
-        )
+        await _asking_again(lambda: _decide(state, body, logger), "decide the build", logger)
     except Exception as exc:  # noqa: BLE001 - left undecided: the next event of it, or the next start, decides
         logger.error("cannot decide the build: %s", exc)
     finally:
         state.deciding.discard(uid)
 
 
-async def _decide(
-    state: OperatorState,
-    body: kopf.Body,
-    spec: kopf.Spec,
-    meta: kopf.Meta,
-    namespace: str,
-    name: str,
-    uid: str,
-    logger: logging.Logger,
-) -> None:
-    version = meta["resourceVersion"]
+async def _decide(state: OperatorState, body: kopf.Body, logger: logging.Logger) -> None:
+    """The decision, from the resource as the watch event showed it (its resourceVersion
+    guards the write)."""
+    meta = body.meta
     try:
-        build_spec = _build_spec(spec, state.config)
+        build_spec = _build_spec(body.spec, state.config)
     except InvalidBuildRequest as exc:
         message = f"Invalid build request: {exc}"
         if await _finish_new(
             state,
-            namespace,
-            name,
-            uid,
-            version,
+            meta,
             {
                 "phase": Phase.FAILED.value,
                 "message": message,
@@ -314,15 +294,14 @@ async def _decide(
     except RunnerError:  # Docker does not answer: the build's job fails with what it says
         reason = None
     if reason is None:
-        await state.resources.patch_status_at(namespace, name, version, {**decided, "phase": Phase.PENDING.value})
+        await state.resources.patch_status_at(
+            meta["namespace"], meta["name"], meta["resourceVersion"], {**decided, "phase": Phase.PENDING.value}
+        )
         return
     when = now_iso()
     if await _finish_new(
         state,
-        namespace,
-        name,
-        uid,
-        version,
+        meta,
         {
             **decided,
             "phase": Phase.SUCCEEDED.value,
@@ -339,15 +318,14 @@ async def _decide(
         logger.debug("no build needed: %s", reason)
 
 
-async def _finish_new(
-    state: OperatorState, namespace: str, name: str, uid: str, version: str, fields: dict[str, Any]
-) -> bool:
-    """Write a new build's outcome and release it in the same write: `finishedAt` takes it out
-    of the watch and is what its TTL counts from (after a restart too). False if another
-    write came first."""
+async def _finish_new(state: OperatorState, meta: kopf.Meta, fields: dict[str, Any]) -> bool:
+    """Write a new build's outcome and release it in the same write (guarded by the version
+    `meta` shows): `finishedAt` takes it out of the watch and is what its TTL counts from
+    (after a restart too). False if another write came first."""
+    namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
     finished_at = int(time.time())
     if not await state.resources.patch_status_at(
-        namespace, name, version, {**fields, contract.STATUS_FINISHED_AT: finished_at}
+        namespace, name, meta["resourceVersion"], {**fields, contract.STATUS_FINISHED_AT: finished_at}
     ):
         return False
     state.marking.add(uid)

@@ -10,6 +10,8 @@ import uuid
 import docker.errors
 
 from repo2docker_buildcore import contract
+from repo2docker_buildcore.runner import RunnerConfig, build_args
+from repo2docker_buildcore.versions import Repo2DockerVersion
 
 from .gitrepos import GitRepo, GitRepoFactory
 from .kube import Kubectl
@@ -55,6 +57,14 @@ def shows_first_step(lines: list[str]) -> bool:
 
 def head(repo: GitRepo) -> str:
     return subprocess.check_output(["git", "-C", str(repo.work), "rev-parse", "HEAD"], text=True).strip()
+
+
+def build_command(build_image: str, repo: GitRepo, image: str, push: bool = False) -> list[str]:
+    """The command the operator gives `build_image` (tagged with its repo2docker version) for
+    `repo` at its head, for running the same build by hand (benches' baselines)."""
+    spec = contract.BuildSpec(repo.url, "main", head(repo), image)
+    version = Repo2DockerVersion.parse(build_image.rsplit(":", 1)[1])
+    return build_args(RunnerConfig(build_image=build_image, push=push), spec, version)
 
 
 def create_build(
