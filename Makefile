@@ -9,12 +9,13 @@ PYTEST_ARGS ?=
 OPERATOR_IMAGE ?= repo2docker-operator:dev
 include testenv/versions.env
 
-.PHONY: help install demo demo-kubernetes testenv testenv-down lint test test-unit test-integration operator-image bench clean
+.PHONY: help install demo demo-kubernetes testenv testenv-down lint docs test test-unit test-integration operator-image bench clean
 
 help:
 	@echo "make demo          a working hub on http://127.0.0.1:8000 (local builds; DEMO_BACKEND=kubernetes for the operator)"
 	@echo "make test          bring up the real test environment and run every test tier"
 	@echo "make test-unit     pure-logic tests only (no daemons)"
+	@echo "make docs          the documentation site in docs/_build/html, warnings as errors (part of make test)"
 	@echo "make lint          ruff: the lint rules and the formatting pyproject.toml sets (part of make test)"
 	@echo "make testenv       start docker, kube-apiserver+etcd, git server; build images (idempotent)"
 	@echo "make testenv-down  stop what 'make testenv' started (images and caches stay)"
@@ -40,6 +41,11 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+# The site (Sphinx + MyST); the reference pages are generated from the code at each build.
+# Warnings are errors: a broken link or a setting without help fails it.
+docs: install
+	$(VENV)/bin/sphinx-build -W --keep-going -q -b html docs docs/_build/html
+
 testenv:
 	@bash testenv/up.sh
 
@@ -55,7 +61,7 @@ testenv-down:
 # Workers take one test at a time, longest tiers first (conftest.py), so none is left
 # holding a queue of slow tests while the others idle.
 TEST_WORKERS ?= 4
-test: install lint testenv
+test: install lint docs testenv
 	@status=0; \
 	$(VENV)/bin/pytest -m "not serial" -n $(TEST_WORKERS) --dist load --maxschedchunk 1 \
 	  --junitxml=test-artifacts/junit-parallel.xml $(PYTEST_ARGS) || { rc=$$?; [ $$rc -eq 5 ] || status=$$rc; }; \
@@ -70,7 +76,7 @@ test-integration: install testenv
 	$(VENV)/bin/pytest -m integration $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info
+	rm -rf $(VENV) build dist *.egg-info docs/_build
 
 operator-image: install
 	tools/operator-image.sh $(OPERATOR_IMAGE)

@@ -57,7 +57,7 @@ sed -i "s|\${BASE_IMAGE}|$R2D_SINGLEUSER_IMAGE|" "$sample/Dockerfile"
 repo_url="$R2D_GIT_URL/demo.git"
 
 if [[ "$backend" == kubernetes ]]; then
-  # What the README's "On the test environment's node" section tells users: the operator
+  # What the docs' "On the test environment's node" section (install.md) tells users: the operator
   # image from the Dockerfile, loaded into the node, the chart installed, a hub kubeconfig.
   ns="${DEMO_NAMESPACE:-r2d-demo}"
   operator_image="repo2docker-operator:demo"

@@ -1,5 +1,5 @@
 """The chart's operator as a pod on the test environment's node (kubelet, containerd, CNI,
-kube-proxy, scheduler and controller-manager, all real): `helm install` as the README says,
+kube-proxy, scheduler and controller-manager, all real): `helm install` as the docs (install.md) say,
 nothing started by hand. Build containers are watched from Docker, the operator pod from the
 API server, its liveness from the kubelet's own probe metrics.
 """
@@ -122,7 +122,7 @@ def test_hub_outside_the_cluster_spawns_through_the_operator_pod(
     release, testenv, kubectl, namespace, git_repos, docker_client, tmp_path
 ):
     release(**{"build.imagePrefix": "r2d-e2e-"})
-    # The hub's kubeconfig as the README has users make it: the chart's hub identity's token.
+    # The hub's kubeconfig as the docs (install.md) have users make it: the chart's hub identity's token.
     made = subprocess.run(
         [str(ROOT / "tools" / "hub-kubeconfig.sh"), namespace],
         capture_output=True,

@@ -27,7 +27,7 @@ NODES = {"r2d-node", "r2d-node-2"}
 @pytest.fixture
 def daemonset(testenv, kubectl, namespace, operator_image, docker_client, node2_docker):
     """Installs the chart in daemonset mode with push to the test registry (its credentials in
-    a Secret, as the README says); uninstalls and removes both nodes' build containers after."""
+    a Secret, as the docs say); uninstalls and removes both nodes' build containers after."""
     registry = testenv["R2D_REGISTRY"]
     prefix = f"{registry}/ds-{uuid.uuid4().hex[:8]}/r2d-"
     kubectl(
