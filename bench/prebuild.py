@@ -107,9 +107,11 @@ def measure(env) -> list[tuple[str, str, str, str]]:
         env,
         Path(tempfile.mkdtemp()),
         image_prefix=PREFIX,
-        webhook_secret=SECRET,
-        prebuild_interval=INTERVAL,
-        prebuild_repos=[{"repo": r.url, "refs": ["main"]} for r in watched],
+        **{
+            "Repo2DockerHub.webhook_secret": SECRET,
+            "Repo2DockerHub.prebuild_interval": INTERVAL,
+            "Repo2DockerHub.prebuild_repos": [{"repo": r.url, "refs": ["main"]} for r in watched],
+        },
     ).start()
     try:
         for repo in watched:  # the hub's first resolution builds the current heads

@@ -7,7 +7,7 @@ user name with the demo password.
 
 import os
 
-import repo2dockerspawner.buildspage
+import repo2dockerspawner.hub
 
 env = os.environ
 c = get_config()  # noqa: F821 - provided by JupyterHub
@@ -42,7 +42,7 @@ c.DockerSpawner.name_template = "r2d-demo-{username}--{servername}"
 # The admin builds page at /hub/builds (log in as "admin" with the admin password), and the
 # spawn-pending page with the build log open. A Binder-style link fills in the spawn form;
 # the user's click on Start launches it (Repo2DockerSpawner.autolaunch_repos to skip that).
-repo2dockerspawner.buildspage.setup(c)
+repo2dockerspawner.hub.setup(c)
 if c.Repo2DockerSpawner.backend == "kubernetes":
     c.KubernetesBackend.namespace = env.get("DEMO_NAMESPACE", "r2d-demo")
     c.KubernetesBackend.kubeconfig = env["DEMO_KUBECONFIG"]  # the chart's hub identity, not admin

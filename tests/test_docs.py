@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from traitlets.config import Configurable
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "docs" / "_ext"))
@@ -25,12 +26,14 @@ def test_the_hub_settings_page_lists_every_trait_this_project_adds():
     from repo2dockerspawner.backends import BuildBackend
     from repo2dockerspawner.backends.kubernetes import KubernetesBackend
     from repo2dockerspawner.backends.local import LocalBackend
+    from repo2dockerspawner.hub.settings import Repo2DockerHub
 
     page = settings_pages.hub_settings()
     for cls, base in (
         (Repo2DockerSpawner, DockerSpawner),
         (LocalBackend, BuildBackend),
         (KubernetesBackend, BuildBackend),
+        (Repo2DockerHub, Configurable),
     ):
         names = set(cls.class_traits(config=True)) - set(base.class_traits(config=True))
         assert names, cls

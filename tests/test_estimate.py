@@ -11,7 +11,7 @@ from test_spawner_options import FakeHandle
 from repo2docker_buildcore.contract import BuildStatus, Phase
 from repo2docker_buildcore.estimate import DurationHistory, start_delays
 from repo2docker_buildcore.queue import BuildQueue
-from repo2dockerspawner.spawner import progress_events
+from repo2dockerspawner.progress import progress_events
 
 pytestmark = pytest.mark.unit
 
@@ -75,9 +75,9 @@ async def test_the_pending_page_says_about_how_many_minutes_and_updates_it():
 
 
 async def test_the_minutes_count_down_with_the_clock_while_the_status_stays_the_same(monkeypatch):
-    from repo2dockerspawner import spawner
+    from repo2dockerspawner import progress
 
-    monkeypatch.setattr(spawner, "WAIT_TICK", 0.2)
+    monkeypatch.setattr(progress, "WAIT_TICK", 0.2)
     start = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=31.5)
     queued = BuildStatus(Phase.QUEUED, queue_position=1, estimated_start=start.isoformat().replace("+00:00", "Z"))
 

@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+from support import modgraph
+
 pytestmark = pytest.mark.unit
 
 CHECK = """
@@ -42,3 +44,92 @@ def test_neither_the_operator_nor_the_hub_loads_a_generated_kubernetes_client():
     out = subprocess.run([sys.executable, "-c", WEIGHT, *GENERATED_CLIENTS], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]", "a generated Kubernetes client was imported: " + out.stdout
+
+
+# The spawner package's layers, lowest first: a module imports from its own layer or below,
+# never above. A new module fails `test_every_spawner_module_has_a_layer` until it is placed.
+SPAWNER_LAYERS: tuple[tuple[str, ...], ...] = (
+    # the parts: requests, lookups, credentials, homes, backends, pure helpers
+    (
+        "backends",
+        "backends.base",
+        "backends.images",
+        "backends.kubernetes",
+        "backends.local",
+        "backends.records",
+        "backends.shared",
+        "backends.traits",
+        "backends.watcher",
+        "credentials",
+        "errors",
+        "helpers",
+        "homes",
+        "hosts",
+        "hubcheck",
+        "hublog",
+        "humanize",
+        "options",
+        "prebuilds",
+        "refs",
+        "webhooks",
+    ),
+    # one start of one server
+    ("form", "progress", "home_setup", "launch"),
+    # the per-user class
+    ("spawner",),
+    # hub-wide: imported from jupyterhub_config.py only
+    (
+        "hub",
+        "hub.buildspage",
+        "hub.prebuilder",
+        "hub.previous",
+        "hub.services",
+        "hub.settings",
+        "hub.webhook",
+        "buildspage",
+    ),
+    # the package's front door
+    ("",),
+)
+PACKAGE_ORDER = ("repo2docker_buildcore", "repo2docker_operator", "repo2dockerspawner")
+
+
+def layer_of(module: str) -> int:
+    short = module.removeprefix("repo2dockerspawner").removeprefix(".")
+    for rank, names in enumerate(SPAWNER_LAYERS):
+        if short in names:
+            return rank
+    raise KeyError(module)
+
+
+def test_no_module_of_the_three_packages_imports_itself_in_a_circle():
+    """Imports inside functions and under TYPE_CHECKING count: they hide a cycle from Python,
+    not from a reader (modgraph.py)."""
+    assert modgraph.cycles(modgraph.graph()) == []
+
+
+def test_a_cycle_is_found_where_there_is_one():
+    edges = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert modgraph.cycles(edges) == [["a", "b", "c"]]
+
+
+def test_every_spawner_module_has_a_layer():
+    for module in modgraph.graph():
+        if module.startswith("repo2dockerspawner"):
+            layer_of(module)
+
+
+def test_no_import_goes_up_a_layer():
+    """Within the spawner, by SPAWNER_LAYERS; between packages: the build core imports neither
+    the operator nor the spawner, and the operator and the spawner (the hub) never meet."""
+    upward = []
+    for module, targets in modgraph.graph().items():
+        package = module.split(".")[0]
+        for target in targets:
+            other = target.split(".")[0]
+            if other != package:
+                if other != "repo2docker_buildcore":
+                    upward.append(f"{module} -> {target}")
+            elif package == "repo2dockerspawner" and layer_of(target) > layer_of(module):
+                upward.append(f"{module} -> {target}")
+    assert upward == []

@@ -13,7 +13,7 @@ import pytest
 
 from repo2dockerspawner.backends.kubernetes import KubernetesBuild
 from repo2dockerspawner.backends.watcher import Seen, Sighting
-from repo2dockerspawner.spawner import progress_events
+from repo2dockerspawner.progress import progress_events
 from support.waiting import until
 
 pytestmark = pytest.mark.unit

@@ -26,9 +26,11 @@ SECRET = "prebuild-test-secret"
 def watching(hubs, backend: str, repo, interval: float, **extra):
     return hubs(
         backend,
-        prebuild_repos=[{"repo": repo.url, "refs": ["main"]}],
-        prebuild_interval=interval,
-        webhook_secret=SECRET,
+        **{
+            "Repo2DockerHub.prebuild_repos": [{"repo": repo.url, "refs": ["main"]}],
+            "Repo2DockerHub.prebuild_interval": interval,
+            "Repo2DockerHub.webhook_secret": SECRET,
+        },
         **extra,
     )
 
@@ -184,7 +186,7 @@ def test_prebuilds_wait_behind_users_launches_at_a_limit_of_one(testenv, docker_
 def test_the_webhook_tells_nothing_to_whoever_cannot_sign_and_reads_no_large_body(hubs):
     """Whether a hub watches anything (and which repositories) was told before the signature
     was checked; a body of any size was read into memory first."""
-    hub = hubs("local", webhook_secret=SECRET)  # a hub that watches nothing
+    hub = hubs("local", **{"Repo2DockerHub.webhook_secret": SECRET})  # a hub that watches nothing
     body = {"ref": "refs/heads/main", "repository": {"clone_url": "http://git.example.org/a/b.git"}}
     unsigned = deliver(hub, body, **{"X-GitHub-Event": "push"})
     assert unsigned.status_code == 401 and "watch" not in unsigned.text, unsigned.text

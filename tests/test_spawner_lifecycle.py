@@ -4,16 +4,15 @@ own start/stop replaced (pure logic; the real thing runs in test_spawner_e2e.py)
 from __future__ import annotations
 
 import asyncio
-from types import SimpleNamespace
 
 import pytest
 from dockerspawner import DockerSpawner
-from traitlets.config import Config
 
 from repo2docker_buildcore.contract import BuildStatus, Phase
 from repo2dockerspawner import Repo2DockerSpawner
 from repo2dockerspawner.backends import BuildBackend, shared
-from repo2dockerspawner.spawner import BuildFailed
+from repo2dockerspawner.errors import BuildFailed
+from support.spawners import make_spawner
 from support.waiting import until
 
 pytestmark = pytest.mark.unit
@@ -65,17 +64,19 @@ def spawner(monkeypatch):
     async def resolve(repo, ref, policy, limits, credentials, git="git"):
         return SHA, credentials
 
+    async def image_on_daemon(self, image):
+        self.asked_daemon.append(image)
+        return False  # no image on the daemon: every launch here builds (or joins) one
+
+    monkeypatch.setattr(Repo2DockerSpawner, "_image_on_daemon", image_on_daemon)
     monkeypatch.setattr(DockerSpawner, "start", docker_start)
     monkeypatch.setattr(DockerSpawner, "stop", docker_stop)
     monkeypatch.setattr("repo2dockerspawner.spawner.resolve_launch_ref", resolve)
     shared.clear()
     ScriptedBackend.build, ScriptedBackend.specs, ScriptedBackend.image_gone = ScriptedBuild(), [], []
     ScriptedBackend.replacement = ScriptedBuild()
-    s = Repo2DockerSpawner(
-        user=SimpleNamespace(name="alice", id=1, url="/user/alice/"),
-        config=Config({"Repo2DockerSpawner": {"backend_class": ScriptedBackend}}),
-    )
-    s.started = started
+    s = make_spawner({"Repo2DockerSpawner": {"backend_class": ScriptedBackend}})
+    s.started, s.asked_daemon = started, []
     s.user_options = {"repo": "https://github.com/a/b", "ref": "main"}
     return s
 
@@ -127,32 +128,24 @@ async def test_no_repository_starts_the_configured_image_without_a_build(spawner
     assert spawner.started == [spawner._configured_image] and ScriptedBackend.specs == []
 
 
-async def test_a_succeeded_build_whose_image_is_gone_is_built_again(spawner, monkeypatch):
+async def test_a_succeeded_build_whose_image_is_gone_is_built_again(spawner):
     ScriptedBackend.build.last = BuildStatus(Phase.SUCCEEDED, image="r2d-gone:1")
-    present = []
-
-    async def image_available(self, image):
-        present.append(image)
-        return False
-
-    monkeypatch.setattr(Repo2DockerSpawner, "_image_available", image_available)
     task = asyncio.create_task(spawner.start())
     await following(ScriptedBackend.replacement)
     assert ScriptedBackend.image_gone == [False, True]  # joined, found no image, asked again
-    assert spawner._build is ScriptedBackend.replacement  # progress follows the new build
+    assert spawner.launch.build is ScriptedBackend.replacement  # progress follows the new build
     spec = ScriptedBackend.specs[0][0]
     await ScriptedBackend.replacement.updates.put(BuildStatus(Phase.SUCCEEDED, image=spec.image))
     await asyncio.wait_for(task, 2)
-    assert present == [spec.image] and spawner.started == [spec.image]
+    # asked before the build (for the previous version) and after it succeeded (image gone?)
+    assert spawner.asked_daemon == [spec.image, spec.image] and spawner.started == [spec.image]
 
 
-async def test_a_running_build_is_joined_without_asking_the_daemon(spawner, monkeypatch):
-    async def image_available(self, image):
-        raise AssertionError("only a build that already succeeded can have lost its image")
-
-    monkeypatch.setattr(Repo2DockerSpawner, "_image_available", image_available)
+async def test_a_running_build_is_joined_without_asking_the_daemon_again(spawner):
     task = asyncio.create_task(spawner.start())
     await following(ScriptedBackend.build)
     await ScriptedBackend.build.updates.put(BuildStatus(Phase.SUCCEEDED, image=ScriptedBackend.specs[0][0].image))
     await asyncio.wait_for(task, 2)
     assert ScriptedBackend.image_gone == [False]
+    # once, before the build; only a build that already succeeded can have lost its image
+    assert spawner.asked_daemon == [ScriptedBackend.specs[0][0].image]

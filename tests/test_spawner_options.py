@@ -3,30 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-from types import SimpleNamespace
 
 import pytest
 from tornado import web
-from traitlets.config import Config
 
 from repo2docker_buildcore.contract import BuildStatus, Phase
 from repo2docker_buildcore.repourl import parse as parse_url
-from repo2dockerspawner import Repo2DockerSpawner
+from repo2dockerspawner.form import LinkOpensForm
 from repo2dockerspawner.options import RepoPolicy, RepoRequest, parse_options
+from repo2dockerspawner.progress import progress_events
 from repo2dockerspawner.refs import pick_commit
-from repo2dockerspawner.spawner import LinkOpensForm, progress_events
+from support.spawners import make_spawner, user
 
 pytestmark = pytest.mark.unit
-
-
-def make_spawner(config: dict | None = None, **traits) -> Repo2DockerSpawner:
-    """A spawner with `traits` set on it and `config` as the hub's configuration ({class: {trait: value}})."""
-    from repo2dockerspawner.backends import shared
-
-    shared.clear()
-    return Repo2DockerSpawner(
-        user=SimpleNamespace(name="alice", id=1, url="/user/alice/"), config=Config(config or {}), **traits
-    )
 
 
 POLICY = RepoPolicy(schemes=("https",), hosts=("github.com", "*.example.org"))
@@ -120,7 +109,7 @@ def test_a_refused_form_comes_back_with_what_was_typed_and_the_message_next_to_i
         spawner.options_from_form({"repo": ["https://github.com/a/b"], "ref": [""]}, spawner)["repo"]
         == "https://github.com/a/b"
     )
-    assert spawner._refused_form is None
+    assert spawner.form.refused is None
 
 
 async def test_a_ref_refused_at_start_comes_back_on_the_form_but_not_on_a_later_one(monkeypatch):
@@ -138,7 +127,7 @@ async def test_a_ref_refused_at_start_comes_back_on_the_form_but_not_on_a_later_
     assert 'value="no-such-branch"' in form and "was not found" in form and "is-invalid" in form
     with pytest.raises(web.HTTPError):  # a REST request, say: no form is rendered right after it
         await spawner.start()
-    spawner._refused_at -= 3600
+    spawner.form.refused_at -= 3600
     assert 'id="r2d-form-error"' not in spawner.options_form(spawner)
 
 
@@ -354,7 +343,7 @@ def test_backend_class_selects_any_build_backend_and_is_shared_per_configuration
 
     spawner = make_spawner({"Repo2DockerSpawner": {"backend_class": Custom}})
     assert type(spawner.build_backend) is Custom
-    same = Repo2DockerSpawner(user=SimpleNamespace(name="bob", id=2, url="/user/bob/"), config=spawner.config)
+    same = make_spawner(spawner.config, owner=user("bob", 2), fresh=False)
     assert same.build_backend is spawner.build_backend  # one queue and dedup table per hub process
 
 
@@ -465,7 +454,8 @@ def test_a_volume_on_the_home_builds_the_repository_beside_it_and_names_the_imag
 
 def test_previous_ok_is_read_from_rest_and_form_values_and_the_offer_escapes_its_link():
     from repo2dockerspawner.backends import BuildRecord
-    from repo2dockerspawner.previous import asks_for_previous, offer_event
+    from repo2dockerspawner.options import asks_for_previous
+    from repo2dockerspawner.progress import offer_event
 
     assert all(asks_for_previous({"previous_ok": v}) for v in (True, "true", "1", "on", ["on"]))
     assert not any(asks_for_previous({"previous_ok": v}) for v in (False, "false", "", 1, [], None))

@@ -75,19 +75,20 @@ def test_watched_repositories_are_validated_as_user_requests_are():
 async def test_a_flood_of_triggers_is_one_resolution_now_and_one_after_the_pause(monkeypatch):
     import asyncio
 
-    from repo2dockerspawner import prebuilds
-    from repo2dockerspawner.prebuilds import Prebuilder, WatchedRepo
+    from repo2dockerspawner.hub import prebuilder as module
+    from repo2dockerspawner.hub.prebuilder import Prebuilder
+    from repo2dockerspawner.prebuilds import WatchedRepo
 
-    monkeypatch.setattr(prebuilds, "COALESCE", 0.3)
+    monkeypatch.setattr(module, "COALESCE", 0.3)
     repo = WatchedRepo("https://git.example.org/a/b", ("main",))
-    prebuilder = Prebuilder(spawner=None, watched=(repo,), interval=3600)
     calls = []
 
-    async def resolve(watched):
+    async def resolve(watched, state):
+        assert watched == repo and state is prebuilder.state[repo.key]
         calls.append(asyncio.get_running_loop().time())
         await asyncio.sleep(0.01)
 
-    prebuilder.resolve = resolve
+    prebuilder = Prebuilder(watched=(repo,), interval=3600, resolve=resolve)
     for _ in range(20):
         prebuilder.trigger(repo)
         await asyncio.sleep(0.005)

@@ -76,6 +76,7 @@ def hub_settings() -> str:
     from repo2dockerspawner.backends.kubernetes import KubernetesBackend
     from repo2dockerspawner.backends.local import LocalBackend
     from repo2dockerspawner.backends.traits import RENAMED
+    from repo2dockerspawner.hub.settings import Repo2DockerHub
 
     out = [
         "# Hub settings",
@@ -87,6 +88,13 @@ def hub_settings() -> str:
         "## Repo2DockerSpawner",
         "",
         *trait_table(Repo2DockerSpawner, DockerSpawner),
+        "",
+        "## Repo2DockerHub",
+        "",
+        "The hub as a whole, apart from any user's spawner; they take effect through",
+        "`repo2dockerspawner.hub.setup(c)`.",
+        "",
+        *trait_table(Repo2DockerHub, None),
         "",
         "## LocalBackend",
         "",

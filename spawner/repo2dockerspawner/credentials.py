@@ -16,6 +16,10 @@ import inspect
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from traitlets import Any as AnyTrait
+from traitlets import Dict, List, TraitError, Unicode, validate
+from traitlets.config import Configurable
+
 from repo2docker_buildcore.gitcredentials import (
     CloneCredentials,
     GitCredential,
@@ -26,6 +30,8 @@ from repo2docker_buildcore.gitcredentials import (
     match,
 )
 from repo2docker_buildcore.repourl import RepoUrl
+
+from .errors import BuildFailed
 
 # A key path into auth_state ("access_token", "oauth.token"), or a callable of auth_state
 # returning {"username": …, "token": …} or None (it may be async).
@@ -86,3 +92,82 @@ async def credential_for(
     if user is not None and any(host_matches(url, pattern) for pattern in user_hosts):
         own = await user()
     return CloneCredentials(repository=own, host=match(url, hub))
+
+
+class CredentialSettings(Configurable):
+    """The spawner's settings for private repositories, and the credential of one launch.
+
+    A mixin of Repo2DockerSpawner (its traits are configured as the spawner's); the spawner
+    gives `user` (for auth_state) and `log`."""
+
+    repo_credentials = Dict(
+        config=True,
+        help="""Credentials for private repositories, for every user of this hub: pattern →
+        {"username": …, and one of "token", "token_env" (a variable of the hub's environment),
+        "token_file"}. A pattern is a host pattern ('git.example.org', '*.example.org': https
+        repositories of those hosts, submodules included) or a URL pattern
+        ('http://git.internal/org/*': plain http only when written so); a catch-all ('*',
+        '*.*') is refused. Used by the hub's ref lookups and by the embedded backend's builds,
+        through a git credential helper (never in a URL, the build resource, labels, logs or
+        `docker inspect`). The operator has its own: the chart's build.gitCredentials.""",
+    )
+    repo_credentials_file = Unicode(
+        "",
+        config=True,
+        help="A JSON file of the same shape as repo_credentials (e.g. a mounted Secret), read at each launch.",
+    )
+    user_credentials_from_auth_state = AnyTrait(
+        "",
+        config=True,
+        help="""Where a user's own token is in their auth_state (an OAuth authenticator's, with
+        enable_auth_state): a key path such as 'access_token', or a callable of auth_state
+        returning {"username": …, "token": …} or None. Used only for user_credentials_hosts.""",
+    )
+    user_credentials_hosts = List(
+        Unicode(),
+        config=True,
+        help="""Where users' own tokens are for: host patterns, e.g. ['github.com'] (https
+        repositories of that host), or URL patterns ('https://git.example.org/course/*'; plain
+        http only when written so). A catch-all ('*') is refused. A token is never sent
+        elsewhere, whatever URL a user (or a link) gives; within those, it is sent only for
+        the launched repository (never for its submodules), and a build gets it only when the
+        repository refuses an anonymous lookup (a private one).""",
+    )
+
+    @validate("user_credentials_hosts")
+    def _validate_user_hosts(self, proposal: Any) -> Any:
+        try:
+            return check_user_hosts(list(proposal["value"]))
+        except ValueError as exc:
+            raise TraitError(str(exc)) from None
+
+    user_credentials_username = Unicode(
+        "oauth2",
+        config=True,
+        help="The git username sent with a token from a key path (GitLab, GitHub and Gitea accept 'oauth2').",
+    )
+
+    @validate("repo_credentials")
+    def _validate_credentials(self, proposal: Any) -> Any:
+        try:
+            hub_table(proposal["value"], "")
+        except (ValueError, OSError) as exc:
+            raise TraitError(str(exc)) from None
+        return proposal["value"]
+
+    async def credential(self, repo: str | RepoUrl) -> CloneCredentials:
+        """What this user reads `repo` with: their own token where user_credentials_hosts
+        covers it, and the hub's credential for the host (credentials.py)."""
+
+        async def own() -> GitCredential | None:
+            return await from_auth_state(
+                await self.user.get_auth_state(), self.user_credentials_from_auth_state, self.user_credentials_username
+            )
+
+        try:
+            table = hub_table(self.repo_credentials, self.repo_credentials_file)
+        except (ValueError, OSError) as exc:
+            self.log.error("repository credentials: %s", exc)
+            raise BuildFailed("This hub's repository credentials could not be read; the admin has been told.") from None
+        user = own if self.user_credentials_from_auth_state else None
+        return await credential_for(repo, hub=table, user=user, user_hosts=list(self.user_credentials_hosts))

@@ -105,3 +105,15 @@ def parse_options(raw: Mapping[str, Any] | None, policy: RepoPolicy) -> RepoRequ
     except InvalidBuildRequest as exc:
         raise bad_request(str(exc)[:1].upper() + str(exc)[1:] + ".") from None
     return RepoRequest(url=url, ref=ref or policy.default_ref)
+
+
+# How a form or a REST client says yes to starting the previous version (progress.py offers it).
+TRUE = ("1", "true", "yes", "on")
+
+
+def asks_for_previous(options: Mapping[str, Any] | None) -> bool:
+    """Whether user_options ask for the previous build (REST: true; a form: 'on', '1')."""
+    value = (options or {}).get("previous_ok")
+    if isinstance(value, (list, tuple)):
+        value = value[0] if value else ""
+    return value is True or (isinstance(value, str) and value.strip().lower() in TRUE)

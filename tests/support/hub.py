@@ -33,9 +33,12 @@ class Hub:
         workdir: Path,
         process_env: dict[str, str] | None = None,
         hub_config: list[str] | None = None,
+        setup: str | None = "repo2dockerspawner.hub",
         **spawner_config: Any,
     ) -> None:
+        """`setup`: the module whose setup(c) the configuration calls (None: not called)."""
         self.env = env
+        self.setup = setup
         self.process_env = process_env or {}
         self.hub_config = list(hub_config or [])  # further lines of jupyterhub_config.py
         self.workdir = workdir
@@ -84,8 +87,7 @@ class Hub:
             'c.JupyterHub.tornado_settings = {"slow_spawn_timeout": 3}',
             # Servers named by this hub's instance: stopping it removes its servers, no other hub's.
             f'c.DockerSpawner.name_template = "{self.server_prefix}{{username}}--{{servername}}"',
-            "import repo2dockerspawner.buildspage",
-            "repo2dockerspawner.buildspage.setup(c)",
+            *([f"import {self.setup}", f"{self.setup}.setup(c)"] if self.setup else []),
             f'c.Authenticator.admin_users = {{"{ADMIN}"}}',
             f'c.LocalBackend.gc_use_record = "{self.workdir}/image-use.json"',
         ]
@@ -239,6 +241,7 @@ def start_hub(
     process_env: dict[str, str] | None = None,
     hub_config: list[str] | None = None,
     kubeconfig: str | None = None,
+    setup: str | None = "repo2dockerspawner.hub",
     **extra,
 ) -> Hub:
     """A hub for a test; with the Kubernetes backend also an operator in the test's namespace.
@@ -265,7 +268,7 @@ def start_hub(
                 "KubernetesBackend.kubeconfig": kubeconfig or testenv["KUBECONFIG"],
             }
         )
-    hub = Hub(testenv, tmp_path, process_env=process_env, hub_config=hub_config, **config).start()
+    hub = Hub(testenv, tmp_path, process_env=process_env, hub_config=hub_config, setup=setup, **config).start()
     hub.build_instance = instance or hub.instance  # whose containers are builds
     hub.build_image = build_image
     # Who builds (status.provenance.builder): the operator's node name, by default its host's.

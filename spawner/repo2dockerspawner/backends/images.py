@@ -14,7 +14,7 @@ from repo2docker_buildcore.docker_api import RunnerError
 from repo2docker_buildcore.imagegc import ImageInfo
 from repo2docker_buildcore.imageuse import UseLedger
 
-from . import ActionRefused, BuildRecord
+from .records import ActionRefused, BuildRecord
 
 
 async def image_facts(images: ImageStore | None) -> dict[str, ImageInfo]:

@@ -31,8 +31,9 @@ from repo2docker_buildcore.settings import setting
 from repo2docker_buildcore.status import unix_time
 from repo2docker_buildcore.versions import DEFAULT_BUILD_IMAGE
 
-from . import BuildBackend, BuildRecord, ForeignBuild, Known, redo_phases
+from .base import BuildBackend
 from .images import ImageFacts, add_image_facts, newest_first, succeeded_images
+from .records import BuildRecord, ForeignBuild, Known, redo_phases
 from .watcher import BuildWatcher, Seen
 
 log = logging.getLogger(__name__)

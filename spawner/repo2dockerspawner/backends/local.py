@@ -38,8 +38,9 @@ from repo2docker_buildcore.runner import BuildContainer, BuildRef, BuildRunner, 
 from repo2docker_buildcore.settings import derive
 from repo2docker_buildcore.status import StatusPublisher, unix_time
 
-from . import BuildBackend, BuildRecord, Known, redo_phases
+from .base import BuildBackend
 from .images import ImageFacts, add_image_facts, newest_first, succeeded_images
+from .records import BuildRecord, Known, redo_phases
 from .traits import hub_trait
 
 log = logging.getLogger(__name__)

@@ -10,11 +10,10 @@ with one deprecation line each.
 from __future__ import annotations
 
 import logging
-from copy import deepcopy
 from typing import Any
 
 from traitlets import Bool, Dict, Float, Int, List, TraitType, Unicode
-from traitlets.config import Config
+from traitlets.config import Config, Configurable
 
 from repo2docker_buildcore.settings import ENV, HUB_SETTINGS, setting
 
@@ -47,17 +46,48 @@ RENAMED: dict[tuple[str, str], tuple[str, str]] = {
     ("Repo2DockerSpawner", "log_tail_lines"): ("LocalBackend", "tail_lines"),
     ("Repo2DockerSpawner", "namespace"): ("KubernetesBackend", "namespace"),
     ("Repo2DockerSpawner", "kubeconfig"): ("KubernetesBackend", "kubeconfig"),
+    # Hub-wide settings that every user's spawner used to carry (hub/settings.py).
+    ("Repo2DockerSpawner", "prebuild_repos"): ("Repo2DockerHub", "prebuild_repos"),
+    ("Repo2DockerSpawner", "prebuild_interval"): ("Repo2DockerHub", "prebuild_interval"),
+    ("Repo2DockerSpawner", "webhook_secret"): ("Repo2DockerHub", "webhook_secret"),
     # LocalBackend's own names before the settings table (the table lists them).
     **{("LocalBackend", old): ("LocalBackend", row.name) for row in HUB_SETTINGS for old in row.old_hub_names},
 }
 _announced: set[tuple[str, str]] = set()
+OLD_KINDS = {str: Unicode, int: Int, float: Float, list: List}
+# The kinds of the current names that are not rows of the settings table.
+OTHER_KINDS = {
+    ("KubernetesBackend", "namespace"): str,
+    ("KubernetesBackend", "kubeconfig"): str,
+    ("Repo2DockerHub", "prebuild_repos"): list,
+    ("Repo2DockerHub", "prebuild_interval"): float,
+    ("Repo2DockerHub", "webhook_secret"): str,
+}
+
+
+def old_names(section: str) -> type[Configurable]:
+    """A mixin with a trait for each earlier name of `section` (unset by default, typed as the
+    setting it became), so that a configuration using one still loads; `current_names` moves
+    its value. Made from RENAMED: a name added there is a trait here at once."""
+    traits: dict[str, TraitType] = {}
+    for (old_section, old), (new_section, new) in RENAMED.items():
+        if old_section == section:
+            kind = OTHER_KINDS.get((new_section, new)) or setting(new).kind
+            traits[old] = OLD_KINDS[kind](
+                default_value=None, allow_none=True, config=True, help=f"Deprecated: {new_section}.{new}."
+            )
+    return type(f"{section}OldNames", (Configurable,), {"__doc__": f"{section}'s earlier names.", **traits})
 
 
 def current_names(config: Config, spawner_values: dict[str, Any] | None = None) -> Config:
     """A copy of `config` with every older name moved to its current one (a value set under
     the current name wins). `spawner_values`: the spawner's own old-name traits as it read
     them (they may come from any section of its class hierarchy)."""
-    config = deepcopy(config)
+    # A copy of each section, not of the values: the hub's configuration holds objects no copy
+    # may duplicate (the handlers' hub-wide services), and names are only moved between sections.
+    config = Config(
+        {name: Config(dict(section)) if isinstance(section, Config) else section for name, section in config.items()}
+    )
     found: dict[tuple[str, str], Any] = {}
     for section, old in RENAMED:
         if section == "Repo2DockerSpawner" and spawner_values is not None:

@@ -15,42 +15,10 @@ build this hub derived, never from the request.
 from __future__ import annotations
 
 import html
-import time
-from collections.abc import Mapping
 from typing import Any
 
 from jupyterhub.handlers import BaseHandler
 from tornado import web
-
-from .backends import BuildRecord
-
-TRUE = ("1", "true", "yes", "on")
-
-
-def asks_for_previous(options: Mapping[str, Any] | None) -> bool:
-    """Whether user_options ask for the previous build (REST: true; a form: 'on', '1')."""
-    value = (options or {}).get("previous_ok")
-    if isinstance(value, (list, tuple)):
-        value = value[0] if value else ""
-    return value is True or (isinstance(value, str) and value.strip().lower() in TRUE)
-
-
-def built_ago(record: BuildRecord) -> str:
-    from .buildspage import human_age
-
-    return f"built {human_age(time.time() - record.completed)} ago" if record.completed else "built earlier"
-
-
-def offer_event(record: BuildRecord, action: str) -> dict[str, Any]:
-    """The pending page's offer, as a progress event (the page turns its link into a button)."""
-    text = (
-        f"The previous version (commit {record.commit[:7]}, {built_ago(record)}) can start now, while this one builds."
-    )
-    link = (
-        f' <a class="r2d-previous" href="{html.escape(action, quote=True)}" data-commit="{record.commit[:7]}">'
-        f"Start the previous version now</a>"
-    )
-    return {"progress": 5, "message": text, "html_message": html.escape(text) + link}
 
 
 class PreviousHandler(BaseHandler):
@@ -90,4 +58,4 @@ class PreviousHandler(BaseHandler):
         self.redirect(pending)
 
 
-HANDLERS = [(r"/repo2docker/previous/([^/]+)/?([^/]*)", PreviousHandler)]
+ROUTES = [(r"/repo2docker/previous/([^/]+)/?([^/]*)", PreviousHandler)]
