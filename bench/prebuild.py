@@ -65,7 +65,7 @@ def webhook(hub: Hub, repo) -> None:
     body = json.dumps({"ref": "refs/heads/main", "repository": {"clone_url": repo.url}}).encode()
     signature = hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
     r = requests.post(
-        f"{hub.url}/hub/repo2docker/webhook",
+        f"{hub.url}/services/repo2docker/webhook",
         data=body,
         timeout=30,
         headers={"X-GitHub-Event": "push", "X-Hub-Signature-256": f"sha256={signature}"},

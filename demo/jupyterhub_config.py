@@ -39,7 +39,7 @@ c.Repo2DockerSpawner.image_prefix = "r2d-demo-"
 c.Repo2DockerSpawner.allowed_repo_schemes = ["https", "http"]
 c.Repo2DockerSpawner.allowed_repo_hosts = [env["R2D_BRIDGE_IP"], "*"]
 c.DockerSpawner.name_template = "r2d-demo-{username}--{servername}"
-# The admin builds page at /hub/builds (log in as "admin" with the admin password), and the
+# The admin builds page at /services/repo2docker/builds (log in as "admin" with the admin password), and the
 # spawn-pending page with the build log open. A Binder-style link fills in the spawn form;
 # the user's click on Start launches it (Repo2DockerSpawner.autolaunch_repos to skip that).
 repo2dockerspawner.hub.setup(c)

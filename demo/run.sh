@@ -91,7 +91,7 @@ cat <<MSG
   Ref:         v1   (or main, or a commit SHA)
   Binder link: $hub_url/hub/spawn?repo=$repo_url&ref=v1
                (opens the form filled in; click Start to launch it)
-  Admin:       log in as 'admin' with password '$DEMO_ADMIN_PASSWORD'; builds page: $hub_url/hub/builds
+  Admin:       log in as 'admin' with password '$DEMO_ADMIN_PASSWORD'; builds page: $hub_url/services/repo2docker/builds
   Leave the repository empty for the default image. Stop with Ctrl-C.
 MSG
 if [[ "$backend" == kubernetes ]]; then

@@ -11,6 +11,7 @@ import uuid
 import pytest
 
 from support.builds import dockerfile_repo
+from support.hub import SERVICE
 from support.waiting import wait_until
 
 pytestmark = pytest.mark.browser
@@ -166,7 +167,7 @@ def test_admin_builds_page_lists_running_and_queued_builds_shows_a_live_log_and_
     names = {contract.build_name(repo.url, head(repo)): token for repo, token in builds}
 
     def rows() -> dict[str, str]:  # these three builds' phases (the page lists earlier tests' images too)
-        page.goto(f"{hub.url}/hub/builds")
+        page.goto(f"{hub.url}{SERVICE}/builds")
         found = page.locator("tr.r2d-build").evaluate_all("rows => rows.map(r => [r.dataset.name, r.dataset.phase])")
         return {name: phase for name, phase in found if name in names}
 
@@ -184,15 +185,16 @@ def test_admin_builds_page_lists_running_and_queued_builds_shows_a_live_log_and_
     # its second: the second arrives on the open page, with no reload.
     name = next(n for n, phase in rows().items() if phase == "Building")
     token = names[name]
-    status = f"{hub.url}/hub/builds/local/{name}/status"
+    status = f"{hub.url}{SERVICE}/builds/local/{name}/status"
     page.wait_for_function(
-        """([url, line]) => fetch(url).then(r => r.json()).then(s => s.logTail.some(l => l.includes(line)))""",
+        """([url, line]) => fetch(url, {headers: {"X-XSRFToken": document.querySelector('meta[name="r2d-xsrf"]').content}})
+            .then(r => r.json()).then(s => s.logTail.some(l => l.includes(line)))""",
         arg=[status, f"FIRST-{token}"],
         polling=500,
         timeout=90_000,
     )
     page.click(f"tr.r2d-build[data-name='{name}'] a")
-    page.wait_for_url(f"**/hub/builds/local/{name}")
+    page.wait_for_url(f"**{SERVICE}/builds/local/{name}")
     log = page.locator("#r2d-log")
     assert f"FIRST-{token}" in log.inner_text() and f"LATER-{token}" not in log.inner_text()
     page.evaluate("window.r2dSameDocument = true")

@@ -1,4 +1,4 @@
-"""The admin builds page (/hub/builds) on a real hub, for both backends: who may see and act,
+"""The admin builds page (/services/repo2docker/builds) on a real hub, for both backends: who may see and act,
 XSRF, escaping of what builds print, and each action through the backend's own code."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import requests
 
 from repo2docker_buildcore import contract
 from support.builds import dockerfile_repo, expected_provenance, head, image_exists
-from support.hub import ADMIN, form_xsrf
+from support.hub import ADMIN, SERVICE, form_xsrf, own_xsrf
 from support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -33,7 +33,7 @@ def hostile_failing_repo(git_repos, base: str):
 
 
 def build_url(hub, namespace: str, name: str, action: str = "") -> str:
-    return f"{hub.url}/hub/builds/{namespace}/{name}" + (f"/{action}" if action else "")
+    return f"{hub.url}{SERVICE}/builds/{namespace}/{name}" + (f"/{action}" if action else "")
 
 
 def test_local_builds_page_shows_builds_to_admins_only_and_acts_through_the_backend(
@@ -47,10 +47,10 @@ def test_local_builds_page_shows_builds_to_admins_only_and_acts_through_the_back
     name = contract.build_name(bad.url, head(bad))
 
     bob = hub.login("bob")
-    assert bob.get(f"{hub.url}/hub/builds").status_code == 403
+    assert bob.get(f"{hub.url}{SERVICE}/builds").status_code == 403
     assert bob.get(build_url(hub, "local", name, "status")).status_code == 403
     admin = hub.login(ADMIN)
-    listing = admin.get(f"{hub.url}/hub/builds")
+    listing = admin.get(f"{hub.url}{SERVICE}/builds")
     assert listing.status_code == 200
     assert bad.url in listing.text and "Failed" in listing.text and "bob" in listing.text
     assert head(bad)[:7] in listing.text
@@ -125,7 +125,7 @@ def test_kubernetes_builds_page_lists_resources_with_events_and_cancel_ends_the_
         timeout=60,
         what="the running build's log on the page",
     )
-    listing = admin.get(f"{hub.url}/hub/builds").text
+    listing = admin.get(f"{hub.url}{SERVICE}/builds").text
     assert slow.url in listing and "Building" in listing and "dave" in listing
 
     detail = admin.get(build_url(hub, namespace, name))
@@ -172,13 +172,6 @@ def test_kubernetes_builds_page_lists_resources_with_events_and_cancel_ends_the_
 VIEWER = "r2d-viewer"
 
 
-def own_xsrf(hub, session) -> str:
-    """A session's own, valid XSRF token: the cookie a page view sets, which the hub's pages
-    send back with their forms."""
-    session.get(f"{hub.url}/hub/home")
-    return session.cookies.get("_xsrf")
-
-
 def test_destructive_actions_need_admin_servers_not_a_viewing_scope(testenv, docker_client, git_repos, hubs):
     """Each attempt is made with the attacker's own valid XSRF token, so only the scope check
     can refuse it: a plain user, and a user whose role lets them *view* the admin pages."""
@@ -199,11 +192,13 @@ def test_destructive_actions_need_admin_servers_not_a_viewing_scope(testenv, doc
     wait_until(lambda: docker_client.containers.list(filters=label), timeout=60, what="the build to run")
 
     viewer = hub.login(VIEWER)
-    assert viewer.get(f"{hub.url}/hub/builds").status_code == 200  # viewing is what admin-ui is for
+    assert viewer.get(f"{hub.url}{SERVICE}/builds").status_code == 200  # viewing is what admin-ui is for
     for who, session in (("bob", hub.login("bob")), (VIEWER, viewer)):
         for action in ("cancel", "delete-image", "rebuild"):
             r = session.post(
-                build_url(hub, "local", name, action), data={"_xsrf": own_xsrf(hub, session)}, allow_redirects=False
+                build_url(hub, "local", name, action),
+                data={"_xsrf": own_xsrf(hub, session, SERVICE)},
+                allow_redirects=False,
             )
             assert r.status_code == 403, (who, action, r.status_code, r.text[-300:])
     assert docker_client.containers.list(filters=label), "a refused action stopped the build"
@@ -216,7 +211,9 @@ def test_destructive_actions_need_admin_servers_not_a_viewing_scope(testenv, doc
     docker_client.images.get(base).tag(*image.rsplit(":", 1))
     try:
         refused = admin.post(
-            build_url(hub, "local", name, "delete-image"), data={"_xsrf": own_xsrf(hub, admin)}, allow_redirects=False
+            build_url(hub, "local", name, "delete-image"),
+            data={"_xsrf": own_xsrf(hub, admin, SERVICE)},
+            allow_redirects=False,
         )
         assert refused.status_code == 409 and "still under way" in refused.text, refused.text[-500:]
         assert image_exists(docker_client, image)

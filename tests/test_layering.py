@@ -71,6 +71,7 @@ SPAWNER_LAYERS: tuple[tuple[str, ...], ...] = (
         "options",
         "prebuilds",
         "refs",
+        "servicename",
         "webhooks",
     ),
     # one start of one server
@@ -80,14 +81,15 @@ SPAWNER_LAYERS: tuple[tuple[str, ...], ...] = (
     # hub-wide: imported from jupyterhub_config.py only
     (
         "hub",
-        "hub.buildspage",
+        "hub.bridge",
         "hub.prebuilder",
-        "hub.previous",
         "hub.services",
         "hub.settings",
-        "hub.webhook",
+        "hub.wire",
         "buildspage",
     ),
+    # the hub service's process: only SERVICE_IMPORTS below it (test_the_service_stays_light)
+    ("hubservice", "hubservice.__main__", "hubservice.app", "hubservice.client", "hubservice.views"),
     # the package's front door
     ("",),
 )
@@ -133,3 +135,32 @@ def test_no_import_goes_up_a_layer():
             elif package == "repo2dockerspawner" and layer_of(target) > layer_of(module):
                 upward.append(f"{module} -> {target}")
     assert upward == []
+
+
+# What the hub service's process may import of the package: no spawner, no backends, no hub.
+SERVICE_IMPORTS = {"repo2dockerspawner", "repo2dockerspawner.humanize", "repo2dockerspawner.servicename"}
+
+
+def test_the_service_imports_nothing_of_the_spawner():
+    edges = modgraph.graph()
+    for module, targets in edges.items():
+        if module.startswith("repo2dockerspawner.hubservice"):
+            outside = {t for t in targets if not t.startswith("repo2dockerspawner.hubservice")}
+            assert outside <= SERVICE_IMPORTS | {"repo2docker_buildcore"}, (module, outside - SERVICE_IMPORTS)
+
+
+LIGHT = """
+import sys, os
+os.environ.update(R2D_BRIDGE_URL="http://127.0.0.1:1", R2D_BRIDGE_TOKEN="t")
+import repo2dockerspawner.hubservice.__main__ as main
+main.router(os.environ)
+print(sorted(m for m in sys.modules if m.split(".")[0] in sys.argv[1:]))
+"""
+
+
+def test_the_service_starts_without_the_spawner_or_jupyterhubs_database_layer():
+    """It answers JupyterHub's start-up check before it loads the OAuth client (__main__.py)."""
+    heavy = ("jupyterhub", "sqlalchemy", "docker", "dockerspawner", "traitlets")
+    out = subprocess.run([sys.executable, "-c", LIGHT, *heavy], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]", out.stdout

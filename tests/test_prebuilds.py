@@ -15,7 +15,7 @@ import requests
 
 from repo2docker_buildcore import contract
 from support.builds import dockerfile_repo, head, image_exists
-from support.hub import ADMIN
+from support.hub import ADMIN, SERVICE
 from support.operator import ContainerWatcher
 from support.waiting import wait_until
 
@@ -52,7 +52,7 @@ def image_of(repo, commit: str) -> str:
 
 def deliver(hub, body: dict, **headers: str) -> requests.Response:
     return requests.post(
-        f"{hub.url}/hub/repo2docker/webhook",
+        f"{hub.url}{SERVICE}/webhook",
         data=json.dumps(body).encode(),
         timeout=30,
         headers={"Content-Type": "application/json", **headers},
@@ -66,7 +66,7 @@ def github_push(hub, url: str, secret: str = SECRET) -> requests.Response:
 
 
 def watched_rows(hub) -> list[dict[str, str]]:
-    page = hub.login(ADMIN).get(f"{hub.url}/hub/builds").text
+    page = hub.login(ADMIN).get(f"{hub.url}{SERVICE}/builds").text
     return [
         dict(re.findall(r'data-(repo|ref|commit|resolutions)="([^"]*)"', row))
         for row in re.findall(r'<tr class="r2d-watched"[^>]*>', page)
@@ -191,11 +191,11 @@ def test_the_webhook_tells_nothing_to_whoever_cannot_sign_and_reads_no_large_bod
     unsigned = deliver(hub, body, **{"X-GitHub-Event": "push"})
     assert unsigned.status_code == 401 and "watch" not in unsigned.text, unsigned.text
     assert github_push(hub, "http://git.example.org/a/b.git").status_code == 404  # signed: told
-    # 2 MB declared: refused from the headers alone, the body never sent. (Asked of the hub's
-    # own port: configurable-http-proxy waits for a body before it relays an early answer.)
-    host, port = hub.env["R2D_BRIDGE_IP"], hub.hub_port
+    # 2 MB declared: refused from the headers alone, the body never sent. (Asked of the
+    # service's own port: configurable-http-proxy waits for a body before it relays an early answer.)
+    host, port = hub.service_address()
     conn = http.client.HTTPConnection(host, port, timeout=30)
-    conn.putrequest("POST", "/hub/repo2docker/webhook")
+    conn.putrequest("POST", f"{SERVICE}/webhook")
     conn.putheader("Content-Type", "application/json")
     conn.putheader("Content-Length", str(2 * 2**20))
     conn.putheader("X-GitHub-Event", "push")
@@ -205,7 +205,7 @@ def test_the_webhook_tells_nothing_to_whoever_cannot_sign_and_reads_no_large_bod
     conn.close()
     # Sent in chunks, without a length: refused once it grows past the limit.
     chunked = requests.post(
-        f"http://{host}:{port}/hub/repo2docker/webhook",
+        f"http://{host}:{port}{SERVICE}/webhook",
         data=iter([b"x" * 65536] * 20),
         timeout=30,
         headers={"X-GitHub-Event": "push"},

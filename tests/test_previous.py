@@ -9,16 +9,11 @@ import pytest
 
 from repo2docker_buildcore import contract
 from support.builds import dockerfile_repo, head, image_exists
-from support.hub import ADMIN
+from support.hub import ADMIN, SERVICE, own_xsrf
 from support.operator import ContainerWatcher
 from support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
-
-
-def own_xsrf(hub, session) -> str:
-    session.get(f"{hub.url}/hub/home")
-    return session.cookies.get("_xsrf")
 
 
 def moved_on(repo, marker: str, extra: str) -> str:
@@ -47,7 +42,7 @@ def test_a_moved_branch_starts_its_previous_image_at_once_and_the_new_build_goes
         assert watcher.seen_ids, "the new commit's build did not start"
     hub.stop_server("ann")
     namespace = hub.spawner_config.get("KubernetesBackend.namespace", "local")
-    detail = hub.login(ADMIN).get(f"{hub.url}/hub/builds/{namespace}/{contract.build_name(repo.url, second)}").text
+    detail = hub.login(ADMIN).get(f"{hub.url}{SERVICE}/builds/{namespace}/{contract.build_name(repo.url, second)}").text
     assert f'data-field="replaces">{first}<' in detail  # the new build records the commit it replaces
     wait_until(
         lambda: image_exists(docker_client, contract.image_name("r2d-e2e-", repo.url, second)),
@@ -70,13 +65,14 @@ def test_after_a_failed_build_the_owner_alone_can_start_the_previous_version(tes
     offers = [e for e in events if "r2d-previous" in e.get("html_message", "")]
     assert offers and f"commit {head(repo)[:7]}" not in offers[0]["message"]  # the good one, not the broken one
     assert "The previous version (commit" in events[-1]["message"]
-    action = f"{hub.url}/hub/repo2docker/previous/bob/"
+    action = f"{hub.url}{SERVICE}/previous/bob/"
     mallory = hub.login("mallory")  # another user, with a valid XSRF token of her own
-    refused = mallory.post(action, data={"_xsrf": own_xsrf(hub, mallory)}, allow_redirects=False)
+    refused = mallory.post(action, data={"_xsrf": own_xsrf(hub, mallory, SERVICE)}, allow_redirects=False)
     assert refused.status_code == 403 and not hub.server_ready("bob")
     bob = hub.login("bob")
-    assert bob.post(action, allow_redirects=False).status_code == 403  # no XSRF token
-    chosen = bob.post(action, data={"_xsrf": own_xsrf(hub, bob)}, allow_redirects=False)
+    xsrf = own_xsrf(hub, bob, SERVICE)  # signed in to the service
+    assert bob.post(action, allow_redirects=False).status_code == 403  # without the XSRF token
+    chosen = bob.post(action, data={"_xsrf": xsrf}, allow_redirects=False)
     assert chosen.status_code == 302 and "/spawn-pending/bob" in chosen.headers["Location"], chosen.text[-300:]
     hub.wait_ready("bob", timeout=120)
     assert hub.user_file("bob", "marker.txt") == "good\n"

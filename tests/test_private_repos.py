@@ -21,6 +21,7 @@ from repo2dockerspawner.options import RepoPolicy
 from repo2dockerspawner.refs import resolve_ref
 from support.builds import head
 from support.gitrepos import GitRepo, git
+from support.hub import SERVICE
 from support.waiting import wait_until
 
 INTO_HOME = "FROM {base}\nRUN echo build-{token} && sleep {sleep}\nCOPY marker.txt /home/jovyan/marker.txt\n"
@@ -143,7 +144,7 @@ def test_hub_credentials_build_and_launch_a_private_repository_and_show_nowhere(
         "the image": snoop.image(image),
         "the hub's log": hub.log(),
         "the pending page's events": json.dumps(events),
-        "the builds page": hub.login("r2d-admin").get(f"{hub.url}/hub/builds", timeout=30).text,
+        "the builds page": hub.login("r2d-admin").get(f"{hub.url}{SERVICE}/builds", timeout=30).text,
         "the hub's metrics": requests.get(
             f"{hub.url}/hub/metrics", headers={"Authorization": f"token {hub.token}"}, timeout=30
         ).text,

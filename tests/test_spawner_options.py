@@ -461,6 +461,6 @@ def test_previous_ok_is_read_from_rest_and_form_values_and_the_offer_escapes_its
     assert not any(asks_for_previous({"previous_ok": v}) for v in (False, "false", "", 1, [], None))
     assert not asks_for_previous(None)
     record = BuildRecord("local", "b", "https://h/a/b", "main", "c" * 40, Phase.SUCCEEDED, completed=0.0)
-    event = offer_event(record, '/hub/repo2docker/previous/a"b/')
-    assert 'href="/hub/repo2docker/previous/a&quot;b/"' in event["html_message"]
+    event = offer_event(record, '/services/repo2docker/previous/a"b/')
+    assert 'href="/services/repo2docker/previous/a&quot;b/"' in event["html_message"]
     assert "commit ccccccc" in event["message"]

@@ -37,6 +37,7 @@ from .hublog import join_hub_log
 from .launch import Launch, LaunchRules, ensure_build
 from .options import RepoPolicy, RepoRequest, asks_for_previous, bad_request, first_value, parse_options
 from .refs import LookupLimits, resolve_launch_ref
+from .servicename import service_prefix
 
 __all__ = ["BuildFailed", "LinkOpensForm", "Repo2DockerSpawner"]
 
@@ -352,12 +353,14 @@ class Repo2DockerSpawner(OldNames, CredentialSettings, HomeSetupMixin, DockerSpa
         await super().stop(now=now)
 
     async def progress(self) -> AsyncIterator[dict[str, Any]]:
-        offer = f"{self.hub.base_url}repo2docker/previous/{quote(self.user.name)}/{quote(self.name)}"
+        offer = (
+            f"{service_prefix(self.hub.base_url)}previous/{quote(self.user.name, safe='')}/{quote(self.name, safe='')}"
+        )
         async for event in self.launch.events(offer):
             yield event
 
     def use_previous(self) -> bool:
-        """The user chose the offered previous build (hub/previous.py): start it; whether one was offered."""
+        """The user chose the offered previous build (through the hub service): start it; whether one was offered."""
         return self.launch.choose_previous()
 
     # ---- state --------------------------------------------------------------------------

@@ -24,6 +24,8 @@ from .process import stop_process
 from .waiting import GiveUp, wait_until
 
 ADMIN = "r2d-admin"
+# The hub service's prefix (repo2dockerspawner.servicename): builds pages, webhook, previous button.
+SERVICE = "/services/repo2docker"
 
 
 class Hub:
@@ -80,7 +82,7 @@ class Hub:
             "c.Authenticator.allow_all = True",
             f'c.JupyterHub.services = [{{"name": "tester", "api_token": "{self.token}"}}]',
             'c.JupyterHub.load_roles = [{"name": "tester", "services": ["tester"], '
-            '"scopes": ["admin:users", "admin:servers", "access:servers", "read:users", "read:hub", "admin:server_state", "read:metrics"]}]',
+            '"scopes": ["admin:users", "admin:servers", "access:servers", "access:services", "read:services", "read:users", "read:hub", "admin:server_state", "read:metrics"]}]',
             "c.Spawner.http_timeout = 120",
             # A spawn that fails within this answers the REST request itself (bad options: 400);
             # a longer one answers 202 and the progress stream follows it.
@@ -138,6 +140,15 @@ class Hub:
         return requests.request(
             method, f"{self.url}/hub/api{path}", headers=headers, timeout=kwargs.pop("timeout", 30), **kwargs
         )
+
+    def service_address(self) -> tuple[str, int]:
+        """Where the hub service itself listens (not through the proxy)."""
+        from urllib.parse import urlsplit
+
+        answer = self.api("GET", "/services/repo2docker")
+        assert answer.status_code == 200, answer.text
+        url = urlsplit(answer.json()["url"])
+        return url.hostname, url.port
 
     def create_user(self, name: str) -> None:
         r = self.api("POST", f"/users/{name}")
@@ -217,6 +228,19 @@ class Hub:
         )
         assert r.status_code == 302, f"login as {name}: {r.status_code} {r.text[:300]}"
         return session
+
+
+def own_xsrf(hub: Hub, session: requests.Session, where: str = "/hub") -> str:
+    """A session's own, valid XSRF token, as a browser's page would send it: for the hub's pages
+    the cookie a page view sets; for the hub service (`where=SERVICE`) the token its pages carry,
+    after signing in to it with the hub's OAuth on the way (any page of it, an error page too)."""
+    if where == SERVICE:
+        page = session.get(f"{hub.url}{SERVICE}/builds", timeout=30)
+        found = re.search(r'<meta name="r2d-xsrf" content="([^"]+)"', page.text)
+        assert found, page.text[-500:]
+        return found[1]
+    session.get(f"{hub.url}/hub/home", timeout=30)
+    return session.cookies.get("_xsrf")
 
 
 def form_xsrf(html: str) -> str:

@@ -1,16 +1,17 @@
-"""The hub-wide objects, made once: the hub's own spawner, its settings and the prebuilder.
+"""The hub-wide objects, made once: the hub's own spawner, its settings, the prebuilder, the bridge.
 
 The builds page, prebuilds and webhooks have no user and no spawn, but they need what every
 user's spawner has: the build backend (one per hub process and configuration, so the very one
 the launches use), the allow-lists, credentials and image naming. So the hub gets one spawner
 of its own, made from its configuration with a placeholder owner. `setup(c)` makes one
-`HubServices`; every handler is handed it (tornado's `initialize`), none makes it.
+`HubServices`; the bridge's handlers are handed it (tornado's `initialize`), none makes it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
@@ -27,13 +28,29 @@ log = logging.getLogger(__name__)
 HUB_OWNER = SimpleNamespace(name="repo2docker-hub", id=0, url="/")
 
 
+@dataclass(frozen=True)
+class BridgeAddress:
+    """Where the hub process answers the service (bridge.py), and the token it asks for."""
+
+    ip: str
+    port: int
+    token: str
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.ip}]" if ":" in self.ip else self.ip
+        return f"http://{host}:{self.port}"
+
+
 class NotThisSpawner(Exception):
     """The hub runs another spawner class: there are no builds to show or prebuild."""
 
 
 class HubServices:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, bridge: BridgeAddress) -> None:
         self.config = config
+        self.bridge = bridge
+        self.bridge_server: Any = None
         self._spawner: Repo2DockerSpawner | None = None
         self.settings: Repo2DockerHub | None = None
         self.prebuilder: Prebuilder | None = None
@@ -58,9 +75,27 @@ class HubServices:
 
     def spawner_class(self) -> Any:
         """The class JupyterHub resolved from `c.JupyterHub.spawner_class` (entry point names too)."""
+        app = self.app()
+        return app.spawner_class if app is not None else Repo2DockerSpawner
+
+    def app(self) -> Any:
+        """The JupyterHub application of this process (None outside a hub)."""
         from jupyterhub.app import JupyterHub
 
-        return JupyterHub.instance().spawner_class if JupyterHub.initialized() else Repo2DockerSpawner
+        return JupyterHub.instance() if JupyterHub.initialized() else None
+
+    def user_spawner(self, user_name: str, server_name: str) -> Any:
+        """The spawner of one user's server, or None when there is no such user or server."""
+        from jupyterhub import orm
+
+        app = self.app()
+        orm_user = orm.User.find(app.db, user_name) if app is not None else None
+        if orm_user is None:
+            return None
+        user = app.users[orm_user]
+        if server_name and server_name not in user.orm_spawners:
+            return None
+        return user.spawners[server_name]
 
     @property
     def backend(self) -> BuildBackend:
@@ -68,13 +103,17 @@ class HubServices:
 
     def start(self) -> None:
         """Once the hub has read its configuration (called soon after `setup(c)`, in the hub's
-        loop): the settings, checked now so that a wrong one stops the hub, and prebuilds,
-        which must not wait for anybody's first visit."""
+        loop): the bridge, the settings, checked now so that a wrong one stops the hub, and
+        prebuilds, which must not wait for anybody's first visit."""
+        from .bridge import serve
+
         try:
-            spawner = self.spawner
+            spawner = self.spawner  # also sends this package's log lines to the hub's log
         except NotThisSpawner as exc:
-            log.warning("repo2docker hub services: %s; nothing to prebuild", exc)
+            log.warning("repo2docker hub services: %s; nothing to show or prebuild", exc)
             return
+        self.bridge_server = serve(self, self.bridge.ip, self.bridge.port, self.bridge.token)
+        log.info("repo2docker hub bridge at %s", self.bridge.url)
         self.settings = Repo2DockerHub(config=spawner.backend_config())  # the old names moved here
         self.prebuilder = Prebuilder(
             self.settings.watched_repos(spawner.policy), self.settings.prebuild_interval, PrebuildResolver(spawner)

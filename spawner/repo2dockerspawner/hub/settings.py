@@ -36,7 +36,7 @@ class Repo2DockerHub(Configurable):
     prebuild_interval = Float(300.0, config=True, help="Seconds between resolutions of the prebuild_repos.")
     webhook_secret = Unicode(
         config=True,
-        help="""The secret of push webhooks at /hub/repo2docker/webhook (GitHub, Gitea, Forgejo:
+        help="""The secret of push webhooks at /services/repo2docker/webhook (GitHub, Gitea, Forgejo:
         the HMAC key; GitLab: the token). Default: $R2D_WEBHOOK_SECRET. Empty: every delivery is
         refused.""",
     )
