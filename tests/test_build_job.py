@@ -173,11 +173,12 @@ async def test_only_the_builds_next_in_line_are_created_ahead():
     queue = BuildQueue(1)
     runners = [FakeRunner() for _ in range(3)]
     first, one, _, two = await _queued_behind_a_running_build(queue, runners[0])
-    three = asyncio.create_task(make_job(runners[1], [], queue=queue, uid="u3").run())
+    job_three = make_job(runners[1], [], queue=queue, uid="u3")
+    three = asyncio.create_task(job_three.run())
     await until(lambda: queue.waiting == 2, what="a third build to queue")
     await until(lambda: runners[0].prepared, what="the head's container")
-    await asyncio.sleep(0.05)
-    assert runners[1].prepared == []  # second in line at limit 1: not yet
+    await until(lambda: 2 in job_three.prepare_looks, what="the decision at position 2")
+    assert not job_three.preparing_ahead and runners[1].prepared == []  # second in line at limit 1: not yet
     first.release.set()
     await asyncio.gather(one, two, three)
     assert len(runners[1].prepared) == 1  # once it was next
@@ -195,7 +196,7 @@ async def test_while_other_builders_are_alive_nothing_is_created_before_the_clai
         first, one, job_two, two = await _queued_behind_a_running_build(
             queue, second, claim=claim, me="me", claimed=False, alone=lambda: alone
         )
-        await asyncio.sleep(0.05)
+        await until(lambda: job_two.prepare_looks, what="the decision whether to create it ahead")
         first.release.set()
         await asyncio.gather(one, two)
         assert (len(second.prepared), len(second.started)) == (int(alone), 1), alone
@@ -213,8 +214,8 @@ async def test_a_builder_that_becomes_alone_while_a_build_waits_makes_its_contai
     first, one, job_two, two = await _queued_behind_a_running_build(
         queue, second, claim=claim, me="me", claimed=False, alone=lambda: alone[0]
     )
-    await asyncio.sleep(0.1)
-    assert second.prepared == []
+    await until(lambda: len(job_two.prepare_looks) >= 2, what="a look again while not alone")
+    assert not job_two.preparing_ahead and second.prepared == []
     alone[0] = True  # the other builder's Lease expired (or this one has now read them all)
     await until(lambda: second.prepared, what="the container made ahead once alone")
     first.release.set()
@@ -271,7 +272,7 @@ async def test_off_with_prepare_next_false():
     first, one, job_two, two = await _queued_behind_a_running_build(
         queue, second, settings=build.BuildSettings(prepare_next=False)
     )
-    await asyncio.sleep(0.05)
+    await until(lambda: job_two.prepare_looks, what="the decision whether to create it ahead")
     first.release.set()
     await asyncio.gather(one, two)
     assert second.prepared == [] and len(second.started) == 1

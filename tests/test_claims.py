@@ -10,6 +10,7 @@ import pytest
 from repo2docker_buildcore.queue import BuildQueue
 from repo2docker_operator.claims import LOST_MESSAGE, ClusterView, claim_fields, requeue_fields
 from repo2docker_operator.leases import LeaseObservations
+from support.waiting import until
 
 pytestmark = pytest.mark.unit
 
@@ -103,7 +104,7 @@ async def test_the_cluster_cap_counts_builds_other_builders_hold():
     queue.set_elsewhere(2)
     await asyncio.wait_for(queue.acquire("mine-1"), 1)
     second = asyncio.create_task(queue.acquire("mine-2"))
-    await asyncio.sleep(0.01)
+    await until(lambda: queue.position("mine-2") is not None, what="the second to queue")
     assert not second.done() and queue.position("mine-2") == 1  # 2 elsewhere + 1 here = 3
     queue.set_elsewhere(1)  # one of theirs finished
     await asyncio.wait_for(second, 1)
@@ -121,7 +122,7 @@ async def test_a_turn_taken_on_another_builder_counts_in_this_builders_fair_orde
         queue.release(key)
 
     tasks = [asyncio.create_task(wait("ann-2", "ann", 1)), asyncio.create_task(wait("bob-1", "bob", 2))]
-    await asyncio.sleep(0.01)
+    await until(lambda: queue.waiting == 2, what="both to queue")
     assert queue.position("ann-2") == 1  # neither has had a turn: the older build first
     queue.note_start("ann", 1e12)  # Ann's other build was just claimed on another node
     assert queue.position("bob-1") == 1
@@ -139,7 +140,7 @@ async def test_a_held_back_build_keeps_its_place_lets_the_next_one_by_and_starts
         got.append(key)
 
     held = asyncio.create_task(wait("held", 1, hold=0.3))
-    await asyncio.sleep(0.01)
+    await until(lambda: queue.position("held") is not None, what="the held build to queue")
     assert queue.position("held") == 1 and queue.running == 0  # a free slot, but not for it yet
     other = asyncio.create_task(wait("other", 2))
     await asyncio.wait_for(other, 1)

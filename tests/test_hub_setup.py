@@ -142,3 +142,25 @@ def test_the_service_run_apart_serves_the_builds_page_through_the_hub(hubs, test
             assert "Image builds" in admin.get(f"{hub.url}{SERVICE}/builds", timeout=10).text
         finally:
             stop_process(service, timeout=10)
+
+
+@pytest.mark.unit
+def test_the_service_prefix_follows_the_hubs_base_url():
+    from repo2dockerspawner.servicename import service_prefix
+
+    assert service_prefix("/hub/") == "/services/repo2docker/"
+    assert service_prefix("/jupyter/hub/") == "/jupyter/services/repo2docker/"
+
+
+@pytest.mark.e2e
+def test_the_first_releases_urls_still_reach_the_service(hubs):
+    """A forge's webhook keeps its address; a bookmark of the builds page is sent on."""
+    import requests
+
+    hub = hubs("local", **{"Repo2DockerHub.webhook_secret": "s3cret"})
+    moved = requests.get(f"{hub.url}/hub/builds/local/x?done=cancel", allow_redirects=False, timeout=30)
+    assert moved.status_code == 301 and moved.headers["Location"] == f"{SERVICE}/builds/local/x?done=cancel"
+    unsigned = requests.post(
+        f"{hub.url}/hub/repo2docker/webhook", data=b"{}", headers={"X-GitHub-Event": "push"}, timeout=30
+    )
+    assert unsigned.status_code == 401, unsigned.text  # verified by the hub, as at the new address

@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from repo2docker_buildcore.taglisting import TagListing
+from support.waiting import until
 
 pytestmark = pytest.mark.unit
 
@@ -31,7 +32,7 @@ async def test_questions_asked_together_share_one_listing():
     daemon = Daemon()
     listing = TagListing(daemon.list_tags)
     asks = [asyncio.create_task(listing.tags()) for _ in range(1000)]
-    await asyncio.sleep(0.01)
+    await until(lambda: daemon.listings == 1, what="the listing to begin")
     daemon.release.set()
     answers = await asyncio.gather(*asks)
     assert daemon.listings == 1 and all(answer == {"a:1"} for answer in answers)
@@ -43,13 +44,13 @@ async def test_a_question_asked_during_a_listing_waits_for_the_next():
     daemon = Daemon()
     listing = TagListing(daemon.list_tags)
     first = asyncio.create_task(listing.tags())
-    await asyncio.sleep(0.01)  # the first listing is under way
+    await until(lambda: daemon.listings == 1, what="the first listing to begin")
     daemon.tags.add("b:2")
     second = asyncio.create_task(listing.tags())
     await asyncio.sleep(0.01)
     daemon.release.set()
     assert await first == {"a:1"}
-    await asyncio.sleep(0.01)
+    await until(lambda: daemon.listings == 2, what="the second listing to begin")
     daemon.release.set()
     assert await second == {"a:1", "b:2"} and daemon.listings == 2
 

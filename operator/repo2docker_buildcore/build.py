@@ -144,6 +144,9 @@ class BuildJob:
         self.prepared: BuildContainer | None = None
         self._preparing: asyncio.Future | None = None
         self._position: int | None = None  # in the queue, as last told
+        # The queue positions at which it was decided whether to create the container ahead:
+        # what the bookkeeping of a build that did *not* prepare can be read from (tests, logs).
+        self.prepare_looks: list[int] = []
 
     async def run(self) -> BuildOutcome:
         try:
@@ -306,8 +309,14 @@ class BuildJob:
         self._notify(Phase.BUILDING, "build container started")
         return container
 
+    @property
+    def preparing_ahead(self) -> bool:
+        """Whether its container is being (or was) created ahead of its slot."""
+        return self._preparing is not None
+
     def _prepare_if_next(self, position: int, command: list[str]) -> None:
         """Create the container ahead while the build is among the next to get a slot."""
+        self.prepare_looks.append(position)
         if (
             not self.settings.prepare_next
             or (self.claim is not None and not self.alone())

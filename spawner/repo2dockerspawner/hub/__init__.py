@@ -26,6 +26,7 @@ TEMPLATES = os.path.join(os.path.dirname(__file__), "templates")
 # further): view builds (admin-ui), act on them (admin:servers), start the owner's own server
 # again with the previous version (servers!user).
 OAUTH_SCOPES = ["admin-ui", "admin:servers", "servers!user"]
+LEGACY_PATHS = ("/hub/builds", "/hub/repo2docker/")
 
 
 def setup(
@@ -66,6 +67,10 @@ def setup(
             raise ValueError("repo2dockerspawner.hub.setup: a service run apart (service_url) needs its api_token")
         service.update(url=service_url, api_token=api_token)
     c.JupyterHub.services.append(service)
+    # The first release's URLs, under the hub's prefix, still reach the service: forges keep
+    # their webhook's address, bookmarks of the builds page are sent on (hubservice/app.py).
+    base = str(c.JupyterHub.base_url if "base_url" in c.JupyterHub else "/").rstrip("/")
+    c.Proxy.extra_routes.update({f"{base}{path}": service["url"] for path in LEGACY_PATHS})
     # Every user may reach the service (the previous-version button); what they may do there
     # is the service's to check, by their scopes.
     c.JupyterHub.extra_user_scopes.add(f"access:services!service={SERVICE_NAME}")

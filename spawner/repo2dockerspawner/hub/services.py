@@ -55,14 +55,6 @@ class HubServices:
         self.settings: Repo2DockerHub | None = None
         self.prebuilder: Prebuilder | None = None
 
-    def __deepcopy__(self, memo: dict) -> HubServices:
-        """Itself: JupyterHub copies its configuration, and with it the handlers' arguments; a
-        copy would be a second set of hub-wide objects that nothing starts."""
-        return self
-
-    def __copy__(self) -> HubServices:
-        return self
-
     @property
     def spawner(self) -> Repo2DockerSpawner:
         """The hub's own spawner, of the hub's spawner class (a subclass too)."""

@@ -56,9 +56,12 @@ def router(environ: Mapping[str, str]) -> RuleRouter:
 
         return make_app(bridge, prefix, base.rstrip("/") + "/hub/", environ["JUPYTERHUB_API_URL"])
 
+    lazy = LazyApplication(make)
+    legacy = re.escape(base.rstrip("/")) + r"/hub/(builds|repo2docker/)"
     return RuleRouter(
         [
-            Rule(PathMatches(re.escape(prefix.rstrip("/")) + r"(/.*)?$"), LazyApplication(make)),
+            Rule(PathMatches(re.escape(prefix.rstrip("/")) + r"(/.*)?$"), lazy),
+            Rule(PathMatches(legacy + r".*$"), lazy),  # the first release's URLs (app.py)
             Rule(AnyMatches(), web.Application([(r".*", NotHere)])),
         ]
     )

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Awaitable
 from typing import Any
 from urllib.parse import quote
 
@@ -79,14 +80,21 @@ class Page(HubOAuthenticated, web.RequestHandler):
             message = exc.log_message
         self.render_page("r2d-error.html", status=status_code, message=message)
 
-    async def bridge_answer(self, answer: tuple[int, dict[str, Any]]) -> dict[str, Any]:
-        status, body = answer
+    async def ask(self, request: Awaitable[tuple[int, dict[str, Any]]]) -> tuple[int, dict[str, Any]]:
+        """The hub process's answer; a 503 saying so when it gives none (restarting, say)."""
+        try:
+            return await request
+        except ConnectionError:
+            raise web.HTTPError(503, "The hub did not answer; try again in a moment.") from None
+
+    async def bridge_answer(self, request: Awaitable[tuple[int, dict[str, Any]]]) -> dict[str, Any]:
+        status, body = await self.ask(request)
         if status >= 400:
             raise web.HTTPError(status, body.get("message") or "The hub refused.")
         return body
 
     async def record(self, namespace: str, name: str, details: bool = True) -> BuildView:
-        body = await self.bridge_answer(await self.shared.bridge.build(namespace, name, details))
+        body = await self.bridge_answer(self.shared.bridge.build(namespace, name, details))
         return BuildView(body["build"])
 
 
@@ -94,7 +102,7 @@ class BuildListHandler(Page):
     @web.authenticated
     async def get(self) -> None:
         self.need(VIEW_SCOPE, "Viewing builds")
-        body = await self.bridge_answer(await self.shared.bridge.builds())
+        body = await self.bridge_answer(self.shared.bridge.builds())
         builds = [BuildView(b) for b in body["builds"]]
         self.render_page(
             "r2d-builds.html",
@@ -131,12 +139,13 @@ class BuildActionHandler(Page):
     @web.authenticated
     async def post(self, namespace: str, name: str, action: str) -> None:
         self.need(ACTION_SCOPE, "Acting on builds")
-        status, body = await self.shared.bridge.act(namespace, name, action, self.current_user["name"])
+        status, body = await self.ask(self.shared.bridge.act(namespace, name, action, self.current_user["name"]))
         if status == 409:
             self.set_status(409)
             build = await self.record(namespace, name)
             return self.render_page("r2d-build.html", build=build, active_phases=ACTIVE, error=body.get("message"))
-        await self.bridge_answer((status, body))
+        if status >= 400:
+            raise web.HTTPError(status, body.get("message") or "The hub refused.")
         where = "builds" if body.get("gone") else f"builds/{namespace}/{name}"
         self.redirect(f"{self.shared.prefix}{where}?done={action}")
 
@@ -158,7 +167,7 @@ class PreviousHandler(Page):
     @web.authenticated
     async def post(self, user_name: str, server_name: str = "") -> None:
         self.own(user_name)
-        body = await self.bridge_answer(await self.shared.bridge.previous(user_name, server_name))
+        body = await self.bridge_answer(self.shared.bridge.previous(user_name, server_name))
         if "launch" in body:
             await self.launch(user_name, server_name, body["launch"])
         pending = f"{self.shared.hub_prefix}spawn-pending/{quote(user_name, safe='')}"
@@ -215,8 +224,23 @@ class WebhookHandler(web.RequestHandler):
     async def post(self) -> None:
         if self._too_large:
             return self._answer(413, f"A delivery's body may be at most {MAX_BODY} bytes.")
-        status, body = await self.shared.bridge.webhook(self.request.headers, bytes(self._body))
+        try:
+            status, body = await self.shared.bridge.webhook(self.request.headers, bytes(self._body))
+        except ConnectionError:  # forges retry a failed delivery
+            return self._answer(503, "The hub did not answer; deliver again later.")
         self._answer(status, body.get("message", ""))
+
+
+class MovedHandler(web.RequestHandler):
+    """A page of the first release's URLs (`/hub/builds...`, `/hub/repo2docker/previous/...`):
+    sent on to the same page under the service's prefix."""
+
+    def initialize(self, shared: Shared, to: str) -> None:
+        self.shared, self.to = shared, to
+
+    def get(self, rest: str) -> None:
+        query = f"?{self.request.query}" if self.request.query else ""
+        self.redirect(f"{self.shared.prefix}{self.to}{rest}{query}", permanent=True)
 
 
 class OAuthCallbackHandler(HubOAuthCallbackHandler):
@@ -237,6 +261,12 @@ def make_app(bridge: BridgeClient, prefix: str, hub_prefix: str, api_url: str) -
         (r"webhook", WebhookHandler),
     ]
     handlers: list[tuple] = [(prefix + route, handler, kwargs) for route, handler in routes]
+    # The first release's URLs (the proxy routes them here): forges' webhooks keep working
+    # where they were pointed; pages are sent on.
+    old = hub_prefix.rstrip("/")
+    handlers.append((rf"{old}/repo2docker/webhook", WebhookHandler, kwargs))
+    handlers.append((rf"{old}/builds(.*)", MovedHandler, {**kwargs, "to": "builds"}))
+    handlers.append((rf"{old}/repo2docker/previous(.*)", MovedHandler, {**kwargs, "to": "previous"}))
     handlers.append((prefix + r"oauth_callback", OAuthCallbackHandler, kwargs))
     handlers.append((prefix + r"?", web.RedirectHandler, {"url": prefix + "builds"}))
     # A secret of this process: a restart signs everybody in again (silently: no consent page).
