@@ -14,13 +14,10 @@ import pytest
 
 from repo2docker_buildcore import contract
 from support.builds import dockerfile_repo
+from support.hub import unique_user
 from support.loopback import LoopbackServer
 
 pytestmark = pytest.mark.e2e
-
-
-def user() -> str:
-    return f"u{uuid.uuid4().hex[:8]}"
 
 
 def servers(hub, name: str) -> dict:
@@ -32,7 +29,7 @@ def test_a_link_fills_in_the_form_and_only_a_click_launches(testenv, docker_clie
     trusted = git_repos.create({"Dockerfile": f"FROM {base}\n", "marker.txt": "trusted\n"}, prefix="trusted")
     hub = hubs("local", autolaunch_repos=[contract.normalize_repo_url(trusted.url).rsplit("/", 1)[0] + "/trusted-*"])
     repo = dockerfile_repo(git_repos, base, marker="launched by a click")
-    name = user()
+    name = unique_user()
     session = hub.login(name)
     # The attack: a link in an e-mail, opened by a logged-in user.
     link = f"{hub.url}/hub/spawn?repo={repo.url}&ref=main"
@@ -55,7 +52,7 @@ def test_a_link_fills_in_the_form_and_only_a_click_launches(testenv, docker_clie
     hub.stop_server(name)
 
     # A repository the admin trusts (autolaunch_repos) launches from the link, as on Binder.
-    other = user()
+    other = unique_user()
     binder = hub.login(other).get(f"{hub.url}/hub/spawn?repo={trusted.url}&ref=main", allow_redirects=False)
     assert binder.status_code == 302 and "/spawn-pending/" in binder.headers["Location"]
     hub.wait_ready(other)
@@ -71,7 +68,7 @@ def open_hub(hubs, testenv):
 
 def test_repositories_on_the_hubs_own_network_are_refused_before_any_connection(open_hub, git_repos, testenv):
     hub = open_hub
-    name = user()
+    name = unique_user()
     hub.create_user(name)
     with LoopbackServer() as internal:
         port = internal.port
@@ -109,7 +106,7 @@ def test_repositories_on_the_hubs_own_network_are_refused_before_any_connection(
 
 def test_lookup_failures_say_what_went_wrong_without_echoing_git(open_hub, git_repos, testenv):
     hub = open_hub
-    name = user()
+    name = unique_user()
     hub.create_user(name)
     git_url = testenv["R2D_GIT_URL"]
     repo = dockerfile_repo(git_repos, testenv["R2D_SINGLEUSER_IMAGE"])
@@ -135,7 +132,7 @@ def test_lookup_failures_say_what_went_wrong_without_echoing_git(open_hub, git_r
     ],
 )
 def test_malformed_input_is_a_400_with_a_message_not_a_500(open_hub, options, expected):
-    name = user()
+    name = unique_user()
     open_hub.create_user(name)
     r = open_hub.spawn(name, options)
     assert r.status_code == 400, (options, r.status_code, r.text[-500:])
@@ -159,7 +156,7 @@ def test_a_link_cannot_reach_another_repository_through_a_trusted_prefix(path, t
     git_url = testenv["R2D_GIT_URL"]
     hub = hubs("local", autolaunch_repos=[f"{git_url}/trusted-*"])
     other = dockerfile_repo(git_repos, base, marker="the attacker's repository")
-    name = user()
+    name = unique_user()
     session = hub.login(name)
     link = f"{hub.url}/hub/spawn?repo={git_url}/" + path.format(trusted="trusted-x", other=other.name) + "&ref=main"
     page = session.get(link, allow_redirects=False)
@@ -191,7 +188,7 @@ def test_no_code_of_the_launched_image_runs_as_root_before_the_server(
     base = testenv["R2D_SINGLEUSER_IMAGE"]
     hub = hubs("local", volumes={home_volume: "/home/jovyan/work"}, extra_create_kwargs={"user": "1000"})
     repo = git_repos.create({"Dockerfile": PLANTS_IN_HELPERS.format(base=base)}, prefix="plants")
-    name = user()
+    name = unique_user()
     response, events = hub.spawn_and_follow(name, {"repo": repo.url, "ref": "main"})
     assert events[-1].get("ready"), events[-3:]
     volume = home_volume.format(username=name)

@@ -18,7 +18,7 @@ from repo2docker_buildcore.resources import BuildResources
 from repo2docker_buildcore.runner import BuildRef
 from repo2docker_operator import claims
 from support.builds import create_build, dockerfile_repo, get_build, head, image_exists, wait_phase
-from support.operator import ContainerWatcher
+from support.operator import ContainerWatcher, containers_per_build
 from support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -42,15 +42,6 @@ def builders(operator_factory, testenv):
         )
 
     return start
-
-
-def containers_per_build(*watchers: ContainerWatcher) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for watcher in watchers:
-        for uid, ids in watcher.seen_ids.items():
-            if uid:
-                counts[uid] = counts.get(uid, 0) + len(ids)
-    return counts
 
 
 def test_two_builders_share_the_queue_each_build_runs_once_on_the_node_that_claimed_it(

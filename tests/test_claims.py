@@ -10,17 +10,10 @@ import pytest
 from repo2docker_buildcore.queue import BuildQueue
 from repo2docker_operator.claims import LOST_MESSAGE, ClusterView, claim_fields, requeue_fields
 from repo2docker_operator.leases import LeaseObservations
+from support.fakes import Clock
 from support.waiting import until
 
 pytestmark = pytest.mark.unit
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_a_builder_is_lost_a_lease_duration_after_its_lease_last_changed_by_the_readers_clock():

@@ -27,7 +27,7 @@ from support.cluster import (
     wait_operator_pod,
 )
 from support.hub import Hub, stop_hub
-from support.operator import ContainerWatcher
+from support.operator import ContainerWatcher, containers_per_build
 from support.waiting import wait_until
 
 pytestmark = pytest.mark.cluster
@@ -69,10 +69,6 @@ def probe_successes(kubectl, namespace: str, pod: str) -> float:
         ):
             total += float(line.rsplit(" ", 1)[1])
     return total
-
-
-def containers_per_build(watcher: ContainerWatcher) -> dict[str, int]:
-    return {uid: len(ids) for uid, ids in watcher.seen_ids.items() if uid}
 
 
 @pytest.mark.parametrize("mode", ["root", "socket-group"])

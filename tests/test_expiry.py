@@ -8,17 +8,10 @@ import asyncio
 import pytest
 
 from repo2docker_operator.expiry import RETRY_AFTER, Expiries
+from support.fakes import Clock
 from support.waiting import until
 
 pytestmark = pytest.mark.unit
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def at(seconds: float) -> float:
@@ -27,7 +20,7 @@ def at(seconds: float) -> float:
 
 def expiries(ttl: float = 100, fail: set[str] = frozenset()) -> tuple[Expiries, list[tuple], Clock]:
     deleted: list[tuple] = []
-    clock = Clock()
+    clock = Clock(1_000_000.0)
 
     async def delete(namespace, name, uid):
         if name in fail:

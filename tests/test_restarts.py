@@ -8,7 +8,6 @@ import concurrent.futures
 import os
 import signal
 import subprocess
-import uuid
 from pathlib import Path
 
 import docker
@@ -16,16 +15,12 @@ import pytest
 
 from repo2docker_buildcore import contract
 from support.builds import dockerfile_repo, image_exists
-from support.hub import start_hub, stop_hub
+from support.hub import start_hub, stop_hub, unique_user
 from support.operator import ContainerWatcher
 from support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def user() -> str:
-    return f"u{uuid.uuid4().hex[:8]}"
 
 
 def build_containers(client, instance: str) -> list:
@@ -42,13 +37,13 @@ def test_builds_survive_a_hub_restart_finish_unasked_and_free_their_slots(testen
     third = dockerfile_repo(git_repos, base, marker="third")
     with ContainerWatcher(docker_client, hub.instance) as watcher:
         for repo in first:
-            name = user()
+            name = unique_user()
             hub.create_user(name)
             assert hub.spawn(name, {"repo": repo.url, "ref": "main"}).status_code == 202
         wait_until(lambda: len(watcher.running_until) == 2, timeout=60, what="both builds to run")
         hub.stop()
         hub.start()
-        response, events = hub.spawn_and_follow(user(), {"repo": third.url, "ref": "main"})
+        response, events = hub.spawn_and_follow(unique_user(), {"repo": third.url, "ref": "main"})
         assert events[-1].get("ready"), events
         wait_until(
             lambda: not build_containers(docker_client, hub.instance),
@@ -100,7 +95,7 @@ def test_a_docker_restart_mid_build_fails_the_spawn_and_the_first_retry_builds(r
             b: dockerfile_repo(git_repos, testenv["R2D_SINGLEUSER_IMAGE"], sleep=20, marker=f"after the restart, {b}")
             for b in hubs
         }
-        names = {b: user() for b in hubs}
+        names = {b: unique_user() for b in hubs}
         for backend, hub in hubs.items():
             hub.create_user(names[backend])
             assert hub.spawn(names[backend], {"repo": repos[backend].url, "ref": "main"}).status_code == 202

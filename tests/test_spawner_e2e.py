@@ -23,6 +23,7 @@ import requests
 from repo2docker_buildcore import contract
 from support.builds import dockerfile_repo, head, image_exists, shows_first_step, tagged
 from support.env import both_repo2docker_versions
+from support.hub import unique_user
 from support.operator import ContainerWatcher
 from support.registry import login_config, registry_tags
 from support.waiting import wait_until
@@ -45,17 +46,13 @@ def kubernetes_hub(hubs):
     return hubs("kubernetes")
 
 
-def user() -> str:
-    return f"u{uuid.uuid4().hex[:8]}"
-
-
 @both_repo2docker_versions
 def test_rest_spawn_builds_the_tag_and_serves_the_repo(hub, git_repos, testenv, docker_client):
     # Long enough that the REST answer (after slow_spawn_timeout) comes before the build ends.
     repo = dockerfile_repo(git_repos, testenv["R2D_SINGLEUSER_IMAGE"], marker="built from v1", sleep=5)
     repo.tag("v1")
     repo.commit({"marker.txt": "main moved on\n"})  # the tag, not the branch, must be built
-    alice, bob = user(), user()
+    alice, bob = unique_user(), unique_user()
 
     with ContainerWatcher(docker_client, hub.build_instance) as watcher:
         response, events = hub.spawn_and_follow(alice, {"repo": repo.url, "ref": "v1"})
@@ -83,7 +80,7 @@ def test_rest_spawn_builds_the_tag_and_serves_the_repo(hub, git_repos, testenv, 
 @both_repo2docker_versions
 def test_failing_repo_fails_the_spawn_with_its_message(hub, git_repos, testenv):
     repo = dockerfile_repo(git_repos, testenv["R2D_SINGLEUSER_IMAGE"], fail=True)
-    name = user()
+    name = unique_user()
     response, events = hub.spawn_and_follow(name, {"repo": repo.url, "ref": "main"})
     assert response.status_code == 202, response.text
     assert events[-1].get("failed"), events
@@ -93,7 +90,7 @@ def test_failing_repo_fails_the_spawn_with_its_message(hub, git_repos, testenv):
 
 
 def test_bad_options_are_a_400_with_a_message(hub):
-    name = user()
+    name = unique_user()
     hub.create_user(name)
     for options, expected in [
         ({"repo": "file:///etc/passwd"}, "must start with"),
@@ -111,14 +108,14 @@ def test_bad_options_are_a_400_with_a_message(hub):
 
 def test_unknown_ref_is_a_400(hub, git_repos, testenv):
     repo = dockerfile_repo(git_repos, testenv["R2D_SINGLEUSER_IMAGE"])
-    name = user()
+    name = unique_user()
     hub.create_user(name)
     r = hub.spawn(name, {"repo": repo.url, "ref": "no-such-branch"})
     assert r.status_code == 400 and "was not found" in r.json()["message"], r.text
 
 
 def test_no_repo_starts_the_default_image(hub, docker_client):
-    name = user()
+    name = unique_user()
     response, events = hub.spawn_and_follow(name, None)
     assert response.status_code in (201, 202)
     hub.wait_ready(name)
@@ -131,7 +128,7 @@ def test_stopping_a_pending_spawn_keeps_the_shared_build(hub, git_repos, testenv
     """Alice gives up while her image builds. The build is not hers alone: it goes on, and
     Bob, asking for the same repo and ref, joins it rather than starting another."""
     repo = dockerfile_repo(git_repos, testenv["R2D_SINGLEUSER_IMAGE"], sleep=8, marker="shared")
-    alice, bob = user(), user()
+    alice, bob = unique_user(), unique_user()
     with ContainerWatcher(docker_client, hub.build_instance) as watcher:
         hub.create_user(alice)
         assert hub.spawn(alice, {"repo": repo.url, "ref": "main"}).status_code == 202
@@ -158,7 +155,7 @@ def test_hub_restart_loses_nothing(hub, git_repos, testenv, docker_client):
     """A hub restart mid-build: the next spawn of the same repo and commit joins the build
     that is still running instead of starting another; state keeps the build's name."""
     repo = dockerfile_repo(git_repos, testenv["R2D_SINGLEUSER_IMAGE"], sleep=8, marker="survived")
-    alice = user()
+    alice = unique_user()
     with ContainerWatcher(docker_client, hub.build_instance) as watcher:
         hub.create_user(alice)
         assert hub.spawn(alice, {"repo": repo.url, "ref": "main"}).status_code == 202
@@ -181,7 +178,7 @@ def test_a_build_whose_image_was_removed_builds_again(hub, git_repos, testenv, d
     `docker image prune -a` on the host, say. The next spawn builds again instead of failing to
     pull an image that exists nowhere."""
     repo = dockerfile_repo(git_repos, testenv["R2D_SINGLEUSER_IMAGE"], marker="built again")
-    alice = user()
+    alice = unique_user()
     with ContainerWatcher(docker_client, hub.build_instance) as watcher:
         _response, events = hub.spawn_and_follow(alice, {"repo": repo.url, "ref": "main"})
         assert events[-1].get("ready"), events
@@ -219,7 +216,7 @@ def test_the_hubs_collector_removes_unused_built_images_and_keeps_the_one_a_serv
     )
     base = testenv["R2D_SINGLEUSER_IMAGE"]
     served, stopped = dockerfile_repo(git_repos, base, marker="served"), dockerfile_repo(git_repos, base)
-    alice, bob = user(), user()
+    alice, bob = unique_user(), unique_user()
     for name, repo in ((alice, served), (bob, stopped)):
         _response, events = hub.spawn_and_follow(name, {"repo": repo.url, "ref": "main"})
         assert events[-1].get("ready"), events
@@ -260,7 +257,7 @@ def build_watches(kubectl) -> int:
 def test_watch_connections_do_not_grow_with_pending_spawns(kubernetes_hub, kubectl, git_repos, testenv):
     hub = kubernetes_hub
     repos = [dockerfile_repo(git_repos, testenv["R2D_SINGLEUSER_IMAGE"], sleep=15) for _ in range(6)]
-    users = [user() for _ in repos]
+    users = [unique_user() for _ in repos]
     baseline = build_watches(kubectl)  # the operator's own watch
 
     hub.create_user(users[0])
@@ -292,7 +289,7 @@ def test_form_and_query_paths(local_hub, git_repos, testenv):
     """The HTML form and Binder-style /hub/spawn?repo=&ref= links, with a logged-in browser session."""
     hub = local_hub
     repo = dockerfile_repo(git_repos, testenv["R2D_SINGLEUSER_IMAGE"], marker="via query")
-    name = user()
+    name = unique_user()
     session = requests.Session()
     login = session.get(f"{hub.url}/hub/login")
     xsrf = re.search(r'name="_xsrf" value="([^"]+)"', login.text).group(1)
@@ -323,7 +320,7 @@ def test_form_and_query_paths(local_hub, git_repos, testenv):
 def test_local_backend_caps_builds_and_queues_users(testenv, docker_client, git_repos, hubs):
     hub = hubs("local", **{"LocalBackend.concurrency": 1})
     repos = [dockerfile_repo(git_repos, testenv["R2D_SINGLEUSER_IMAGE"], sleep=4, marker=f"repo {i}") for i in range(3)]
-    users = [user() for _ in repos]
+    users = [unique_user() for _ in repos]
     with ContainerWatcher(docker_client, hub.instance) as watcher:
 
         def spawn_and_watch(name: str, repo) -> list[dict]:  # one user: start, then watch the pending page
@@ -367,7 +364,7 @@ def test_pushed_image_is_pulled_from_the_registry_by_the_next_spawn(
     repo = dockerfile_repo(git_repos, testenv["R2D_SINGLEUSER_IMAGE"], marker="from the registry")
     commit = subprocess.check_output(["git", "-C", str(repo.work), "rev-parse", "HEAD"], text=True).strip()
     image = contract.image_name(prefix, repo.url, commit)
-    alice = user()
+    alice = unique_user()
     with ContainerWatcher(docker_client, hub.build_instance) as watcher:
         response, events = hub.spawn_and_follow(alice, {"repo": repo.url, "ref": "main"})
         assert events[-1].get("ready"), events
@@ -406,7 +403,7 @@ def test_build_lines_reach_the_user_as_printed_from_the_builders_daemon(testenv,
             f"RUN echo tick-{uuid.uuid4().hex[:6]}-start && sleep 20 && echo tick-end\n"
         }
     )
-    name = user()
+    name = unique_user()
     hub.create_user(name)
     assert hub.spawn(name, {"repo": repo.url, "ref": "main"}).status_code == 202
     received: list[tuple[float, str]] = [(time.monotonic(), e.get("message", "")) for e in hub.progress(name)]
@@ -428,7 +425,7 @@ def test_a_user_with_as_many_unfinished_builds_as_the_limit_is_refused_one_more(
     may still join one of them, and nobody else is held back."""
     hub = hubs(backend, per_user_build_limit=2)
     repos = [dockerfile_repo(git_repos, testenv["R2D_SINGLEUSER_IMAGE"], sleep=20) for _ in range(3)]
-    name, other = user(), user()
+    name, other = unique_user(), unique_user()
     hub.create_user(name)
     for started, repo in enumerate(repos[:2], start=1):
         assert hub.spawn(name, {"repo": repo.url, "ref": "main"}).status_code in (201, 202)
@@ -468,7 +465,7 @@ def test_simultaneous_launches_of_one_user_start_at_most_the_limit(backend, hubs
         hub_config=["c.JupyterHub.allow_named_servers = True", "c.JupyterHub.named_server_limit_per_user = 10"],
     )
     repos = [dockerfile_repo(git_repos, testenv["R2D_SINGLEUSER_IMAGE"], sleep=20) for _ in range(4)]
-    name = user()
+    name = unique_user()
     hub.create_user(name)
 
     def launch(index: int) -> requests.Response:
@@ -496,7 +493,7 @@ def test_a_queued_build_nobody_waits_for_is_withdrawn_and_a_running_one_finishes
     )
     base = testenv["R2D_SINGLEUSER_IMAGE"]
     slow, waiting = dockerfile_repo(git_repos, base, sleep=10), dockerfile_repo(git_repos, base)
-    ann, bob = user(), user()
+    ann, bob = unique_user(), unique_user()
     with ContainerWatcher(docker_client, hub.build_instance) as watcher:
         for name, repo in ((ann, slow), (bob, waiting)):
             hub.create_user(name)

@@ -16,6 +16,16 @@ from repo2docker_buildcore.versions import Repo2DockerVersion
 SHA = "a" * 40
 
 
+class Clock:
+    """A clock a test moves by hand (`clock.now += 15`), for code that takes `clock=`."""
+
+    def __init__(self, now: float = 100.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
 class FakeRunner:
     """`in_registry` may be a list of answers, one per call (an exception: the registry is down).
     `existing` is a container the runner already has for the build (a restart's survivor).

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -228,6 +229,11 @@ class Hub:
         )
         assert r.status_code == 302, f"login as {name}: {r.status_code} {r.text[:300]}"
         return session
+
+
+def unique_user() -> str:
+    """A user name no other test (or earlier run) on this hub's daemon has used."""
+    return f"u{uuid.uuid4().hex[:8]}"
 
 
 def own_xsrf(hub: Hub, session: requests.Session, where: str = "/hub") -> str:

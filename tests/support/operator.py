@@ -212,3 +212,13 @@ class ContainerWatcher:
             self.max_running = max(self.max_running, running)
             self.samples += 1
             time.sleep(self.interval)
+
+
+def containers_per_build(*watchers: ContainerWatcher) -> dict[str, int]:
+    """How many build containers each build (by resource uid) had, over every watched node."""
+    counts: dict[str, int] = {}
+    for watcher in watchers:
+        for uid, ids in watcher.seen_ids.items():
+            if uid:
+                counts[uid] = counts.get(uid, 0) + len(ids)
+    return counts
