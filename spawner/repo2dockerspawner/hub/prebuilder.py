@@ -101,12 +101,6 @@ class Prebuilder:
                 self.interval,
             )
 
-    def stop(self) -> None:
-        for task in (self._poller, *self._running.values()):
-            if task is not None:
-                task.cancel()
-        self._poller = None
-
     async def _poll(self) -> None:
         while True:
             for repo in self.watched.values():

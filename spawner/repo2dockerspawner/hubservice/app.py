@@ -130,7 +130,7 @@ class BuildStatusHandler(Page):
         build = await self.record(namespace, name, details=False)
         self.set_header("Content-Type", "application/json")
         self.set_header("Cache-Control", "no-store")
-        self.finish(json.dumps(status_json(build, human_age)))
+        self.finish(json.dumps(status_json(build)))
 
 
 class BuildActionHandler(Page):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from ..humanize import human_age
+
 ACTIVE = ("Pending", "Queued", "Building")
 # What a finished action says, by a fixed key: nothing from the URL is ever shown as a message.
 DONE = {
@@ -35,7 +37,7 @@ class BuildView:
         return (self.completed or time.time()) - self.started
 
 
-def status_json(build: BuildView, human_age) -> dict[str, Any]:
+def status_json(build: BuildView) -> dict[str, Any]:
     """The detail page's live view: phase, queue position, message and log tail."""
     return {
         "phase": build.phase,
